@@ -1,0 +1,275 @@
+#include "model.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "log.h"
+
+namespace still {
+
+// --- loading ---------------------------------------------------------------------
+
+namespace {
+struct ProgressState {
+    const std::function<bool(float)> * fn;
+    bool cancelled = false;
+};
+
+bool on_progress(float progress, void * user_data) {
+    auto * state = static_cast<ProgressState *>(user_data);
+    if (state->fn == nullptr || !*state->fn) return true;
+    if ((*state->fn)(progress)) return true;
+    state->cancelled = true;
+    return false;
+}
+} // namespace
+
+std::shared_ptr<Model> Model::load(const std::string & path, const ModelParams & params,
+                                   const std::function<bool(float)> & progress) {
+    LogCapture capture;
+    ProgressState state{&progress};
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = params.gpu_layers;
+    if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.vocab_only = params.vocab_only;
+    mp.check_tensors = params.check_tensors;
+    mp.progress_callback = on_progress;
+    mp.progress_callback_user_data = &state;
+
+    llama_model * model = llama_model_load_from_file(path.c_str(), mp);
+    if (model == nullptr) {
+        if (state.cancelled) throw EngineError("cancelled", "loading the model was cancelled");
+        std::string reason = capture.summary();
+        if (reason.empty()) reason = "llama.cpp could not load it";
+        throw EngineError("load_failed", reason);
+    }
+    return std::shared_ptr<Model>(new Model(model, params));
+}
+
+Model::Model(llama_model * model, const ModelParams & params)
+    : model_(model), vocab_(llama_model_get_vocab(model)), params_(params) {}
+
+Model::~Model() { llama_model_free(model_); }
+
+// --- facts -----------------------------------------------------------------------
+
+std::optional<std::string> Model::meta(const char * key) const {
+    std::vector<char> buf(256);
+    int32_t n = llama_model_meta_val_str(model_, key, buf.data(), buf.size());
+    if (n < 0) return std::nullopt;
+    if (static_cast<size_t>(n) >= buf.size()) {
+        buf.resize(n + 1);
+        n = llama_model_meta_val_str(model_, key, buf.data(), buf.size());
+        if (n < 0) return std::nullopt;
+    }
+    return std::string(buf.data(), n);
+}
+
+static const char * vocab_type_name(enum llama_vocab_type t) {
+    switch (t) {
+        case LLAMA_VOCAB_TYPE_NONE: return "none";
+        case LLAMA_VOCAB_TYPE_SPM: return "spm";
+        case LLAMA_VOCAB_TYPE_BPE: return "bpe";
+        case LLAMA_VOCAB_TYPE_WPM: return "wpm";
+        case LLAMA_VOCAB_TYPE_UGM: return "ugm";
+        case LLAMA_VOCAB_TYPE_RWKV: return "rwkv";
+        case LLAMA_VOCAB_TYPE_PLAMO2: return "plamo2";
+        default: return "other";
+    }
+}
+
+ModelFacts Model::facts() const {
+    ModelFacts f;
+    f.architecture = meta("general.architecture").value_or("");
+    f.name = meta("general.name").value_or("");
+    char desc[256];
+    const int32_t n_desc = llama_model_desc(model_, desc, sizeof(desc));
+    if (n_desc > 0) f.description.assign(desc, std::min<size_t>(n_desc, sizeof(desc) - 1));
+    f.file_type = llama_ftype_name(llama_model_ftype(model_));
+    f.size_bytes = llama_model_size(model_);
+    f.parameter_count = llama_model_n_params(model_);
+    f.context_length = llama_model_n_ctx_train(model_);
+    f.embedding_length = llama_model_n_embd(model_);
+    f.layer_count = llama_model_n_layer(model_);
+    f.head_count = llama_model_n_head(model_);
+    f.head_count_kv = llama_model_n_head_kv(model_);
+    f.vocab_size = llama_vocab_n_tokens(vocab_);
+    f.vocab_type = vocab_type_name(llama_vocab_type(vocab_));
+    f.bos = llama_vocab_bos(vocab_);
+    f.eos = llama_vocab_eos(vocab_);
+    f.eot = llama_vocab_eot(vocab_);
+    f.sep = llama_vocab_sep(vocab_);
+    f.nl = llama_vocab_nl(vocab_);
+    f.pad = llama_vocab_pad(vocab_);
+    f.add_bos = llama_vocab_get_add_bos(vocab_);
+    f.add_eos = llama_vocab_get_add_eos(vocab_);
+    for (llama_token id = 0; id < f.vocab_size; id++) {
+        if (llama_vocab_is_eog(vocab_, id)) f.eog.push_back(id);
+        const auto attr = llama_vocab_get_attr(vocab_, id);
+        const char * kind = nullptr;
+        if (attr & LLAMA_TOKEN_ATTR_CONTROL) kind = "control";
+        else if (attr & LLAMA_TOKEN_ATTR_USER_DEFINED) kind = "user_defined";
+        else if (attr & LLAMA_TOKEN_ATTR_UNKNOWN) kind = "unknown";
+        if (kind != nullptr) f.special_tokens.push_back({id, llama_vocab_get_text(vocab_, id), kind});
+    }
+    if (const char * tmpl = llama_model_chat_template(model_, nullptr)) f.chat_template = tmpl;
+    f.gpu_layers = params_.gpu_layers;
+    return f;
+}
+
+// --- tokenizer -------------------------------------------------------------------
+
+std::vector<llama_token> Model::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+    if (text.size() > static_cast<size_t>(INT32_MAX))
+        throw EngineError("invalid_argument", "text is too long to tokenize (over 2 GiB)");
+    std::vector<llama_token> tokens(text.size() + 8);
+    int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                               static_cast<int32_t>(tokens.size()), add_special, parse_special);
+    if (n == INT32_MIN) throw EngineError("invalid_argument", "text is too long to tokenize");
+    if (n < 0) {
+        tokens.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                           static_cast<int32_t>(tokens.size()), add_special, parse_special);
+        if (n < 0) throw EngineError("invalid_argument", "tokenization failed");
+    }
+    tokens.resize(n);
+    return tokens;
+}
+
+void Model::check_tokens(const llama_token * tokens, size_t n) const {
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            throw EngineError("invalid_argument", "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                                      " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+    }
+}
+
+std::string Model::detokenize(const std::vector<llama_token> & tokens, bool remove_special, bool unparse_special) const {
+    check_tokens(tokens.data(), tokens.size());
+    if (tokens.size() > static_cast<size_t>(INT32_MAX)) throw EngineError("invalid_argument", "too many tokens");
+    std::string text(std::max<size_t>(64, tokens.size() * 8), '\0');
+    int32_t n = llama_detokenize(vocab_, tokens.data(), static_cast<int32_t>(tokens.size()), text.data(),
+                                 static_cast<int32_t>(text.size()), remove_special, unparse_special);
+    if (n < 0) {
+        text.resize(-n);
+        n = llama_detokenize(vocab_, tokens.data(), static_cast<int32_t>(tokens.size()), text.data(),
+                             static_cast<int32_t>(text.size()), remove_special, unparse_special);
+        if (n < 0) throw EngineError("invalid_argument", "detokenization failed");
+    }
+    text.resize(n);
+    return text;
+}
+
+llama_token Model::single_token(const std::string & text) const {
+    const std::vector<llama_token> tokens = tokenize(text, false, true);
+    if (tokens.size() != 1) return LLAMA_TOKEN_NULL;
+    if (detokenize(tokens, false, true) != text) return LLAMA_TOKEN_NULL;
+    return tokens[0];
+}
+
+// --- chat template ---------------------------------------------------------------
+
+std::optional<std::string> Model::apply_chat_template(const std::vector<std::pair<std::string, std::string>> & messages,
+                                                      bool add_assistant, const std::string * tmpl) const {
+    const char * t = tmpl != nullptr ? tmpl->c_str() : llama_model_chat_template(model_, nullptr);
+    // llama.cpp would fall back to ChatML here; a model without a template must say so instead.
+    if (t == nullptr) throw EngineError("invalid_argument", "the model has no chat template");
+
+    std::vector<llama_chat_message> chat;
+    size_t chars = 0;
+    for (const auto & m : messages) {
+        chat.push_back({m.first.c_str(), m.second.c_str()});
+        chars += m.first.size() + m.second.size();
+    }
+    std::string out(2 * chars + 256, '\0');
+    int32_t n = llama_chat_apply_template(t, chat.data(), chat.size(), add_assistant, out.data(), static_cast<int32_t>(out.size()));
+    if (n < 0) return std::nullopt;
+    if (static_cast<size_t>(n) > out.size()) {
+        out.resize(n);
+        n = llama_chat_apply_template(t, chat.data(), chat.size(), add_assistant, out.data(), static_cast<int32_t>(out.size()));
+        if (n < 0) return std::nullopt;
+    }
+    out.resize(n);
+    return out;
+}
+
+// --- greedy smoke generation -----------------------------------------------------
+
+namespace {
+struct ContextDeleter {
+    void operator()(llama_context * ctx) const { llama_free(ctx); }
+};
+struct SamplerDeleter {
+    void operator()(llama_sampler * s) const { llama_sampler_free(s); }
+};
+
+bool should_abort(void * data) {
+    const auto * flag = static_cast<const std::atomic<bool> *>(data);
+    return flag != nullptr && flag->load(std::memory_order_relaxed);
+}
+} // namespace
+
+std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> & prompt, int32_t max_tokens,
+                                                int32_t n_threads, const std::atomic<bool> * abort) const {
+    if (params_.vocab_only) throw EngineError("invalid_argument", "the model was loaded without weights (vocabOnly)");
+    if (prompt.empty()) throw EngineError("invalid_argument", "the prompt has no tokens");
+    if (max_tokens < 0) throw EngineError("invalid_argument", "maxTokens must not be negative");
+    check_tokens(prompt.data(), prompt.size());
+
+    LogCapture capture;
+    const uint32_t n_batch = 512;
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = static_cast<uint32_t>(prompt.size() + max_tokens + 1);
+    cp.n_batch = n_batch;
+    cp.n_ubatch = n_batch;
+    cp.n_seq_max = 1;
+    if (n_threads > 0) {
+        cp.n_threads = n_threads;
+        cp.n_threads_batch = n_threads;
+    }
+    cp.no_perf = true;
+    cp.abort_callback = should_abort;
+    cp.abort_callback_data = const_cast<std::atomic<bool> *>(abort);
+    std::unique_ptr<llama_context, ContextDeleter> ctx(llama_init_from_model(model_, cp));
+    if (!ctx) throw EngineError("decode_failed", "could not create a context: " + capture.summary());
+
+    std::unique_ptr<llama_sampler, SamplerDeleter> sampler(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+    llama_sampler_chain_add(sampler.get(), llama_sampler_init_greedy());
+
+    auto decode = [&](const llama_token * tokens, size_t n) {
+        for (size_t i = 0; i < n; i += n_batch) {
+            const int32_t len = static_cast<int32_t>(std::min<size_t>(n_batch, n - i));
+            const int32_t rc = llama_decode(ctx.get(), llama_batch_get_one(const_cast<llama_token *>(tokens + i), len));
+            if (rc == 2) throw EngineError("cancelled", "generation was cancelled");
+            if (rc != 0) throw EngineError("decode_failed", "llama_decode failed (" + std::to_string(rc) + "): " + capture.summary());
+        }
+    };
+
+    std::vector<llama_token> out;
+    decode(prompt.data(), prompt.size());
+    while (static_cast<int32_t>(out.size()) < max_tokens) {
+        if (should_abort(cp.abort_callback_data)) throw EngineError("cancelled", "generation was cancelled");
+        llama_token next = llama_sampler_sample(sampler.get(), ctx.get(), -1);
+        if (llama_vocab_is_eog(vocab_, next)) break;
+        out.push_back(next);
+        decode(&next, 1);
+    }
+    return out;
+}
+
+// --- quantization ----------------------------------------------------------------
+
+void quantize_model(const std::string & in_path, const std::string & out_path, int32_t ftype, int32_t n_threads) {
+    LogCapture capture;
+    llama_model_quantize_params qp = llama_model_quantize_default_params();
+    qp.ftype = static_cast<enum llama_ftype>(ftype);
+    qp.nthread = n_threads;
+    if (llama_model_quantize(in_path.c_str(), out_path.c_str(), &qp) != 0) {
+        std::string reason = capture.summary();
+        throw EngineError("quantize_failed", reason.empty() ? "llama_model_quantize failed" : reason);
+    }
+}
+
+} // namespace still

@@ -1,0 +1,252 @@
+// A GGUF model loaded through the native addon: facts, tokenizer, chat template.
+import os from "node:os";
+import {z} from "zod";
+import {AbortError, ModelError, OptionError, StillError} from "../errors.js";
+import {MARKERS, type MarkerName} from "../format/markers.js";
+import {type Backend, type NativeModel, getBackend} from "./binding.js";
+import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
+import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
+
+export const loadModelOptionsSchema = z.object({
+    /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
+    gpuLayers: z.union([z.number().int().min(0), z.enum(["auto", "max"])]).default("auto"),
+    /** Memory-map the file instead of reading it into memory. */
+    useMmap: z.boolean().default(true),
+    /** Load the tokenizer and facts only, no weights. */
+    vocabOnly: z.boolean().default(false),
+    /** Let llama.cpp check tensor data for NaN/Inf while loading (slower). */
+    checkTensors: z.boolean().default(false),
+    /** llama.cpp variant to use ("cpu", "cuda", a source build name); defaults to STILL_VARIANT or the best for this machine. */
+    variant: z.string().optional()
+});
+export type LoadModelOptions = z.input<typeof loadModelOptionsSchema> & {
+    signal?: AbortSignal,
+    /** Called with the loaded fraction, 0..1. */
+    onProgress?: (fraction: number) => void
+};
+
+const tokenId = z.number().int().nullable();
+const nativeFactsSchema = z.object({
+    architecture: z.string(),
+    name: z.string(),
+    description: z.string(),
+    fileType: z.string(),
+    sizeBytes: z.number(),
+    parameterCount: z.number(),
+    contextLength: z.number().int(),
+    embeddingLength: z.number().int(),
+    layerCount: z.number().int(),
+    headCount: z.number().int(),
+    headCountKv: z.number().int(),
+    vocabSize: z.number().int(),
+    vocabType: z.string(),
+    tokens: z.object({bos: tokenId, eos: tokenId, eot: tokenId, sep: tokenId, nl: tokenId, pad: tokenId}),
+    addBos: z.boolean(),
+    addEos: z.boolean(),
+    eog: z.array(z.number().int()),
+    specialTokens: z.array(z.object({id: z.number().int(), text: z.string(), kind: z.enum(["control", "user_defined", "unknown"])})),
+    chatTemplate: z.string().nullable(),
+    gpuLayers: z.number().int()
+});
+
+export type ModelFacts = z.infer<typeof nativeFactsSchema> & {
+    /** Token ids of the four STILL thought/solution markers, when each is a single token. */
+    markers: Record<MarkerName, number | null>,
+    /** The llama.cpp variant and devices the model was loaded with. */
+    backend: {variant: string, llamaRelease: string, devices: Backend["devices"], warning?: string}
+};
+
+export type ChatMessage = {role: string, content: string};
+
+export class Model {
+    /** Operations still running in native workers; dispose() waits for them. */
+    private readonly pending = new Set<Promise<unknown>>();
+    private disposing: Promise<void> | undefined;
+
+    private constructor(
+        readonly path: string,
+        readonly facts: ModelFacts,
+        readonly gguf: GgufInspection,
+        private readonly native: NativeModel,
+        private readonly backend: Backend
+    ) {}
+
+    /** Validates the file, then loads it off the event loop. */
+    static async load(path: string, options: LoadModelOptions = {}): Promise<Model> {
+        const parsed = loadModelOptionsSchema.safeParse(options);
+        if (!parsed.success) throw new OptionError(`invalid model options: ${z.prettifyError(parsed.error)}`);
+        const opts = parsed.data;
+        options.signal?.throwIfAborted?.();
+
+        const backend = getBackend(opts.variant == null ? {} : {variant: opts.variant});
+        const gguf = await inspectGguf(path, (t) => backend.binding.ggmlTypeInfo(t), {allowNoTensors: opts.vocabOnly});
+        if (gguf.type === "adapter")
+            throw new ModelError(path, `${path} is a LoRA adapter, not a model; load its base model and apply the adapter to it.`);
+
+        const gpuLayers = opts.gpuLayers === "max" ? -1
+            : opts.gpuLayers === "auto" ? (backend.hasGpu ? -1 : 0)
+            : opts.gpuLayers;
+        const abort = new backend.binding.AbortFlag();
+        const onAbort = () => abort.abort();
+        options.signal?.addEventListener("abort", onAbort, {once: true});
+        let native: NativeModel;
+        try {
+            native = await backend.binding.loadModel(path,
+                {gpuLayers, useMmap: opts.useMmap, vocabOnly: opts.vocabOnly, checkTensors: opts.checkTensors},
+                options.onProgress, abort);
+        } catch (err) {
+            throw nativeError(err, path, backend.release);
+        } finally {
+            options.signal?.removeEventListener("abort", onAbort);
+        }
+
+        const nativeFacts = nativeFactsSchema.parse(native.facts());
+        const markers = Object.fromEntries(
+            (Object.keys(MARKERS) as MarkerName[]).map((k) => [k, native.singleToken(MARKERS[k])])
+        ) as Record<MarkerName, number | null>;
+        const facts: ModelFacts = {
+            ...nativeFacts,
+            markers,
+            backend: {
+                variant: backend.variant.name,
+                llamaRelease: backend.release,
+                devices: backend.devices,
+                ...(backend.warning == null ? {} : {warning: backend.warning})
+            }
+        };
+        return new Model(path, facts, gguf, native, backend);
+    }
+
+    get disposed() {
+        return this.disposing != null;
+    }
+
+    /**
+     * Text to token ids. `special` parses control tokens written in the text (such as
+     * "<|im_start|>"); `addSpecial` adds BOS/EOS where the model asks for them.
+     */
+    tokenize(text: string, options: {special?: boolean, addSpecial?: boolean} = {}): number[] {
+        return Array.from(this.call(() => this.native.tokenize(text, options.addSpecial ?? false, options.special ?? false)));
+    }
+
+    /** Token ids to text; `special` renders control tokens as their text. */
+    detokenize(tokens: readonly number[] | Int32Array, options: {special?: boolean} = {}): string {
+        return this.call(() => this.native.detokenize(tokens, false, options.special ?? false));
+    }
+
+    /** The id of `text` when the vocabulary holds it as one token, else null. */
+    tokenId(text: string): number | null {
+        return this.call(() => this.native.singleToken(text));
+    }
+
+    /**
+     * Formats chat messages with the model's chat template (or `template`). The template
+     * is rendered as Jinja, as the model's authors wrote it; if it uses Jinja features the
+     * renderer lacks, llama.cpp's built-in formatter for known template families is used.
+     */
+    applyChatTemplate(messages: readonly ChatMessage[], options: {addGenerationPrompt?: boolean, template?: string} = {}): string {
+        const template = options.template ?? this.facts.chatTemplate;
+        if (template == null)
+            throw new ModelError(this.path, `${this.path} has no chat template; pass one (template option) or give raw prompt text.`);
+        const addGenerationPrompt = options.addGenerationPrompt ?? true;
+        const tokenText = (id: number | null) => (id == null ? "" : this.detokenize([id], {special: true}));
+        let jinjaError: unknown;
+        try {
+            return renderChatTemplate(template, messages, {
+                addGenerationPrompt,
+                bosToken: tokenText(this.facts.tokens.bos),
+                eosToken: tokenText(this.facts.tokens.eos)
+            });
+        } catch (err) {
+            if (err instanceof ChatTemplateRefusal) throw new OptionError(err.message);
+            jinjaError = err;
+        }
+        const out = this.call(() => this.native.applyChatTemplate(messages, addGenerationPrompt, template));
+        if (out == null)
+            throw new ModelError(this.path, `the chat template of ${this.path} could not be applied ` +
+                `(Jinja: ${(jinjaError as Error).message}; llama.cpp does not recognise it either).`);
+        return out;
+    }
+
+    /**
+     * Greedy continuation in a fresh single-sequence context, stopping at end-of-generation
+     * or `maxTokens`: a check that the weights run. Rollouts use the batched engine.
+     */
+    async generateGreedy(prompt: string | readonly number[], options: {maxTokens?: number, threads?: number, signal?: AbortSignal} = {}) {
+        const maxTokens = options.maxTokens ?? 16;
+        if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError(`maxTokens must be a whole number ≥ 0, got ${maxTokens}.`);
+        const tokens = typeof prompt === "string" ? this.tokenize(prompt, {special: true, addSpecial: true}) : [...prompt];
+        if (tokens.length === 0) throw new OptionError("the prompt is empty.");
+        options.signal?.throwIfAborted?.();
+        const abort = new this.backend.binding.AbortFlag();
+        const onAbort = () => abort.abort();
+        options.signal?.addEventListener("abort", onAbort, {once: true});
+        try {
+            const out = await this.track(this.call(() =>
+                this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort)));
+            return {tokens: Array.from(out), text: this.detokenize(out)};
+        } catch (err) {
+            throw nativeError(err, this.path, this.backend.release);
+        } finally {
+            options.signal?.removeEventListener("abort", onAbort);
+        }
+    }
+
+    /** Frees the weights once running operations finish. Idempotent. */
+    dispose(): Promise<void> {
+        this.disposing ??= Promise.allSettled([...this.pending]).then(() => this.native.dispose());
+        return this.disposing;
+    }
+
+    async [Symbol.asyncDispose]() {
+        await this.dispose();
+    }
+
+    private call<T>(fn: () => T): T {
+        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
+        try {
+            return fn();
+        } catch (err) {
+            throw nativeError(err, this.path, this.backend.release);
+        }
+    }
+
+    private track<T>(promise: Promise<T>): Promise<T> {
+        this.pending.add(promise);
+        const done = () => this.pending.delete(promise);
+        promise.then(done, done);
+        return promise;
+    }
+}
+
+/** Loads a GGUF model; see Model.load. */
+export function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+    return Model.load(path, options);
+}
+
+export function defaultThreads() {
+    return Math.max(1, os.availableParallelism());
+}
+
+/** Maps a coded error from the addon to the project's error classes. */
+export function nativeError(err: unknown, path: string, release: string): Error {
+    if (err instanceof StillError) return err;
+    const e = err as Error & {code?: string};
+    const message = e?.message ?? String(err);
+    switch (e?.code) {
+        case "cancelled":
+            return new AbortError(message);
+        case "load_failed": {
+            const arch = /unknown model architecture: '([^']*)'/.exec(message);
+            if (arch != null)
+                return new ModelError(path, `${path} has architecture '${arch[1]}', which llama.cpp ${release} does not support.`, {cause: err});
+            return new ModelError(path, `llama.cpp could not load ${path}: ${message}`, {cause: err});
+        }
+        case "invalid_argument":
+            return new OptionError(message, {cause: err});
+        case "disposed":
+            return new StillError(`the model ${path} has been disposed.`, {cause: err});
+        default:
+            return e instanceof Error ? e : new StillError(message);
+    }
+}

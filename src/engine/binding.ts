@@ -1,0 +1,164 @@
+// Loads the native addon: one module per llama.cpp variant (CPU, CUDA, Vulkan, Metal, or a
+// build made by `npm run build:source`), chosen at run time for this machine.
+import fs from "node:fs";
+import {createRequire} from "node:module";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {z} from "zod";
+import {NativeError} from "../errors.js";
+
+const require = createRequire(import.meta.url);
+
+const manifestSchema = z.object({
+    release: z.string(),
+    variants: z.array(z.object({
+        name: z.string(),
+        addon: z.string(),
+        source: z.boolean(),
+        gpu: z.enum(["cuda", "vulkan", "metal"]).nullable(),
+        libDir: z.string(),
+        fallbackBackendDirs: z.array(z.string())
+    }))
+});
+export type VariantInfo = z.infer<typeof manifestSchema>["variants"][number];
+
+export const deviceSchema = z.object({
+    name: z.string(),
+    description: z.string(),
+    type: z.enum(["cpu", "gpu", "igpu", "accel"]),
+    memoryFree: z.number(),
+    memoryTotal: z.number()
+});
+export type Device = z.infer<typeof deviceSchema>;
+
+/** The native model object; see native/addon/AddonModel.cpp. */
+export interface NativeModel {
+    facts(): unknown;
+    tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+    detokenize(tokens: Int32Array | readonly number[], removeSpecial: boolean, unparseSpecial: boolean): string;
+    singleToken(text: string): number | null;
+    applyChatTemplate(messages: readonly {role: string, content: string}[], addAssistant: boolean, template?: string): string | null;
+    generateGreedy(tokens: Int32Array | readonly number[], maxTokens: number, threads: number, abort?: NativeAbortFlag): Promise<Int32Array>;
+    dispose(): void;
+    readonly disposed: boolean;
+}
+
+export interface NativeAbortFlag {
+    abort(): void;
+    readonly aborted: boolean;
+}
+
+export interface NativeBinding {
+    readonly variant: string;
+    readonly llamaRelease: string;
+    init(libDir: string, fallbackDirs: string[]): void;
+    devices(): unknown;
+    systemInfo(): string;
+    ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
+    setLogLevel(level: number): void;
+    quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
+    loadModel(path: string, options: {gpuLayers: number, useMmap: boolean, vocabOnly: boolean, checkTensors: boolean},
+        onProgress?: (fraction: number) => void, abort?: NativeAbortFlag): Promise<NativeModel>;
+    AbortFlag: new () => NativeAbortFlag;
+}
+
+export type Backend = {
+    binding: NativeBinding,
+    variant: VariantInfo,
+    release: string,
+    devices: Device[],
+    hasGpu: boolean,
+    /** Set when the variant expected a GPU but none registered (missing driver or runtime). */
+    warning?: string
+};
+
+/** The root of the still package (holds package.json, build/, node_modules/). */
+export const packageRoot = findPackageRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function findPackageRoot(from: string): string {
+    for (let dir = from; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+        try {
+            const pkg = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")) as {name?: string};
+            if (pkg.name === "still") return dir;
+        } catch {
+            // keep walking up
+        }
+    }
+    throw new NativeError("cannot find the still package root above " + from);
+}
+
+const buildDir = path.join(packageRoot, "build", "Release");
+
+function readManifest() {
+    const file = path.join(buildDir, "variants.json");
+    let raw: unknown;
+    try {
+        raw = JSON.parse(fs.readFileSync(file, "utf8"));
+    } catch {
+        throw new NativeError(`the native addon is not built (${file} is missing). ` +
+            "Possible solutions: run `npm install` (or `npm run build:native`) in " + packageRoot + ".");
+    }
+    const parsed = manifestSchema.safeParse(raw);
+    if (!parsed.success)
+        throw new NativeError(`${file} is not a valid variant manifest; rebuild with \`npm run build:native\`.`);
+    return parsed.data;
+}
+
+/** GPU kinds this machine appears to have a driver for. */
+function detectGpuKinds(): Set<string> {
+    const kinds = new Set<string>();
+    if (process.platform === "linux" && fs.existsSync("/proc/driver/nvidia/version")) kinds.add("cuda");
+    if (process.platform === "win32" && fs.existsSync(path.join(process.env.SystemRoot ?? "C:\\Windows", "System32", "nvcuda.dll")))
+        kinds.add("cuda");
+    if (process.platform === "darwin" && process.arch === "arm64") kinds.add("metal");
+    return kinds;
+}
+
+/**
+ * Candidate variants, best first: an explicit request (STILL_VARIANT or the `variant`
+ * option) alone; otherwise source builds before prebuilt ones, and among each, GPU
+ * variants this machine has a driver for before CPU. Vulkan is used only on request.
+ */
+export function rankVariants(variants: VariantInfo[], gpuKinds: Set<string>, requested?: string): VariantInfo[] {
+    if (requested != null && requested !== "" && requested !== "auto") {
+        const found = variants.find((v) => v.name === requested);
+        if (found == null)
+            throw new NativeError(`llama.cpp variant '${requested}' is not built; available: ${variants.map((v) => v.name).join(", ") || "none"}.`);
+        return [found];
+    }
+    const usable = (v: VariantInfo) => v.gpu == null || (v.gpu !== "vulkan" && gpuKinds.has(v.gpu));
+    const score = (v: VariantInfo) => (v.source ? 2 : 0) + (v.gpu != null ? 1 : 0);
+    return variants.filter(usable).sort((a, b) => score(b) - score(a));
+}
+
+let cached: Backend | undefined;
+
+/**
+ * The loaded backend for this process. The first call picks and loads a variant; a
+ * process can hold only one, so later calls return it whatever `variant` they ask for.
+ */
+export function getBackend(options: {variant?: string} = {}): Backend {
+    if (cached != null) return cached;
+    const manifest = readManifest();
+    const candidates = rankVariants(manifest.variants, detectGpuKinds(), options.variant ?? process.env.STILL_VARIANT);
+    const failures: string[] = [];
+    for (const variant of candidates) {
+        const file = path.join(buildDir, variant.addon);
+        let binding: NativeBinding;
+        try {
+            binding = require(file) as NativeBinding;
+        } catch (err) {
+            failures.push(`${variant.name}: ${(err as Error).message.split("\n")[0]}`);
+            continue;
+        }
+        binding.init(path.resolve(packageRoot, variant.libDir), variant.fallbackBackendDirs.map((d) => path.resolve(packageRoot, d)));
+        const devices = z.array(deviceSchema).parse(binding.devices());
+        const hasGpu = devices.some((d) => d.type === "gpu" || d.type === "igpu");
+        cached = {binding, variant, release: manifest.release, devices, hasGpu};
+        if (variant.gpu != null && !hasGpu)
+            cached.warning = `the ${variant.name} variant found no ${variant.gpu} device (driver or runtime libraries missing?); running on CPU`;
+        return cached;
+    }
+    throw new NativeError("could not load the native addon (" + (failures.join("; ") || "no variant fits this machine") + "). " +
+        "Possible solutions: run `npm run build:native`; set STILL_VARIANT=cpu; or build llama.cpp here with `npm run build:source`.");
+}
