@@ -56,3 +56,8 @@ export class AbortError extends StillError {
 export class OptionError extends StillError {
     override name = "OptionError";
 }
+
+/** Throws the project's AbortError (not the DOM one) when `signal` has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, what = "the operation") {
+    if (signal?.aborted) throw new AbortError(`${what} was cancelled`);
+}

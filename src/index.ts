@@ -1,5 +1,5 @@
 // Public API of still.
-export {AbortError, DataError, ModelError, NativeError, OptionError, StillError} from "./errors.js";
+export {AbortError, DataError, ModelError, NativeError, OptionError, StillError, throwIfAborted} from "./errors.js";
 export {MARKERS, type MarkerName} from "./format/markers.js";
 export {getBackend, type Backend, type Device} from "./engine/binding.js";
 export {Model, loadModel, type ChatMessage, type LoadModelOptions, type ModelFacts} from "./engine/Model.js";

@@ -87,13 +87,17 @@ ModelFacts Model::facts() const {
     const int32_t n_desc = llama_model_desc(model_, desc, sizeof(desc));
     if (n_desc > 0) f.description.assign(desc, std::min<size_t>(n_desc, sizeof(desc) - 1));
     f.file_type = llama_ftype_name(llama_model_ftype(model_));
-    f.size_bytes = llama_model_size(model_);
-    f.parameter_count = llama_model_n_params(model_);
-    f.context_length = llama_model_n_ctx_train(model_);
-    f.embedding_length = llama_model_n_embd(model_);
-    f.layer_count = llama_model_n_layer(model_);
-    f.head_count = llama_model_n_head(model_);
-    f.head_count_kv = llama_model_n_head_kv(model_);
+    // Without weights llama.cpp reads no hyperparameters, and asking for per-layer
+    // ones aborts; the caller fills these from the file's metadata instead.
+    if (!params_.vocab_only) {
+        f.size_bytes = llama_model_size(model_);
+        f.parameter_count = llama_model_n_params(model_);
+        f.context_length = llama_model_n_ctx_train(model_);
+        f.embedding_length = llama_model_n_embd(model_);
+        f.layer_count = llama_model_n_layer(model_);
+        f.head_count = llama_model_n_head(model_);
+        f.head_count_kv = llama_model_n_head_kv(model_);
+    }
     f.vocab_size = llama_vocab_n_tokens(vocab_);
     f.vocab_type = vocab_type_name(llama_vocab_type(vocab_));
     f.bos = llama_vocab_bos(vocab_);

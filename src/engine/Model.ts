@@ -1,7 +1,7 @@
 // A GGUF model loaded through the native addon: facts, tokenizer, chat template.
 import os from "node:os";
 import {z} from "zod";
-import {AbortError, ModelError, OptionError, StillError} from "../errors.js";
+import {AbortError, ModelError, OptionError, StillError, throwIfAborted} from "../errors.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
 import {type Backend, type NativeModel, getBackend} from "./binding.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
@@ -76,7 +76,7 @@ export class Model {
         const parsed = loadModelOptionsSchema.safeParse(options);
         if (!parsed.success) throw new OptionError(`invalid model options: ${z.prettifyError(parsed.error)}`);
         const opts = parsed.data;
-        options.signal?.throwIfAborted?.();
+        throwIfAborted(options.signal, "loading the model");
 
         const backend = getBackend(opts.variant == null ? {} : {variant: opts.variant});
         const gguf = await inspectGguf(path, (t) => backend.binding.ggmlTypeInfo(t), {allowNoTensors: opts.vocabOnly});
@@ -101,6 +101,7 @@ export class Model {
         }
 
         const nativeFacts = nativeFactsSchema.parse(native.facts());
+        if (opts.vocabOnly) fillFromMetadata(nativeFacts, gguf);
         const markers = Object.fromEntries(
             (Object.keys(MARKERS) as MarkerName[]).map((k) => [k, native.singleToken(MARKERS[k])])
         ) as Record<MarkerName, number | null>;
@@ -140,31 +141,37 @@ export class Model {
     }
 
     /**
-     * Formats chat messages with the model's chat template (or `template`). The template
-     * is rendered as Jinja, as the model's authors wrote it; if it uses Jinja features the
-     * renderer lacks, llama.cpp's built-in formatter for known template families is used.
+     * Formats chat messages with the model's chat template (or `template`). By default the
+     * template is rendered as Jinja, as the model's authors wrote it; when it uses Jinja
+     * features the renderer lacks, llama.cpp's built-in formatter for known template
+     * families is used. `renderer` forces one of the two.
      */
-    applyChatTemplate(messages: readonly ChatMessage[], options: {addGenerationPrompt?: boolean, template?: string} = {}): string {
+    applyChatTemplate(messages: readonly ChatMessage[],
+                      options: {addGenerationPrompt?: boolean, template?: string, renderer?: "auto" | "jinja" | "llama"} = {}): string {
         const template = options.template ?? this.facts.chatTemplate;
         if (template == null)
             throw new ModelError(this.path, `${this.path} has no chat template; pass one (template option) or give raw prompt text.`);
         const addGenerationPrompt = options.addGenerationPrompt ?? true;
-        const tokenText = (id: number | null) => (id == null ? "" : this.detokenize([id], {special: true}));
+        const renderer = options.renderer ?? "auto";
         let jinjaError: unknown;
-        try {
-            return renderChatTemplate(template, messages, {
-                addGenerationPrompt,
-                bosToken: tokenText(this.facts.tokens.bos),
-                eosToken: tokenText(this.facts.tokens.eos)
-            });
-        } catch (err) {
-            if (err instanceof ChatTemplateRefusal) throw new OptionError(err.message);
-            jinjaError = err;
+        if (renderer !== "llama") {
+            const tokenText = (id: number | null) => (id == null ? "" : this.detokenize([id], {special: true}));
+            try {
+                return renderChatTemplate(template, messages, {
+                    addGenerationPrompt,
+                    bosToken: tokenText(this.facts.tokens.bos),
+                    eosToken: tokenText(this.facts.tokens.eos)
+                });
+            } catch (err) {
+                if (err instanceof ChatTemplateRefusal) throw new OptionError(err.message);
+                if (renderer === "jinja") throw new ModelError(this.path, `the chat template of ${this.path} cannot be rendered: ${(err as Error).message}`);
+                jinjaError = err;
+            }
         }
         const out = this.call(() => this.native.applyChatTemplate(messages, addGenerationPrompt, template));
         if (out == null)
-            throw new ModelError(this.path, `the chat template of ${this.path} could not be applied ` +
-                `(Jinja: ${(jinjaError as Error).message}; llama.cpp does not recognise it either).`);
+            throw new ModelError(this.path, `the chat template of ${this.path} could not be applied: llama.cpp does not recognise it` +
+                (jinjaError == null ? "." : ` and the Jinja renderer failed (${(jinjaError as Error).message}).`));
         return out;
     }
 
@@ -177,19 +184,21 @@ export class Model {
         if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError(`maxTokens must be a whole number ≥ 0, got ${maxTokens}.`);
         const tokens = typeof prompt === "string" ? this.tokenize(prompt, {special: true, addSpecial: true}) : [...prompt];
         if (tokens.length === 0) throw new OptionError("the prompt is empty.");
-        options.signal?.throwIfAborted?.();
-        const abort = new this.backend.binding.AbortFlag();
-        const onAbort = () => abort.abort();
-        options.signal?.addEventListener("abort", onAbort, {once: true});
-        try {
-            const out = await this.track(this.call(() =>
-                this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort)));
-            return {tokens: Array.from(out), text: this.detokenize(out)};
-        } catch (err) {
-            throw nativeError(err, this.path, this.backend.release);
-        } finally {
-            options.signal?.removeEventListener("abort", onAbort);
-        }
+        throwIfAborted(options.signal, "generation");
+        // Tracked as a whole, so a dispose() that comes meanwhile waits for the detokenize too.
+        return this.track(async () => {
+            const abort = new this.backend.binding.AbortFlag();
+            const onAbort = () => abort.abort();
+            options.signal?.addEventListener("abort", onAbort, {once: true});
+            try {
+                const out = await this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort);
+                return {tokens: Array.from(out), text: this.native.detokenize(out, false, false)};
+            } catch (err) {
+                throw nativeError(err, this.path, this.backend.release);
+            } finally {
+                options.signal?.removeEventListener("abort", onAbort);
+            }
+        });
     }
 
     /** Frees the weights once running operations finish. Idempotent. */
@@ -211,12 +220,28 @@ export class Model {
         }
     }
 
-    private track<T>(promise: Promise<T>): Promise<T> {
+    /** Runs native async work, refused once disposing, and waited for by dispose(). */
+    private track<T>(work: () => Promise<T>): Promise<T> {
+        if (this.disposing != null) return Promise.reject(new StillError(`the model ${this.path} has been disposed.`));
+        const promise = work();
         this.pending.add(promise);
         const done = () => this.pending.delete(promise);
         promise.then(done, done);
         return promise;
     }
+}
+
+/** Without weights llama.cpp reports no shape; take it from the file's metadata. */
+function fillFromMetadata(facts: z.infer<typeof nativeFactsSchema>, gguf: GgufInspection) {
+    const num = (key: string) => {
+        const v = gguf.metadata[`${gguf.architecture}.${key}`];
+        return typeof v === "number" ? v : 0;
+    };
+    facts.contextLength = num("context_length");
+    facts.embeddingLength = num("embedding_length");
+    facts.layerCount = num("block_count");
+    facts.headCount = num("attention.head_count");
+    facts.headCountKv = num("attention.head_count_kv") || facts.headCount;
 }
 
 /** Loads a GGUF model; see Model.load. */
@@ -240,7 +265,7 @@ export function nativeError(err: unknown, path: string, release: string): Error 
             const arch = /unknown model architecture: '([^']*)'/.exec(message);
             if (arch != null)
                 return new ModelError(path, `${path} has architecture '${arch[1]}', which llama.cpp ${release} does not support.`, {cause: err});
-            return new ModelError(path, `llama.cpp could not load ${path}: ${message}`, {cause: err});
+            return new ModelError(path, `llama.cpp could not load ${path}: ${loadFailure(message)}.`, {cause: err});
         }
         case "invalid_argument":
             return new OptionError(message, {cause: err});
@@ -249,4 +274,12 @@ export function nativeError(err: unknown, path: string, release: string): Error 
         default:
             return e instanceof Error ? e : new StillError(message);
     }
+}
+
+/** llama.cpp's load errors without their function-name prefixes and the generic last line. */
+function loadFailure(message: string) {
+    const lines = message.split("; ")
+        .map((l) => l.replace(/^[a-z_]+: /, "").replace(/^error loading model: /, "").trim())
+        .filter((l) => l !== "" && !/^failed to load model$/.test(l));
+    return (lines.join("; ") || message).replace(/[.\s]+$/, "");
 }

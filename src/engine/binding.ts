@@ -135,10 +135,16 @@ let cached: Backend | undefined;
 
 /**
  * The loaded backend for this process. The first call picks and loads a variant; a
- * process can hold only one, so later calls return it whatever `variant` they ask for.
+ * process can hold only one, so a later call that names another variant fails.
  */
 export function getBackend(options: {variant?: string} = {}): Backend {
-    if (cached != null) return cached;
+    if (cached != null) {
+        const requested = options.variant;
+        if (requested != null && requested !== "auto" && requested !== cached.variant.name)
+            throw new NativeError(`llama.cpp variant '${requested}' was asked for, but this process already runs '${cached.variant.name}'; ` +
+                "a process holds one variant (choose it with STILL_VARIANT before the first model loads).");
+        return cached;
+    }
     const manifest = readManifest();
     const candidates = rankVariants(manifest.variants, detectGpuKinds(), options.variant ?? process.env.STILL_VARIANT);
     const failures: string[] = [];

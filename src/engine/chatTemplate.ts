@@ -6,12 +6,16 @@ export type ChatTemplateContext = {addGenerationPrompt: boolean, bosToken: strin
 /** The template itself rejected the messages (raise_exception): not a renderer limitation. */
 export class ChatTemplateRefusal extends Error {}
 
+// The renderer's own raise_exception throws a plain Error, indistinguishable from its
+// "unsupported feature" errors, and cannot be overridden; calls are routed to ours.
+const refuse = "__still_raise_exception";
+
 const compiled = new Map<string, Template>();
 
 export function renderChatTemplate(template: string, messages: readonly {role: string, content: string}[], ctx: ChatTemplateContext): string {
     let t = compiled.get(template);
     if (t == null) {
-        t = new Template(template);
+        t = new Template(template.replace(/\braise_exception(\s*\()/g, `${refuse}$1`));
         compiled.set(template, t);
     }
     return t.render({
@@ -19,8 +23,8 @@ export function renderChatTemplate(template: string, messages: readonly {role: s
         add_generation_prompt: ctx.addGenerationPrompt,
         bos_token: ctx.bosToken,
         eos_token: ctx.eosToken,
-        raise_exception: (message: string) => {
-            throw new ChatTemplateRefusal(`the chat template refused the messages: ${message}`);
+        [refuse]: (message: unknown) => {
+            throw new ChatTemplateRefusal(`the chat template refused the messages: ${String(message)}`);
         }
     });
 }

@@ -35,7 +35,7 @@ export async function inspectGguf(file: string, typeSizes: TypeSizes, options: {
     const {version, tensorCount, kvCount} = await readHeader(file, fileSize);
 
     if (tensorCount * minTensorInfoBytes + kvCount * minKvBytes > fileSize - headerSize)
-        throw new ModelError(file, `${file} claims ${tensorCount} tensors and ${kvCount} metadata entries, more than its ${fileSize} bytes can hold: the header is damaged.`);
+        throw new ModelError(file, `${file} is truncated or damaged: its header claims ${tensorCount} tensors and ${kvCount} metadata entries, more than its ${fileSize} bytes can hold.`);
 
     let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
     try {
@@ -121,7 +121,7 @@ async function readHeader(file: string, fileSize: number) {
     const kvCount = head.readBigUInt64LE(16);
     const limit = BigInt(fileSize);
     if (tensorCount > limit || kvCount > limit)
-        throw new ModelError(file, `${file} claims ${tensorCount} tensors and ${kvCount} metadata entries, more than its ${fileSize} bytes can hold: the header is damaged.`);
+        throw new ModelError(file, `${file} is truncated or damaged: its header claims ${tensorCount} tensors and ${kvCount} metadata entries, more than its ${fileSize} bytes can hold.`);
     return {version, tensorCount: Number(tensorCount), kvCount: Number(kvCount)};
 }
 

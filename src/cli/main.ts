@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// The `still` command line.
+import {Command, CommanderError} from "commander";
+import {StillError} from "../errors.js";
+import {infoCommand} from "./infoCommand.js";
+import {makeModelCommand} from "./makeModelCommand.js";
+
+const program = new Command("still")
+    .description("Run the STILL-2 slow-thinking recipe on GGUF models: imitate, explore, self-improve, evaluate.")
+    .version("0.1.0")
+    .showHelpAfterError()
+    .exitOverride();
+
+// Ctrl-C aborts the running command through this signal; a second Ctrl-C exits at once.
+const controller = new AbortController();
+process.once("SIGINT", () => {
+    process.stderr.write("\nstill: stopping (press Ctrl-C again to exit now)\n");
+    controller.abort();
+    process.once("SIGINT", () => process.exit(130));
+});
+
+infoCommand(program, controller.signal);
+makeModelCommand(program, controller.signal);
+
+try {
+    await program.parseAsync(process.argv);
+} catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode);
+    if (err instanceof StillError) {
+        process.stderr.write(`still: error: ${err.message}\n`);
+        process.exit(controller.signal.aborted ? 130 : 1);
+    }
+    throw err;
+}
