@@ -89,6 +89,27 @@ private:
 };
 } // namespace
 
+namespace {
+class ProbeWorker : public PromiseWorker {
+public:
+    ProbeWorker(Napi::Env env, std::string path) : PromiseWorker(env, "still.probeModel"), path_(std::move(path)) {}
+
+protected:
+    void Run() override { still::Model::probe(path_); }
+    Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+private:
+    std::string path_;
+};
+} // namespace
+
+// probeModel(path) -> Promise<void>; see still::Model::probe.
+static Napi::Value ProbeModel(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+    return (new ProbeWorker(env, info[0].As<Napi::String>().Utf8Value()))->Queue_();
+}
+
 // quantize(inPath, outPath, ftype, threads) -> Promise<void>
 static Napi::Value Quantize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -117,6 +138,7 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     exports.Set("ggmlTypeInfo", Napi::Function::New(env, GgmlTypeInfo, "ggmlTypeInfo"));
     exports.Set("setLogLevel", Napi::Function::New(env, SetLogLevel, "setLogLevel"));
     exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+    exports.Set("probeModel", Napi::Function::New(env, ProbeModel, "probeModel"));
     exports.Set("loadModel", Napi::Function::New(env, AddonModel::Load, "loadModel"));
     exports.Set("Model", model);
     exports.Set("AbortFlag", abort_flag);

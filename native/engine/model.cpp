@@ -263,6 +263,40 @@ std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> &
     return out;
 }
 
+// --- probe -----------------------------------------------------------------------
+
+void Model::probe(const std::string & path) {
+    LogCapture capture;
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    mp.no_alloc = true;
+    mp.load_mode = LLAMA_LOAD_MODE_NONE; // no_alloc requires it: nothing is mapped
+    llama_model * model = llama_model_load_from_file(path.c_str(), mp);
+    if (model == nullptr) {
+        std::string reason = capture.summary();
+        throw EngineError("load_failed", reason.empty() ? "llama.cpp could not load it" : reason);
+    }
+    std::shared_ptr<Model> m(new Model(model, ModelParams{}));
+    (void) m->facts();
+    // Creating a context builds the compute graph (to size its buffers), which is
+    // where llama.cpp checks that the architecture's shapes fit together.
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 64;
+    cp.n_batch = 32;
+    cp.n_ubatch = 32;
+    cp.n_seq_max = 1;
+    cp.n_threads = 1;
+    cp.n_threads_batch = 1;
+    llama_context * ctx = llama_init_from_model(model, cp);
+    if (ctx == nullptr) {
+        std::string reason = capture.summary();
+        throw EngineError("load_failed", reason.empty() ? "llama.cpp could not create a context for it" : reason);
+    }
+    llama_free(ctx);
+    const std::string sample = "Probe 12 + 3 = 15.\n";
+    (void) m->detokenize(m->tokenize(sample, true, true), false, true);
+}
+
 // --- quantization ----------------------------------------------------------------
 
 void quantize_model(const std::string & in_path, const std::string & out_path, int32_t ftype, int32_t n_threads) {

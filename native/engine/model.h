@@ -64,6 +64,12 @@ public:
     // Returns false from `progress` to cancel (EngineError "cancelled").
     static std::shared_ptr<Model> load(const std::string & path, const ModelParams & params,
                                        const std::function<bool(float)> & progress);
+    // Runs llama.cpp's own checks on a model file without reading tensor data: metadata,
+    // hyperparameters, vocabulary, tensor shapes (no_alloc load), then facts and a tokenizer
+    // round trip. llama.cpp asserts on some malformed metadata, so callers run this in a
+    // child process.
+    static void probe(const std::string & path);
+
     ~Model();
     Model(const Model &) = delete;
     Model & operator=(const Model &) = delete;

@@ -6,12 +6,19 @@ import {MARKERS, type MarkerName} from "../format/markers.js";
 import {type Backend, type NativeModel, getBackend} from "./binding.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
+import {probeModel} from "./probeModel.js";
 
 export const loadModelOptionsSchema = z.object({
     /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
     gpuLayers: z.union([z.number().int().min(0), z.enum(["auto", "max"])]).default("auto"),
     /** Memory-map the file instead of reading it into memory. */
     useMmap: z.boolean().default(true),
+    /**
+     * Skip the check that runs llama.cpp's loader on the file in a child process first
+     * (it guards against files on which llama.cpp would abort this process). Only for
+     * files already known to load.
+     */
+    trusted: z.boolean().default(false),
     /** Load the tokenizer and facts only, no weights. */
     vocabOnly: z.boolean().default(false),
     /** Let llama.cpp check tensor data for NaN/Inf while loading (slower). */
@@ -82,6 +89,15 @@ export class Model {
         const gguf = await inspectGguf(path, (t) => backend.binding.ggmlTypeInfo(t), {allowNoTensors: opts.vocabOnly});
         if (gguf.type === "adapter")
             throw new ModelError(path, `${path} is a LoRA adapter, not a model; load its base model and apply the adapter to it.`);
+
+        if (!opts.trusted) {
+            try {
+                await probeModel(path, backend);
+            } catch (err) {
+                throw nativeError(err, path, backend.release);
+            }
+            throwIfAborted(options.signal, "loading the model");
+        }
 
         const gpuLayers = opts.gpuLayers === "max" ? -1
             : opts.gpuLayers === "auto" ? (backend.hasGpu ? -1 : 0)
@@ -279,7 +295,7 @@ export function nativeError(err: unknown, path: string, release: string): Error 
 /** llama.cpp's load errors without their function-name prefixes and the generic last line. */
 function loadFailure(message: string) {
     const lines = message.split("; ")
-        .map((l) => l.replace(/^[a-z_]+: /, "").replace(/^error loading model: /, "").trim())
+        .map((l) => l.replace(/^((error loading model|[a-z_]+): )+/, "").trim())
         .filter((l) => l !== "" && !/^failed to load model$/.test(l));
     return (lines.join("; ") || message).replace(/[.\s]+$/, "");
 }

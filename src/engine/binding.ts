@@ -57,6 +57,7 @@ export interface NativeBinding {
     ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
     setLogLevel(level: number): void;
     quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
+    probeModel(path: string): Promise<void>;
     loadModel(path: string, options: {gpuLayers: number, useMmap: boolean, vocabOnly: boolean, checkTensors: boolean},
         onProgress?: (fraction: number) => void, abort?: NativeAbortFlag): Promise<NativeModel>;
     AbortFlag: new () => NativeAbortFlag;
@@ -65,6 +66,7 @@ export interface NativeBinding {
 export type Backend = {
     binding: NativeBinding,
     variant: VariantInfo,
+    manifest: z.infer<typeof manifestSchema>,
     release: string,
     devices: Device[],
     hasGpu: boolean,
@@ -87,7 +89,7 @@ function findPackageRoot(from: string): string {
     throw new NativeError("cannot find the still package root above " + from);
 }
 
-const buildDir = path.join(packageRoot, "build", "Release");
+export const buildDir = path.join(packageRoot, "build", "Release");
 
 function readManifest() {
     const file = path.join(buildDir, "variants.json");
@@ -160,7 +162,7 @@ export function getBackend(options: {variant?: string} = {}): Backend {
         binding.init(path.resolve(packageRoot, variant.libDir), variant.fallbackBackendDirs.map((d) => path.resolve(packageRoot, d)));
         const devices = z.array(deviceSchema).parse(binding.devices());
         const hasGpu = devices.some((d) => d.type === "gpu" || d.type === "igpu");
-        cached = {binding, variant, release: manifest.release, devices, hasGpu};
+        cached = {binding, variant, manifest, release: manifest.release, devices, hasGpu};
         if (variant.gpu != null && !hasGpu)
             cached.warning = `the ${variant.name} variant found no ${variant.gpu} device (driver or runtime libraries missing?); running on CPU`;
         return cached;
