@@ -6,7 +6,7 @@ import {execa} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
 import {GgufWriter} from "../models/GgufWriter.js";
 import {loadModel} from "../src/engine/Model.js";
-import {ModelError} from "../src/errors.js";
+import {ModelError, StillError} from "../src/errors.js";
 import {testModel, tmpDir, tmpFile} from "./helpers/models.js";
 
 let good: Buffer;
@@ -20,6 +20,26 @@ function withString(from: string, to: string): Buffer {
     const i = copy.indexOf(Buffer.from(from));
     expect(i).toBeGreaterThan(0);
     Buffer.from(to).copy(copy, i);
+    return copy;
+}
+
+/** A copy of the good model with a uint32 metadata value replaced. */
+function withU32(key: string, value: number): Buffer {
+    const copy = Buffer.from(good);
+    const i = copy.indexOf(Buffer.from(key));
+    expect(i).toBeGreaterThan(0);
+    expect(copy.readUInt32LE(i + key.length)).toBe(4); // GGUF type uint32
+    copy.writeUInt32LE(value, i + key.length + 4);
+    return copy;
+}
+
+/** A copy of the good model whose vocabulary lists "a" twice (in place of "b"). */
+function withDuplicateToken(): Buffer {
+    const copy = Buffer.from(good);
+    const entry = (c: string) => Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), Buffer.from(c)]);
+    const i = copy.indexOf(Buffer.concat([entry("a"), entry("b")]));
+    expect(i).toBeGreaterThan(0);
+    copy.write("a", i + 9 + 8);
     return copy;
 }
 
@@ -53,6 +73,11 @@ const corpus: [string, () => string, RegExp][] = [
     }, /GGUF version 9/],
     ["unsupported architecture", () => tmpFile("arch.gguf", withString("llama", "zzzzz")),
         /has architecture 'zzzzz', which llama\.cpp .* does not support/],
+    // The next two make llama.cpp's loader assert (abort); the child-process check sees it.
+    ["layer count over llama.cpp's limit", () => tmpFile("layers.gguf", withU32("llama.block_count", 100_000)),
+        /llama\.cpp cannot load .*: its loader aborts on this file \(.*n_layer_all.*\)/],
+    ["duplicate vocabulary entries", () => tmpFile("dup-token.gguf", withDuplicateToken()),
+        /llama\.cpp cannot load .*: its loader aborts on this file \(.*id_to_token.*\)/],
     ["architecture without its hyperparameters", () => tmpFile("wrong-arch.gguf", withString("llama", "qwen2")),
         /llama\.cpp could not load .*key not found in model: qwen2\.context_length/]
 ];
@@ -80,6 +105,31 @@ describe("bad model files", () => {
             .tensor("output_norm.weight", [32], (_s, o) => o.fill(1))
             .write(missing);
         await expect(loadModel(missing)).rejects.toThrow(/llama\.cpp could not load .*: tensor 'blk\.0\.attn_norm\.weight' not found\.$/);
+    });
+
+    it("random damage to the header or the end of the file never takes the process down", async () => {
+        // Deterministic: the same 40 damaged files every run.
+        let seed = 12345;
+        const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+        const headerEnd = good.indexOf(Buffer.from("output_norm.weight")) + 200;
+        let loaded = 0;
+        for (let i = 0; i < 40; i++) {
+            const copy = Buffer.from(good);
+            let damaged: Buffer = copy;
+            if (i % 3 === 0) damaged = copy.subarray(0, Math.floor(rnd() * good.length));
+            else for (let k = 0; k < 1 + (i % 4); k++) copy[Math.floor(rnd() * headerEnd)] = Math.floor(rnd() * 256);
+            const file = tmpFile(`damaged-${i}.gguf`, damaged);
+            try {
+                const model = await loadModel(file);
+                model.tokenize("Hello <|im_start|> world");
+                await model.generateGreedy("Hi", {maxTokens: 2});
+                await model.dispose();
+                loaded++;
+            } catch (err) {
+                expect(err, `damaged-${i}`).toBeInstanceOf(StillError);
+            }
+        }
+        expect(loaded).toBeLessThan(40);
     });
 
     it("the CLI says the same in one line and exits 1", async () => {
