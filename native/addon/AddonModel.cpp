@@ -96,18 +96,14 @@ public:
     Napi::Promise Promise() { return deferred_.Promise(); }
 
     void Execute(const ExecutionProgress & progress) override {
-        try {
+        std::string message;
+        const bool ok = run_engine([&] {
             model_ = still::Model::load(path_, params_, [&](float p) {
                 progress.Send(&p, 1);
                 return !(abort_ && abort_->load());
             });
-        } catch (const still::EngineError & e) {
-            code_ = e.code;
-            SetError(e.what());
-        } catch (const std::exception & e) {
-            code_ = "internal";
-            SetError(e.what());
-        }
+        }, code_, message);
+        if (!ok) SetError(message);
     }
 
     void OnProgress(const float * data, size_t count) override {

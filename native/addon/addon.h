@@ -23,6 +23,23 @@ inline Napi::Error coded_error(Napi::Env env, const std::string & code, const st
     return err;
 }
 
+// Runs engine work on a worker thread; on failure returns false with the error's code
+// (EngineError keeps its own) and message.
+template <typename F>
+bool run_engine(F && fn, std::string & code, std::string & message) {
+    try {
+        fn();
+        return true;
+    } catch (const still::EngineError & e) {
+        code = e.code;
+        message = e.what();
+    } catch (const std::exception & e) {
+        code = "internal";
+        message = e.what();
+    }
+    return false;
+}
+
 // An AsyncWorker that settles a promise; Execute() runs off the event loop and reports
 // failure by throwing (EngineError keeps its code).
 class PromiseWorker : public Napi::AsyncWorker {
@@ -41,15 +58,8 @@ protected:
 
 private:
     void Execute() override {
-        try {
-            Run();
-        } catch (const still::EngineError & e) {
-            code_ = e.code;
-            SetError(e.what());
-        } catch (const std::exception & e) {
-            code_ = "internal";
-            SetError(e.what());
-        }
+        std::string message;
+        if (!run_engine([&] { Run(); }, code_, message)) SetError(message);
     }
     void OnOK() override {
         Napi::HandleScope scope(Env());
