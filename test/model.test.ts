@@ -151,6 +151,26 @@ describe("loading", () => {
         await model.dispose();
     });
 
+    it("loads a vocabulary-only file (no tensors) with vocabOnly, and says what it is otherwise", async () => {
+        const {GgufWriter} = await import("../models/GgufWriter.js");
+        const {charVocab} = await import("../models/vocab.js");
+        const {tmpDir} = await import("./helpers/models.js");
+        const v = charVocab();
+        const file = `${tmpDir}/vocab-only.gguf`;
+        await new GgufWriter()
+            .string("general.architecture", "llama").u32("llama.block_count", 2).u32("llama.context_length", 128)
+            .string("tokenizer.ggml.model", "gpt2").string("tokenizer.ggml.pre", "qwen2")
+            .strings("tokenizer.ggml.tokens", v.tokens).i32s("tokenizer.ggml.token_type", v.types).strings("tokenizer.ggml.merges", v.merges)
+            .u32("tokenizer.ggml.eos_token_id", v.eos)
+            .write(file);
+        const model = await loadModel(file, {vocabOnly: true});
+        expect(model.facts.vocabSize).toBe(263);
+        expect(model.facts.layerCount).toBe(2); // from the metadata
+        expect(model.facts.markers.endSolution).toBe(262);
+        await model.dispose();
+        await expect(loadModel(file)).rejects.toThrow(/holds no tensors .*vocabOnly/);
+    });
+
     it("reports progress and can be cancelled", async () => {
         const file = await testModel("tiny");
         const seen: number[] = [];

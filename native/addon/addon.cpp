@@ -92,22 +92,25 @@ private:
 namespace {
 class ProbeWorker : public PromiseWorker {
 public:
-    ProbeWorker(Napi::Env env, std::string path) : PromiseWorker(env, "still.probeModel"), path_(std::move(path)) {}
+    ProbeWorker(Napi::Env env, std::string path, bool vocab_only)
+        : PromiseWorker(env, "still.probeModel"), path_(std::move(path)), vocab_only_(vocab_only) {}
 
 protected:
-    void Run() override { still::Model::probe(path_); }
+    void Run() override { still::Model::probe(path_, vocab_only_); }
     Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
 private:
     std::string path_;
+    bool vocab_only_;
 };
 } // namespace
 
-// probeModel(path) -> Promise<void>; see still::Model::probe.
+// probeModel(path, vocabOnly) -> Promise<void>; see still::Model::probe.
 static Napi::Value ProbeModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
-    return (new ProbeWorker(env, info[0].As<Napi::String>().Utf8Value()))->Queue_();
+    const bool vocab_only = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    return (new ProbeWorker(env, info[0].As<Napi::String>().Utf8Value(), vocab_only))->Queue_();
 }
 
 // quantize(inPath, outPath, ftype, threads) -> Promise<void>

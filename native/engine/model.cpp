@@ -265,19 +265,26 @@ std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> &
 
 // --- probe -----------------------------------------------------------------------
 
-void Model::probe(const std::string & path) {
+void Model::probe(const std::string & path, bool vocab_only) {
     LogCapture capture;
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     mp.no_alloc = true;
     mp.load_mode = LLAMA_LOAD_MODE_NONE; // no_alloc requires it: nothing is mapped
+    mp.vocab_only = vocab_only;
     llama_model * model = llama_model_load_from_file(path.c_str(), mp);
     if (model == nullptr) {
         std::string reason = capture.summary();
         throw EngineError("load_failed", reason.empty() ? "llama.cpp could not load it" : reason);
     }
-    std::shared_ptr<Model> m(new Model(model, ModelParams{}));
+    ModelParams params;
+    params.vocab_only = vocab_only;
+    std::shared_ptr<Model> m(new Model(model, params));
     (void) m->facts();
+    const std::string sample = "Probe 12 + 3 = 15.\n";
+    (void) m->detokenize(m->tokenize(sample, true, true), false, true);
+    if (vocab_only) return;
+
     // Creating a context builds the compute graph (to size its buffers), which is
     // where llama.cpp checks that the architecture's shapes fit together.
     llama_context_params cp = llama_context_default_params();
@@ -293,8 +300,6 @@ void Model::probe(const std::string & path) {
         throw EngineError("load_failed", reason.empty() ? "llama.cpp could not create a context for it" : reason);
     }
     llama_free(ctx);
-    const std::string sample = "Probe 12 + 3 = 15.\n";
-    (void) m->detokenize(m->tokenize(sample, true, true), false, true);
 }
 
 // --- quantization ----------------------------------------------------------------

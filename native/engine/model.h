@@ -66,9 +66,9 @@ public:
                                        const std::function<bool(float)> & progress);
     // Runs llama.cpp's own checks on a model file without reading tensor data: metadata,
     // hyperparameters, vocabulary, tensor shapes (no_alloc load), then facts and a tokenizer
-    // round trip. llama.cpp asserts on some malformed metadata, so callers run this in a
-    // child process.
-    static void probe(const std::string & path);
+    // round trip (`vocab_only`: the vocabulary part alone). llama.cpp asserts on some
+    // malformed metadata, so callers run this in a child process.
+    static void probe(const std::string & path, bool vocab_only);
 
     ~Model();
     Model(const Model &) = delete;

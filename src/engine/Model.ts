@@ -92,7 +92,7 @@ export class Model {
 
         if (!opts.trusted) {
             try {
-                await probeModel(path, backend);
+                await probeModel(path, backend, {vocabOnly: opts.vocabOnly});
             } catch (err) {
                 throw nativeError(err, path, backend.release);
             }

@@ -57,7 +57,7 @@ export interface NativeBinding {
     ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
     setLogLevel(level: number): void;
     quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
-    probeModel(path: string): Promise<void>;
+    probeModel(path: string, vocabOnly: boolean): Promise<void>;
     loadModel(path: string, options: {gpuLayers: number, useMmap: boolean, vocabOnly: boolean, checkTensors: boolean},
         onProgress?: (fraction: number) => void, abort?: NativeAbortFlag): Promise<NativeModel>;
     AbortFlag: new () => NativeAbortFlag;

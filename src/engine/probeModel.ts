@@ -9,10 +9,10 @@ import {ModelError} from "../errors.js";
 import {type Backend, buildDir, packageRoot} from "./binding.js";
 
 const childScript = `
-const [addon, libDir, fallbacks, file] = process.argv.slice(1);
+const [addon, libDir, fallbacks, file, vocabOnly] = process.argv.slice(1);
 const b = require(addon);
 b.init(libDir, JSON.parse(fallbacks));
-b.probeModel(file).then(() => process.exit(0), (e) => {
+b.probeModel(file, vocabOnly === "vocab-only").then(() => process.exit(0), (e) => {
     process.stderr.write(JSON.stringify({code: e.code, message: e.message}));
     process.exit(3);
 });`;
@@ -24,19 +24,20 @@ const passed = new Map<string, Promise<void>>();
  * native error of an ordinary load failure, for the caller to word) otherwise. Results
  * are remembered per file path, size and modification time.
  */
-export async function probeModel(file: string, backend: Backend): Promise<void> {
+export async function probeModel(file: string, backend: Backend, options: {vocabOnly?: boolean} = {}): Promise<void> {
+    const vocabOnly = options.vocabOnly ?? false;
     const stat = await fs.stat(file);
-    const key = `${path.resolve(file)}:${stat.size}:${stat.mtimeMs}`;
+    const key = `${path.resolve(file)}:${stat.size}:${stat.mtimeMs}:${vocabOnly}`;
     let probe = passed.get(key);
     if (probe == null) {
-        probe = runProbe(file, backend);
+        probe = runProbe(file, backend, vocabOnly);
         passed.set(key, probe);
         probe.catch(() => passed.delete(key));
     }
     return probe;
 }
 
-async function runProbe(file: string, backend: Backend): Promise<void> {
+async function runProbe(file: string, backend: Backend, vocabOnly: boolean): Promise<void> {
     // Vocabulary and hyperparameter checks are the same in every variant of a release;
     // the CPU one starts fastest (no GPU runtime to initialise).
     const variant = backend.manifest.variants.find((v) => v.name === "cpu") ?? backend.variant;
@@ -45,7 +46,8 @@ async function runProbe(file: string, backend: Backend): Promise<void> {
         path.join(buildDir, variant.addon),
         path.resolve(packageRoot, variant.libDir),
         JSON.stringify(variant.fallbackBackendDirs.map((d) => path.resolve(packageRoot, d))),
-        path.resolve(file)
+        path.resolve(file),
+        vocabOnly ? "vocab-only" : "full"
     ], {reject: false, env: {GGML_NO_BACKTRACE: "1", STILL_LOG: ""}, stdin: "ignore"});
     if (res.exitCode === 0) return;
     if (res.exitCode === 3) {
