@@ -144,8 +144,13 @@ describe("tokenizer and chat template", () => {
 
 describe("loading", () => {
     it("loads the vocabulary alone", async () => {
+        const full = await loadModel(await testModel("tiny-qwen3"));
         const model = await loadModel(await testModel("tiny-qwen3"), {vocabOnly: true});
         expect(model.facts.vocabSize).toBe(263);
+        // The shape comes from the file's metadata and tensor list, as llama.cpp reports it with weights.
+        for (const k of ["parameterCount", "sizeBytes", "layerCount", "embeddingLength", "headCount", "headCountKv", "contextLength"] as const)
+            expect(model.facts[k], k).toBe(full.facts[k]);
+        await full.dispose();
         expect(model.detokenize(model.tokenize(corpus[10]!))).toBe(corpus[10]);
         await expect(model.generateGreedy("hi")).rejects.toThrow(/without weights/);
         await model.dispose();

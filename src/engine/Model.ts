@@ -258,6 +258,8 @@ function fillFromMetadata(facts: z.infer<typeof nativeFactsSchema>, gguf: GgufIn
     facts.layerCount = num("block_count");
     facts.headCount = num("attention.head_count");
     facts.headCountKv = num("attention.head_count_kv") || facts.headCount;
+    facts.parameterCount = gguf.parameterCount;
+    facts.sizeBytes = gguf.tensorBytes;
 }
 
 /** Loads a GGUF model; see Model.load. */

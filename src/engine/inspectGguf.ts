@@ -15,6 +15,9 @@ export type GgufInspection = {
     /** general.type when present: "model", "adapter", ... */
     type: string | null,
     tensorCount: number,
+    /** Elements in all tensors, and their bytes. */
+    parameterCount: number,
+    tensorBytes: number,
     /** Flat key -> value; arrays longer than 16 entries are summarised as "[N × type]". */
     metadata: Record<string, GgufMetadataValue>,
     splitParts: number
@@ -48,18 +51,26 @@ export async function inspectGguf(file: string, typeSizes: TypeSizes, options: {
     }
 
     let tensorCount = 0;
+    let parameterCount = 0;
+    let tensorBytes = 0;
     for (const [i, part] of parts.entries()) {
         const partFile = i === 0 ? file : `${path.basename(file)} part ${i + 1}`;
-        checkTensors(file, partFile, part, typeSizes);
+        tensorBytes += checkTensors(file, partFile, part, typeSizes);
         tensorCount += part.tensors.length;
+        for (const t of part.tensors) parameterCount += t.dims.reduce((a, b) => a * b, 1);
     }
     if (tensorCount === 0 && !options.allowNoTensors)
         throw new ModelError(file, `${file} holds no tensors (a vocabulary-only file?); load it with vocabOnly to read its tokenizer.`);
 
-    return {path: file, fileSize: header.fileSize, version: header.version, architecture, type, tensorCount, metadata, splitParts: parts.length};
+    return {
+        path: file, fileSize: header.fileSize, version: header.version, architecture, type,
+        tensorCount, parameterCount, tensorBytes, metadata, splitParts: parts.length
+    };
 }
 
-function checkTensors(file: string, where: string, header: GgufHeader, typeSizes: TypeSizes) {
+/** Checks each tensor's type, shape and extent; returns their total bytes. */
+function checkTensors(file: string, where: string, header: GgufHeader, typeSizes: TypeSizes): number {
+    let total = 0n;
     for (const t of header.tensors) {
         const sizes = typeSizes(t.type);
         if (sizes == null)
@@ -75,7 +86,9 @@ function checkTensors(file: string, where: string, header: GgufHeader, typeSizes
         const end = BigInt(header.dataOffset) + t.offset + bytes;
         if (end > BigInt(header.fileSize))
             throw new ModelError(file, `${where} is truncated: tensor ${t.name} needs bytes up to ${end} but the file ends at ${header.fileSize}.`);
+        total += bytes;
     }
+    return Number(total);
 }
 
 async function checkFile(file: string) {
