@@ -3,7 +3,7 @@ import os from "node:os";
 import {z} from "zod";
 import {AbortError, ModelError, OptionError, StillError, throwIfAborted} from "../errors.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
-import {type Backend, type NativeModel, getBackend} from "./binding.js";
+import {type Backend, type NativeModel, getBackend, withAbortFlag} from "./binding.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
 import {probeModel} from "./probeModel.js";
@@ -102,18 +102,13 @@ export class Model {
         const gpuLayers = opts.gpuLayers === "max" ? -1
             : opts.gpuLayers === "auto" ? (backend.hasGpu ? -1 : 0)
             : opts.gpuLayers;
-        const abort = new backend.binding.AbortFlag();
-        const onAbort = () => abort.abort();
-        options.signal?.addEventListener("abort", onAbort, {once: true});
         let native: NativeModel;
         try {
-            native = await backend.binding.loadModel(path,
+            native = await withAbortFlag(backend, options.signal, (abort) => backend.binding.loadModel(path,
                 {gpuLayers, useMmap: opts.useMmap, vocabOnly: opts.vocabOnly, checkTensors: opts.checkTensors},
-                options.onProgress, abort);
+                options.onProgress, abort));
         } catch (err) {
             throw nativeError(err, path, backend.release);
-        } finally {
-            options.signal?.removeEventListener("abort", onAbort);
         }
 
         const nativeFacts = nativeFactsSchema.parse(native.facts());
@@ -203,16 +198,12 @@ export class Model {
         throwIfAborted(options.signal, "generation");
         // Tracked as a whole, so a dispose() that comes meanwhile waits for the detokenize too.
         return this.track(async () => {
-            const abort = new this.backend.binding.AbortFlag();
-            const onAbort = () => abort.abort();
-            options.signal?.addEventListener("abort", onAbort, {once: true});
             try {
-                const out = await this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort);
+                const out = await withAbortFlag(this.backend, options.signal,
+                    (abort) => this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort));
                 return {tokens: Array.from(out), text: this.native.detokenize(out, false, false)};
             } catch (err) {
                 throw nativeError(err, this.path, this.backend.release);
-            } finally {
-                options.signal?.removeEventListener("abort", onAbort);
             }
         });
     }

@@ -170,3 +170,15 @@ export function getBackend(options: {variant?: string} = {}): Backend {
     throw new NativeError("could not load the native addon (" + (failures.join("; ") || "no variant fits this machine") + "). " +
         "Possible solutions: run `npm run build:native`; set STILL_VARIANT=cpu; or build llama.cpp here with `npm run build:source`.");
 }
+
+/** Runs native work with an abort flag that `signal` sets. */
+export async function withAbortFlag<T>(backend: Backend, signal: AbortSignal | undefined, work: (flag: NativeAbortFlag) => Promise<T>): Promise<T> {
+    const flag = new backend.binding.AbortFlag();
+    const onAbort = () => flag.abort();
+    signal?.addEventListener("abort", onAbort, {once: true});
+    try {
+        return await work(flag);
+    } finally {
+        signal?.removeEventListener("abort", onAbort);
+    }
+}
