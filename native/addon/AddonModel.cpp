@@ -17,39 +17,6 @@ static Napi::Int32Array to_int32_array(Napi::Env env, const std::vector<llama_to
     return out;
 }
 
-// Accepts an Int32Array or an array of integers.
-static std::vector<llama_token> to_tokens(Napi::Env env, const Napi::Value & value) {
-    std::vector<llama_token> tokens;
-    if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
-        Napi::Int32Array arr = value.As<Napi::Int32Array>();
-        tokens.assign(arr.Data(), arr.Data() + arr.ElementLength());
-        return tokens;
-    }
-    if (!value.IsArray()) throw Napi::TypeError::New(env, "tokens must be an Int32Array or an array of integers");
-    Napi::Array arr = value.As<Napi::Array>();
-    tokens.reserve(arr.Length());
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-        Napi::Value v = arr.Get(i);
-        if (!v.IsNumber()) throw Napi::TypeError::New(env, "tokens[" + std::to_string(i) + "] is not a number");
-        tokens.push_back(v.As<Napi::Number>().Int32Value());
-    }
-    return tokens;
-}
-
-static int32_t int_option(Napi::Object o, const char * key, int32_t fallback) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) return fallback;
-    if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a number");
-    return v.As<Napi::Number>().Int32Value();
-}
-
-static bool bool_option(Napi::Object o, const char * key, bool fallback) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) return fallback;
-    if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a boolean");
-    return v.As<Napi::Boolean>().Value();
-}
-
 static bool bool_arg(const Napi::CallbackInfo & info, size_t i, bool fallback) {
     if (info.Length() <= i || info[i].IsUndefined()) return fallback;
     if (!info[i].IsBoolean()) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a boolean");
@@ -66,6 +33,8 @@ Napi::Function AddonModel::Init(Napi::Env env) {
         InstanceMethod("singleToken", &AddonModel::SingleToken),
         InstanceMethod("applyChatTemplate", &AddonModel::ApplyChatTemplate),
         InstanceMethod("generateGreedy", &AddonModel::GenerateGreedy),
+        InstanceMethod("evalLogits", &AddonModel::EvalLogits),
+        InstanceMethod("detokenizeBytes", &AddonModel::DetokenizeBytes),
         InstanceMethod("dispose", &AddonModel::Dispose),
         InstanceAccessor("disposed", &AddonModel::Disposed, nullptr),
     });
@@ -218,7 +187,7 @@ Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo & info) {
 Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1) throw Napi::TypeError::New(env, "tokens are required");
-    const std::vector<llama_token> tokens = to_tokens(env, info[0]);
+    const std::vector<llama_token> tokens = int_array(env, info[0], "tokens");
     const bool remove_special = bool_arg(info, 1, false);
     const bool unparse_special = bool_arg(info, 2, false);
     return Napi::String::New(env, guard(env, [&] { return Get(env)->detokenize(tokens, remove_special, unparse_special); }));
@@ -289,9 +258,56 @@ Napi::Value AddonModel::GenerateGreedy(const Napi::CallbackInfo & info) {
         throw Napi::TypeError::New(env, "generateGreedy(tokens, maxTokens, threads, abortFlag?)");
     auto model = Get(env);
     auto abort = AddonAbortFlag::From(env, info.Length() > 3 ? info[3] : env.Undefined());
-    auto * worker = new GreedyWorker(env, model, to_tokens(env, info[0]), info[1].As<Napi::Number>().Int32Value(),
+    auto * worker = new GreedyWorker(env, model, int_array(env, info[0], "tokens"), info[1].As<Napi::Number>().Int32Value(),
                                      info[2].As<Napi::Number>().Int32Value(), abort);
     return worker->Queue_();
+}
+
+// --- direct logits ---------------------------------------------------------------
+
+namespace {
+class LogitsWorker : public PromiseWorker {
+public:
+    LogitsWorker(Napi::Env env, std::shared_ptr<still::Model> model, std::vector<llama_token> tokens, size_t from, int32_t threads)
+        : PromiseWorker(env, "still.evalLogits"), model_(std::move(model)), tokens_(std::move(tokens)), from_(from), threads_(threads) {}
+
+protected:
+    void Run() override { out_ = model_->eval_logits(tokens_, from_, threads_); }
+    Napi::Value Result(Napi::Env env) override {
+        Napi::Float32Array a = Napi::Float32Array::New(env, out_.size());
+        std::copy(out_.begin(), out_.end(), a.Data());
+        return a;
+    }
+
+private:
+    std::shared_ptr<still::Model> model_;
+    std::vector<llama_token> tokens_;
+    size_t from_;
+    int32_t threads_;
+    std::vector<float> out_;
+};
+} // namespace
+
+// evalLogits(tokens, from, threads) -> Promise<Float32Array> (rows of n_vocab from position `from`)
+Napi::Value AddonModel::EvalLogits(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "evalLogits(tokens, from, threads)");
+    auto model = Get(env);
+    const double from = info[1].As<Napi::Number>().DoubleValue();
+    if (from < 0) throw Napi::TypeError::New(env, "from must not be negative");
+    return (new LogitsWorker(env, model, int_array(env, info[0], "tokens"), static_cast<size_t>(from), info[2].As<Napi::Number>().Int32Value()))->Queue_();
+}
+
+// detokenizeBytes(tokens, unparseSpecial) -> Uint8Array: the raw bytes, which may end inside a UTF-8 sequence.
+Napi::Value AddonModel::DetokenizeBytes(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1) throw Napi::TypeError::New(env, "tokens are required");
+    const std::vector<llama_token> tokens = int_array(env, info[0], "tokens");
+    const bool special = bool_arg(info, 1, false);
+    const std::string bytes = guard(env, [&] { return Get(env)->detokenize(tokens, false, special); });
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
+    std::copy(bytes.begin(), bytes.end(), out.Data());
+    return out;
 }
 
 // --- lifetime --------------------------------------------------------------------

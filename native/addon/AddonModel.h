@@ -29,6 +29,8 @@ private:
     Napi::Value SingleToken(const Napi::CallbackInfo & info);
     Napi::Value ApplyChatTemplate(const Napi::CallbackInfo & info);
     Napi::Value GenerateGreedy(const Napi::CallbackInfo & info);
+    Napi::Value EvalLogits(const Napi::CallbackInfo & info);
+    Napi::Value DetokenizeBytes(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     Napi::Value Disposed(const Napi::CallbackInfo & info);
 };

@@ -2,25 +2,14 @@
 #include <napi.h>
 
 #include "AddonAbortFlag.h"
+#include "AddonAdapter.h"
 #include "AddonModel.h"
+#include "AddonRollouts.h"
 #include "addon.h"
 #include "backend.h"
 #include "log.h"
 
 namespace still_addon {
-
-static std::vector<std::string> string_array(Napi::Env env, const Napi::Value & value, const char * what) {
-    std::vector<std::string> out;
-    if (value.IsUndefined() || value.IsNull()) return out;
-    if (!value.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
-    Napi::Array arr = value.As<Napi::Array>();
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-        Napi::Value v = arr.Get(i);
-        if (!v.IsString()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
-        out.push_back(v.As<Napi::String>().Utf8Value());
-    }
-    return out;
-}
 
 // init(libDir, fallbackDirs) -> undefined. Loads backend modules once per process.
 static Napi::Value Init(const Napi::CallbackInfo & info) {
@@ -132,6 +121,9 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     data->model_constructor = Napi::Persistent(model);
     Napi::Function abort_flag = AddonAbortFlag::Init(env);
     data->abort_flag_constructor = Napi::Persistent(abort_flag);
+    Napi::Function adapter = AddonAdapter::Init(env);
+    data->adapter_constructor = Napi::Persistent(adapter);
+    Napi::Function rollouts = AddonRollouts::Init(env);
 
     exports.Set("variant", Napi::String::New(env, STILL_VARIANT));
     exports.Set("llamaRelease", Napi::String::New(env, STILL_LLAMA_RELEASE));
@@ -143,7 +135,10 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
     exports.Set("probeModel", Napi::Function::New(env, ProbeModel, "probeModel"));
     exports.Set("loadModel", Napi::Function::New(env, AddonModel::Load, "loadModel"));
+    exports.Set("loadAdapter", Napi::Function::New(env, AddonAdapter::Load, "loadAdapter"));
     exports.Set("Model", model);
+    exports.Set("Adapter", adapter);
+    exports.Set("Rollouts", rollouts);
     exports.Set("AbortFlag", abort_flag);
     return exports;
 }

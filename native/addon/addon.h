@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <string>
+#include <vector>
 
 #include "model.h"
 
@@ -12,6 +13,7 @@ namespace still_addon {
 struct AddonData {
     Napi::FunctionReference model_constructor;
     Napi::FunctionReference abort_flag_constructor;
+    Napi::FunctionReference adapter_constructor;
 };
 
 inline AddonData & addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
@@ -21,6 +23,60 @@ inline Napi::Error coded_error(Napi::Env env, const std::string & code, const st
     Napi::Error err = Napi::Error::New(env, message);
     err.Set("code", Napi::String::New(env, code));
     return err;
+}
+
+// --- argument conversion (cheap checks; the TS layer validates properly) ---
+
+// An array of strings; undefined or null is empty.
+inline std::vector<std::string> string_array(Napi::Env env, const Napi::Value & value, const char * what) {
+    std::vector<std::string> out;
+    if (value.IsUndefined() || value.IsNull()) return out;
+    if (!value.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+    Napi::Array arr = value.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+        Napi::Value v = arr.Get(i);
+        if (!v.IsString()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+        out.push_back(v.As<Napi::String>().Utf8Value());
+    }
+    return out;
+}
+
+// An Int32Array or an array of integers; undefined is empty.
+inline std::vector<int32_t> int_array(Napi::Env env, const Napi::Value & value, const char * what) {
+    std::vector<int32_t> out;
+    if (value.IsUndefined()) return out;
+    if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+        Napi::Int32Array arr = value.As<Napi::Int32Array>();
+        out.assign(arr.Data(), arr.Data() + arr.ElementLength());
+        return out;
+    }
+    if (!value.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an Int32Array or an array of integers");
+    Napi::Array arr = value.As<Napi::Array>();
+    out.reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+        Napi::Value v = arr.Get(i);
+        if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + "[" + std::to_string(i) + "] is not a number");
+        out.push_back(v.As<Napi::Number>().Int32Value());
+    }
+    return out;
+}
+
+inline double number_option(Napi::Object o, const char * key, double fallback) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+inline int32_t int_option(Napi::Object o, const char * key, int32_t fallback) {
+    return static_cast<int32_t>(number_option(o, key, fallback));
+}
+
+inline bool bool_option(Napi::Object o, const char * key, bool fallback) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a boolean");
+    return v.As<Napi::Boolean>().Value();
 }
 
 // Runs engine work on a worker thread; on failure returns false with the error's code

@@ -263,6 +263,44 @@ std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> &
     return out;
 }
 
+// --- logits ----------------------------------------------------------------------
+
+std::vector<float> Model::eval_logits(const std::vector<llama_token> & tokens, size_t from, int32_t n_threads) const {
+    if (params_.vocab_only) throw EngineError("invalid_argument", "the model was loaded without weights (vocabOnly)");
+    if (tokens.empty() || from >= tokens.size()) throw EngineError("invalid_argument", "no positions to evaluate");
+    check_tokens(tokens.data(), tokens.size());
+    LogCapture capture;
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = static_cast<uint32_t>(tokens.size());
+    cp.n_batch = static_cast<uint32_t>(tokens.size());
+    cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    if (n_threads > 0) cp.n_threads = cp.n_threads_batch = n_threads;
+    cp.no_perf = true;
+    std::unique_ptr<llama_context, ContextDeleter> ctx(llama_init_from_model(model_, cp));
+    if (!ctx) throw EngineError("decode_failed", "could not create a context: " + capture.summary());
+    llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
+    for (size_t i = 0; i < tokens.size(); i++) {
+        batch.token[i] = tokens[i];
+        batch.pos[i] = static_cast<llama_pos>(i);
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = i >= from;
+    }
+    batch.n_tokens = static_cast<int32_t>(tokens.size());
+    const int32_t rc = llama_decode(ctx.get(), batch);
+    llama_batch_free(batch);
+    if (rc != 0) throw EngineError("decode_failed", "llama_decode failed (" + std::to_string(rc) + "): " + capture.summary());
+    std::vector<float> out;
+    out.reserve((tokens.size() - from) * n_vocab);
+    for (size_t i = from; i < tokens.size(); i++) {
+        const float * row = llama_get_logits_ith(ctx.get(), static_cast<int32_t>(i));
+        out.insert(out.end(), row, row + n_vocab);
+    }
+    return out;
+}
+
 // --- probe -----------------------------------------------------------------------
 
 void Model::probe(const std::string & path, bool vocab_only) {

@@ -96,6 +96,10 @@ public:
     std::vector<llama_token> generate_greedy(const std::vector<llama_token> & prompt, int32_t max_tokens,
                                              int32_t n_threads, const std::atomic<bool> * abort) const;
 
+    // Logits at every position from `from` on, for `tokens` decoded as one sequence in a
+    // fresh context: rows of n_vocab floats. A direct reference for sampled log-probabilities.
+    std::vector<float> eval_logits(const std::vector<llama_token> & tokens, size_t from, int32_t n_threads) const;
+
 private:
     Model(llama_model * model, const ModelParams & params);
     void check_tokens(const llama_token * tokens, size_t n) const;

@@ -4,9 +4,11 @@ import {z} from "zod";
 import {AbortError, ModelError, OptionError, StillError, throwIfAborted} from "../errors.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
 import {type Backend, type NativeModel, getBackend, withAbortFlag} from "./binding.js";
+import {Adapter, type NativeAdapter} from "./Adapter.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
 import {probeModel} from "./probeModel.js";
+import {RolloutEngine, type RolloutEngineOptions, rolloutEngineOptionsSchema} from "./Rollouts.js";
 
 export const loadModelOptionsSchema = z.object({
     /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
@@ -68,6 +70,8 @@ export type ChatMessage = {role: string, content: string};
 export class Model {
     /** Operations still running in native workers; dispose() waits for them. */
     private readonly pending = new Set<Promise<unknown>>();
+    private readonly engines = new Set<RolloutEngine>();
+    private readonly adapters = new Set<Adapter>();
     private disposing: Promise<void> | undefined;
 
     private constructor(
@@ -146,6 +150,28 @@ export class Model {
         return this.call(() => this.native.detokenize(tokens, false, options.special ?? false));
     }
 
+    /** Token ids to their raw bytes (which may end inside a UTF-8 sequence). */
+    detokenizeBytes(tokens: readonly number[] | Int32Array, options: {special?: boolean} = {}): Uint8Array {
+        return this.call(() => this.native.detokenizeBytes(tokens, options.special ?? false));
+    }
+
+    /**
+     * The model's logits at each position from `from` on, decoding `tokens` as one
+     * sequence in a fresh context: row i (n_vocab floats) predicts token from + i + 1.
+     */
+    async logits(tokens: readonly number[], options: {from?: number, threads?: number} = {}): Promise<Float32Array[]> {
+        const from = options.from ?? 0;
+        const flat = await this.track(async () => {
+            try {
+                return await this.native.evalLogits(tokens, from, options.threads ?? defaultThreads());
+            } catch (err) {
+                throw nativeError(err, this.path, this.backend.release);
+            }
+        });
+        const n = this.facts.vocabSize;
+        return Array.from({length: flat.length / n}, (_, i) => flat.subarray(i * n, (i + 1) * n));
+    }
+
     /** The id of `text` when the vocabulary holds it as one token, else null. */
     tokenId(text: string): number | null {
         return this.call(() => this.native.singleToken(text));
@@ -208,9 +234,47 @@ export class Model {
         });
     }
 
+    /**
+     * A rollout engine over this model: continuous batching over `parallel` slots,
+     * prompts shared by their samples. See RolloutEngine.generate().
+     */
+    rollouts(options: RolloutEngineOptions = {}): RolloutEngine {
+        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
+        const parsed = rolloutEngineOptionsSchema.safeParse(options);
+        if (!parsed.success) throw new OptionError(`invalid rollout options: ${z.prettifyError(parsed.error)}`);
+        const o = parsed.data;
+        const Rollouts = this.backend.binding.Rollouts;
+        const native = this.call(() => new Rollouts(this.native, {
+            parallel: o.parallel,
+            ...(o.contextSize == null ? {} : {contextSize: o.contextSize}),
+            batchSize: o.batchSize,
+            ubatchSize: o.ubatchSize,
+            threads: o.threads ?? defaultThreads(),
+            kvUnified: {auto: -1, unified: 1, split: 0}[o.kvCache],
+            flashAttn: {auto: -1, on: 1, off: 0}[o.flashAttention]
+        }));
+        const engine = new RolloutEngine(this, this.backend, native, o);
+        this.engines.add(engine);
+        return engine;
+    }
+
+    /** Loads a LoRA adapter (llama.cpp's adapter GGUF) for this model. */
+    async loadAdapter(path: string): Promise<Adapter> {
+        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
+        const adapter = await this.track(() => Adapter.load(this, path,
+            (p) => this.backend.binding.loadAdapter(this.native, p) as Promise<NativeAdapter>,
+            (t) => this.backend.binding.ggmlTypeInfo(t)));
+        this.adapters.add(adapter);
+        return adapter;
+    }
+
     /** Frees the weights once running operations finish. Idempotent. */
     dispose(): Promise<void> {
-        this.disposing ??= Promise.allSettled([...this.pending]).then(() => this.native.dispose());
+        this.disposing ??= Promise.allSettled([...this.pending]).then(() => {
+            for (const engine of this.engines) engine.dispose();
+            for (const adapter of this.adapters) adapter.dispose();
+            this.native.dispose();
+        });
         return this.disposing;
     }
 
@@ -258,8 +322,10 @@ export function loadModel(path: string, options: LoadModelOptions = {}): Promise
     return Model.load(path, options);
 }
 
+/** llama.cpp threads when none are given: STILL_THREADS, else every available CPU. */
 export function defaultThreads() {
-    return Math.max(1, os.availableParallelism());
+    const fromEnv = Number.parseInt(process.env.STILL_THREADS ?? "", 10);
+    return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : Math.max(1, os.availableParallelism());
 }
 
 /** Maps a coded error from the addon to the project's error classes. */

@@ -39,6 +39,8 @@ export interface NativeModel {
     singleToken(text: string): number | null;
     applyChatTemplate(messages: readonly {role: string, content: string}[], addAssistant: boolean, template?: string): string | null;
     generateGreedy(tokens: Int32Array | readonly number[], maxTokens: number, threads: number, abort?: NativeAbortFlag): Promise<Int32Array>;
+    evalLogits(tokens: Int32Array | readonly number[], from: number, threads: number): Promise<Float32Array>;
+    detokenizeBytes(tokens: Int32Array | readonly number[], special: boolean): Uint8Array;
     dispose(): void;
     readonly disposed: boolean;
 }
@@ -60,7 +62,9 @@ export interface NativeBinding {
     probeModel(path: string, vocabOnly: boolean): Promise<void>;
     loadModel(path: string, options: {gpuLayers: number, useMmap: boolean, vocabOnly: boolean, checkTensors: boolean},
         onProgress?: (fraction: number) => void, abort?: NativeAbortFlag): Promise<NativeModel>;
+    loadAdapter(model: NativeModel, path: string): Promise<unknown>;
     AbortFlag: new () => NativeAbortFlag;
+    Rollouts: new (model: NativeModel, options: Record<string, number>) => any;
 }
 
 export type Backend = {
