@@ -56,3 +56,87 @@ describe("still CLI", () => {
         expect(badLayers.stderr).toMatch(/invalid options: .*gpuLayers/s);
     });
 });
+
+describe("still generate", () => {
+    const problemsFile = path.join(tmpDir, "problems.jsonl");
+    const problems = Array.from({length: 6}, (_, i) => ({id: `p${i}`, question: `What is ${i} + ${i}?`}));
+
+    const generate = (out: string, extra: string[] = []) => cli(["generate", "--model", modelFile, "--problems", problemsFile,
+        "--samples", "3", "--max-tokens", "24", "--seed", "5", "--parallel", "4", "--out", out, ...extra]);
+    let modelFile: string;
+
+    const readOut = (file: string) => fs.readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+
+    it("writes one line per sample and skips what is done when rerun", async () => {
+        const {testModel} = await import("./helpers/models.js");
+        modelFile = await testModel("tiny");
+        fs.writeFileSync(problemsFile, problems.map((p) => JSON.stringify(p)).join("\n") + "\n");
+        const out = path.join(tmpDir, "gen", "rollouts.jsonl");
+        fs.mkdirSync(path.dirname(out), {recursive: true});
+        const first = await generate(out, ["--json"]);
+        expect(first.exitCode, first.stderr).toBe(0);
+        expect(JSON.parse(first.stdout)).toMatchObject({written: 18, skipped: 0});
+        const records = readOut(out);
+        expect(records).toHaveLength(18);
+        expect(new Set(records.map((r) => `${r.id}/${r.sample}`)).size).toBe(18);
+        for (const r of records) {
+            expect(r.tokens.length).toBe(r.completion_tokens);
+            expect(r.logprobs.length).toBe(r.completion_tokens);
+            expect(["stop", "length"]).toContain(r.finish);
+        }
+
+        const again = await generate(out, ["--json"]);
+        expect(JSON.parse(again.stdout)).toMatchObject({written: 0, skipped: 18});
+
+        // A crash left 4 samples missing and half a line: the rerun drops the half line
+        // and makes exactly the missing samples, the same as before.
+        const lines = fs.readFileSync(out, "utf8").split("\n").filter((l) => l !== "");
+        fs.writeFileSync(out, lines.slice(0, 14).join("\n") + "\n" + lines[14]!.slice(0, 30));
+        const resumed = await generate(out, ["--json"]);
+        expect(resumed.exitCode, resumed.stderr).toBe(0);
+        expect(JSON.parse(resumed.stdout)).toMatchObject({written: 4, skipped: 14});
+        expect(resumed.stderr).toMatch(/dropping an incomplete last line/);
+        const after = readOut(out);
+        expect(after).toHaveLength(18);
+        const key = (r: {id: string, sample: number}) => `${r.id}/${r.sample}`;
+        expect(new Set(after.map(key))).toEqual(new Set(records.map(key)));
+    });
+
+    it("refuses to mix samples made with other settings, naming the file and line", async () => {
+        const out = path.join(tmpDir, "gen", "rollouts.jsonl");
+        const res = await generate(out, ["--temperature", "0.5"]);
+        expect(res.exitCode).toBe(1);
+        expect(res.stderr.trim()).toBe(`still: error: ${out}:1: config: holds samples made with other settings (model, sampling or prompt); ` +
+            "give a new --out file, or the same settings to continue it");
+    });
+
+    it("stops on Ctrl-C with what it finished written, and continues on the next run", async () => {
+        const out = path.join(tmpDir, "gen", "interrupted.jsonl");
+        const child = execa(process.execPath, ["dist/src/cli/main.js", "generate", "--model", modelFile, "--problems", problemsFile,
+            "--samples", "3", "--max-tokens", "300", "--seed", "5", "--parallel", "2", "--out", out], {reject: false, env: {STILL_THREADS: "1"}});
+        // Wait for the first finished sample, then interrupt.
+        const t0 = Date.now();
+        while (Date.now() - t0 < 30_000 && !(fs.existsSync(out) && fs.readFileSync(out, "utf8").includes("\n"))) await new Promise((r) => setTimeout(r, 50));
+        child.kill("SIGINT");
+        const res = await child;
+        expect(res.exitCode).toBe(0);
+        expect(res.stdout).toMatch(/^stopped: \d+ samples written to .*, \d+ left; run the same command to continue$/m);
+        const written = readOut(out).length;
+        expect(written).toBeGreaterThan(0);
+        expect(written).toBeLessThan(18);
+
+        const rest = await cli(["generate", "--model", modelFile, "--problems", problemsFile, "--samples", "3", "--max-tokens", "300",
+            "--seed", "5", "--parallel", "2", "--out", out, "--json"]);
+        expect(JSON.parse(rest.stdout)).toMatchObject({written: 18 - written, skipped: written});
+        expect(new Set(readOut(out).map((r) => `${r.id}/${r.sample}`)).size).toBe(18);
+    });
+
+    it("names the line and field of a bad problem", async () => {
+        const bad = path.join(tmpDir, "bad-problems.jsonl");
+        fs.writeFileSync(bad, '{"id": "a", "question": "ok"}\n{"id": "b", "question": 7}\n');
+        const res = await cli(["generate", "--model", modelFile, "--problems", bad, "--out", path.join(tmpDir, "never.jsonl")]);
+        expect(res.exitCode).toBe(1);
+        expect(res.stderr).toMatch(new RegExp(`^still: error: ${bad.replace(/[.]/g, "\\.")}:2: question: `));
+        expect(fs.existsSync(path.join(tmpDir, "never.jsonl"))).toBe(false);
+    });
+});

@@ -2,6 +2,7 @@
 // The `still` command line.
 import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
+import {generateCommand} from "./generateCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
 
@@ -21,6 +22,7 @@ process.once("SIGINT", () => {
 
 infoCommand(program, controller.signal);
 makeModelCommand(program, controller.signal);
+generateCommand(program, controller.signal);
 
 try {
     await program.parseAsync(process.argv);
