@@ -70,8 +70,8 @@ const cmakeArgs = [
 ];
 console.log(`still: configuring llama.cpp ${release} in ${path.relative(process.cwd(), buildDir)}`);
 run("cmake", cmakeArgs);
-console.log(`still: building libllama and libggml with ${jobs} jobs`);
-run("cmake", ["--build", buildDir, "--config", "Release", "--parallel", jobs, "--target", "llama", "ggml"]);
+console.log(`still: building libllama, libggml and llama.cpp's common library with ${jobs} jobs`);
+run("cmake", ["--build", buildDir, "--config", "Release", "--parallel", jobs, "--target", "llama", "ggml", "llama-common"]);
 const llamaSeconds = (performance.now() - started) / 1000;
 
 console.log("still: rebuilding the addon with the new variant");

@@ -81,6 +81,7 @@ function prebuiltPackageNames() {
 
 const libPatterns = {
     llama: /^(lib)?llama(\.[a-z]+)?(\.v[\d.]+)?\.(so|dylib|lib)$/,
+    common: /^(lib)?llama-common\.(so|dylib|lib)$/,
     ggml: /^(lib)?ggml(\.[a-z]+)?(\.v[\d.]+)?\.(so|dylib|lib)$/,
     ggmlBase: /^(lib)?ggml-base\.(so|dylib|lib)$/
 };
@@ -90,10 +91,13 @@ function findLibs(dir) {
     const pick = (re) => files.find((f) => re.test(f));
     const libs = {llama: pick(libPatterns.llama), ggml: pick(libPatterns.ggml), ggmlBase: pick(libPatterns.ggmlBase)};
     if (!libs.llama || !libs.ggml || !libs.ggmlBase) return null;
+    const common = pick(libPatterns.common);
     return {
         llama: path.join(dir, libs.llama),
         ggml: path.join(dir, libs.ggml),
-        ggmlBase: path.join(dir, libs.ggmlBase)
+        ggmlBase: path.join(dir, libs.ggmlBase),
+        // llama.cpp's "common" library, which its tools need (absent from some builds)
+        common: common == null ? null : path.join(dir, common)
     };
 }
 
@@ -174,6 +178,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
         for (const v of variants) {
             lines.push(`set(STILL_VARIANT_${v.name}_LIBDIR "${cmakePath(v.libDir)}")`);
             lines.push(`set(STILL_VARIANT_${v.name}_LIBS "${cmakePath(v.libs.llama)};${cmakePath(v.libs.ggml)};${cmakePath(v.libs.ggmlBase)}")`);
+            lines.push(`set(STILL_VARIANT_${v.name}_COMMON "${v.libs.common == null ? "" : cmakePath(v.libs.common)}")`);
         }
         const out = arg("--cmake");
         if (out) fs.writeFileSync(out, lines.join("\n") + "\n");

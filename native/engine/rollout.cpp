@@ -313,7 +313,9 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         const Clock::time_point ts = Clock::now();
         float logprob = 0;
         const llama_token token = slot.sampler->sample(st.last_logits.data(), &logprob);
-        stats.generate_ms += ms_between(ts, Clock::now());
+        const double dt = ms_between(ts, Clock::now());
+        stats.generate_ms += dt;
+        stats.sample_ms += dt;
         accept(s, token, logprob);
     };
 
@@ -440,7 +442,9 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
             const llama_token token = slot.sampler->sample(llama_get_logits_ith(ctx_, slot.out_row), &logprob);
             accept(s, token, logprob);
         }
-        stats.generate_ms += ms_between(tsmp, Clock::now());
+        const double sampling = ms_between(tsmp, Clock::now());
+        stats.generate_ms += sampling;
+        stats.sample_ms += sampling;
         stats.elapsed_ms = since_start();
         if (on_progress) on_progress(stats);
     }

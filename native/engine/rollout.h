@@ -58,6 +58,7 @@ struct RolloutStats {
     int64_t samples_total = 0;
     double prompt_ms = 0;   // decode time spent on prompt tokens
     double generate_ms = 0; // decode and sampling time spent on generated tokens
+    double sample_ms = 0;   // of which sampling
     double elapsed_ms = 0;
     int64_t decodes = 0;
 };

@@ -86,7 +86,10 @@ export type RolloutStats = {
     samplesDone: number,
     samplesTotal: number,
     promptMs: number,
+    /** Decoding and sampling the generated tokens. */
     generateMs: number,
+    /** Of generateMs, the part spent sampling. */
+    sampleMs: number,
     elapsedMs: number,
     decodes: number
 };
@@ -106,7 +109,7 @@ const nativeSampleSchema = z.object({
 });
 const nativeStatsSchema = z.object({
     promptTokens: z.number(), generatedTokens: z.number(), samplesDone: z.number(), samplesTotal: z.number(),
-    promptMs: z.number(), generateMs: z.number(), elapsedMs: z.number(), decodes: z.number()
+    promptMs: z.number(), generateMs: z.number(), sampleMs: z.number(), elapsedMs: z.number(), decodes: z.number()
 });
 
 interface NativeRollouts {

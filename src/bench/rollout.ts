@@ -1,0 +1,166 @@
+// npm run bench:rollout -- [--model M] [--parallel 1,8,32] [--threads N] [--runs 3] [--json]
+//
+// Aggregate generated and prompt tokens/s of still's rollout engine next to
+// node-llama-cpp (at its defaults, and with UV_THREADPOOL_SIZE=1, its best setting on a
+// small machine) and llama.cpp's llama-batched-bench (built from the bundled source,
+// linked to the same libraries), with the same model, threads, sequences and token
+// counts: P distinct 128-token prompts, 128 generated tokens each, temperature 1 and
+// top-k 40 (batched-bench samples nothing). A last case puts one prompt under 32 samples
+// (batched-bench -pps) to show prefix sharing. Each engine runs in its own process;
+// figures are medians over --runs, with the peak RSS of each process.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {Command} from "commander";
+import {execa} from "execa";
+import {z} from "zod";
+import {makeModel} from "../../models/makeModel.js";
+import {getBackend, packageRoot} from "../engine/binding.js";
+import {loadModel} from "../engine/Model.js";
+import {gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+
+type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null};
+type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures};
+
+const options = z.object({
+    model: z.string().optional(),
+    parallel: z.string().default("1,8,32"),
+    threads: z.coerce.number().int().min(1).default(os.availableParallelism()),
+    runs: z.coerce.number().int().min(1).default(3),
+    promptTokens: z.coerce.number().int().min(1).default(128),
+    genTokens: z.coerce.number().int().min(1).default(128),
+    shared: z.coerce.number().int().min(0).default(32),
+    json: z.boolean().default(false)
+}).parse(new Command()
+    .option("--model <file>", "GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)")
+    .option("--parallel <list>", "sequence counts", "1,8,32")
+    .option("--threads <n>", "threads for every engine")
+    .option("--runs <n>", "runs per configuration (medians are reported)", "3")
+    .option("--prompt-tokens <n>", "prompt tokens per sequence", "128")
+    .option("--gen-tokens <n>", "generated tokens per sequence", "128")
+    .option("--shared <n>", "samples of the one-prompt case (0 skips it)", "32")
+    .option("--json", "print one JSON object")
+    .parse().opts());
+
+const log = (line: string) => process.stderr.write(line + "\n");
+const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
+const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "rolloutWorker.js");
+
+let model = options.model;
+if (model == null) {
+    model = path.join(packageRoot, "models", "qwen2.5-0.5b-q8_0.gguf");
+    if (!fs.existsSync(model)) {
+        log(`making ${path.relative(process.cwd(), model)} (the qwen2.5-0.5b preset, random weights)…`);
+        await makeModel({preset: "qwen2.5-0.5b", type: "q8_0", out: model});
+    }
+}
+const variant = getBackend().variant;
+const batchedBench = await llamaTool("llama-batched-bench", variant, log);
+
+// The same pseudo-random prompts for both Node engines: ordinary tokens, no special ones.
+// (batched-bench draws its own random tokens; only the counts matter to the speed.)
+const promptsFile = path.join(os.tmpdir(), `still-bench-prompts-${process.pid}.json`);
+{
+    const vocab = await loadModel(model, {vocabOnly: true});
+    const special = new Set(vocab.facts.specialTokens.map((t) => t.id));
+    const limit = Math.min(vocab.facts.vocabSize, 100_000);
+    let seed = 12345;
+    const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+    const count = Math.max(...parallels, 1);
+    const prompts = Array.from({length: count}, () => {
+        const out: number[] = [];
+        while (out.length < options.promptTokens) {
+            const t = next() % limit;
+            if (!special.has(t)) out.push(t);
+        }
+        return out;
+    });
+    fs.writeFileSync(promptsFile, JSON.stringify(prompts));
+    await vocab.dispose();
+}
+process.on("exit", () => fs.rmSync(promptsFile, {force: true}));
+
+async function runWorker(engine: "still" | "node-llama-cpp", parallel: number, shared: boolean, env: Record<string, string> = {}): Promise<Figures> {
+    const res = await execa(process.execPath, [worker, engine, model!, String(parallel), String(options.promptTokens),
+        String(options.genTokens), String(options.threads), shared ? "1" : "0", promptsFile], {env: {...env, STILL_VARIANT: variant.name}, reject: false});
+    if (res.exitCode !== 0) throw new Error(`${engine} run failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);
+    return JSON.parse(res.stdout.trim().split("\n").at(-1)!) as Figures;
+}
+
+async function runBatchedBench(parallel: number, shared: boolean): Promise<Figures> {
+    const cells = shared ? options.promptTokens + parallel * options.genTokens + 256 : parallel * (options.promptTokens + options.genTokens) + 256;
+    const args = ["-m", model!, "-c", String(cells), "-b", "2048", "-ub", "512", "-npp", String(options.promptTokens),
+        "-ntg", String(options.genTokens), "-npl", String(parallel), "-t", String(options.threads), "--output-format", "jsonl",
+        ...(shared ? ["-pps"] : [])];
+    const time = gnuTime();
+    const res = await execa(time ?? batchedBench, time == null ? args : ["-f", "peak_rss_kb=%M", batchedBench, ...args],
+        {cwd: toolCwd(variant), reject: false, all: true});
+    if (res.exitCode !== 0) throw new Error(`llama-batched-bench failed: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
+    const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
+    if (line == null) throw new Error("llama-batched-bench printed no result");
+    const r = JSON.parse(line) as {speed_tg: number, speed_pp: number};
+    const rss = /peak_rss_kb=(\d+)/.exec(res.stderr)?.[1];
+    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: rss == null ? null : Math.round(Number(rss) / 1024)};
+}
+
+function median(values: Figures[]): Figures {
+    const mid = (xs: number[]) => {
+        const s = [...xs].sort((a, b) => a - b);
+        return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+    };
+    const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
+    return {
+        gen_tps: round(mid(values.map((v) => v.gen_tps))),
+        prompt_tps: round(mid(values.map((v) => v.prompt_tps))),
+        peak_rss_mb: rss.length === 0 ? null : Math.max(...rss)
+    };
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;
+
+const cases = [...parallels.map((p) => ({parallel: p, shared: false})), ...(options.shared > 0 ? [{parallel: options.shared, shared: true}] : [])];
+const rows: Row[] = [];
+for (const c of cases) {
+    const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt">, Figures[]> = {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: []};
+    for (let run = 1; run <= options.runs; run++) {
+        log(`parallel ${c.parallel}${c.shared ? " (one shared prompt)" : ""}, run ${run}/${options.runs}`);
+        // Interleaved, so drifts in machine load hit every engine alike.
+        samples.still.push(await runWorker("still", c.parallel, c.shared));
+        samples.llama_batched_bench.push(await runBatchedBench(c.parallel, c.shared));
+        samples.node_llama_cpp.push(await runWorker("node-llama-cpp", c.parallel, c.shared));
+        samples.node_llama_cpp_uv1.push(await runWorker("node-llama-cpp", c.parallel, c.shared, {UV_THREADPOOL_SIZE: "1"}));
+    }
+    rows.push({
+        parallel: c.parallel,
+        shared_prompt: c.shared,
+        still: median(samples.still),
+        node_llama_cpp: median(samples.node_llama_cpp),
+        node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
+        llama_batched_bench: median(samples.llama_batched_bench)
+    });
+}
+
+if (options.json) {
+    process.stdout.write(JSON.stringify({
+        model: path.basename(model),
+        threads: options.threads,
+        variant: variant.name,
+        prompt_tokens: options.promptTokens,
+        gen_tokens: options.genTokens,
+        runs: options.runs,
+        results: rows
+    }) + "\n");
+} else {
+    const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) + "×" : "-");
+    process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries; ${options.promptTokens} prompt + ` +
+        `${options.genTokens} generated tokens per sequence, temperature 1, top-k 40 (batched-bench: no sampling); medians of ${options.runs}\n\n`);
+    process.stdout.write("| sequences | still gen t/s | batched-bench | node-llama-cpp | n-l-c UV=1 | still/bb | still/nlc | still/nlc UV=1 | still prompt t/s | bb prompt | peak RSS MB still / bb / nlc |\n");
+    process.stdout.write("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const r of rows) {
+        const label = r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
+        process.stdout.write(`| ${label} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
+            `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp_uv1.gen_tps)} | ` +
+            `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${r.node_llama_cpp.peak_rss_mb ?? "-"} |\n`);
+    }
+}

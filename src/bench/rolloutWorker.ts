@@ -1,0 +1,73 @@
+// One measurement of one engine, in its own process (so its peak RSS is its own):
+//   node rolloutWorker.js still|node-llama-cpp MODEL PARALLEL PROMPT_TOKENS GEN_TOKENS THREADS SHARED(0|1) PROMPTS.json
+// Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated}.
+import fs from "node:fs";
+import type {Token} from "node-llama-cpp";
+import {loadModel} from "../engine/Model.js";
+
+const [engine, modelPath, parallelArg, promptArg, genArg, threadsArg, sharedArg, promptsFile] = process.argv.slice(2);
+const parallel = Number(parallelArg);
+const promptTokens = Number(promptArg);
+const genTokens = Number(genArg);
+const threads = Number(threadsArg);
+const shared = sharedArg === "1";
+
+// The same prompts for every engine, made once by the parent.
+const prompts = (JSON.parse(fs.readFileSync(promptsFile!, "utf8")) as number[][]).slice(0, shared ? 1 : parallel);
+void promptTokens;
+
+async function runStill() {
+    const model = await loadModel(modelPath!, {trusted: true, gpuLayers: 0});
+    const engine = model.rollouts({parallel, threads});
+    const sampling = {temperature: 1, topK: 40, maxTokens: genTokens, stopAfter: [], stopAtEog: false};
+    // Warm up (first-call allocations, page faults in the weights).
+    for await (const _ of engine.generate([{prompt: prompts[0]!}], {...sampling, maxTokens: 4}));
+    const requests = prompts.map((prompt, i) => ({id: String(i), prompt}));
+    const run = engine.generate(requests, {...sampling, samples: shared ? parallel : 1});
+    for await (const _ of run);
+    const stats = await run.stats;
+    await model.dispose();
+    return {
+        gen_tps: stats.generatedTokens / (stats.generateMs / 1000),
+        prompt_tps: stats.promptTokens / (stats.promptMs / 1000),
+        generated: stats.generatedTokens
+    };
+}
+
+async function runNodeLlamaCpp() {
+    const {getLlama} = await import("node-llama-cpp");
+    const llama = await getLlama({gpu: false, build: "never", logLevel: "error" as never, progressLogs: false});
+    const model = await llama.loadModel({modelPath: modelPath!, gpuLayers: 0});
+    const context = await model.createContext({sequences: parallel, contextSize: parallel * (promptTokens + genTokens + 16), batchSize: 2048, threads});
+    const sequences = Array.from({length: parallel}, () => context.getSequence());
+    // Warm up, as for still.
+    for await (const _ of sequences[0]!.evaluate(promptsOf(0), {temperature: 1, topK: 40})) break;
+    await sequences[0]!.clearHistory();
+    // Prompt time: until every sequence has its first token; generation: the rest.
+    let firsts = 0;
+    let generated = 0;
+    let allFirst = 0;
+    const start = performance.now();
+    await Promise.all(sequences.map(async (seq, i) => {
+        let n = 0;
+        for await (const _ of seq.evaluate(promptsOf(i), {temperature: 1, topK: 40})) {
+            generated++;
+            if (n === 0 && ++firsts === parallel) allFirst = performance.now();
+            if (++n >= genTokens) break;
+        }
+    }));
+    const end = performance.now();
+    await context.dispose();
+    await model.dispose();
+    return {
+        gen_tps: (generated - parallel) / ((end - allFirst) / 1000),
+        prompt_tps: (prompts.length * prompts[0]!.length) / ((allFirst - start) / 1000),
+        generated
+    };
+}
+
+const promptsOf = (i: number) => prompts[shared ? 0 : i] as unknown as Token[];
+
+const result = engine === "still" ? await runStill() : await runNodeLlamaCpp();
+process.stdout.write(JSON.stringify({...result, peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024)}) + "\n");
+process.exit(0);
