@@ -2,7 +2,7 @@
 // take values from `point`: a deterministic pseudo-random rational per symbol name, so
 // both sides of a comparison see the same values. Unknown or unsupported forms give null.
 import type {MathNode} from "./parseLatex.js";
-import {exactField, q, qFromDecimal, type Field, type Q} from "./numberFields.js";
+import {exactField, q, qFromDecimal, TooLarge, type Field, type Q} from "./numberFields.js";
 
 /** Raised when one evaluation exceeds its work or time budget. */
 export class BudgetExceeded extends Error {
@@ -35,8 +35,8 @@ const FUNCTIONS: Record<string, string> = {
 
 const INVERSE: Record<string, string> = {Sin: "arcsin", Cos: "arccos", Tan: "arctan", Sec: "arcsec", Csc: "arccsc", Cot: "arccot"};
 
-/** One assignment of the free symbols: a seed and a range for the pseudo-random values. */
-export type Point = {seed: number, lo: number, hi: number};
+/** One assignment of the free symbols: a seed and a range for the pseudo-random values (integers when `integer`). */
+export type Point = {seed: number, lo: number, hi: number, integer?: boolean};
 
 /** The value a free symbol (or indexed symbol such as `F_3`) takes at `point`: a rational p/97. */
 export function symbolValue(key: string, point: Point): Q {
@@ -45,6 +45,7 @@ export function symbolValue(key: string, point: Point): Q {
     h = Math.imul(h ^ (h >>> 15), 2246822507);
     h ^= h >>> 13;
     const u = (h >>> 0) / 2 ** 32;
+    if (point.integer === true) return q(BigInt(Math.floor(point.lo + (point.hi - point.lo + 1) * u)));
     const den = 97;
     const num = Math.round((point.lo + (point.hi - point.lo) * u) * den);
     return q(BigInt(num === 0 ? 1 : num), BigInt(den));
@@ -256,7 +257,11 @@ function bigOperator<T>(head: "Sum" | "Product", args: MathNode[], f: Field<T>, 
     if (variable == null) return null;
     const lo = exactIn(limits[2]!, s);
     const hi = exactIn(limits[3]!, s);
-    if (lo == null || hi == null || lo.d !== 1n || hi.d !== 1n || hi.n - lo.n > BigInt(MAX_TERMS)) return null;
+    if (lo == null || hi == null || lo.d !== 1n || hi.d !== 1n) return null;
+    if (hi.n - lo.n > BigInt(MAX_TERMS)) {
+        if (f.name === "exact") throw new TooLarge("too many terms");
+        return null;
+    }
     let acc = f.fromQ(q(head === "Sum" ? 0n : 1n));
     const saved = s.bound.get(variable);
     const had = s.bound.has(variable);

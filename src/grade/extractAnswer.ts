@@ -5,7 +5,7 @@
 // text when it is a bare answer; the last math segment ($…$, \(…\), \[…\]) or the last
 // number at the end of a sentence, whichever comes later.
 import {parseThought} from "../format/parseThought.js";
-import {matchBrace} from "./latexScan.js";
+import {braceMatches} from "./latexScan.js";
 
 export type ExtractionSource = "boxed" | "anchor" | "bare" | "math" | "number" | "short";
 export type Extraction = {text: string, source: ExtractionSource};
@@ -58,10 +58,12 @@ type Span = {content: string, start: number, end: number};
 export function boxedSpans(text: string): Span[] {
     const out: Span[] = [];
     const re = /\\(?:boxed|fbox|framebox)(?![a-zA-Z])\s*/g;
+    let closes: Map<number, number> | undefined;
     for (let m = re.exec(text); m != null; m = re.exec(text)) {
         const open = m.index + m[0].length;
         if (text[open] === "{") {
-            const close = matchBrace(text, open);
+            closes ??= braceMatches(text);
+            const close = closes.get(open) ?? -1;
             if (close < 0) continue;
             out.push({content: text.slice(open + 1, close), start: m.index, end: close + 1});
             re.lastIndex = close + 1;
@@ -94,14 +96,14 @@ function finalAnchorAfter(text: string, from: number): boolean {
 
 // ---- anchors ----
 
-const ANCHOR = /(?:final\s+answer|the\s+answer|correct\s+answer|answer)\s*(?:is\b|:|=|\bwould\s+be\b|\bshould\s+be\b)|\banswer\s*[:：]|réponse\s+(?:finale\s+)?est|la\s+respuesta\s+es|die\s+antwort\s+ist|答案(?:是|为|：|:)/gi;
+const ANCHOR = /(?:final\s+answer|the\s+answer|correct\s+answer|answer)\s*(?:is\b|:|=|\bwould\s+be\b|\bshould\s+be\b)|\banswer\s*[:：]|réponse\s+(?:finale\s+)?est|la\s+respuesta\s+es|die\s+antwort\s+ist|答案(?:是|为|：|:)|^#{4}(?=\s)/gim;
 
 function afterAnchor(text: string): string | null {
     let last: RegExpExecArray | null = null;
     for (let m = ANCHOR.exec(text); m != null; m = ANCHOR.exec(text)) last = m;
     ANCHOR.lastIndex = 0;
     if (last == null) return null;
-    let rest = text.slice(last.index + last[0].length);
+    let rest = text.slice(last.index + last[0].length, last.index + last[0].length + 2000);
     rest = firstSentence(rest).trim();
     // "Final Answer: The largest $n$ is 34" -> "34"
     if (/^(?:the|our|my|a|an|this|that|its)\s/i.test(rest)) {
@@ -109,7 +111,7 @@ function afterAnchor(text: string): string | null {
         const lastIs = is[is.length - 1];
         if (lastIs != null) rest = rest.slice(lastIs.index + lastIs[0].length).trim();
     }
-    rest = rest.replace(/^[:\s]+/, "").replace(/[\s.,;:!]+$/, "");
+    rest = rest.replace(/^[:\s*_]+/, "").replace(/[\s.,;:*_]+$/, "");
     if (rest === "") return null;
     const math = mathSegments(rest);
     if (math.length > 0) {

@@ -40,6 +40,22 @@ export function matchBrace(s: string, open: number): number {
     return -1;
 }
 
+/** Every group's opening index mapped to its closing index, in one pass (escaped braces skipped). */
+export function braceMatches(s: string): Map<number, number> {
+    const out = new Map<number, number>();
+    const stack: number[] = [];
+    for (let i = 0; i < s.length; i++) {
+        const c = s[i];
+        if (c === "\\") {
+            i++;
+            continue;
+        }
+        if (c === "{") stack.push(i);
+        else if (c === "}" && stack.length > 0) out.set(stack.pop()!, i);
+    }
+    return out;
+}
+
 /**
  * Reads one macro argument starting at `from` (after skipping spaces): a `{…}` group, a
  * command, or one character. Returns the argument's text (without braces) and where it ends.

@@ -88,7 +88,7 @@ export function normalizeAnswer(raw: string): string {
     s = s.replace(/_\s*([A-Za-z0-9])/g, "_{$1}");
     s = s.replace(/\s+/g, " ").trim();
     s = s.replace(/^(?:[a-zA-Z]|\\[a-zA-Z]+)\s*\\in(?![a-zA-Z])\s*/, "");
-    s = s.replace(/^[:\s]+/, "").replace(/[\s.,;:!?]+$/, "").replace(/\\\s*$/, "").trim();
+    s = s.replace(/^[:\s]+/, "").replace(/[\s.,;:]+$/, "").replace(/\\\s*$/, "").trim();
     s = thousands(s);
     s = s.replace(/^\+(?=\s*\d)/, "").replace(/\+\s*\\infty/g, "\\infty");
     return s;

@@ -20,6 +20,14 @@ export type Complex = {re: number, im: number};
 const MAX_BITS = 200_000;
 export const MAX_FACTORIAL = 5000;
 
+/**
+ * Thrown by the exact field when a value is rational but too large to build. Such values
+ * are not handed to the finite-precision fields, which could not tell them apart.
+ */
+export class TooLarge extends Error {
+    override name = "TooLarge";
+}
+
 export interface Field<T> {
     readonly name: "exact" | "decimal" | "complex";
     fromQ(q: Q): T | null;
@@ -103,7 +111,7 @@ function qPowInt(a: Q, k: bigint): Q | null {
         return inv == null ? null : qPowInt(inv, -k);
     }
     if (a.n === 0n || (a.d === 1n && (a.n === 1n || a.n === -1n))) return a.n === -1n && k % 2n === 1n ? a : a.n === -1n ? Q1 : a;
-    if (Number(k) * Math.max(bits(a.n), bits(a.d)) > MAX_BITS) return null;
+    if (Number(k) * Math.max(bits(a.n), bits(a.d)) > MAX_BITS) throw new TooLarge("power too large");
     return {n: a.n ** k, d: a.d ** k};
 }
 
@@ -213,10 +221,12 @@ export const exactField: Field<QC> = {
             case "round": return qc(q(floorDiv(2n * r.n + r.d, 2n * r.d)));
             case "sign": return qc(q(r.n > 0n ? 1n : r.n < 0n ? -1n : 0n));
             case "factorial":
-                if (r.d !== 1n || r.n < 0n || r.n > BigInt(MAX_FACTORIAL)) return null;
+                if (r.d !== 1n || r.n < 0n) return null;
+                if (r.n > BigInt(MAX_FACTORIAL)) throw new TooLarge("factorial too large");
                 return qc(q(factorial(r.n)));
             case "factorial2": {
-                if (r.d !== 1n || r.n < -1n || r.n > BigInt(MAX_FACTORIAL)) return null;
+                if (r.d !== 1n || r.n < -1n) return null;
+                if (r.n > BigInt(MAX_FACTORIAL)) throw new TooLarge("factorial too large");
                 let p = 1n;
                 for (let i = r.n; i > 1n; i -= 2n) p *= i;
                 return qc(q(p));
