@@ -2,6 +2,7 @@
 // The `still` command line.
 import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
+import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
 
@@ -19,6 +20,7 @@ process.once("SIGINT", () => {
     process.once("SIGINT", () => process.exit(130));
 });
 
+gradeCommand(program, controller.signal);
 infoCommand(program, controller.signal);
 makeModelCommand(program, controller.signal);
 
