@@ -1,14 +1,13 @@
 // Exact and near-duplicate removal. Exact: the same text once case, Unicode form and
-// spacing are normalised. Near: word 5-gram shingles, MinHash signatures and banded LSH to
+// spacing are normalised. Near: shingles (character 5-grams for texts up to 1,000
+// characters such as questions, word 5-grams beyond), MinHash signatures and banded LSH to
 // find candidates, then the exact Jaccard similarity of the shingle sets decides.
 
 export type DedupeOptions<T> = {
     /** The text that identifies an item (e.g. the question). */
     key: (item: T) => string,
-    /** Jaccard similarity at or above which two items are near duplicates (default 0.85); 1 turns near matching off. */
-    nearThreshold?: number,
-    /** Words per shingle (default 5). */
-    shingleWords?: number
+    /** Jaccard similarity at or above which two items are near duplicates (default 0.8); 1 turns near matching off. */
+    nearThreshold?: number
 };
 
 export type Removal = {index: number, duplicateOf: number, kind: "exact" | "near", similarity: number};
@@ -22,8 +21,7 @@ export function normalizeForDedupe(text: string): string {
 
 /** Keeps the first of each group of duplicates, in input order. */
 export function dedupe<T>(items: readonly T[], options: DedupeOptions<T>): {kept: T[], removed: Removal[]} {
-    const threshold = options.nearThreshold ?? 0.85;
-    const k = options.shingleWords ?? 5;
+    const threshold = options.nearThreshold ?? 0.8;
     const removed: Removal[] = [];
     const keptIdx: number[] = [];
     const exact = new Map<string, number>();
@@ -44,7 +42,7 @@ export function dedupe<T>(items: readonly T[], options: DedupeOptions<T>): {kept
             shingles.push(null);
             return;
         }
-        const set = shingleSet(text, k);
+        const set = shingleSet(text);
         shingles.push(set);
         const sig = minhash(set);
         const keys = bandKeys(sig);
@@ -87,12 +85,12 @@ function mix(h: number): number {
     return h >>> 0;
 }
 
-/** Word k-grams (character 5-grams for texts shorter than k words). */
-function shingleSet(text: string, k: number): Set<number> {
-    const words = text.split(" ").filter((w) => w !== "");
+/** Character 5-grams for short texts, word 5-grams for long ones. */
+function shingleSet(text: string): Set<number> {
     const out = new Set<number>();
-    if (words.length >= k) {
-        for (let i = 0; i + k <= words.length; i++) out.add(hash32(words.slice(i, i + k).join(" ")));
+    const words = text.split(" ").filter((w) => w !== "");
+    if (text.length > 1000 && words.length >= 5) {
+        for (let i = 0; i + 5 <= words.length; i++) out.add(hash32(words.slice(i, i + 5).join(" ")));
     } else {
         for (let i = 0; i + 5 <= text.length; i++) out.add(hash32(text.slice(i, i + 5)));
         if (out.size === 0) out.add(hash32(text));

@@ -9,7 +9,7 @@ export type TextQualityOptions = {
     minTailRepeats?: number,
     /** Share of long lines that repeat an earlier line (default 0.4). */
     maxDuplicateLineShare?: number,
-    /** Share of words covered by repeated word 10-grams (default 0.5). */
+    /** Share of words covered by repeated word 10-grams (default 0.75; LaTeX-heavy math repeats a lot). */
     maxRepeatedNgramShare?: number
 };
 
@@ -35,7 +35,7 @@ export function textQuality(text: string, options: TextQualityOptions = {}): Tex
         if (share > (options.maxDuplicateLineShare ?? 0.4)) reasons.push(`${Math.round(share * 100)}% of lines repeat earlier lines`);
     }
 
-    if (words.length >= 100) {
+    if (words.length >= 200) {
         const n = 10;
         const counts = new Map<string, number>();
         for (let i = 0; i + n <= words.length; i++) {
@@ -47,7 +47,7 @@ export function textQuality(text: string, options: TextQualityOptions = {}): Tex
             if ((counts.get(words.slice(i, i + n).join(" ")) ?? 0) > 1) covered.fill(1, i, i + n);
         }
         const share = covered.reduce((a, b) => a + b, 0) / words.length;
-        if (share > (options.maxRepeatedNgramShare ?? 0.5)) reasons.push(`${Math.round(share * 100)}% of words are in repeated 10-word phrases`);
+        if (share > (options.maxRepeatedNgramShare ?? 0.75)) reasons.push(`${Math.round(share * 100)}% of words are in repeated 10-word phrases`);
     }
     const repetitive = reasons.length > 0;
 
@@ -60,7 +60,7 @@ export function textQuality(text: string, options: TextQualityOptions = {}): Tex
         if (control > 0) gib.push(`${control} control characters`);
         const nonSpace = chars.filter((c) => !/\s/.test(c));
         const letters = nonSpace.filter((c) => /[\p{L}\p{N}]/u.test(c)).length;
-        if (nonSpace.length >= 50 && letters / nonSpace.length < 0.5) gib.push(`only ${Math.round((letters / nonSpace.length) * 100)}% letters and digits`);
+        if (nonSpace.length >= 50 && letters / nonSpace.length < 0.25) gib.push(`only ${Math.round((letters / nonSpace.length) * 100)}% letters and digits`);
         const longTokens = words.filter((w) => w.length > 80 && !/^\\|\$|https?:/.test(w));
         if (words.length >= 5 && longTokens.length / words.length > 0.1) gib.push(`${longTokens.length} tokens longer than 80 characters`);
     }
