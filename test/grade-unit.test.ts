@@ -148,6 +148,26 @@ describe("math equivalence", () => {
     });
 });
 
+describe("answers in other formats", () => {
+    it.each([
+        ["\\{1,2\\} \\cup \\{3\\}", "\\{1,2,3\\}", true], ["45°", "45", true], ["\\approx 3.14", "3.14", true], ["\\langle 1, 2 \\rangle", "(1,2)", true],
+        ["6.02 \\times 10^{23}", "6.02e23", true], ["−5", "-5", true], ["12 eggs", "12", true], ["5 square meters", "5", true],
+        ["x=1 \\text{ or } x=-1", "\\pm 1", true], ["x \\le -2 \\text{ or } x \\ge 3", "(-\\infty,-2]\\cup[3,\\infty)", true],
+        ["\\ln(xy)", "\\ln x + \\ln y", true], ["\\tan 45^\\circ", "1", true], ["\\gcd(12, 18)", "6", true], ["\\frac{1+i}{1-i}", "i", true],
+        ["(a+b)^2", "a^2+2ab+b^2", true], ["(a+b)^2", "a^2+b^2", false], ["\\sqrt{12}", "3\\sqrt{2}", false], ["\\textbf{even}", "even", true],
+        ["\\$20", "20 \\text{ dollars}", true], ["-\\infty", "\\infty", false], ["(2, 3)", "\\{2, 3\\}", false]
+    ])("\\boxed{%s} vs %s -> %s", (pred, gold, equal) => {
+        expect(grade(boxed(pred), gold).correct).toBe(equal);
+    });
+
+    it("reads a bare gold as written (products such as 2ab are not prose)", () => {
+        expect(grade(boxed("(a+b)^2"), "a^2+2ab+b^2").correct).toBe(true);
+        expect(grade("The solutions are $x=2$ and $x=3$.", "2, 3").correct).toBe(true);
+        expect(grade("The solutions are $x=2$ and $x=3$.", "2, 4").correct).toBe(false);
+        expect(grade("**Final Answer**\n\n\\[\\boxed{12}\\]", "So the answer is: \\[ \\boxed{12} \\]").correct).toBe(true);
+    });
+});
+
 describe("multiple choice", () => {
     it.each([
         ["Answer: B", "B"], ["The answer is (C).", "C"], ["the correct option is D because", "D"], ["\\boxed{\\text{(E)}}", "E"],

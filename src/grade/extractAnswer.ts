@@ -227,17 +227,40 @@ function lastNumber(text: string): {text: string, index: number, atSentenceEnd: 
     return {text: last[0].trim(), index: last.index, atSentenceEnd};
 }
 
+// Two-letter words that mark prose (longer unknown words count as prose too).
+const PROSE_PAIRS = new Set(["is", "so", "it", "of", "to", "in", "be", "we", "an", "as", "at", "by", "if", "on", "us", "my", "me", "he", "do", "up", "the"]);
+
 const ALLOWED_WORDS = new Set([
     "and", "or", "pi", "sqrt", "exp", "sin", "cos", "tan", "sec", "csc", "cot", "ln", "log", "inf", "infinity", "oo",
     "percent", "degrees", "degree", "dollars", "dollar", "cents", "units", "unit", "miles", "meters", "cm", "km", "mm", "inches", "feet",
     "hours", "minutes", "seconds", "days", "years", "yuan", "square", "sq", "ft", "in", "kg", "mph"
 ]);
 
-/** The whole text is an answer: no prose outside math and commands (units and "and" are fine). */
+/**
+ * The whole text is an answer: at most one unknown word outside math and commands (units,
+ * "and", function names and products such as `ab` are fine), and then only in a short text.
+ */
 function isBare(text: string): boolean {
     const t = text.trim();
     if (t === "" || t.length > 400) return false;
-    const outside = stripSegments(t, mathSegments(t)).replace(/\\[a-zA-Z]+(?:\s*\{[^{}]*\})?/g, " ");
+    const segments = mathSegments(t);
+    const outside = stripSegments(t, segments).replace(/\\[a-zA-Z]+(?:\s*\{[^{}]*\})?/g, " ");
     const words = outside.match(/[A-Za-z]{2,}/g) ?? [];
-    return words.every((w) => ALLOWED_WORDS.has(w.toLowerCase()));
+    const prose = words.filter((w) => !ALLOWED_WORDS.has(w.toLowerCase()) && (w.length >= 3 || PROSE_PAIRS.has(w.toLowerCase())));
+    // Beside delimited math, any prose word means the answer is in the math.
+    return prose.length === 0 || (segments.length === 0 && prose.length === 1 && t.length <= 40);
+}
+
+/**
+ * The answer in a gold string: its last box, or what follows an answer anchor, or the math
+ * it wraps in delimiters when prose surrounds it; otherwise the gold as written.
+ */
+export function extractGoldAnswer(gold: string): string {
+    const boxed = lastBoxed(gold);
+    if (boxed != null) return boxed.text;
+    const anchored = afterAnchor(gold);
+    if (anchored != null) return anchored;
+    const math = mathSegments(gold);
+    if (math.length > 0 && !isBare(gold)) return mergeTrailing(gold, math);
+    return gold.trim();
 }

@@ -6,7 +6,7 @@
 //    wrappers and trailing punctuation.
 import {z} from "zod";
 import {OptionError} from "../errors.js";
-import {extractMathAnswer} from "./extractAnswer.js";
+import {extractGoldAnswer, extractMathAnswer} from "./extractAnswer.js";
 import {extractChoice, gradeChoice, parseChoiceGold} from "./gradeChoice.js";
 import {mathEqual} from "./mathEqual.js";
 import {normalizeAnswer, stripMathDelimiters, unbox} from "./normalizeAnswer.js";
@@ -59,7 +59,7 @@ export function grade(response: string, gold: string, options: GradeOptions = {}
                 return {...r, type: "math"};
             }
             const found = extractMathAnswer(response);
-            const goldAnswer = extractMathAnswer(gold)?.text ?? gold;
+            const goldAnswer = extractGoldAnswer(gold);
             if (found == null) return {correct: false, extracted: null, type: "math"};
             const correct = mathEqual(found.text, goldAnswer, opts.timeoutMs == null ? {} : {timeoutMs: opts.timeoutMs});
             return {correct, extracted: found.text, type: "math"};
@@ -73,7 +73,7 @@ function extractExact(response: string): string | null {
 }
 
 function goldText(gold: string): string {
-    return extractMathAnswer(gold)?.text ?? gold;
+    return extractGoldAnswer(gold);
 }
 
 /** Case-, space- and wrapper-insensitive text. */

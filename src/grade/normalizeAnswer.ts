@@ -72,7 +72,7 @@ export function normalizeAnswer(raw: string): string {
     s = s.replace(/\\(?:leqslant|leq)(?![a-zA-Z])/g, "\\le").replace(/\\(?:geqslant|geq)(?![a-zA-Z])/g, "\\ge")
         .replace(/\\neq(?![a-zA-Z])/g, "\\ne").replace(/\\lt(?![a-zA-Z])/g, "<").replace(/\\gt(?![a-zA-Z])/g, ">")
         .replace(/>=/g, "\\ge ").replace(/<=/g, "\\le ").replace(/!=/g, "\\ne ").replace(/&lt;/g, "<").replace(/&gt;/g, ">")
-        .replace(/\\(?:varnothing)(?![a-zA-Z])/g, "\\emptyset").replace(/\\(?:dots|ldots|cdots)(?![a-zA-Z])/g, "\\ldots");
+        .replace(/\\(?:varnothing)(?![a-zA-Z])/g, "\\emptyset").replace(/\\langle(?![a-zA-Z])|\u27E8/g, "(").replace(/\\rangle(?![a-zA-Z])|\u27E9/g, ")").replace(/\\(?:dots|ldots|cdots)(?![a-zA-Z])/g, "\\ldots");
     s = normalizeText(s);
     s = s.replace(/\\degree(?![a-zA-Z])/g, "^\\circ");
     if (!/\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])/.test(s)) s = s.replace(/\^\s*\{?\s*\\circ\s*\}?/g, "").replace(/\\circ(?![a-zA-Z])/g, "");
@@ -87,7 +87,8 @@ export function normalizeAnswer(raw: string): string {
     // Single-character subscripts braced, so `F_k F_{n-k}` is two factors.
     s = s.replace(/_\s*([A-Za-z0-9])/g, "_{$1}");
     s = s.replace(/\s+/g, " ").trim();
-    s = s.replace(/^(?:[a-zA-Z]|\\[a-zA-Z]+)\s*\\in(?![a-zA-Z])\s*/, "");
+    s = s.replace(/^(?:[a-zA-Z]|\\[a-zA-Z]+)\s*\\in(?![a-zA-Z])\s*/, "").replace(/^(?:=|\\approx|\\sim|\\simeq)\s*/, "");
+    s = trailingWords(s);
     s = s.replace(/^[:\s]+/, "").replace(/[\s.,;:]+$/, "").replace(/\\\s*$/, "").trim();
     s = thousands(s);
     s = s.replace(/^\+(?=\s*\d)/, "").replace(/\+\s*\\infty/g, "\\infty");
@@ -205,4 +206,15 @@ function mixedNumbers(s: string): string {
     return s
         .replace(/(?<=^|[\s(,=])(-?)(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}(?=$|[\s),;])/g, (m, sign: string, w: string, n: string, d: string) => mixed(sign, w, n, d, m))
         .replace(/(?<=^|[\s(,=])(-?)(\d+)\s+(\d+)\/(\d+)(?=$|[\s),;])/g, (m, sign: string, w: string, n: string, d: string) => mixed(sign, w, n, d, m));
+}
+
+const MATH_WORDS = new Set(["and", "or", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "sqrt", "pi", "mod", "max", "min", "gcd", "lcm", "det"]);
+
+/** Words after a number at the end (`12 eggs`, `5 square meters`) are a unit or a noun: dropped. */
+function trailingWords(s: string): string {
+    const m = /^(.*[\d})])\s+((?:[A-Za-z]{2,}[\s-]*){1,3})$/.exec(s);
+    if (m == null || !/\d/.test(m[1]!)) return s;
+    const words = m[2]!.trim().split(/[\s-]+/);
+    if (words.some((w) => MATH_WORDS.has(w.toLowerCase()))) return s;
+    return m[1]!.trim();
 }
