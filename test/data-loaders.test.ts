@@ -85,15 +85,20 @@ describe("GPQA loader (user's own CSV)", () => {
 });
 
 describe("CSV reader", () => {
-    it("reports a broken row by line under skip and keeps the rest", async () => {
-        const file = scratchFile("broken.csv", "a,b\n1,2\n3,4,5\n\"6,7\n");
+    it("reports broken rows by line, in order with the good ones, under skip", async () => {
+        const file = scratchFile("broken.csv", "a,b\n1,2\n3,4,5\n8,9\n\"6,7\n");
+        const events: string[] = [];
         const issues: DataError[] = [];
-        const rows: unknown[] = [];
-        for await (const r of readCsv(file, {policy: "skip", onIssue: (i) => issues.push(i)})) rows.push(r.value);
-        expect(rows).toEqual([{a: "1", b: "2"}]);
-        expect(issues.length).toBeGreaterThanOrEqual(1);
-        expect(issues[0]!.line).toBe(3);
-        expect(issues[0]!.message).toMatch(/not valid CSV/);
+        for await (const r of readCsv(file, {policy: "skip", onIssue: (i) => {
+            issues.push(i);
+            events.push(`issue ${i.line}`);
+        }})) events.push(`row ${r.line} ${JSON.stringify(r.value)}`);
+        expect(events).toEqual(["row 2 {\"a\":\"1\",\"b\":\"2\"}", "issue 3", "row 4 {\"a\":\"8\",\"b\":\"9\"}", "issue 5"]);
+        expect(issues[0]!.message).toMatch(/broken\.csv:3: not valid CSV \(Invalid Record Length/);
+        expect(issues[1]!.message).toMatch(/Quote Not Closed/);
+        await expect((async () => {
+            for await (const _ of readCsv(file)) void _;
+        })()).rejects.toThrow(/broken\.csv:3: not valid CSV/);
     });
 });
 

@@ -22,13 +22,20 @@ export async function* readCsv<S extends z.ZodType = z.ZodUnknown>(file: string,
         relax_quotes: false,
         skip_records_with_error: options.policy === "skip"
     }));
-    parser.on("skip", (err: CsvError) => report(csvError(file, err)));
+    // The parser runs ahead of the consumer: hold skipped-row reports until the rows before them are out.
+    const skipped: DataError[] = [];
+    parser.on("skip", (err: CsvError) => skipped.push(csvError(file, err)));
+    const flush = (upTo: number) => {
+        while (skipped.length > 0 && (skipped[0]!.line ?? 0) <= upTo) report(skipped.shift()!);
+    };
     try {
         for await (const item of parser as AsyncIterable<{record: Record<string, string>, info: {lines: number}}>) {
             throwIfAborted(options.signal, `reading ${file}`);
+            flush(item.info.lines - 1);
             const row = validate(item.record, options.schema, file, item.info.lines, report);
             if (row != null) yield row;
         }
+        flush(Number.POSITIVE_INFINITY);
     } catch (err) {
         if (err instanceof DataError || (err instanceof Error && err.name === "AbortError")) throw err;
         throw csvError(file, err as CsvError);

@@ -34,8 +34,11 @@ export const gradeResultSchema = z.object({
 });
 export type GradeResult = z.infer<typeof gradeResultSchema>;
 
-/** Grades `response` against `gold`. */
-export function grade(response: string, gold: string, options: GradeOptions = {}): GradeResult {
+/** Grades `response` against `gold` (a number is read as its decimal text). */
+export function grade(response: string, gold: string | number, options: GradeOptions = {}): GradeResult {
+    if (typeof response !== "string") throw new OptionError("grade needs the response as a string.");
+    if (typeof gold === "number") gold = String(gold);
+    if (typeof gold !== "string") throw new OptionError("grade needs the gold answer as a string or a number.");
     const parsed = gradeOptionsSchema.safeParse(options);
     if (!parsed.success) throw new OptionError(`invalid grade options: ${z.prettifyError(parsed.error)}`);
     const opts = parsed.data;
