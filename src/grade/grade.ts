@@ -81,6 +81,7 @@ function goldText(gold: string): string {
 
 /** Case-, space- and wrapper-insensitive text. */
 function exactKey(s: string): string {
+    if (s.length > 5000) return s.trim();
     return normalizeAnswer(stripMathDelimiters(unbox(s))).normalize("NFKC").toLowerCase().replace(/\s+/g, " ").replace(/^["'“‘]|["'”’]$/g, "").trim();
 }
 

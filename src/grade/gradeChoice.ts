@@ -44,6 +44,8 @@ function choiceIn(text: string, letters: string, choices: readonly string[] | un
     // \boxed{B}, \boxed{(B)}, \boxed{\text{B}}, \boxed{B. text}
     const boxes = boxedSpans(text);
     for (let k = boxes.length - 1; k >= 0; k--) {
+        // A letter (or an option's text) is short; long boxes are worked answers, not picks.
+        if (boxes[k]!.content.length > 300) continue;
         const inner = normalizeAnswer(boxes[k]!.content);
         const m = new RegExp(`^\\(?(${set})\\)?(?:[.:)]?\\s.*)?$`).exec(inner);
         if (m != null) return m[1]!;

@@ -53,9 +53,11 @@ const UNIT_SHORT = /(?<=\d)\s*(?:km|cm|mm|m|kg|mg|ml|ft|in|yd|lb|lbs|oz|hr|hrs|m
 /** Known command names kept as they are, so a plain word such as `pi` is not mistaken for one. */
 const PLAIN_FUNCTIONS = ["sqrt", "exp", "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "ln", "log"];
 
+const SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹";
+
 /** Normalises one extracted answer (LaTeX or plain text) to a canonical LaTeX-ish string. */
 export function normalizeAnswer(raw: string): string {
-    let s = raw;
+    let s = raw.replace(/[⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+/g, (m) => `^{${[...m].map((c) => (c === "⁻" ? "-" : String(SUPERSCRIPTS.indexOf(c)))).join("")}}`);
     for (const [re, rep] of UNICODE) s = s.replace(re, rep);
     s = s.replace(/(^|[\s(:])\*\*(\S[^*]*?\S|\S)\*\*(?=$|[\s.,;:!?)])/g, "$1$2").replace(/(^|\s)__(\S[^_]*?)__(?=\s|$)/g, "$1$2").replace(/`/g, "");
     // Upstream data sometimes doubles the backslash of a command (`\\frac`).
@@ -91,7 +93,7 @@ export function normalizeAnswer(raw: string): string {
     s = trailingWords(s);
     s = s.replace(/^[:\s]+/, "").replace(/[\s.,;:]+$/, "").replace(/\\\s*$/, "").trim();
     s = thousands(s);
-    s = s.replace(/^\+(?=\s*\d)/, "").replace(/\+\s*\\infty/g, "\\infty");
+    s = s.replace(/^\+(?=\s*\d)/, "").replace(/(^|[([,]\s*)\+\s*\\infty/g, "$1\\infty");
     return s;
 }
 

@@ -1,7 +1,7 @@
 // The structure of a normalised answer: lists, sets, tuples and intervals, unions,
 // relations and assignments (`x = 3`), matrices, ratios, base-n numerals, text, and
 // plain expressions (compared by scalarEqual).
-import {isWrapped, splitAtTokens, splitTopLevel, tokenize} from "./latexScan.js";
+import {isWrapped, splitAtTokens, splitTopLevel} from "./latexScan.js";
 
 export type AnswerValue =
     | {kind: "expr", latex: string}
@@ -183,9 +183,4 @@ function isText(s: string): boolean {
     if (words.length === 0) return false;
     if (!/^[\sA-Za-z.,'()!?-]+$/.test(s)) return false;
     return words.some((w) => (w.length >= 3 && !FUNCTION_WORDS.has(w.toLowerCase())) || /^(?:no|yes)$/i.test(w));
-}
-
-/** The tokens of `s` as text, for callers that only need to look. */
-export function tokenTexts(s: string): string[] {
-    return tokenize(s).map((t) => t.text);
 }
