@@ -112,7 +112,8 @@ describe("math equivalence", () => {
         ["\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)", true], ["\\begin{bmatrix}0&0\\\\0&0\\end{bmatrix}", "\\begin{pmatrix}0&0\\\\0&1\\end{pmatrix}", false],
         ["204_5", "204_{5}", true], ["1112122_3", "1112112_3", false], ["\\text{Evelyn}", "Evelyn", true], ["\\text{odd}", "even", false],
         ["x=2 \\text{ or } x=3", "2, 3", true], ["(3,4)", "x=3, y=4", true], ["(4,3)", "x=3, y=4", false],
-        ["7:32", "S_{MBCN}:S=7:32", true], ["1:00", "12:00", false], ["\\emptyset", "\\{\\}", true]
+        ["7:32", "S_{MBCN}:S=7:32", true], ["1:00", "12:00", false], ["\\emptyset", "\\{\\}", true],
+        ["30\\%", "30", true], ["30\\%", "0.3", true], ["0.3", "30\\%", true], ["0.3", "30", false], ["3\\%", "0.3", false]
     ])("%s vs %s -> %s", (pred, gold, equal) => {
         expect(mathEqual(pred, gold)).toBe(equal);
     });

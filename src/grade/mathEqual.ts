@@ -28,12 +28,20 @@ export function mathEqual(pred: string, gold: string, options: {timeoutMs?: numb
     if (compact(p) === compact(g)) return true;
     const budget = makeBudget(options.timeoutMs ?? COMPARE_TIMEOUT_MS);
     try {
-        return valuesEqual(parseAnswer(p), parseAnswer(g), budget);
+        const pv = parseAnswer(p);
+        const gv = parseAnswer(g);
+        if (valuesEqual(pv, gv, budget)) return true;
+        // A written percent sign is either a unit (10% ~ 10, above) or a factor of 1/100 (10% ~ 0.1).
+        if (PERCENT.test(pred) && pv.kind === "expr") return valuesEqual({kind: "expr", latex: `\\frac{${p}}{100}`}, gv, budget);
+        if (PERCENT.test(gold) && gv.kind === "expr") return valuesEqual(pv, {kind: "expr", latex: `\\frac{${g}}{100}`}, budget);
+        return false;
     } catch (err) {
         if (err instanceof BudgetExceeded) return false;
         throw err;
     }
 }
+
+const PERCENT = /%|\bpercent\b/i;
 
 /** Structural comparison of two parsed answers (pred first, gold second). */
 export function valuesEqual(pred: AnswerValue, gold: AnswerValue, budget: Budget): boolean {
