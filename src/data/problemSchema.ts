@@ -1,6 +1,6 @@
 // A problem with a known answer: what exploration samples and evaluation grades.
 import {z} from "zod";
-import {answerTypeSchema} from "../grade/grade.js";
+import {answerTypeSchema} from "../grade/answerType.js";
 
 export const problemSchema = z.object({
     id: z.string().min(1),

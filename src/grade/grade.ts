@@ -6,14 +6,13 @@
 //    wrappers and trailing punctuation.
 import {z} from "zod";
 import {OptionError} from "../errors.js";
+import {answerTypes, answerTypeSchema, type AnswerType} from "./answerType.js";
 import {extractGoldAnswer, extractMathAnswer} from "./extractAnswer.js";
 import {extractChoice, gradeChoice, parseChoiceGold} from "./gradeChoice.js";
 import {mathEqual} from "./mathEqual.js";
 import {normalizeAnswer, stripMathDelimiters, unbox} from "./normalizeAnswer.js";
 
-export const answerTypes = ["math", "choice", "exact"] as const;
-export const answerTypeSchema = z.enum(answerTypes);
-export type AnswerType = z.infer<typeof answerTypeSchema>;
+export {answerTypes, answerTypeSchema, type AnswerType};
 
 export const gradeOptionsSchema = z.object({
     type: answerTypeSchema.default("math"),
