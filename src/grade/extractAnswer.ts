@@ -124,11 +124,9 @@ function afterAnchor(text: string): string | null {
 /** Text up to the end of the first sentence (a full stop followed by a space or the end), outside math. */
 function firstSentence(s: string): string {
     const line = s.split(/\n\s*\n|\n(?=\S)/)[0] ?? s;
+    const segments = mathSegments(line);
     for (let i = 0; i < line.length; i++) {
-        if (line[i] === "." && !insideMath(line, i) && !/\d/.test(line[i + 1] ?? "") && (i + 1 >= line.length || /\s/.test(line[i + 1]!))) {
-            // keep "e.g." style and decimals; stop at a real sentence end
-            return line.slice(0, i);
-        }
+        if (line[i] === "." && (i + 1 >= line.length || /\s/.test(line[i + 1]!)) && !segments.some((g) => i > g.start && i < g.end)) return line.slice(0, i);
     }
     return line;
 }
