@@ -3,6 +3,7 @@
 import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
 import {generateCommand} from "./generateCommand.js";
+import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
 
@@ -23,6 +24,7 @@ process.once("SIGINT", () => {
 infoCommand(program, controller.signal);
 makeModelCommand(program, controller.signal);
 generateCommand(program, controller.signal);
+gradeCommand(program, controller.signal);
 
 try {
     await program.parseAsync(process.argv);
