@@ -137,12 +137,34 @@ describe("sampling", () => {
         }
     });
 
-    it("decodes a prompt once for all its samples", async () => {
+    it.each(["split", "unified"] as const)("decodes a prompt once for all its samples (%s KV cache)", async (kvCache) => {
         const prompt = model.tokenize("A shared prompt that many samples continue.", {special: true, addSpecial: true});
-        const {samples, stats} = await collect(model.rollouts({parallel: 4}), [{prompt}], {samples: 10, maxTokens: 4, seed: 3, stopAfter: []});
-        expect(samples).toHaveLength(10);
-        expect(stats.promptTokens).toBe(prompt.length);
+        const other = model.tokenize("Another prompt.", {special: true, addSpecial: true});
+        // More samples than slots: later ones start from copies of the prompt's cells.
+        const {samples, stats} = await collect(model.rollouts({parallel: 4, kvCache}), [{prompt}, {prompt: other}],
+            {samples: 10, maxTokens: 6, seed: 3, stopAfter: []});
+        expect(samples).toHaveLength(20);
+        expect(stats.promptTokens).toBe(prompt.length + other.length);
         expect(stats.generatedTokens).toBe(samples.reduce((n, s) => n + s.tokens.length, 0));
+        // Each sample continues its own prompt: its first token's log-probability is what
+        // the model gives after that prompt.
+        for (const s of samples) {
+            const p = s.request === 0 ? prompt : other;
+            const [row] = await model.logits(p, {from: p.length - 1});
+            const max = row!.reduce((m, v) => Math.max(m, v), -Infinity);
+            const lse = max + Math.log(row!.reduce((sum, v) => sum + Math.exp(v - max), 0));
+            expect(Math.abs(s.logprobs[0]! - (row![s.tokens[0]!]! - lse))).toBeLessThan(1e-3);
+        }
+    });
+
+    it("gives the same greedy outputs with a unified KV cache", async () => {
+        const requests = Array.from({length: 12}, (_, i) => ({prompt: `${prompts[i % prompts.length]} ${i}`}));
+        const greedy = {temperature: 0, samples: 3, maxTokens: 12, stopAfter: [] as string[]};
+        const split = await collect(model.rollouts({parallel: 5}), requests, greedy);
+        const unified = await collect(model.rollouts({parallel: 5, kvCache: "unified"}), requests, greedy);
+        expect(unified.samples.map((s) => s.tokens)).toEqual(split.samples.map((s) => s.tokens));
+        // Greedy samples of one prompt are all the same.
+        for (const s of split.samples) expect(s.tokens).toEqual(split.samples[s.request * 3]!.tokens);
     });
 
     it("stops on strings across token boundaries, on tokens, and at the length limit", async () => {

@@ -1,8 +1,10 @@
 #include "rollout.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <thread>
 
 #include "log.h"
@@ -31,6 +33,75 @@ std::shared_ptr<Adapter> Adapter::load(std::shared_ptr<Model> model, const std::
 
 Adapter::~Adapter() { llama_adapter_lora_free(adapter_); }
 
+// --- work pool -------------------------------------------------------------------
+
+// Runs a step's sampling on the CPU threads the decode just left idle.
+class WorkPool {
+public:
+    explicit WorkPool(int32_t workers) {
+        for (int32_t i = 0; i < workers; i++) threads_.emplace_back([this] { loop(); });
+    }
+
+    ~WorkPool() {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto & t : threads_) t.join();
+    }
+
+    // fn(i) for every i in [0, n), on the workers and the calling thread.
+    void run(int32_t n, const std::function<void(int32_t)> & fn) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            fn_ = &fn;
+            n_ = n;
+            next_.store(0);
+            busy_ = static_cast<int32_t>(threads_.size());
+            generation_++;
+        }
+        wake_.notify_all();
+        work();
+        std::unique_lock<std::mutex> lock(mu_);
+        idle_.wait(lock, [this] { return busy_ == 0; });
+        fn_ = nullptr;
+    }
+
+private:
+    void work() {
+        for (int32_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) (*fn_)(i);
+    }
+
+    void loop() {
+        uint64_t seen = 0;
+        while (true) {
+            {
+                std::unique_lock<std::mutex> lock(mu_);
+                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+            }
+            work();
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                busy_--;
+            }
+            idle_.notify_one();
+        }
+    }
+
+    std::vector<std::thread> threads_;
+    std::mutex mu_;
+    std::condition_variable wake_, idle_;
+    const std::function<void(int32_t)> * fn_ = nullptr;
+    int32_t n_ = 0;
+    std::atomic<int32_t> next_{0};
+    int32_t busy_ = 0;
+    uint64_t generation_ = 0;
+    bool stop_ = false;
+};
+
 // --- engine ----------------------------------------------------------------------
 
 namespace {
@@ -43,7 +114,7 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 struct RequestState {
     const RolloutRequest * req = nullptr;
     int32_t index = 0;
-    llama_seq_id holder = -1; // the sequence the prompt is decoded into
+    llama_seq_id holder = -1; // the slot the prompt is decoded into
     size_t prompt_done = 0;   // prompt tokens decoded so far
     bool ready = false;       // prompt decoded, last logits saved
     std::vector<float> last_logits;
@@ -51,8 +122,9 @@ struct RequestState {
 };
 
 struct Slot {
-    bool active = false;
-    int32_t request = -1;
+    bool active = false;       // a sample is running here
+    bool prefill = false;      // a prompt is being decoded here
+    int32_t request = -1;      // the request whose prompt the slot's cache holds
     std::unique_ptr<Sampler> sampler;
     RolloutResult result;
     size_t stop_scan = 0;      // text before this offset holds no stop string
@@ -91,13 +163,13 @@ uint32_t RolloutEngine::required_cells(const std::vector<RolloutRequest> & reque
         if (r.samples.empty()) continue;
         longest = std::max(longest, r.prompt.size() + static_cast<size_t>(std::max(0, r.params.max_tokens)));
     }
-    // Each slot holds at most one prompt and its own tokens; one more prompt's worth
-    // covers a holder whose samples have not all started. Sized for the longest request.
-    return static_cast<uint32_t>(longest * (params_.n_parallel + 1));
+    // Each slot holds one prompt and its own tokens (in a unified cache prompts are shared,
+    // so this is an upper bound). One cell of slack per slot for the last decoded token.
+    return static_cast<uint32_t>((longest + 1) * params_.n_parallel);
 }
 
 void RolloutEngine::ensure_context(uint32_t n_ctx, bool unified, int32_t n_seq_max) {
-    if (ctx_ != nullptr && n_ctx <= ctx_cells_ && unified == ctx_unified_ && n_seq_max <= ctx_seq_max_) return;
+    if (ctx_ != nullptr && n_ctx <= ctx_cells_ && unified == ctx_unified_ && n_seq_max == ctx_seq_max_) return;
     if (ctx_ != nullptr) {
         llama_free(ctx_);
         ctx_ = nullptr;
@@ -137,7 +209,6 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     const int32_t n_parallel = params_.n_parallel;
 
     // --- check the requests and size the context ---
-    bool shared = false;
     for (size_t i = 0; i < requests.size(); i++) {
         const RolloutRequest & r = requests[i];
         if (r.samples.empty()) continue;
@@ -146,15 +217,14 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
             if (t < 0 || t >= n_vocab)
                 throw EngineError("invalid_argument", "request " + std::to_string(i) + " has token " + std::to_string(t) + " outside the vocabulary");
         if (r.params.max_tokens < 0) throw EngineError("invalid_argument", "request " + std::to_string(i) + " has negative max tokens");
-        shared = shared || r.samples.size() > 1;
         stats.samples_total += static_cast<int64_t>(r.samples.size());
     }
-    // A unified KV cache lets samples share their prompt's cells (the copy is metadata);
-    // separate per-sequence caches make attention cheaper when nothing is shared.
-    const bool unified = params_.kv_unified < 0 ? shared : params_.kv_unified > 0;
-    const int32_t n_holders = unified ? n_parallel : 0;
+    // Separate per-sequence caches make attention cheaper (a token attends to its own
+    // sequence only) and copying a prompt is a buffer copy; a unified cache shares prompt
+    // cells between samples at the cost of attention over everyone's cells.
+    const bool unified = params_.kv_unified > 0;
     const uint32_t needed = params_.n_ctx > 0 ? params_.n_ctx : required_cells(requests);
-    ensure_context(needed, unified, n_parallel + n_holders);
+    ensure_context(needed, unified, n_parallel);
     abort_ = abort;
     struct AbortReset {
         const std::atomic<bool> *& flag;
@@ -175,7 +245,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     const uint32_t seq_cells = unified ? ctx_cells_ : ctx_cells_ / static_cast<uint32_t>(n_parallel);
 
     std::vector<RequestState> states(requests.size());
-    std::deque<int32_t> queue;
+    std::deque<int32_t> queue; // requests not yet started
     for (size_t i = 0; i < requests.size(); i++) {
         states[i].req = &requests[i];
         states[i].index = static_cast<int32_t>(i);
@@ -185,11 +255,8 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
                                                       " tokens) does not fit the context (" + std::to_string(seq_cells) + " cells per sequence)");
         queue.push_back(static_cast<int32_t>(i));
     }
-    std::vector<int32_t> admitted; // requests whose prompt is being decoded or whose samples are starting
-    std::vector<llama_seq_id> free_holders;
-    for (int32_t h = n_holders - 1; h >= 0; h--) free_holders.push_back(n_parallel + h);
+    std::vector<int32_t> started; // requests with a prompt decoded or decoding, oldest first, until all their samples started
     std::vector<Slot> slots(n_parallel);
-    std::vector<bool> slot_reserved(n_parallel, false); // separate caches: the slot a prompt is decoded into
 
     llama_batch batch = llama_batch_init(params_.n_batch, 0, 1);
     struct BatchGuard {
@@ -199,7 +266,21 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
 
     auto since_start = [&] { return ms_between(t0, Clock::now()); };
 
+    // A slot's cache keeps `prompt` and drops whatever followed.
+    auto keep_prompt = [&](int32_t s, size_t prompt) { llama_memory_seq_rm(mem, s, static_cast<llama_pos>(prompt), -1); };
+    // Gives slot `dst` the first `prompt` positions of slot `src` (a prompt decoded once).
+    auto copy_prompt = [&](int32_t src, int32_t dst, size_t prompt) {
+        llama_memory_seq_rm(mem, dst, -1, -1);
+        if (unified) {
+            llama_memory_seq_cp(mem, src, dst, 0, static_cast<llama_pos>(prompt)); // metadata only
+        } else {
+            llama_memory_seq_cp(mem, src, dst, -1, -1); // whole buffer, copied at the next decode
+            keep_prompt(dst, prompt);
+        }
+    };
+
     // --- a sample's life ---
+    // Ends the sample in slot s; the slot's cache is cleared by whoever takes it next.
     auto finish = [&](int32_t s, FinishReason why) {
         Slot & slot = slots[s];
         slot.result.finish = why;
@@ -221,7 +302,6 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         slot.sampler.reset();
         slot.active = false;
         slot.pending = -1;
-        llama_memory_seq_rm(mem, s, -1, -1);
     };
 
     // Takes a freshly sampled token; returns false when the sample has ended.
@@ -292,10 +372,11 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         return true;
     };
 
+    // Starts the request's next sample in slot s, whose cache already holds the prompt:
+    // its first token comes from the prompt's saved logits.
     auto start_sample = [&](RequestState & st, int32_t s) {
         const RolloutRequest & r = *st.req;
         const int32_t sample = r.samples[st.next_sample++];
-        if (st.holder != s) llama_memory_seq_cp(mem, st.holder, s, -1, -1);
         Slot & slot = slots[s];
         slot.active = true;
         slot.request = st.index;
@@ -319,60 +400,75 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         accept(s, token, logprob);
     };
 
-    auto release_if_started = [&](RequestState & st) {
-        if (st.next_sample < st.req->samples.size()) return false;
-        if (st.holder >= n_parallel) {
-            llama_memory_seq_rm(mem, st.holder, -1, -1);
-            free_holders.push_back(st.holder);
-        }
-        st.holder = -1;
-        st.last_logits.clear();
-        st.last_logits.shrink_to_fit();
-        return true;
+    // The slot of a running sample of request i, to copy its prompt from; -1 if none.
+    auto resident_slot = [&](int32_t i) {
+        for (int32_t s = 0; s < n_parallel; s++)
+            if (slots[s].request == i && (slots[s].active || s == states[i].holder)) return s;
+        return -1;
     };
+
+    std::unique_ptr<WorkPool> pool;
+    if (params_.n_threads > 1 && n_parallel >= 4) pool = std::make_unique<WorkPool>(params_.n_threads - 1);
+    std::vector<int32_t> sampling_slots;
+    std::vector<std::pair<llama_token, float>> sampled;
 
     // --- the loop ---
     while (true) {
         if (abort != nullptr && abort->load()) break;
 
-        // 1. Free slots take waiting samples of prompts already decoded, oldest first.
-        for (size_t a = 0; a < admitted.size();) {
-            RequestState & st = states[admitted[a]];
-            if (st.ready && unified) {
-                for (int32_t s = 0; s < n_parallel && st.next_sample < st.req->samples.size(); s++)
-                    if (!slots[s].active) start_sample(st, s);
-            }
-            if (st.ready && release_if_started(st)) admitted.erase(admitted.begin() + static_cast<long>(a));
-            else a++;
-        }
-
-        // 2. Admit new requests while free slots outnumber the samples already promised to them.
-        int32_t free_slots = 0;
-        for (int32_t s = 0; s < n_parallel; s++) free_slots += !slots[s].active && !slot_reserved[s];
-        int64_t promised = 0;
-        for (int32_t i : admitted) promised += static_cast<int64_t>(states[i].req->samples.size() - states[i].next_sample);
-        while (!queue.empty() && (unified ? free_slots > promised && !free_holders.empty() : free_slots > 0)) {
-            RequestState & st = states[queue.front()];
-            queue.pop_front();
-            if (unified) {
-                st.holder = free_holders.back();
-                free_holders.pop_back();
-                promised += static_cast<int64_t>(st.req->samples.size());
-            } else {
-                // Separate caches: one sample per request (checked above), decoded in its own slot.
-                for (int32_t s = 0; s < n_parallel; s++) {
-                    if (!slots[s].active && !slot_reserved[s]) {
-                        st.holder = s;
-                        slot_reserved[s] = true;
-                        break;
-                    }
+        // 1. Idle slots serve the oldest started request that still has samples to start
+        //    (its prompt copied from a slot that holds it), else a new request's prompt.
+        //    A slot whose sample just ended serves its own request first: its cache
+        //    already holds the prompt.
+        for (int32_t s = 0; s < n_parallel; s++) {
+            Slot & slot = slots[s];
+            if (slot.active || slot.prefill) continue;
+            if (slot.request >= 0) {
+                RequestState & own = states[slot.request];
+                if (own.ready && own.next_sample < own.req->samples.size()) {
+                    keep_prompt(s, own.req->prompt.size());
+                    start_sample(own, s);
+                    continue;
                 }
-                free_slots--;
             }
-            admitted.push_back(st.index);
+            bool served = false;
+            for (int32_t i : started) {
+                RequestState & st = states[i];
+                if (!st.ready || st.next_sample >= st.req->samples.size()) continue;
+                const int32_t src = resident_slot(i);
+                if (src < 0) continue;
+                copy_prompt(src, s, st.req->prompt.size());
+                slot.request = i;
+                start_sample(st, s);
+                served = true;
+                break;
+            }
+            if (served) continue;
+            if (!queue.empty()) {
+                RequestState & st = states[queue.front()];
+                queue.pop_front();
+                llama_memory_seq_rm(mem, s, -1, -1);
+                st.holder = s;
+                slot.request = st.index;
+                slot.prefill = true;
+                started.push_back(st.index);
+                continue;
+            }
+            if (slot.request >= 0) {
+                llama_memory_seq_rm(mem, s, -1, -1);
+                slot.request = -1;
+            }
         }
+        // Requests whose samples have all started need no saved logits any more.
+        started.erase(std::remove_if(started.begin(), started.end(), [&](int32_t i) {
+            RequestState & st = states[i];
+            if (!st.ready || st.next_sample < st.req->samples.size()) return false;
+            st.last_logits.clear();
+            st.last_logits.shrink_to_fit();
+            return true;
+        }), started.end());
 
-        // 3. Build the batch: one token per active sample, then prompt chunks.
+        // 2. Build the batch: one token per running sample, then prompt chunks.
         batch.n_tokens = 0;
         auto add = [&](llama_token t, llama_pos p, llama_seq_id seq, bool logits) {
             const int32_t i = batch.n_tokens++;
@@ -394,7 +490,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         }
         std::vector<std::pair<int32_t, int32_t>> prompt_rows; // (request, output row) for prompts completed by this batch
         int32_t n_prompt = 0;
-        for (int32_t i : admitted) {
+        for (int32_t i : started) {
             RequestState & st = states[i];
             const auto & prompt = st.req->prompt;
             while (!st.ready && st.prompt_done < prompt.size() && batch.n_tokens < params_.n_batch) {
@@ -406,9 +502,9 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
             }
             if (batch.n_tokens >= params_.n_batch) break;
         }
-        if (batch.n_tokens == 0) break; // nothing active, nothing waiting
+        if (batch.n_tokens == 0) break; // nothing running, nothing waiting
 
-        // 4. Decode.
+        // 3. Decode.
         const Clock::time_point td = Clock::now();
         const int32_t rc = llama_decode(ctx_, batch);
         if (rc == 2 || (abort != nullptr && abort->load())) break;
@@ -421,27 +517,32 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         stats.prompt_ms += dt * n_prompt / (n_prompt + n_gen);
         stats.generate_ms += dt * n_gen / (n_prompt + n_gen);
 
-        // 5. Prompts that completed: keep their last logits for every sample to start from.
+        // 4. Prompts that completed: keep their last logits for every sample to start
+        //    from; the slot that decoded the prompt starts the first sample, and idle
+        //    slots take more of them at the next step.
         for (const auto & [i, row] : prompt_rows) {
             RequestState & st = states[i];
             const float * logits = llama_get_logits_ith(ctx_, row);
             st.last_logits.assign(logits, logits + n_vocab);
             st.ready = true;
-            if (!unified) {
-                slot_reserved[st.holder] = false;
-                start_sample(st, st.holder);
-            }
+            slots[st.holder].prefill = false;
+            start_sample(st, st.holder);
         }
 
-        // 6. Sample the next token of every active sample.
+        // 5. Sample the next token of every running sample, spread over the CPU threads
+        //    (each sampler reads only its own logits row), then take them in slot order.
         const Clock::time_point tsmp = Clock::now();
-        for (int32_t s = 0; s < n_parallel; s++) {
-            Slot & slot = slots[s];
-            if (!slot.active || slot.out_row < 0) continue;
-            float logprob = 0;
-            const llama_token token = slot.sampler->sample(llama_get_logits_ith(ctx_, slot.out_row), &logprob);
-            accept(s, token, logprob);
-        }
+        sampling_slots.clear();
+        for (int32_t s = 0; s < n_parallel; s++)
+            if (slots[s].active && slots[s].out_row >= 0) sampling_slots.push_back(s);
+        sampled.resize(sampling_slots.size());
+        const std::function<void(int32_t)> sample_one = [&](int32_t i) {
+            Slot & slot = slots[sampling_slots[i]];
+            sampled[i].first = slot.sampler->sample(llama_get_logits_ith(ctx_, slot.out_row), &sampled[i].second);
+        };
+        if (pool != nullptr && sampling_slots.size() >= 4) pool->run(static_cast<int32_t>(sampling_slots.size()), sample_one);
+        else for (size_t i = 0; i < sampling_slots.size(); i++) sample_one(static_cast<int32_t>(i));
+        for (size_t i = 0; i < sampling_slots.size(); i++) accept(sampling_slots[i], sampled[i].first, sampled[i].second);
         const double sampling = ms_between(tsmp, Clock::now());
         stats.generate_ms += sampling;
         stats.sample_ms += sampling;

@@ -1,12 +1,14 @@
 // The rollout engine: many samples per prompt, generated with continuous batching over
 // a fixed number of parallel slots in one llama.cpp context.
 //
-// A request's prompt is decoded once into a holder sequence; each of its samples starts
-// from a copy of that sequence (llama_memory_seq_cp, metadata only in a unified KV
-// cache) and samples its first token from the prompt's saved last logits, so the prompt
-// is paid for once however many samples it has and whenever they start. When a sample
-// ends, its slot takes the next waiting sample at once. The whole token loop runs on the
-// calling thread; nothing crosses into JS per token.
+// A request's prompt is decoded once, into one slot; its other samples start from copies
+// of that slot's prompt cells (llama_memory_seq_cp) and sample their first token from
+// the prompt's saved last logits, so the prompt is paid for once however many samples
+// it has and whenever they start. When a sample ends, its slot takes the next waiting
+// sample at once: of its own request (the prompt is already there), else of the oldest
+// request with samples left, else a new request's prompt. The whole token loop runs on
+// the calling thread (sampling spreads over the CPU threads between decodes); nothing
+// crosses into JS per token.
 #pragma once
 
 #include <atomic>
@@ -69,7 +71,7 @@ struct EngineParams {
     int32_t n_batch = 2048;
     int32_t n_ubatch = 512;
     int32_t n_threads = 0;  // 0: hardware threads
-    int32_t kv_unified = -1; // -1: unified when some request has several samples
+    int32_t kv_unified = 0; // 1: one KV buffer for all slots (prompt cells shared; attention over all cells)
     int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_AUTO;
 };
 

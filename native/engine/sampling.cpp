@@ -73,72 +73,103 @@ static inline vf16 exp_nonpositive(vf16 x) {
 }
 #endif
 
-STILL_VECTOR_CLONES
-static inline float max_of(const float * x, int32_t n) {
-    float best = -INFINITY;
-    int32_t i = 0;
-#if defined(__GNUC__) || defined(__clang__)
-    vf16 m = vf16{} - INFINITY;
-    for (; i + 16 <= n; i += 16) {
-        vf16 v;
-        std::memcpy(&v, x + i, sizeof(v));
-        const vi16 gt = v > m;
-        m = (vf16) (((vi16) v & gt) | ((vi16) m & ~gt));
-    }
-    for (int32_t j = 0; j < 16; j++) best = m[j] > best ? m[j] : best;
-#endif
-    for (; i < n; i++) best = x[i] > best ? x[i] : best;
-    return best;
-}
+// One pass over a row of logits gives what sampling needs, so the row (600 KB for a
+// 152k vocabulary) is read once: its log-sum-exp (running maximum, rescaled sum), the
+// index of its largest entry, and optionally its k largest entries in a min-heap.
+// Blocks of 64 whose maximum cannot enter the heap skip it after one comparison.
+namespace {
+struct Scan {
+    float lse;
+    int32_t argmax;
+};
 
+inline bool heap_greater(const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; }
+
+inline void heap_offer(std::vector<llama_token_data> & heap, int32_t k, int32_t id, float logit) {
+    if (static_cast<int32_t>(heap.size()) < k) {
+        heap.push_back({id, logit, 0.0f});
+        std::push_heap(heap.begin(), heap.end(), heap_greater);
+    } else if (logit > heap.front().logit) {
+        std::pop_heap(heap.begin(), heap.end(), heap_greater);
+        heap.back() = {id, logit, 0.0f};
+        std::push_heap(heap.begin(), heap.end(), heap_greater);
+    }
+}
+} // namespace
+
+constexpr int32_t kBlock = 64;
+
+// The vectorised pass: log-sum-exp, argmax, and each block's maximum (for the top-k).
 STILL_VECTOR_CLONES
-static double sum_exp_shifted(const float * x, int32_t n, float shift) {
+static Scan scan_logits(const float * x, int32_t n, float * block_max) {
+    float max = -INFINITY;
+    int32_t max_block = 0;
     double sum = 0;
     int32_t i = 0;
+    auto rescale = [&](float new_max, auto & acc) {
+        // Everything summed so far was relative to the old maximum.
+        const float f = max == -INFINITY ? 0.0f : exp_nonpositive(max - new_max);
+        acc *= f;
+        sum *= f;
+        max = new_max;
+    };
 #if defined(__GNUC__) || defined(__clang__)
-    // Sixteen partial sums: one vector, and more accurate than one running sum.
     vf16 acc = vf16{};
-    for (; i + 16 <= n; i += 16) {
-        vf16 v;
-        std::memcpy(&v, x + i, sizeof(v));
-        acc += exp_nonpositive(v - shift);
+    for (; i + kBlock <= n; i += kBlock) {
+        vf16 v[4];
+        std::memcpy(v, x + i, sizeof(v));
+        vf16 m = v[0];
+        for (int32_t j = 1; j < 4; j++) {
+            const vi16 gt = v[j] > m;
+            m = (vf16) (((vi16) v[j] & gt) | ((vi16) m & ~gt));
+        }
+        float bmax = m[0];
+        for (int32_t j = 1; j < 16; j++) bmax = m[j] > bmax ? m[j] : bmax;
+        if (block_max != nullptr) block_max[i / kBlock] = bmax;
+        if (bmax > max) {
+            rescale(bmax, acc);
+            max_block = i;
+        }
+        for (int32_t j = 0; j < 4; j++) acc += exp_nonpositive(v[j] - max);
     }
     for (int32_t j = 0; j < 16; j++) sum += acc[j];
+#else
+    float acc = 0;
 #endif
-    for (; i < n; i++) sum += exp_nonpositive(x[i] - shift);
-    return sum;
+    if (i < n && block_max != nullptr) block_max[i / kBlock] = -INFINITY;
+    for (; i < n; i++) {
+        if (block_max != nullptr && x[i] > block_max[i / kBlock]) block_max[i / kBlock] = x[i];
+        if (x[i] > max) {
+            rescale(x[i], acc);
+            max_block = i;
+        }
+        sum += exp_nonpositive(x[i] - max);
+    }
+    int32_t argmax = max_block;
+    while (argmax < n - 1 && x[argmax] != max) argmax++;
+    return {max + static_cast<float>(std::log(sum)), argmax};
+}
+
+// The k largest logits, visiting only blocks whose maximum could enter the heap.
+static void top_k(const float * x, int32_t n, int32_t k, const float * block_max, std::vector<llama_token_data> & heap) {
+    heap.clear();
+    const int32_t blocks = (n + kBlock - 1) / kBlock;
+    for (int32_t b = 0; b < blocks; b++) {
+        if (static_cast<int32_t>(heap.size()) == k && block_max[b] <= heap.front().logit) continue;
+        const int32_t end = std::min(n, (b + 1) * kBlock);
+        for (int32_t i = b * kBlock; i < end; i++) heap_offer(heap, k, i, x[i]);
+    }
+    // A canonical order (most likely first, as llama.cpp's top-k leaves it): the draw
+    // then does not depend on how the heap happened to be arranged.
+    std::sort(heap.begin(), heap.end(), [](const llama_token_data & a, const llama_token_data & b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    });
 }
 
 float log_sum_exp(const float * x, int32_t n, int32_t * argmax) {
-    const float max = max_of(x, n);
-    if (argmax != nullptr) {
-        int32_t best = 0;
-        while (best < n - 1 && x[best] != max) best++;
-        *argmax = best;
-    }
-    return max + static_cast<float>(std::log(sum_exp_shifted(x, n, max)));
-}
-
-// The k largest logits through a min-heap of size k. Blocks whose largest element cannot
-// enter the heap are skipped after one vectorised comparison, which is nearly all of them.
-STILL_VECTOR_CLONES
-static void top_k(const float * logits, int32_t n, int32_t k, std::vector<llama_token_data> & out) {
-    auto greater = [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; };
-    out.clear();
-    for (int32_t i = 0; i < k; i++) out.push_back({i, logits[i], 0.0f});
-    std::make_heap(out.begin(), out.end(), greater);
-    constexpr int32_t block = 64;
-    int32_t i = k;
-    for (; i < n; i += block) {
-        const int32_t end = std::min(n, i + block);
-        if (max_of(logits + i, end - i) <= out.front().logit) continue;
-        for (int32_t j = i; j < end; j++) {
-            if (logits[j] <= out.front().logit) continue;
-            std::pop_heap(out.begin(), out.end(), greater);
-            out.back() = {j, logits[j], 0.0f};
-            std::push_heap(out.begin(), out.end(), greater);
-        }
-    }
+    const Scan s = scan_logits(x, n, nullptr);
+    if (argmax != nullptr) *argmax = s.argmax;
+    return s.lse;
 }
 
 // --- sampler ---------------------------------------------------------------------
@@ -154,6 +185,7 @@ Sampler::Sampler(const SamplingParams & params, uint32_t seed, int32_t n_vocab) 
     llama_sampler_chain_add(chain_, llama_sampler_init_dist(seed));
     const int32_t k = params.top_k > 0 && params.top_k < n_vocab ? params.top_k : n_vocab;
     candidates_.reserve(k);
+    block_max_.resize((n_vocab + kBlock - 1) / kBlock);
 }
 
 Sampler::~Sampler() {
@@ -161,20 +193,20 @@ Sampler::~Sampler() {
 }
 
 llama_token Sampler::sample(const float * logits, float * logprob) {
-    int32_t best = 0;
-    const float lse = log_sum_exp(logits, n_vocab_, chain_ == nullptr ? &best : nullptr);
-    if (chain_ == nullptr) {
-        *logprob = logits[best] - lse;
-        return best;
-    }
-
     const int32_t k = params_.top_k > 0 && params_.top_k < n_vocab_ ? params_.top_k : n_vocab_;
-    if (k == n_vocab_) {
+    const bool cut = chain_ != nullptr && k < n_vocab_;
+    const Scan scan = scan_logits(logits, n_vocab_, cut ? block_max_.data() : nullptr);
+    if (chain_ == nullptr) {
+        *logprob = logits[scan.argmax] - scan.lse;
+        return scan.argmax;
+    }
+    if (cut) {
+        top_k(logits, n_vocab_, k, block_max_.data(), candidates_);
+    } else {
         candidates_.clear();
         for (int32_t i = 0; i < n_vocab_; i++) candidates_.push_back({i, logits[i], 0.0f});
-    } else {
-        top_k(logits, n_vocab_, k, candidates_);
     }
+    const float lse = scan.lse;
 
     llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
     llama_sampler_apply(chain_, &cur);

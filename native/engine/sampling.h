@@ -43,6 +43,7 @@ private:
     int32_t n_vocab_;
     llama_sampler * chain_ = nullptr;
     std::vector<llama_token_data> candidates_;
+    std::vector<float> block_max_;
 };
 
 // log(sum(exp(x - max))) + max over n values, and the index of the largest.

@@ -250,7 +250,7 @@ export class Model {
             batchSize: o.batchSize,
             ubatchSize: o.ubatchSize,
             threads: o.threads ?? defaultThreads(),
-            kvUnified: {auto: -1, unified: 1, split: 0}[o.kvCache],
+            kvUnified: o.kvCache === "unified" ? 1 : 0,
             flashAttn: {auto: -1, on: 1, off: 0}[o.flashAttention]
         }));
         const engine = new RolloutEngine(this, this.backend, native, o);

@@ -10,7 +10,7 @@ import type {ChatMessage, Model} from "./Model.js";
 export const rolloutEngineOptionsSchema = z.object({
     /** Samples decoded together in each batch (slots of the continuous batch). */
     parallel: z.number().int().min(1).max(128).default(8),
-    /** KV cache cells; default: sized per run as (parallel + 1) × the longest prompt + maxTokens. */
+    /** KV cache cells; default: sized per run as parallel × (the longest prompt + maxTokens + 1). */
     contextSize: z.number().int().min(256).optional(),
     /** Most tokens per llama_decode call (prompt chunks and one token per running sample). */
     batchSize: z.number().int().min(1).default(2048),
@@ -19,11 +19,12 @@ export const rolloutEngineOptionsSchema = z.object({
     /** CPU threads for llama.cpp; default: all available. */
     threads: z.number().int().min(1).optional(),
     /**
-     * "unified": one KV buffer, samples share their prompt's cells (copying is free);
-     * "split": a buffer per sequence, cheaper attention when nothing is shared;
-     * "auto": unified when some request has more than one sample.
+     * "split" (default): a KV buffer per slot; a token attends to its own sequence only,
+     * and a prompt shared by samples is copied (once per sample start).
+     * "unified": one buffer; samples share their prompt's cells, but every token's
+     * attention runs over all slots' cells (slower as sequences grow).
      */
-    kvCache: z.enum(["auto", "unified", "split"]).default("auto"),
+    kvCache: z.enum(["split", "unified"]).default("split"),
     flashAttention: z.enum(["auto", "on", "off"]).default("auto")
 });
 export type RolloutEngineOptions = z.input<typeof rolloutEngineOptionsSchema>;
