@@ -1,14 +1,15 @@
 // `still generate`: sample rollouts for a prompt or a JSONL file of problems into a
 // resumable JSONL file.
 import {createHash} from "node:crypto";
-import fs from "node:fs";
 import path from "node:path";
-import readline from "node:readline";
 import type {Command} from "commander";
 import {z} from "zod";
-import {loadModel} from "../engine/Model.js";
+import {readJsonl} from "../data/readJsonl.js";
+import {type ChatMessage, loadModel} from "../engine/Model.js";
 import type {RolloutRequest} from "../engine/Rollouts.js";
 import {DataError, OptionError} from "../errors.js";
+import {buildChatMessages} from "../format/buildChatMessages.js";
+import {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "../format/systemPrompt.js";
 import {RolloutFile} from "../pipeline/RolloutFile.js";
 import {Progress} from "./Progress.js";
 
@@ -17,7 +18,8 @@ const optionsSchema = z.object({
     model: z.string().min(1),
     prompt: z.string().optional(),
     problems: z.string().optional(),
-    system: z.string().optional(),
+    system: z.union([z.string(), z.literal(false)]).optional(),
+    systemFile: z.string().optional(),
     raw: z.boolean().default(false),
     samples: z.coerce.number().int().min(1).default(1),
     temperature: number.min(0).default(1),
@@ -41,8 +43,10 @@ export function generateCommand(program: Command, signal: AbortSignal) {
         .description("Sample rollouts for a prompt or a JSONL file of problems; rerunning continues an interrupted run")
         .requiredOption("--model <file>", "GGUF model")
         .option("--prompt <text>", "one prompt (a user message, or raw text with --raw)")
-        .option("--problems <file>", "JSONL problems: each line {id, question | problem | prompt | messages}")
-        .option("--system <text>", "system message put before each problem")
+        .option("--problems <file>", "JSONL problems: each line {id, question | problem | prompt | messages, choices?}")
+        .option("--system <text>", "system message before each problem (default: the one asking for the STILL thought format)")
+        .option("--system-file <file>", "read the system message from a file")
+        .option("--no-system", "no system message")
         .option("--raw", "use the prompt text as is, without the model's chat template")
         .option("--samples <k>", "samples per prompt", "1")
         .option("--temperature <t>", "sampling temperature (0 = greedy)", "1")
@@ -65,14 +69,18 @@ export function generateCommand(program: Command, signal: AbortSignal) {
             const o = parsed.data;
             if ((o.prompt == null) === (o.problems == null)) throw new OptionError("generate needs exactly one of --prompt and --problems.");
 
-            const problems = o.problems != null ? await readProblems(o.problems) : [{id: "prompt", text: o.prompt!, messages: undefined}];
+            const problems = o.problems != null ? await readProblems(o.problems)
+                : [{id: "prompt", text: o.prompt!, choices: undefined, messages: undefined}];
+            const system = o.system === false ? null
+                : o.systemFile != null ? await loadSystemPrompt(o.systemFile)
+                : o.system ?? DEFAULT_SYSTEM_PROMPT;
             const sampling = {
                 samples: o.samples, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
                 seed: o.seed, maxTokens: o.maxTokens, stop: o.stop
             };
             const config = createHash("sha256").update(JSON.stringify({
                 model: path.resolve(o.model), adapter: o.adapter == null ? null : [path.resolve(o.adapter), o.adapterScale],
-                sampling, system: o.system ?? null, raw: o.raw
+                sampling, system, raw: o.raw
             })).digest("hex").slice(0, 16);
             const out = await RolloutFile.open(o.out, config);
 
@@ -80,8 +88,7 @@ export function generateCommand(program: Command, signal: AbortSignal) {
             for (const p of problems) {
                 const todo = Array.from({length: o.samples}, (_, k) => k).filter((k) => !out.isDone(p.id, k));
                 if (todo.length === 0) continue;
-                const prompt = p.messages ?? (o.raw ? p.text
-                    : [...(o.system == null ? [] : [{role: "system", content: o.system}]), {role: "user", content: p.text}]);
+                const prompt = p.messages ?? (o.raw ? p.text : buildChatMessages(p.text, {systemPrompt: system, ...(p.choices == null ? {} : {choices: p.choices})}));
                 requests.push({id: p.id, prompt, sampleIndices: todo});
             }
             const total = requests.reduce((n, r) => n + r.sampleIndices!.length, 0);
@@ -134,45 +141,28 @@ function report(json: boolean, summary: object, text: string) {
     process.stdout.write(json ? JSON.stringify(summary) + "\n" : text + "\n");
 }
 
-const problemSchema = z.object({
+const problemLineSchema = z.object({
     id: z.union([z.string(), z.number()]).optional(),
     unique_id: z.string().optional(),
     question: z.string().optional(),
     problem: z.string().optional(),
     prompt: z.string().optional(),
+    choices: z.array(z.string()).optional(),
     messages: z.array(z.object({role: z.string(), content: z.string()})).min(1).optional()
-});
+}).refine((p) => p.question != null || p.problem != null || p.prompt != null || p.messages != null,
+    {message: "needs one of question, problem, prompt or messages", path: ["question"]});
 
-type Problem = {id: string, text: string, messages: {role: string, content: string}[] | undefined};
+type Problem = {id: string, text: string, choices: string[] | undefined, messages: ChatMessage[] | undefined};
 
 /** Reads problems one line at a time; any bad line stops with its file, line and field. */
 async function readProblems(file: string): Promise<Problem[]> {
-    if (!fs.existsSync(file)) throw new DataError(file, "does not exist");
     const problems: Problem[] = [];
     const seen = new Set<string>();
-    const lines = readline.createInterface({input: fs.createReadStream(file, {encoding: "utf8"}), crlfDelay: Infinity});
-    let n = 0;
-    for await (const line of lines) {
-        n++;
-        if (line.trim() === "") continue;
-        let json: unknown;
-        try {
-            json = JSON.parse(line);
-        } catch (err) {
-            throw new DataError(file, `is not valid JSON (${(err as Error).message})`, n);
-        }
-        const parsed = problemSchema.safeParse(json);
-        if (!parsed.success) {
-            const issue = parsed.error.issues[0]!;
-            throw new DataError(file, issue.message, n, issue.path.join(".") || undefined);
-        }
-        const p = parsed.data;
-        const text = p.question ?? p.problem ?? p.prompt;
-        if (text == null && p.messages == null) throw new DataError(file, "needs one of question, problem, prompt or messages", n, "question");
-        const id = String(p.id ?? p.unique_id ?? `line-${n}`);
-        if (seen.has(id)) throw new DataError(file, `repeats id ${JSON.stringify(id)}`, n, "id");
+    for await (const {line, value: p} of readJsonl(file, {schema: problemLineSchema, policy: "strict"})) {
+        const id = String(p.id ?? p.unique_id ?? `line-${line}`);
+        if (seen.has(id)) throw new DataError(file, `repeats id ${JSON.stringify(id)}`, line, "id");
         seen.add(id);
-        problems.push({id, text: text ?? "", messages: p.messages});
+        problems.push({id, text: p.question ?? p.problem ?? p.prompt ?? "", choices: p.choices, messages: p.messages});
     }
     return problems;
 }
