@@ -331,6 +331,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     std::unique_ptr<WorkPool> pool;
     if (params_.n_threads > 1 && n_parallel >= 4) pool = std::make_unique<WorkPool>(params_.n_threads - 1);
     std::vector<int32_t> sampling_slots;
+    std::vector<const float *> sampling_logits;
     std::vector<std::pair<llama_token, float>> sampled;
 
     // --- the loop ---
@@ -457,9 +458,13 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         for (int32_t s = 0; s < n_parallel; s++)
             if (slots[s].active && slots[s].out_row >= 0) sampling_slots.push_back(s);
         sampled.resize(sampling_slots.size());
+        // llama_get_logits_ith synchronizes and may reorder the output rows: not for
+        // worker threads. Take every row's address here first.
+        sampling_logits.resize(sampling_slots.size());
+        for (size_t i = 0; i < sampling_slots.size(); i++) sampling_logits[i] = llama_get_logits_ith(ctx_, slots[sampling_slots[i]].out_row);
         const std::function<void(int32_t)> sample_one = [&](int32_t i) {
             Slot & slot = slots[sampling_slots[i]];
-            sampled[i].first = slot.sampler->sample(llama_get_logits_ith(ctx_, slot.out_row), &sampled[i].second);
+            sampled[i].first = slot.sampler->sample(sampling_logits[i], &sampled[i].second);
         };
         if (pool != nullptr && sampling_slots.size() >= 4) pool->run(static_cast<int32_t>(sampling_slots.size()), sample_one);
         else for (size_t i = 0; i < sampling_slots.size(); i++) sample_one(static_cast<int32_t>(i));
