@@ -33,6 +33,17 @@ std::shared_ptr<Adapter> Adapter::load(std::shared_ptr<Model> model, const std::
 
 Adapter::~Adapter() { llama_adapter_lora_free(adapter_); }
 
+void apply_adapters(llama_context * ctx, const std::vector<std::pair<std::shared_ptr<Adapter>, float>> & adapters) {
+    std::vector<llama_adapter_lora *> ptrs;
+    std::vector<float> scales;
+    for (const auto & a : adapters) {
+        ptrs.push_back(a.first->raw());
+        scales.push_back(a.second);
+    }
+    if (llama_set_adapters_lora(ctx, ptrs.data(), ptrs.size(), scales.data()) != 0)
+        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+}
+
 // --- engine ----------------------------------------------------------------------
 
 namespace {
@@ -156,20 +167,8 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     const bool unified = params_.kv_unified > 0;
     const uint32_t needed = params_.n_ctx > 0 ? params_.n_ctx : required_cells(requests);
     ensure_context(needed, unified, n_parallel);
-    abort_ = abort;
-    struct AbortReset {
-        const std::atomic<bool> *& flag;
-        ~AbortReset() { flag = nullptr; }
-    } abort_reset{abort_};
-
-    std::vector<llama_adapter_lora *> lora_ptrs;
-    std::vector<float> lora_scales;
-    for (const auto & a : adapters_) {
-        lora_ptrs.push_back(a.first->raw());
-        lora_scales.push_back(a.second);
-    }
-    if (llama_set_adapters_lora(ctx_, lora_ptrs.data(), lora_ptrs.size(), lora_scales.data()) != 0)
-        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+    AbortScope abort_scope(abort_, abort);
+    apply_adapters(ctx_, adapters_);
 
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_clear(mem, true);

@@ -125,20 +125,8 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
                                                       std::to_string(records[i].prompt.size() + records[i].completion.size()) +
                                                       " tokens, more than the " + std::to_string(seq_cells) + " a sequence holds");
     ensure_context(seq_cells);
-    abort_ = abort;
-    struct AbortReset {
-        const std::atomic<bool> *& flag;
-        ~AbortReset() { flag = nullptr; }
-    } abort_reset{abort_};
-
-    std::vector<llama_adapter_lora *> lora_ptrs;
-    std::vector<float> lora_scales;
-    for (const auto & a : adapters_) {
-        lora_ptrs.push_back(a.first->raw());
-        lora_scales.push_back(a.second);
-    }
-    if (llama_set_adapters_lora(ctx_, lora_ptrs.data(), lora_ptrs.size(), lora_scales.data()) != 0)
-        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+    AbortScope abort_scope(abort_, abort);
+    apply_adapters(ctx_, adapters_);
 
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_clear(mem, true);

@@ -12,9 +12,8 @@ import {fileURLToPath} from "node:url";
 import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
-import {makeModel} from "../../models/makeModel.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
-import {gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+import {benchModel, gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
 
 type Figures = {tokens_per_s: number, scored_tokens_per_s: number, ppl: number, peak_rss_mb: number | null};
 
@@ -41,14 +40,7 @@ const options = z.object({
 const log = (line: string) => process.stderr.write(line + "\n");
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "scoreWorker.js");
 
-let model = options.model;
-if (model == null) {
-    model = path.join(packageRoot, "models", "qwen2.5-0.5b-q8_0.gguf");
-    if (!fs.existsSync(model)) {
-        log(`making ${path.relative(process.cwd(), model)} (the qwen2.5-0.5b preset, random weights)…`);
-        await makeModel({preset: "qwen2.5-0.5b", type: "q8_0", out: model});
-    }
-}
+const model = await benchModel(options.model, log);
 let textFile = options.text;
 if (textFile == null) {
     textFile = path.join(os.tmpdir(), `still-bench-text-${process.pid}.txt`);
