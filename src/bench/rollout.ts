@@ -112,6 +112,19 @@ function median(values: Figures[]): Figures {
 const round = (x: number) => Math.round(x * 10) / 10;
 
 const cases = [...parallels.map((p) => ({parallel: p, shared: false})), ...(options.shared > 0 ? [{parallel: options.shared, shared: true}] : [])];
+const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) + "×" : "-");
+const rowText = (r: Row) => {
+    const label = r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
+    return `| ${label} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
+        `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp_uv1.gen_tps)} | ` +
+        `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${r.node_llama_cpp.peak_rss_mb ?? "-"} |\n`;
+};
+if (!options.json) {
+    process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries; ${options.promptTokens} prompt + ` +
+        `${options.genTokens} generated tokens per sequence, temperature 1, top-k 40 (batched-bench: no sampling); medians of ${options.runs}\n\n`);
+    process.stdout.write("| sequences | still gen t/s | batched-bench | node-llama-cpp | n-l-c UV=1 | still/bb | still/nlc | still/nlc UV=1 | still prompt t/s | bb prompt | peak RSS MB still / bb / nlc |\n");
+    process.stdout.write("|---|---|---|---|---|---|---|---|---|---|---|\n");
+}
 const rows: Row[] = [];
 for (const c of cases) {
     const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt">, Figures[]> = {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: []};
@@ -123,14 +136,17 @@ for (const c of cases) {
         samples.node_llama_cpp.push(await runWorker("node-llama-cpp", c.parallel, c.shared));
         samples.node_llama_cpp_uv1.push(await runWorker("node-llama-cpp", c.parallel, c.shared, {UV_THREADPOOL_SIZE: "1"}));
     }
-    rows.push({
+    const row: Row = {
         parallel: c.parallel,
         shared_prompt: c.shared,
         still: median(samples.still),
         node_llama_cpp: median(samples.node_llama_cpp),
         node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
         llama_batched_bench: median(samples.llama_batched_bench)
-    });
+    };
+    rows.push(row);
+    // Each row as soon as it is measured: a long run that is stopped keeps what it has.
+    if (!options.json) process.stdout.write(rowText(row));
 }
 
 if (options.json) {
@@ -143,16 +159,4 @@ if (options.json) {
         runs: options.runs,
         results: rows
     }) + "\n");
-} else {
-    const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) + "×" : "-");
-    process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries; ${options.promptTokens} prompt + ` +
-        `${options.genTokens} generated tokens per sequence, temperature 1, top-k 40 (batched-bench: no sampling); medians of ${options.runs}\n\n`);
-    process.stdout.write("| sequences | still gen t/s | batched-bench | node-llama-cpp | n-l-c UV=1 | still/bb | still/nlc | still/nlc UV=1 | still prompt t/s | bb prompt | peak RSS MB still / bb / nlc |\n");
-    process.stdout.write("|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (const r of rows) {
-        const label = r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
-        process.stdout.write(`| ${label} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
-            `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp_uv1.gen_tps)} | ` +
-            `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${r.node_llama_cpp.peak_rss_mb ?? "-"} |\n`);
-    }
 }
