@@ -15,7 +15,7 @@ import {fileURLToPath} from "node:url";
 import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
-import {getBackend, packageRoot} from "../engine/binding.js";
+import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
 import {benchModel, gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
 

@@ -16,8 +16,6 @@ export function rng(seed: number): () => number {
     };
 }
 
-type Term = {op: "+" | "-", value: number};
-
 export type DemoProblem = Problem & {terms: number[], ops: ("+" | "-")[]};
 
 /**
