@@ -6,6 +6,9 @@ export {Model, loadModel, type ChatMessage, type LoadModelOptions, type ModelFac
 export {inspectGguf, type GgufInspection} from "./engine/inspectGguf.js";
 export {Adapter} from "./engine/Adapter.js";
 export {
+    Scorer, type PerplexityResult, type ScoreRecord, type ScoreResult, type ScorerOptions, type ScoreStats, type SegmentScore
+} from "./engine/Scorer.js";
+export {
     RolloutEngine, type RolloutEngineOptions, type RolloutRequest, type RolloutRun, type RolloutSample, type RolloutStats,
     type SamplingOptions
 } from "./engine/Rollouts.js";

@@ -140,3 +140,50 @@ describe("still generate", () => {
         expect(fs.existsSync(path.join(tmpDir, "never.jsonl"))).toBe(false);
     });
 });
+
+describe("still score", () => {
+    it("scores JSONL records in input order, continues an interrupted file, and reports a text's perplexity", async () => {
+        const {testModel} = await import("./helpers/models.js");
+        const model = await testModel("tiny");
+        const data = path.join(tmpDir, "score-records.jsonl");
+        const records = Array.from({length: 7}, (_, i) => ({
+            id: `r${i}`,
+            prompt: [{role: "user", content: `What is ${i} + ${i}?`}],
+            completion: `<|begin_of_thought|>${i} + ${i} = ${2 * i}<|end_of_thought|><|begin_of_solution|>\\boxed{${2 * i}}<|end_of_solution|>`
+        }));
+        fs.writeFileSync(data, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+        const out = path.join(tmpDir, "scores.jsonl");
+        const first = await cli(["score", "--model", model, "--data", data, "--out", out, "--logprobs", "--json"]);
+        expect(first.exitCode, first.stderr).toBe(0);
+        expect(JSON.parse(first.stdout)).toMatchObject({written: 7, skipped: 0});
+        const lines = fs.readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+        expect(lines.map((l) => l.id)).toEqual(records.map((r) => r.id));
+        for (const l of lines) {
+            expect(l.logprobs).toHaveLength(l.tokens);
+            expect(l.sum).toBeCloseTo(l.logprobs.reduce((a: number, b: number) => a + b, 0), 3);
+            expect(l.segments.thought.tokens).toBeGreaterThan(0);
+            expect(l.segments.solution.tokens).toBeGreaterThan(0);
+        }
+        // Cut the file after 3 records and half a line: the rerun scores the other 4.
+        const raw = fs.readFileSync(out, "utf8").split("\n");
+        fs.writeFileSync(out, raw.slice(0, 3).join("\n") + "\n" + raw[3]!.slice(0, 20));
+        const again = await cli(["score", "--model", model, "--data", data, "--out", out, "--logprobs", "--json"]);
+        expect(JSON.parse(again.stdout)).toMatchObject({written: 4, skipped: 3});
+        expect(fs.readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l).sum)).toEqual(lines.map((l) => l.sum));
+
+        const text = path.join(tmpDir, "score.txt");
+        fs.writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(40));
+        const ppl = await cli(["score", "--model", model, "--text", text, "--ctx", "128", "--json"]);
+        expect(ppl.exitCode, ppl.stderr).toBe(0);
+        expect(JSON.parse(ppl.stdout)).toMatchObject({chunks: 14, ctx: 128, tokens_scored: 14 * 63});
+    });
+
+    it("names the line and field of a bad record", async () => {
+        const {testModel} = await import("./helpers/models.js");
+        const bad = path.join(tmpDir, "bad-records.jsonl");
+        fs.writeFileSync(bad, '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n');
+        const res = await cli(["score", "--model", await testModel("tiny"), "--data", bad, "--out", path.join(tmpDir, "never-scores.jsonl")]);
+        expect(res.exitCode).toBe(1);
+        expect(res.stderr).toMatch(new RegExp(`^still: error: ${bad.replace(/[.]/g, "\\.")}:2: completion: `));
+    });
+});

@@ -52,4 +52,20 @@ Napi::Value AddonAdapter::Load(const Napi::CallbackInfo & info) {
     return (new LoadAdapterWorker(env, m, info[1].As<Napi::String>().Utf8Value()))->Queue_();
 }
 
+std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapter_list(Napi::Env env, const Napi::Value & value) {
+    if (!value.IsArray()) throw Napi::TypeError::New(env, "adapters must be [[adapter, scale], ...]");
+    Napi::Array arr = value.As<Napi::Array>();
+    std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapters;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+        Napi::Value pair = arr.Get(i);
+        if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2) throw Napi::TypeError::New(env, "each adapter entry is [adapter, scale]");
+        Napi::Value a = pair.As<Napi::Array>().Get(0u);
+        Napi::Value scale = pair.As<Napi::Array>().Get(1u);
+        if (!a.IsObject() || !a.As<Napi::Object>().InstanceOf(addon_data(env).adapter_constructor.Value()) || !scale.IsNumber())
+            throw Napi::TypeError::New(env, "each adapter entry is [adapter, scale]");
+        adapters.emplace_back(AddonAdapter::Unwrap(a.As<Napi::Object>())->Get(env), scale.As<Napi::Number>().FloatValue());
+    }
+    return adapters;
+}
+
 } // namespace still_addon

@@ -25,4 +25,7 @@ private:
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 };
 
+// [[adapter, scale], ...] from JS.
+std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapter_list(Napi::Env env, const Napi::Value & value);
+
 } // namespace still_addon

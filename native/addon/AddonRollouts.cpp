@@ -1,12 +1,10 @@
 #include "AddonRollouts.h"
 
-#include <chrono>
-#include <thread>
-
 #include "AddonAbortFlag.h"
 #include "AddonAdapter.h"
 #include "AddonModel.h"
 #include "addon.h"
+#include "addon_stream.h"
 
 namespace still_addon {
 
@@ -52,7 +50,7 @@ static Napi::Object stats_object(Napi::Env env, const still::RolloutStats & s) {
     return o;
 }
 
-static Napi::Object result_object(Napi::Env env, const still::RolloutResult & r) {
+static Napi::Value result_object(Napi::Env env, const still::RolloutResult & r) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("request", r.request);
     o.Set("sample", r.sample);
@@ -71,64 +69,6 @@ static Napi::Object result_object(Napi::Env env, const still::RolloutResult & r)
     o.Set("endMs", r.end_ms);
     return o;
 }
-
-// --- a run on its own thread -----------------------------------------------------
-
-namespace {
-struct Message {
-    enum Kind { sample_done, progress, done, failed } kind;
-    still::RolloutResult result;
-    still::RolloutStats stats;
-    std::string code, error;
-};
-
-struct RunJob {
-    explicit RunJob(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise::Deferred deferred;
-    std::shared_ptr<still::RolloutEngine> engine;
-    std::vector<still::RolloutRequest> requests;
-    std::shared_ptr<std::atomic<bool>> abort;
-    std::shared_ptr<std::atomic<bool>> busy;
-    std::thread thread;
-    Napi::ObjectReference callback_error_ref; // the first exception thrown by the JS callback
-};
-
-void call_js(Napi::Env env, Napi::Function callback, RunJob * job, Message * msg) {
-    std::unique_ptr<Message> owned(msg);
-    if (env == nullptr || job == nullptr) return;
-    Napi::HandleScope scope(env);
-    try {
-        switch (msg->kind) {
-            case Message::sample_done:
-                callback.Call({Napi::String::New(env, "result"), result_object(env, msg->result)});
-                break;
-            case Message::progress:
-                callback.Call({Napi::String::New(env, "progress"), stats_object(env, msg->stats)});
-                break;
-            case Message::done:
-                job->busy->store(false);
-                if (!job->callback_error_ref.IsEmpty()) job->deferred.Reject(job->callback_error_ref.Value());
-                else job->deferred.Resolve(stats_object(env, msg->stats));
-                break;
-            case Message::failed:
-                job->busy->store(false);
-                job->deferred.Reject(coded_error(env, msg->code, msg->error).Value());
-                break;
-        }
-    } catch (const Napi::Error & e) {
-        // A throwing callback must not end the process: stop the run, reject at its end.
-        if (job->callback_error_ref.IsEmpty()) job->callback_error_ref = Napi::Persistent(e.Value());
-        if (job->abort) job->abort->store(true);
-    }
-}
-
-using RunTsfn = Napi::TypedThreadSafeFunction<RunJob, Message, call_js>;
-
-void finalize_job(Napi::Env, void *, RunJob * job) {
-    if (job->thread.joinable()) job->thread.join();
-    delete job;
-}
-} // namespace
 
 // --- class -----------------------------------------------------------------------
 
@@ -167,20 +107,8 @@ std::shared_ptr<still::RolloutEngine> AddonRollouts::Get(Napi::Env env) const {
 
 Napi::Value AddonRollouts::SetAdapters(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "setAdapters([[adapter, scale], ...])");
     if (busy_->load()) throw coded_error(env, "busy", "adapters cannot change while a run is in progress");
-    Napi::Array arr = info[0].As<Napi::Array>();
-    std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapters;
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-        Napi::Value pair = arr.Get(i);
-        if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2) throw Napi::TypeError::New(env, "each adapter entry is [adapter, scale]");
-        Napi::Value a = pair.As<Napi::Array>().Get(0u);
-        Napi::Value scale = pair.As<Napi::Array>().Get(1u);
-        if (!a.IsObject() || !a.As<Napi::Object>().InstanceOf(addon_data(env).adapter_constructor.Value()) || !scale.IsNumber())
-            throw Napi::TypeError::New(env, "each adapter entry is [adapter, scale]");
-        adapters.emplace_back(AddonAdapter::Unwrap(a.As<Napi::Object>())->Get(env), scale.As<Napi::Number>().FloatValue());
-    }
-    Get(env)->set_adapters(std::move(adapters));
+    Get(env)->set_adapters(adapter_list(env, info.Length() > 0 ? info[0] : env.Undefined()));
     return env.Undefined();
 }
 
@@ -194,52 +122,16 @@ Napi::Value AddonRollouts::Run(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "run(requests, onEvent, abortFlag?)");
     auto engine = Get(env);
-    auto requests = to_requests(env, info[0]);
+    auto requests = std::make_shared<std::vector<still::RolloutRequest>>(to_requests(env, info[0]));
     auto abort = AddonAbortFlag::From(env, info.Length() > 2 ? info[2] : env.Undefined());
     if (!abort) abort = std::make_shared<std::atomic<bool>>(false);
     if (busy_->exchange(true)) throw coded_error(env, "busy", "this rollout engine is already running; wait for the run to end");
-
-    auto * job = new RunJob(env);
-    job->engine = engine;
-    job->requests = std::move(requests);
-    job->abort = abort;
-    job->busy = busy_;
-    Napi::Promise promise = job->deferred.Promise();
-    RunTsfn tsfn = RunTsfn::New(env, info[1].As<Napi::Function>(), "still.rollouts", 0, 1, job, finalize_job, static_cast<void *>(nullptr));
-
-    job->thread = std::thread([job, tsfn]() mutable {
-        auto last_progress = std::chrono::steady_clock::now();
-        auto message = [](Message::Kind kind) { return new Message{kind, {}, {}, {}, {}}; };
-        Message * done = message(Message::done);
-        try {
-            done->stats = job->engine->run(job->requests,
-                [&](still::RolloutResult && r) {
-                    Message * m = message(Message::sample_done);
-                    m->result = std::move(r);
-                    tsfn.NonBlockingCall(m);
-                },
-                [&](const still::RolloutStats & s) {
-                    const auto now = std::chrono::steady_clock::now();
-                    if (now - last_progress < std::chrono::milliseconds(100)) return;
-                    last_progress = now;
-                    Message * m = message(Message::progress);
-                    m->stats = s;
-                    tsfn.NonBlockingCall(m);
-                },
-                job->abort.get());
-        } catch (const still::EngineError & e) {
-            done->kind = Message::failed;
-            done->code = e.code;
-            done->error = e.what();
-        } catch (const std::exception & e) {
-            done->kind = Message::failed;
-            done->code = "internal";
-            done->error = e.what();
-        }
-        tsfn.NonBlockingCall(done);
-        tsfn.Release();
-    });
-    return promise;
+    using Job = StreamJob<still::RolloutResult, still::RolloutStats>;
+    return Job::Start(env, info[1].As<Napi::Function>(), "still.rollouts",
+        [engine, requests, abort](const auto & on_result, const auto & on_progress) {
+            return engine->run(*requests, on_result, on_progress, abort.get());
+        },
+        abort, busy_, result_object, stats_object);
 }
 
 Napi::Value AddonRollouts::Dispose(const Napi::CallbackInfo & info) {

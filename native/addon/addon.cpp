@@ -5,6 +5,7 @@
 #include "AddonAdapter.h"
 #include "AddonModel.h"
 #include "AddonRollouts.h"
+#include "AddonScorer.h"
 #include "addon.h"
 #include "backend.h"
 #include "log.h"
@@ -124,6 +125,7 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     Napi::Function adapter = AddonAdapter::Init(env);
     data->adapter_constructor = Napi::Persistent(adapter);
     Napi::Function rollouts = AddonRollouts::Init(env);
+    Napi::Function scorer = AddonScorer::Init(env);
 
     exports.Set("variant", Napi::String::New(env, STILL_VARIANT));
     exports.Set("llamaRelease", Napi::String::New(env, STILL_LLAMA_RELEASE));
@@ -139,6 +141,7 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     exports.Set("Model", model);
     exports.Set("Adapter", adapter);
     exports.Set("Rollouts", rollouts);
+    exports.Set("Scorer", scorer);
     exports.Set("AbortFlag", abort_flag);
     return exports;
 }

@@ -278,6 +278,8 @@ std::vector<float> Model::eval_logits(const std::vector<llama_token> & tokens, s
     cp.n_seq_max = 1;
     if (n_threads > 0) cp.n_threads = cp.n_threads_batch = n_threads;
     cp.no_perf = true;
+    // Flash attention on the CPU accumulates in F16: a reference should not.
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     std::unique_ptr<llama_context, ContextDeleter> ctx(llama_init_from_model(model_, cp));
     if (!ctx) throw EngineError("decode_failed", "could not create a context: " + capture.summary());
     llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);

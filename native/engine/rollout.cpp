@@ -1,13 +1,13 @@
 #include "rollout.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <thread>
 
+#include "kv_slots.h"
 #include "log.h"
+#include "work_pool.h"
 
 namespace still {
 
@@ -32,75 +32,6 @@ std::shared_ptr<Adapter> Adapter::load(std::shared_ptr<Model> model, const std::
 }
 
 Adapter::~Adapter() { llama_adapter_lora_free(adapter_); }
-
-// --- work pool -------------------------------------------------------------------
-
-// Runs a step's sampling on the CPU threads the decode just left idle.
-class WorkPool {
-public:
-    explicit WorkPool(int32_t workers) {
-        for (int32_t i = 0; i < workers; i++) threads_.emplace_back([this] { loop(); });
-    }
-
-    ~WorkPool() {
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            stop_ = true;
-        }
-        wake_.notify_all();
-        for (auto & t : threads_) t.join();
-    }
-
-    // fn(i) for every i in [0, n), on the workers and the calling thread.
-    void run(int32_t n, const std::function<void(int32_t)> & fn) {
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            fn_ = &fn;
-            n_ = n;
-            next_.store(0);
-            busy_ = static_cast<int32_t>(threads_.size());
-            generation_++;
-        }
-        wake_.notify_all();
-        work();
-        std::unique_lock<std::mutex> lock(mu_);
-        idle_.wait(lock, [this] { return busy_ == 0; });
-        fn_ = nullptr;
-    }
-
-private:
-    void work() {
-        for (int32_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) (*fn_)(i);
-    }
-
-    void loop() {
-        uint64_t seen = 0;
-        while (true) {
-            {
-                std::unique_lock<std::mutex> lock(mu_);
-                wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-                if (stop_) return;
-                seen = generation_;
-            }
-            work();
-            {
-                std::lock_guard<std::mutex> lock(mu_);
-                busy_--;
-            }
-            idle_.notify_one();
-        }
-    }
-
-    std::vector<std::thread> threads_;
-    std::mutex mu_;
-    std::condition_variable wake_, idle_;
-    const std::function<void(int32_t)> * fn_ = nullptr;
-    int32_t n_ = 0;
-    std::atomic<int32_t> next_{0};
-    int32_t busy_ = 0;
-    uint64_t generation_ = 0;
-    bool stop_ = false;
-};
 
 // --- engine ----------------------------------------------------------------------
 
@@ -258,7 +189,9 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     std::vector<int32_t> started; // requests with a prompt decoded or decoding, oldest first, until all their samples started
     std::vector<Slot> slots(n_parallel);
 
-    llama_batch batch = llama_batch_init(params_.n_batch, 0, 1);
+    // llama.cpp caps a context's batch at its size.
+    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(ctx_));
+    llama_batch batch = llama_batch_init(n_batch, 0, 1);
     struct BatchGuard {
         llama_batch & b;
         ~BatchGuard() { llama_batch_free(b); }
@@ -266,18 +199,6 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
 
     auto since_start = [&] { return ms_between(t0, Clock::now()); };
 
-    // A slot's cache keeps `prompt` and drops whatever followed.
-    auto keep_prompt = [&](int32_t s, size_t prompt) { llama_memory_seq_rm(mem, s, static_cast<llama_pos>(prompt), -1); };
-    // Gives slot `dst` the first `prompt` positions of slot `src` (a prompt decoded once).
-    auto copy_prompt = [&](int32_t src, int32_t dst, size_t prompt) {
-        llama_memory_seq_rm(mem, dst, -1, -1);
-        if (unified) {
-            llama_memory_seq_cp(mem, src, dst, 0, static_cast<llama_pos>(prompt)); // metadata only
-        } else {
-            llama_memory_seq_cp(mem, src, dst, -1, -1); // whole buffer, copied at the next decode
-            keep_prompt(dst, prompt);
-        }
-    };
 
     // --- a sample's life ---
     // Ends the sample in slot s; the slot's cache is cleared by whoever takes it next.
@@ -426,7 +347,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
             if (slot.request >= 0) {
                 RequestState & own = states[slot.request];
                 if (own.ready && own.next_sample < own.req->samples.size()) {
-                    keep_prompt(s, own.req->prompt.size());
+                    keep_prefix(mem, s, own.req->prompt.size());
                     start_sample(own, s);
                     continue;
                 }
@@ -437,7 +358,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
                 if (!st.ready || st.next_sample >= st.req->samples.size()) continue;
                 const int32_t src = resident_slot(i);
                 if (src < 0) continue;
-                copy_prompt(src, s, st.req->prompt.size());
+                copy_prefix(mem, unified, src, s, st.req->prompt.size());
                 slot.request = i;
                 start_sample(st, s);
                 served = true;
@@ -493,14 +414,14 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         for (int32_t i : started) {
             RequestState & st = states[i];
             const auto & prompt = st.req->prompt;
-            while (!st.ready && st.prompt_done < prompt.size() && batch.n_tokens < params_.n_batch) {
+            while (!st.ready && st.prompt_done < prompt.size() && batch.n_tokens < n_batch) {
                 const size_t p = st.prompt_done++;
                 const bool last = st.prompt_done == prompt.size();
                 const int32_t row = add(prompt[p], static_cast<llama_pos>(p), st.holder, last);
                 n_prompt++;
                 if (last) prompt_rows.emplace_back(i, row);
             }
-            if (batch.n_tokens >= params_.n_batch) break;
+            if (batch.n_tokens >= n_batch) break;
         }
         if (batch.n_tokens == 0) break; // nothing running, nothing waiting
 

@@ -3,19 +3,33 @@
 import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
-import {type VariantInfo, buildDir, packageRoot} from "../engine/binding.js";
+import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
 
-export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity", variant: VariantInfo, log: (line: string) => void): Promise<string> {
-    const target = `${tool}-${variant.name}`;
-    const binary = path.join(buildDir, target);
-    if (fs.existsSync(binary)) return binary;
-    log(`building ${target} from the bundled llama.cpp source (once)…`);
-    const res = await execa("cmake", ["--build", path.join(packageRoot, "build"), "--target", target], {reject: false, all: true});
-    if (res.exitCode !== 0 || !fs.existsSync(binary))
-        throw new StillError(`could not build ${target} (${variant.source ? "this source build lacks llama.cpp's common library; rerun `npm run build:source`" :
-            "the prebuilt package lacks llama.cpp's common library"}): ${(res.all ?? "").split("\n").slice(-5).join(" ")}`);
-    return binary;
+/**
+ * The tool linked to `variant`'s libraries, built on first use. A variant without
+ * llama.cpp's common library (a source build made before it was built too) falls back to
+ * the CPU variant's, which `log` reports.
+ */
+export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity", variant: VariantInfo,
+                                log: (line: string) => void): Promise<{binary: string, variant: VariantInfo}> {
+    const candidates = [variant, ...getBackend().manifest.variants.filter((v) => v.name === "cpu" && v !== variant && v.name !== variant.name)];
+    const failures: string[] = [];
+    for (const v of candidates) {
+        const target = `${tool}-${v.name}`;
+        const binary = path.join(buildDir, target);
+        if (!fs.existsSync(binary)) {
+            log(`building ${target} from the bundled llama.cpp source (once)…`);
+            const res = await execa("cmake", ["--build", path.join(packageRoot, "build"), "--target", target], {reject: false, all: true});
+            if (res.exitCode !== 0 || !fs.existsSync(binary)) {
+                failures.push(`${target}: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
+                continue;
+            }
+        }
+        if (v !== variant) log(`the ${variant.name} libraries lack llama.cpp's common library; ${tool} runs on the ${v.name} libraries`);
+        return {binary, variant: v};
+    }
+    throw new StillError(`could not build ${tool} (${failures.join("; ")}); a source build needs \`npm run build:source\` again to add llama.cpp's common library.`);
 }
 
 /** The working directory where a variant's programs find their backend modules. */

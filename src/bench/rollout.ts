@@ -56,7 +56,7 @@ if (model == null) {
     }
 }
 const variant = getBackend().variant;
-const batchedBench = await llamaTool("llama-batched-bench", variant, log);
+const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
 
 // The same pseudo-random prompts for both Node engines: ordinary tokens, no special ones.
 // (batched-bench draws its own random tokens; only the counts matter to the speed.)
@@ -95,7 +95,7 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
         ...(shared ? ["-pps"] : [])];
     const time = gnuTime();
     const res = await execa(time ?? batchedBench, time == null ? args : ["-f", "peak_rss_kb=%M", batchedBench, ...args],
-        {cwd: toolCwd(variant), reject: false, all: true});
+        {cwd: toolCwd(benchVariant), reject: false, all: true});
     if (res.exitCode !== 0) throw new Error(`llama-batched-bench failed: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");

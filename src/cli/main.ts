@@ -6,6 +6,7 @@ import {generateCommand} from "./generateCommand.js";
 import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
+import {scoreCommand} from "./scoreCommand.js";
 
 const program = new Command("still")
     .description("Run the STILL-2 slow-thinking recipe on GGUF models: imitate, explore, self-improve, evaluate.")
@@ -24,6 +25,7 @@ process.once("SIGINT", () => {
 infoCommand(program, controller.signal);
 makeModelCommand(program, controller.signal);
 generateCommand(program, controller.signal);
+scoreCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
 
 try {

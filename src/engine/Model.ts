@@ -9,6 +9,7 @@ import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
 import {probeModel} from "./probeModel.js";
 import {RolloutEngine, type RolloutEngineOptions, rolloutEngineOptionsSchema} from "./Rollouts.js";
+import {type NativeScorer, type PerplexityResult, Scorer, type ScorerOptions, type ScoreStats, scorerOptionsSchema} from "./Scorer.js";
 
 export const loadModelOptionsSchema = z.object({
     /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
@@ -70,7 +71,7 @@ export type ChatMessage = {role: string, content: string};
 export class Model {
     /** Operations still running in native workers; dispose() waits for them. */
     private readonly pending = new Set<Promise<unknown>>();
-    private readonly engines = new Set<RolloutEngine>();
+    private readonly engines = new Set<RolloutEngine | Scorer>();
     private readonly adapters = new Set<Adapter>();
     private disposing: Promise<void> | undefined;
 
@@ -256,6 +257,55 @@ export class Model {
         const engine = new RolloutEngine(this, this.backend, native, o);
         this.engines.add(engine);
         return engine;
+    }
+
+    /**
+     * A scorer over this model: teacher-forced log-probabilities of completions, and
+     * llama-perplexity's text perplexity. See Scorer.score() and Scorer.perplexity().
+     */
+    scorer(options: ScorerOptions = {}): Scorer {
+        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
+        const parsed = scorerOptionsSchema.safeParse(options);
+        if (!parsed.success) throw new OptionError(`invalid scorer options: ${z.prettifyError(parsed.error)}`);
+        const o = parsed.data;
+        const NativeScorerClass = this.backend.binding.Scorer;
+        const native = this.call(() => new NativeScorerClass(this.native, {
+            parallel: o.parallel,
+            ...(o.contextSize == null ? {} : {sequenceCells: o.contextSize}),
+            batchSize: o.batchSize,
+            ubatchSize: o.ubatchSize,
+            threads: o.threads ?? defaultThreads(),
+            flashAttn: {auto: -1, on: 1, off: 0}[o.flashAttention]
+        })) as NativeScorer;
+        const scorer = new Scorer(this, this.backend, native, o);
+        this.engines.add(scorer);
+        return scorer;
+    }
+
+    /**
+     * Perplexity of plain text by llama-perplexity's protocol (chunks of `ctx` tokens, the
+     * second half of each scored, batchSize / ctx chunks decoded together), so the two can
+     * be compared on the same file.
+     */
+    async perplexity(text: string, options: {ctx?: number, batchSize?: number, threads?: number,
+        adapters?: readonly {adapter: Adapter, scale?: number}[], signal?: AbortSignal,
+        onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
+        const ctx = options.ctx ?? 512;
+        const batchSize = options.batchSize ?? 2048;
+        const scorer = this.scorer({
+            parallel: Math.max(1, Math.floor(batchSize / ctx)),
+            contextSize: ctx,
+            batchSize,
+            ...(options.threads == null ? {} : {threads: options.threads})
+        });
+        try {
+            if (options.adapters != null) scorer.setAdapters(options.adapters);
+            return await scorer.perplexity(text, {ctx, ...(options.signal == null ? {} : {signal: options.signal}),
+                ...(options.onProgress == null ? {} : {onProgress: options.onProgress})});
+        } finally {
+            scorer.dispose();
+            this.engines.delete(scorer);
+        }
     }
 
     /** Loads a LoRA adapter (llama.cpp's adapter GGUF) for this model. */

@@ -25,6 +25,11 @@ export const rolloutEngineOptionsSchema = z.object({
      * attention runs over all slots' cells (slower as sequences grow).
      */
     kvCache: z.enum(["split", "unified"]).default("split"),
+    /**
+     * llama.cpp's choice by default (on, on the CPU): faster as sequences grow. CPU flash
+     * attention accumulates in F16, so reported log-probabilities differ from the scorer's
+     * (which has it off) by up to a few 1e-3 per token; "off" matches them within 1e-3.
+     */
     flashAttention: z.enum(["auto", "on", "off"]).default("auto")
 });
 export type RolloutEngineOptions = z.input<typeof rolloutEngineOptionsSchema>;

@@ -65,6 +65,7 @@ export interface NativeBinding {
     loadAdapter(model: NativeModel, path: string): Promise<unknown>;
     AbortFlag: new () => NativeAbortFlag;
     Rollouts: new (model: NativeModel, options: Record<string, number>) => any;
+    Scorer: new (model: NativeModel, options: Record<string, number>) => unknown;
 }
 
 export type Backend = {

@@ -1,0 +1,171 @@
+// `still score`: log-probabilities of completions (JSONL in, JSONL out, resumable), or
+// the perplexity of a text file by llama-perplexity's protocol.
+import {createHash} from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import type {Command} from "commander";
+import {z} from "zod";
+import {readJsonl} from "../data/readJsonl.js";
+import {loadModel} from "../engine/Model.js";
+import {type ScoreRecord, scoreRecordSchema} from "../engine/Scorer.js";
+import {DataError, OptionError} from "../errors.js";
+import {Progress} from "./Progress.js";
+
+const optionsSchema = z.object({
+    model: z.string().min(1),
+    data: z.string().optional(),
+    text: z.string().optional(),
+    out: z.string().optional(),
+    ctx: z.coerce.number().int().min(4).default(512),
+    batchSize: z.coerce.number().int().min(1).default(2048),
+    parallel: z.coerce.number().int().min(1).max(64).default(4),
+    contextSize: z.coerce.number().int().min(2).optional(),
+    overflow: z.enum(["error", "truncate"]).default("error"),
+    logprobs: z.boolean().default(false),
+    adapter: z.string().optional(),
+    adapterScale: z.coerce.number().default(1),
+    gpuLayers: z.union([z.enum(["auto", "max"]), z.coerce.number().int().min(0)]).default("auto"),
+    threads: z.coerce.number().int().min(1).optional(),
+    json: z.boolean().default(false)
+});
+
+/** Records per call of the scorer: bounds memory on large files, and what a rerun can skip. */
+const CHUNK = 512;
+
+export function scoreCommand(program: Command, signal: AbortSignal) {
+    program.command("score")
+        .description("Score completions (log-probabilities, perplexity, per thought/solution) or a text's perplexity")
+        .requiredOption("--model <file>", "GGUF model")
+        .option("--data <file>", "JSONL records: {id?, prompt (text | token ids | chat messages), completion (text | token ids), spans?}")
+        .option("--out <file>", "JSONL scores, one line per record in input order; a rerun continues an interrupted file")
+        .option("--text <file>", "plain text: its perplexity by llama-perplexity's protocol")
+        .option("--ctx <n>", "chunk size for --text", "512")
+        .option("--batch-size <n>", "most tokens per decode", "2048")
+        .option("--parallel <n>", "sequences decoded together (--data)", "4")
+        .option("--context-size <n>", "KV cells per sequence (--data; default: the longest record)")
+        .option("--overflow <policy>", "records longer than a sequence: error or truncate", "error")
+        .option("--logprobs", "write every token's log-probability too")
+        .option("--adapter <file>", "LoRA adapter GGUF to apply")
+        .option("--adapter-scale <s>", "scale of the adapter", "1")
+        .option("--gpu-layers <n>", "layers on the GPU: a number, max, or auto", "auto")
+        .option("--threads <n>", "CPU threads for llama.cpp")
+        .option("--json", "print the summary as one JSON object")
+        .action(async (raw: unknown) => {
+            const parsed = optionsSchema.safeParse(raw);
+            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
+            const o = parsed.data;
+            if ((o.data == null) === (o.text == null)) throw new OptionError("score needs exactly one of --data and --text.");
+            if (o.data != null && o.out == null) throw new OptionError("score --data needs --out.");
+
+            const text = o.text != null ? await readText(o.text) : null;
+            const records = o.data != null ? await readRecords(o.data) : [];
+            const model = await loadModel(o.model, {gpuLayers: o.gpuLayers, signal});
+            try {
+                const adapters = o.adapter == null ? [] : [{adapter: await model.loadAdapter(o.adapter), scale: o.adapterScale}];
+                if (text != null) {
+                    const bar = o.json ? undefined : new Progress("scoring", 1, "auto", () => "");
+                    const r = await model.perplexity(text, {
+                        ctx: o.ctx, batchSize: o.batchSize, adapters, signal,
+                        ...(o.threads == null ? {} : {threads: o.threads}),
+                        onProgress: (s) => bar?.update(s.recordsDone / Math.max(1, s.recordsTotal), `${s.recordsDone}/${s.recordsTotal} chunks`)
+                    }).finally(() => bar?.stop());
+                    const summary = {perplexity: r.perplexity, chunks: r.chunks, ctx: r.ctx, tokens_scored: r.tokensScored,
+                        tokens_per_s: Math.round(r.tokensPerSecond * 10) / 10};
+                    process.stdout.write(o.json ? JSON.stringify(summary) + "\n"
+                        : `perplexity ${r.perplexity.toFixed(4)} over ${r.chunks} chunks of ${r.ctx} tokens (${r.tokensScored} scored), ${summary.tokens_per_s} tokens/s\n`);
+                    return;
+                }
+
+                const out = o.out!;
+                const config = createHash("sha256").update(JSON.stringify({
+                    model: path.resolve(o.model), adapter: o.adapter == null ? null : [path.resolve(o.adapter), o.adapterScale],
+                    overflow: o.overflow, contextSize: o.contextSize ?? null, logprobs: o.logprobs
+                })).digest("hex").slice(0, 16);
+                const done = await resumeOutput(out, config);
+                const scorer = model.scorer({
+                    parallel: o.parallel, batchSize: o.batchSize, overflow: o.overflow,
+                    ...(o.contextSize == null ? {} : {contextSize: o.contextSize}),
+                    ...(o.threads == null ? {} : {threads: o.threads})
+                });
+                scorer.setAdapters(adapters);
+                const started = performance.now();
+                let tokens = 0;
+                const bar = o.json ? undefined : new Progress("scoring", records.length, "auto", (v, t) => `${v}/${t} records`);
+                bar?.update(done);
+                const stream = fs.createWriteStream(out, {flags: "a"});
+                let written = done;
+                try {
+                    for (let start = done; start < records.length && !signal.aborted; start += CHUNK) {
+                        const chunk = records.slice(start, start + CHUNK);
+                        const results = await scorer.score(chunk.map((r) => r.record), {
+                            signal,
+                            onProgress: (s) => bar?.update(start + s.recordsDone)
+                        }).catch((err: unknown) => {
+                            if (signal.aborted) return null;
+                            throw err;
+                        });
+                        if (results == null) break;
+                        for (const r of results) {
+                            const {logprobs, index, ...rest} = r;
+                            tokens += r.tokens;
+                            stream.write(JSON.stringify({config, index: start + index, ...rest, ...(o.logprobs ? {logprobs} : {})}) + "\n");
+                        }
+                        written = start + chunk.length;
+                        bar?.update(written);
+                    }
+                } finally {
+                    bar?.stop();
+                    await new Promise<void>((resolve) => stream.end(() => resolve()));
+                }
+                const seconds = (performance.now() - started) / 1000;
+                const summary = {written: written - done, skipped: done, remaining: records.length - written, out,
+                    tokens_scored: tokens, tokens_per_s: Math.round(tokens / Math.max(1e-3, seconds))};
+                process.stdout.write(o.json ? JSON.stringify(summary) + "\n"
+                    : signal.aborted ? `stopped: ${written} of ${records.length} records scored in ${out}; run the same command to continue\n`
+                    : `scored ${written - done} records into ${out}${done > 0 ? ` (${done} were already there)` : ""}: ${tokens} tokens, ${summary.tokens_per_s} tokens/s\n`);
+            } finally {
+                await model.dispose();
+            }
+        });
+}
+
+async function readText(file: string): Promise<string> {
+    try {
+        return await fsp.readFile(file, "utf8");
+    } catch (err) {
+        throw new DataError(file, `cannot read the text: ${(err as Error).message}`);
+    }
+}
+
+async function readRecords(file: string): Promise<{line: number, record: ScoreRecord}[]> {
+    const out: {line: number, record: ScoreRecord}[] = [];
+    for await (const {line, value} of readJsonl(file, {schema: scoreRecordSchema, policy: "strict"})) out.push({line, record: value});
+    return out;
+}
+
+/** Lines already in `out` (made with the same settings) are records done; a cut-off last line is dropped. */
+async function resumeOutput(out: string, config: string): Promise<number> {
+    if (!fs.existsSync(out)) return 0;
+    const text = await fsp.readFile(out, "utf8");
+    const lines = text.split("\n");
+    let good = 0;
+    let bytes = 0;
+    for (const [i, line] of lines.entries()) {
+        if (line === "") continue;
+        let parsed: {config?: unknown, index?: unknown};
+        try {
+            parsed = JSON.parse(line);
+        } catch {
+            if (i === lines.length - 1) break; // a last line cut off by an interruption
+            throw new DataError(out, "is not a scores file", i + 1);
+        }
+        if (parsed.config !== config)
+            throw new DataError(out, "holds scores made with other settings; give a new --out file, or the same settings to continue it", i + 1, "config");
+        if (parsed.index !== good) throw new DataError(out, `expected the score of record ${good}`, i + 1, "index");
+        good++;
+        bytes += Buffer.byteLength(line) + 1;
+    }
+    if (bytes < Buffer.byteLength(text)) await fsp.truncate(out, bytes);
+    return good;
+}

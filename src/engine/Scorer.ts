@@ -1,0 +1,298 @@
+// Teacher-forced scoring: log-probabilities of given completions, and llama-perplexity's
+// plain-text perplexity. The TypeScript face of native/engine/scorer.
+import {z} from "zod";
+import {AbortError, OptionError, StillError, throwIfAborted} from "../errors.js";
+import {MARKERS} from "../format/markers.js";
+import type {Adapter} from "./Adapter.js";
+import {type Backend, withAbortFlag} from "./binding.js";
+import type {ChatMessage, Model} from "./Model.js";
+
+export const scorerOptionsSchema = z.object({
+    /** Sequences decoded together. */
+    parallel: z.number().int().min(1).max(64).default(4),
+    /** KV cells per sequence (the longest record scored whole); default: the longest record, at most the model's training context. */
+    contextSize: z.number().int().min(2).optional(),
+    /** Most tokens per llama_decode call. */
+    batchSize: z.number().int().min(1).default(2048),
+    ubatchSize: z.number().int().min(1).default(512),
+    threads: z.number().int().min(1).optional(),
+    /**
+     * A record longer than a sequence holds: "error" (default) refuses the call naming
+     * the record; "truncate" drops prompt tokens from the left, then completion tokens
+     * from the right, and marks the record's result `truncated`.
+     */
+    overflow: z.enum(["error", "truncate"]).default("error"),
+    /**
+     * Off by default: llama.cpp's CPU flash attention accumulates in F16, so a token's
+     * log-probability would move (by up to ~2e-3) with how records are split across decodes.
+     */
+    flashAttention: z.enum(["auto", "on", "off"]).default("off")
+});
+export type ScorerOptions = z.input<typeof scorerOptionsSchema>;
+
+const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
+export const scoreRecordSchema = z.object({
+    id: z.string().optional(),
+    /** Raw text (special tokens parsed, BOS added as the model asks), token ids, or chat messages. */
+    prompt: z.union([z.string(), z.array(z.number().int().min(0)).min(1), z.array(chatMessageSchema).min(1)]),
+    /** The scored part: token ids (as generated), or text tokenized on its own. */
+    completion: z.union([z.string(), z.array(z.number().int().min(0))]),
+    /** Named token ranges [start, end) of the completion to report on their own. */
+    spans: z.array(z.object({name: z.string().min(1), start: z.number().int().min(0), end: z.number().int().min(0)})
+        .refine((s) => s.end >= s.start, {message: "end must not be before start"})).optional()
+});
+export type ScoreRecord = z.input<typeof scoreRecordSchema>;
+
+export type SegmentScore = {tokens: number, sum: number, mean: number, perplexity: number};
+
+export type ScoreResult = {
+    /** Position in the list given to score(). */
+    index: number,
+    id: string | undefined,
+    /** Completion tokens scored. */
+    tokens: number,
+    /** log p of each scored completion token given all before it. */
+    logprobs: number[],
+    sum: number,
+    mean: number,
+    /** exp(−mean): the completion's perplexity. */
+    perplexity: number,
+    /** Set when the record was cut to fit (overflow "truncate"). */
+    truncated: {promptTokensDropped: number, completionTokensDropped: number} | null,
+    /** The thought and solution spans (by the STILL markers, when present) and the caller's spans. */
+    segments: Record<string, SegmentScore>
+};
+
+export type ScoreStats = {
+    recordsDone: number, recordsTotal: number, tokensDecoded: number, tokensScored: number,
+    decodeMs: number, softmaxMs: number, elapsedMs: number, decodes: number
+};
+
+const nativeStatsSchema = z.object({
+    recordsDone: z.number(), recordsTotal: z.number(), tokensDecoded: z.number(), tokensScored: z.number(),
+    decodeMs: z.number(), softmaxMs: z.number(), elapsedMs: z.number(), decodes: z.number()
+});
+const nativeResultSchema = z.object({record: z.number().int(), logprobs: z.instanceof(Float32Array)});
+
+export interface NativeScorer {
+    run(records: {prompt: number[], completion: number[]}[], onEvent: (kind: string, payload: unknown) => void, abort?: unknown): Promise<unknown>;
+    setAdapters(adapters: [unknown, number][]): void;
+    dispose(): void;
+}
+
+export type PerplexityResult = {
+    perplexity: number,
+    /** Negative log-likelihood summed over the scored tokens. */
+    nll: number,
+    tokensScored: number,
+    chunks: number,
+    ctx: number,
+    /** Perplexity after each chunk, as llama-perplexity prints it. */
+    running: number[],
+    /** All chunk tokens (scored or not) per second of scoring. */
+    tokensPerSecond: number
+};
+
+export class Scorer {
+    private running = false;
+    private disposed = false;
+
+    /** @internal Use Model.scorer(). */
+    constructor(
+        private readonly model: Model,
+        private readonly backend: Backend,
+        private readonly native: NativeScorer,
+        readonly options: z.infer<typeof scorerOptionsSchema>
+    ) {}
+
+    /** LoRA adapters (with scales) applied from the next run; [] removes them. */
+    setAdapters(adapters: readonly {adapter: Adapter, scale?: number}[]) {
+        if (this.running) throw new StillError("adapters cannot change while scoring is in progress.");
+        this.native.setAdapters(adapters.map(({adapter, scale}) => [adapter.native(this.model), scale ?? 1]));
+    }
+
+    /**
+     * Scores every record; results come back in input order (and to `onResult` as each
+     * record finishes). Records with the same prompt decode it once.
+     */
+    async score(records: readonly ScoreRecord[], options: {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void,
+        onResult?: (r: ScoreResult) => void} = {}): Promise<ScoreResult[]> {
+        const prepared = records.map((raw, i) => this.prepare(raw, i));
+        const results: ScoreResult[] = new Array(records.length);
+        await this.run(prepared.map((p) => ({prompt: p.prompt, completion: p.completion})), (index, logprobs) => {
+            const p = prepared[index]!;
+            const result = summarise(index, p.id, logprobs, p.truncated, p.spans);
+            results[index] = result;
+            options.onResult?.(result);
+        }, options);
+        if (options.signal?.aborted) throw new AbortError("scoring was cancelled");
+        return results;
+    }
+
+    /**
+     * Perplexity of plain text by llama-perplexity's protocol: the text's tokens (BOS added
+     * as the model asks) in chunks of `ctx`, each chunk's first token replaced by BOS, and
+     * only the second half of each chunk scored. Needs at least 2 × ctx tokens.
+     */
+    async perplexity(text: string, options: {ctx?: number, signal?: AbortSignal, onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
+        const ctx = options.ctx ?? 512;
+        if (!Number.isInteger(ctx) || ctx < 4) throw new OptionError(`ctx must be a whole number ≥ 4, got ${ctx}.`);
+        const tokens = this.model.tokenize(text, {special: false, addSpecial: true});
+        if (tokens.length < 2 * ctx)
+            throw new OptionError(`perplexity with a context of ${ctx} needs at least ${2 * ctx} tokens; the text has ${tokens.length}.`);
+        const bos = this.model.facts.addBos ? this.model.facts.tokens.bos : null;
+        const first = Math.floor(ctx / 2);
+        const chunks = Math.floor(tokens.length / ctx);
+        const records = Array.from({length: chunks}, (_, c) => {
+            const chunk = tokens.slice(c * ctx, (c + 1) * ctx);
+            if (bos != null) chunk[0] = bos;
+            return {prompt: chunk.slice(0, first + 1), completion: chunk.slice(first + 1)};
+        });
+        const nllPerChunk: number[] = new Array(chunks).fill(0);
+        const stats = await this.run(records, (index, logprobs) => {
+            let nll = 0;
+            for (const lp of logprobs) nll -= lp;
+            nllPerChunk[index] = nll;
+        }, options);
+        if (options.signal?.aborted) throw new AbortError("scoring was cancelled");
+        const perChunk = ctx - first - 1;
+        let nll = 0;
+        const running = nllPerChunk.map((v, i) => {
+            nll += v;
+            return Math.exp(nll / ((i + 1) * perChunk));
+        });
+        return {
+            perplexity: Math.exp(nll / (chunks * perChunk)),
+            nll,
+            tokensScored: chunks * perChunk,
+            chunks,
+            ctx,
+            running,
+            tokensPerSecond: (chunks * ctx) / (stats.elapsedMs / 1000)
+        };
+    }
+
+    private async run(records: {prompt: number[], completion: number[]}[], onLogprobs: (index: number, logprobs: Float32Array) => void,
+                      options: {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void}): Promise<ScoreStats> {
+        if (this.disposed) throw new StillError("the scorer has been disposed.");
+        if (this.running) throw new StillError("this scorer is already running; wait for it or create another.");
+        throwIfAborted(options.signal, "scoring");
+        this.running = true;
+        try {
+            const stats = await withAbortFlag(this.backend, options.signal, (abort) => this.native.run(records, (kind, payload) => {
+                if (kind === "result") {
+                    const r = nativeResultSchema.parse(payload);
+                    onLogprobs(r.record, r.logprobs);
+                } else if (kind === "progress") {
+                    options.onProgress?.(nativeStatsSchema.parse(payload));
+                }
+            }, abort));
+            return nativeStatsSchema.parse(stats);
+        } catch (err) {
+            const e = err as {code?: string, message?: string};
+            if (e?.code === "cancelled") throw new AbortError("scoring was cancelled");
+            if (e?.code === "invalid_argument") throw new OptionError(e.message ?? String(err));
+            throw new StillError(`scoring failed: ${e?.message ?? String(err)}`, {cause: err});
+        } finally {
+            this.running = false;
+        }
+    }
+
+    private prepare(raw: ScoreRecord, index: number) {
+        const parsed = scoreRecordSchema.safeParse(raw);
+        if (!parsed.success) throw new OptionError(`record ${index}: ${z.prettifyError(parsed.error)}`);
+        const r = parsed.data;
+        let prompt = this.promptTokens(r.prompt);
+        let completion = typeof r.completion === "string" ? this.model.tokenize(r.completion, {special: true}) : [...r.completion];
+        const spans: Record<string, [number, number]> = {...this.markerSpans(completion)};
+        for (const s of r.spans ?? []) {
+            if (s.end > completion.length)
+                throw new OptionError(`record ${r.id ?? index}: span ${s.name} ends at token ${s.end}, past the completion's ${completion.length} tokens.`);
+            spans[s.name] = [s.start, s.end];
+        }
+        const limit = this.options.contextSize ?? this.model.facts.contextLength;
+        let truncated: ScoreResult["truncated"] = null;
+        if (prompt.length + completion.length > limit) {
+            if (this.options.overflow === "error")
+                throw new OptionError(`record ${r.id ?? index}: prompt (${prompt.length}) + completion (${completion.length}) tokens exceed the ` +
+                    `${limit} a sequence holds; give a larger contextSize or overflow "truncate".`);
+            const keepCompletion = Math.min(completion.length, limit - 1);
+            const keepPrompt = Math.min(prompt.length, limit - keepCompletion);
+            truncated = {promptTokensDropped: prompt.length - keepPrompt, completionTokensDropped: completion.length - keepCompletion};
+            prompt = prompt.slice(prompt.length - keepPrompt);
+            completion = completion.slice(0, keepCompletion);
+            for (const [name, [start, end]] of Object.entries(spans)) spans[name] = [Math.min(start, keepCompletion), Math.min(end, keepCompletion)];
+        }
+        return {id: r.id, prompt, completion, spans, truncated};
+    }
+
+    private promptTokens(prompt: string | number[] | ChatMessage[]): number[] {
+        if (typeof prompt === "string") return this.model.tokenize(prompt, {special: true, addSpecial: true});
+        if (typeof prompt[0] === "number") return prompt as number[];
+        const text = this.model.applyChatTemplate(prompt as ChatMessage[]);
+        const bos = this.model.facts.tokens.bos;
+        const bosText = bos == null ? "" : this.model.detokenize([bos], {special: true});
+        return this.model.tokenize(text, {special: true, addSpecial: this.model.facts.addBos && !(bosText !== "" && text.startsWith(bosText))});
+    }
+
+    /** Token spans of the thought and the solution between the STILL markers (markers excluded). */
+    private markerSpans(tokens: number[]): Record<string, [number, number]> {
+        const starts: number[] = [];
+        let offset = 0;
+        const pieces = tokens.map((t) => {
+            starts.push(offset);
+            const piece = Buffer.from(this.model.detokenizeBytes([t], {special: true}));
+            offset += piece.length;
+            return piece;
+        });
+        const text = Buffer.concat(pieces);
+        const tokenAt = (byte: number) => {
+            // the first token that starts at or after `byte`
+            let lo = 0;
+            let hi = starts.length;
+            while (lo < hi) {
+                const mid = (lo + hi) >> 1;
+                if (starts[mid]! < byte) lo = mid + 1;
+                else hi = mid;
+            }
+            return lo;
+        };
+        const between = (open: string, close: string): [number, number] | null => {
+            const a = text.indexOf(Buffer.from(open));
+            if (a < 0) return null;
+            const b = text.indexOf(Buffer.from(close), a + Buffer.byteLength(open));
+            if (b < 0) return null;
+            return [tokenAt(a + Buffer.byteLength(open)), tokenAt(b)];
+        };
+        const out: Record<string, [number, number]> = {};
+        const thought = between(MARKERS.beginThought, MARKERS.endThought);
+        const solution = between(MARKERS.beginSolution, MARKERS.endSolution);
+        if (thought != null) out.thought = thought;
+        if (solution != null) out.solution = solution;
+        return out;
+    }
+
+    dispose() {
+        this.disposed = true;
+        this.native.dispose();
+    }
+}
+
+function segment(logprobs: ArrayLike<number>, start: number, end: number): SegmentScore {
+    let sum = 0;
+    for (let i = start; i < end; i++) sum += logprobs[i]!;
+    const tokens = end - start;
+    const mean = tokens > 0 ? sum / tokens : 0;
+    return {tokens, sum, mean, perplexity: Math.exp(-mean)};
+}
+
+function summarise(index: number, id: string | undefined, logprobs: Float32Array, truncated: ScoreResult["truncated"],
+                   spans: Record<string, [number, number]>): ScoreResult {
+    const whole = segment(logprobs, 0, logprobs.length);
+    const segments: Record<string, SegmentScore> = {};
+    for (const [name, [start, end]] of Object.entries(spans)) segments[name] = segment(logprobs, start, end);
+    return {
+        index, id, tokens: logprobs.length, logprobs: Array.from(logprobs),
+        sum: whole.sum, mean: whole.mean, perplexity: whole.perplexity, truncated, segments
+    };
+}
