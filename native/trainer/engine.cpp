@@ -592,6 +592,7 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
     ggml_set_output(loss);
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, size, backward);
+    for (ggml_tensor * t : nll) if (t) ggml_build_forward_expand(gf, t); // metrics read every term
     ggml_build_forward_expand(gf, loss);
     ggml_tensor * loss_grad = nullptr;
     if (backward) {

@@ -77,7 +77,7 @@ static void usage(const char * argv0) {
         "  --save-every N        checkpoint every N steps (0)\n"
         "  --log-every N         progress line every N steps (1)\n"
         "gradient check:\n"
-        "  --entries N (4)  --fd-step X (1e-3)  --ref-shift X (0.5)\n"
+        "  --entries N (4)  --fd-step X (1e-3, relative loss change)  --ref-shift X (0.5)\n"
         "runtime:\n"
         "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"

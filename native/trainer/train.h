@@ -59,7 +59,7 @@ struct GradCheckConfig {
     std::string data;
     int64_t ctx = 1024;
     int64_t entries = 4;          // entries per tensor, those with the largest gradients
-    double step = 1e-3;           // finite-difference step
+    double step = 1e-3;           // finite-difference step: the relative change of the loss it aims for
     float beta = 0.1f;
     float sft_alpha = 0.0f;
     DpoLoss dpo_loss = DpoLoss::SIGMOID;
