@@ -170,8 +170,8 @@ bool Engine::init_lora() {
             module_dims(model_, mod, n_in, n_out);
             const std::string base = ggml_get_name(model_.layers[il].lin[mod].w);
             LoraPair & p = lora_[il][mod];
-            p.a = ggml_new_tensor_2d(ctx_lora_, GGML_TYPE_F32, n_in, lc.rank);
-            p.b = ggml_new_tensor_2d(ctx_lora_, GGML_TYPE_F32, lc.rank, n_out);
+            p.a = ggml_new_tensor_2d(ctx_lora_, GGML_TYPE_F32, n_in, stored_rank());
+            p.b = ggml_new_tensor_2d(ctx_lora_, GGML_TYPE_F32, stored_rank(), n_out);
             ggml_set_name(p.a, (base + ".lora_a").c_str());
             ggml_set_name(p.b, (base + ".lora_b").c_str());
             ggml_set_param(p.a);
@@ -188,21 +188,47 @@ bool Engine::init_lora() {
     }
     // A like PEFT (Kaiming-uniform, bound 1/sqrt(n_in)), B = 0: the adapter starts as a no-op.
     Rng rng(opt_.seed * 0x9e3779b97f4a7c15ULL + 12345);
+    const int64_t r = lc.rank, rp = stored_rank();
     std::vector<float> host;
     for (int64_t il = 0; il < n_layer; il++) {
         for (int mod = 0; mod < MOD_COUNT; mod++) {
             LoraPair & p = lora_[il][mod];
             if (!p.a) continue;
-            const float bound_a = 1.0f / sqrtf((float) p.a->ne[0]);
-            host.resize(ggml_nelements(p.a));
-            for (float & x : host) x = (float) ((rng.uniform() * 2 - 1) * bound_a);
+            const int64_t n_in = p.a->ne[0], n_out = p.b->ne[1];
+            const float bound_a = 1.0f / sqrtf((float) n_in);
+            host.assign(ggml_nelements(p.a), 0.0f);
+            for (int64_t k = 0; k < r; k++) {
+                for (int64_t i = 0; i < n_in; i++) host[k * n_in + i] = (float) ((rng.uniform() * 2 - 1) * bound_a);
+            }
             ggml_backend_tensor_set(p.a, host.data(), 0, host.size() * sizeof(float));
             host.assign(ggml_nelements(p.b), 0.0f);
             if (opt_.init_random_b) {
-                const float bound_b = 1.0f / sqrtf((float) lc.rank);
-                for (float & x : host) x = (float) ((rng.uniform() * 2 - 1) * bound_b);
+                const float bound_b = 1.0f / sqrtf((float) r);
+                for (int64_t o = 0; o < n_out; o++) {
+                    for (int64_t k = 0; k < r; k++) host[o * rp + k] = (float) ((rng.uniform() * 2 - 1) * bound_b);
+                }
             }
             ggml_backend_tensor_set(p.b, host.data(), 0, host.size() * sizeof(float));
+        }
+    }
+    return true;
+}
+
+bool Engine::lora_host(const Trainable & t, std::vector<float> & out, int64_t ne[2]) const {
+    std::vector<float> all;
+    if (!get(t.param, all)) return false;
+    const int64_t r = opt_.lora.rank, rp = stored_rank();
+    const bool is_a = t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".lora_a") == 0;
+    if (is_a) {
+        ne[0] = t.param->ne[0];
+        ne[1] = r;
+        out.assign(all.begin(), all.begin() + ne[0] * r); // the first r rows of [n_in, rp]
+    } else {
+        ne[0] = r;
+        ne[1] = t.param->ne[1];
+        out.resize(ne[0] * ne[1]);
+        for (int64_t o = 0; o < ne[1]; o++) {
+            for (int64_t k = 0; k < r; k++) out[o * r + k] = all[o * rp + k];
         }
     }
     return true;
@@ -306,7 +332,17 @@ bool Engine::load_adapter(const std::string & path) {
                 host.resize(n);
                 if (src[k]->type == GGML_TYPE_F32) memcpy(host.data(), src[k]->data, n * sizeof(float));
                 else ggml_get_type_traits(GGML_TYPE_F16)->to_float(src[k]->data, host.data(), n);
-                ggml_backend_tensor_set(dst[k], host.data(), 0, n * sizeof(float));
+                // into the stored layout: rank rows padded with zeros
+                std::vector<float> padded(ggml_nelements(dst[k]), 0.0f);
+                const int64_t r = lc.rank, rp = stored_rank();
+                if (k == 0) {
+                    std::copy(host.begin(), host.end(), padded.begin());
+                } else {
+                    for (int64_t o = 0; o < src[k]->ne[1]; o++) {
+                        for (int64_t j = 0; j < r; j++) padded[o * rp + j] = host[o * r + j];
+                    }
+                }
+                ggml_backend_tensor_set(dst[k], padded.data(), 0, padded.size() * sizeof(float));
             }
         }
     }
@@ -350,7 +386,7 @@ ggml_tensor * Engine::forward(ggml_context * ctx, ggml_tensor * tokens, ggml_ten
         k = ggml_rope_ext(ctx, k, pos, model_.rope_freqs, (int) hp.n_rot, hp.rope_mode, (int) hp.n_ctx_train,
                           hp.rope_freq_base, hp.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
 
-        ggml_tensor * qp = ggml_permute(ctx, q, 0, 2, 1, 3);              // [hd, T, n_head]
+        ggml_tensor * qp = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3)); // [hd, T, n_head], contiguous for the fast kernels
         ggml_tensor * kp = ggml_permute(ctx, k, 0, 2, 1, 3);              // [hd, T, n_head_kv]
         ggml_tensor * kq = ggml_mul_mat(ctx, kp, qp);                      // [T_k, T_q, n_head]; K heads shared by groups of Q heads
         kq = ggml_soft_max_ext(ctx, kq, mask, hp.attn_scale, 0.0f);
@@ -372,37 +408,111 @@ int Engine::graph_size(size_t n_groups) const {
     return (int) (model_.hp.n_layer * 640 + n_groups * 96 + 4096);
 }
 
-// --- graph rewrite: gradients through frozen weights by mul_mat ----------------------------
+// --- graph rewrite: OUT_PROD as MUL_MAT -------------------------------------------------------
 //
-// ggml's backward pass of y = W x computes the gradient for x as OUT_PROD(W, dyᵀ). For a
-// frozen quantized (or F16) W the CPU kernel dequantizes every row of W once per token,
-// which dominates LoRA training time, and GPU backends have no quantized OUT_PROD at all.
-// The same value is Wᵀ dy: this pass replaces each such node by MUL_MAT(Wᵀ, dy), with Wᵀ
-// dequantized to F32 and transposed once per graph, right before its first use so that
+// ggml's backward pass of y = W x is built from OUT_PROD: the gradient of x is
+// OUT_PROD(W, dyᵀ) and that of W is OUT_PROD(x, dy). The CPU kernel for OUT_PROD is a loop
+// of axpy's, one per (row of the result, step of the sum), and for a quantized or F16 W it
+// dequantizes every row of W once per token, which dominates LoRA training on quantized
+// bases; GPU backends have no quantized OUT_PROD at all. OUT_PROD(a, b) = MUL_MAT(aᵀ, bᵀ)
+// with both transposes made contiguous, and bᵀ is often free (b is itself a transposed
+// view), so this pass moves OUT_PROD nodes onto the matrix-multiply kernels where that is
+// cheaper: always for a weight that is not F32, else by the cost estimate below. A frozen
+// weight is dequantized to F32 and transposed right before its first use in the graph, so
 // the copy lives only briefly. Everything else ggml's autodiff built stays as it is.
-ggml_cgraph * Engine::rewrite_frozen_backward(ggml_context * ctx, ggml_cgraph * gf, int size) {
+namespace {
+// Rough CPU costs in ns (AVX-512, one thread), enough to rank the two ways.
+const double AXPY_CALL = 4.0;       // overhead of one axpy in OUT_PROD
+const double AXPY_ELEM = 0.1;       // per element of an axpy
+const double DEQUANT_ELEM = 0.5;    // per element dequantized inside OUT_PROD
+const double TRANSPOSE_ELEM = 0.5;  // per element of a transposing copy (transpose_to_f32)
+const double GEMM_FMA = 0.02;       // per multiply-add in the blocked matrix kernel
+}
+
+// dst = src[0] with dims 0 and 1 swapped, as contiguous F32; src[0] is F32 (any strides) or
+// a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing
+// CONT copies element by element, which costs more than the products it feeds.
+static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * src = dst->src[0];
+    const int64_t M = src->ne[0], K = src->ne[1], B2 = src->ne[2], B3 = src->ne[3];
+    const int64_t BK = 64;
+    const int64_t blocks_k = (K + BK - 1) / BK;
+    const int64_t total = blocks_k * B2 * B3;
+    const ggml_type_traits * tr = ggml_get_type_traits(src->type);
+    const bool f32_rows = src->type == GGML_TYPE_F32 && src->nb[0] == sizeof(float);
+    std::vector<float> buf((size_t) BK * M);
+    for (int64_t job = ith; job < total; job += nth) {
+        const int64_t kb = job % blocks_k, b2 = (job / blocks_k) % B2, b3 = job / (blocks_k * B2);
+        const int64_t k0 = kb * BK, nk = std::min(BK, K - k0);
+        for (int64_t k = 0; k < nk; k++) {
+            const char * row = (const char *) src->data + (k0 + k) * src->nb[1] + b2 * src->nb[2] + b3 * src->nb[3];
+            float * out = buf.data() + k * M;
+            if (f32_rows) {
+                memcpy(out, row, M * sizeof(float));
+            } else if (src->type == GGML_TYPE_F32) {
+                for (int64_t m = 0; m < M; m++) out[m] = *(const float *) (row + m * src->nb[0]);
+            } else {
+                tr->to_float(row, out, M);
+            }
+        }
+        char * base = (char *) dst->data + b2 * dst->nb[2] + b3 * dst->nb[3];
+        for (int64_t m = 0; m < M; m++) {
+            float * d = (float *) (base + m * dst->nb[1]) + k0;
+            for (int64_t k = 0; k < nk; k++) d[k] = buf[k * M + m];
+        }
+    }
+}
+
+ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, int size) {
     ggml_cgraph * out = ggml_new_graph_custom(ctx, size, false);
-    std::map<ggml_tensor *, ggml_tensor *> transposed;
+    std::map<ggml_tensor *, ggml_tensor *> transposed; // a tensor -> its contiguous F32 transpose
+    auto free_transpose = [&](ggml_tensor * t) {
+        return transposed.count(t) || (t->op == GGML_OP_TRANSPOSE && t->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(t->src[0]));
+    };
+    auto transpose_of = [&](ggml_tensor * t) {
+        ggml_tensor *& tt = transposed[t];
+        if (!tt) {
+            if (t->op == GGML_OP_TRANSPOSE && t->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(t->src[0])) {
+                tt = t->src[0];
+            } else {
+                const bool rows_ok = t->type == GGML_TYPE_F32 || ggml_is_contiguous(t);
+                if (!gpu_ && rows_ok) {
+                    ggml_tensor * args[1] = {t};
+                    tt = ggml_custom_4d(ctx, GGML_TYPE_F32, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
+                                        transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
+                } else {
+                    ggml_tensor * f = t->type == GGML_TYPE_F32 ? t : ggml_cast(ctx, t, GGML_TYPE_F32);
+                    tt = ggml_cont(ctx, ggml_transpose(ctx, f));
+                }
+            }
+            ggml_build_forward_expand(out, tt);
+        }
+        return tt;
+    };
     const int n = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gf, i);
-        ggml_tensor * w = node->src[0];
-        ggml_tensor * dyt = node->src[1];
-        const bool frozen_weight = node->op == GGML_OP_OUT_PROD && w && w->op == GGML_OP_NONE &&
-            !(w->flags & GGML_TENSOR_FLAG_PARAM) && w->buffer == model_.buf && ggml_n_dims(w) == 2 &&
-            dyt && dyt->op == GGML_OP_TRANSPOSE && ggml_is_contiguous(dyt->src[0]);
-        if (frozen_weight) {
-            ggml_tensor *& wt = transposed[w];
-            if (!wt) {
-                ggml_tensor * wf = w->type == GGML_TYPE_F32 ? w : ggml_cast(ctx, w, GGML_TYPE_F32);
-                wt = ggml_cont(ctx, ggml_transpose(ctx, wf));   // [n_out, n_in]
-                ggml_build_forward_expand(out, wt);
+        if (node->op == GGML_OP_OUT_PROD && node->type == GGML_TYPE_F32) {
+            ggml_tensor * a = node->src[0]; // [M, K, ...]
+            ggml_tensor * b = node->src[1]; // [N, K, ...]
+            const double M = (double) a->ne[0], K = (double) a->ne[1], N = (double) b->ne[0];
+            const double batches = (double) (node->ne[2] * node->ne[3]);
+            const double a_batches = (double) (a->ne[2] * a->ne[3]);
+            double out_prod_ns = batches * N * K * (AXPY_CALL + M * AXPY_ELEM);
+            if (a->type != GGML_TYPE_F32) out_prod_ns += batches * N * K * M * DEQUANT_ELEM;
+            double mul_mat_ns = batches * M * N * K * GEMM_FMA;
+            if (!free_transpose(a)) mul_mat_ns += a_batches * M * K * TRANSPOSE_ELEM;
+            if (!free_transpose(b)) mul_mat_ns += batches * N * K * TRANSPOSE_ELEM;
+            // the blocked kernel needs the summed dimension in whole vector blocks
+            const bool blocked = a->ne[1] % 16 == 0 && a->ne[0] % 4 == 0;
+            if (a->type != GGML_TYPE_F32 || (blocked && mul_mat_ns < out_prod_ns)) {
+                ggml_tensor * at = transpose_of(a); // [K, M]
+                ggml_tensor * bt = transpose_of(b); // [K, N]
+                node->op = GGML_OP_MUL_MAT;
+                node->src[0] = at;
+                node->src[1] = bt;
+                memset(node->op_params, 0, sizeof(node->op_params));
             }
-            ggml_tensor * dy = dyt->src[0];                       // [n_out, T]
-            node->op = GGML_OP_MUL_MAT;
-            node->src[0] = wt;
-            node->src[1] = dy;
-            memset(node->op_params, 0, sizeof(node->op_params));
         }
         ggml_build_forward_expand(out, node);
     }
@@ -426,10 +536,15 @@ bool Engine::compute(ggml_cgraph * gf, bool abortable) {
     return true;
 }
 
+// Rows are padded to a multiple of this many tokens: the backward pass contracts over the
+// tokens, and the CPU's fast matrix kernels need that dimension in whole vector blocks.
+static const int64_t ROW_PAD = 16;
+
 Batch make_batch(const Dataset & data, const Row & row) {
     Batch b;
-    b.n_tokens = row.tokens;
-    const int64_t T = row.tokens;
+    const int64_t T = (row.tokens + ROW_PAD - 1) / ROW_PAD * ROW_PAD;
+    b.n_tokens = T;
+    b.real_tokens = row.tokens;
     b.tokens.reserve(T);
     b.pos.reserve(T);
     b.mask.assign((size_t) T * T, -INFINITY);
@@ -494,6 +609,12 @@ Batch make_batch(const Dataset & data, const Row & row) {
             }
             b.pairs.push_back(p);
         }
+    }
+    // padding: token 0 at position 0, seeing only itself, never scored
+    for (int64_t i = (int64_t) b.tokens.size(); i < T; i++) {
+        b.tokens.push_back(0);
+        b.pos.push_back(0);
+        b.mask[(size_t) i * T + i] = 0.0f;
     }
     b.loss_tokens = (int64_t) b.rows.size();
     return b;
@@ -608,7 +729,7 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
         ggml_build_backward_expand(ctx, gf, grad_accs.data());
         loss_grad = ggml_graph_get_grad_acc(gf, loss);
         ggml_set_input(loss_grad);
-        if (opt_.frozen_mul_mat) gf = rewrite_frozen_backward(ctx, gf, size);
+        if (opt_.out_prod_as_mul_mat) gf = rewrite_out_prods(ctx, gf, size);
     }
 
     ggml_backend_sched_reset(sched_);

@@ -33,7 +33,7 @@ struct EngineOptions {
     std::string init_adapter;    // start LoRA from this adapter GGUF instead of A random, B = 0
     bool init_random_b = false;  // B random too (gradient checks, so A gets a gradient)
     uint64_t seed = 0;
-    bool frozen_mul_mat = true;  // gradients through frozen weights by mul_mat (see rewrite_frozen_backward)
+    bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
 };
 
@@ -48,7 +48,8 @@ struct Trainable {
 
 // One packed row, ready for the graph.
 struct Batch {
-    int64_t n_tokens = 0;
+    int64_t n_tokens = 0;            // with padding
+    int64_t real_tokens = 0;         // without
     std::vector<int32_t> tokens;
     std::vector<int32_t> pos;
     std::vector<float> mask;         // [n_tokens, n_tokens]: 0 where a query may see a key, -inf elsewhere
@@ -112,6 +113,13 @@ public:
     const BaseModel & model() const { return model_; }
     const EngineOptions & options() const { return opt_; }
     float lora_scale() const { return opt_.lora.alpha / (float) opt_.lora.rank; }
+    // LoRA tensors are stored with the rank rounded up to a multiple of RANK_PAD, the extra
+    // rows and columns zero: the products over the rank then run on the fast matrix kernels
+    // (they need whole vector blocks), and zeros get zero gradients, so they stay zero.
+    static const int64_t RANK_PAD = 16;
+    int64_t stored_rank() const { return (opt_.lora.rank + RANK_PAD - 1) / RANK_PAD * RANK_PAD; }
+    // The adapter as llama.cpp reads it: each trainable LoRA tensor cut to the true rank.
+    bool lora_host(const Trainable & t, std::vector<float> & out, int64_t ne[2]) const;
     std::vector<Trainable> & trainables() { return train_; }
     int64_t trainable_count() const;
 
@@ -120,7 +128,7 @@ private:
 
     ggml_tensor * linear(ggml_context * ctx, int il, int mod, ggml_tensor * x);
     ggml_tensor * forward(ggml_context * ctx, ggml_tensor * tokens, ggml_tensor * pos, ggml_tensor * mask);
-    ggml_cgraph * rewrite_frozen_backward(ggml_context * ctx, ggml_cgraph * gf, int graph_size);
+    ggml_cgraph * rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, int graph_size);
     bool compute(ggml_cgraph * gf, bool abortable);
     bool init_lora();
     bool load_adapter(const std::string & path);

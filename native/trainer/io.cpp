@@ -3,15 +3,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include "gguf.h"
 
 namespace st {
 
-// Writes `g`'s metadata, then each tensor's data from the backend, padded to the GGUF
-// alignment, to `path` through a temporary file.
-static bool write_gguf(gguf_context * g, const std::vector<ggml_tensor *> & tensors, const std::string & path) {
+// Writes `g`'s metadata, then each tensor's data as `fetch` supplies it, padded to the
+// GGUF alignment, to `path` through a temporary file.
+static bool write_gguf(gguf_context * g, size_t n_tensors, const std::function<bool(size_t, std::vector<uint8_t> &)> & fetch,
+                       const std::string & path) {
     const std::string tmp = path + ".tmp";
     FILE * f = fopen(tmp.c_str(), "wb");
     if (!f) {
@@ -25,12 +27,10 @@ static bool write_gguf(gguf_context * g, const std::vector<ggml_tensor *> & tens
     const size_t align = gguf_get_alignment(g);
     std::vector<uint8_t> host;
     const uint8_t zeros[64] = {0};
-    for (ggml_tensor * t : tensors) {
-        if (!ok) break;
-        const size_t n = ggml_nbytes(t);
-        host.resize(n);
-        ggml_backend_tensor_get(t, host.data(), 0, n);
-        ok = fwrite(host.data(), 1, n, f) == n;
+    for (size_t i = 0; ok && i < n_tensors; i++) {
+        ok = fetch(i, host);
+        const size_t n = host.size();
+        ok = ok && fwrite(host.data(), 1, n, f) == n;
         size_t pad = GGML_PAD(n, align) - n;
         while (ok && pad > 0) {
             const size_t k = pad < sizeof(zeros) ? pad : sizeof(zeros);
@@ -48,6 +48,15 @@ static bool write_gguf(gguf_context * g, const std::vector<ggml_tensor *> & tens
     return true;
 }
 
+// Backend tensors, written as they are.
+static bool write_gguf(gguf_context * g, const std::vector<ggml_tensor *> & tensors, const std::string & path) {
+    return write_gguf(g, tensors.size(), [&](size_t i, std::vector<uint8_t> & buf) {
+        buf.resize(ggml_nbytes(tensors[i]));
+        ggml_backend_tensor_get(tensors[i], buf.data(), 0, buf.size());
+        return true;
+    }, path);
+}
+
 static void set_info(gguf_context * g, const KeyValues & info) {
     for (const auto & kv : info) gguf_set_val_str(g, ("still.train." + kv.first).c_str(), kv.second.c_str());
 }
@@ -62,12 +71,26 @@ bool write_adapter(Engine & e, const std::string & path, const KeyValues & info)
     gguf_set_val_f32(g, "adapter.lora.alpha", e.options().lora.alpha);
     gguf_set_val_u32(g, "still.lora.rank", (uint32_t) e.options().lora.rank);
     set_info(g, info);
-    std::vector<ggml_tensor *> tensors;
-    for (const Trainable & t : e.trainables()) {
-        gguf_add_tensor(g, t.param);
-        tensors.push_back(t.param);
+    // the LoRA tensors cut to the true rank, described by tensors of a metadata-only context
+    std::vector<Trainable> & tr = e.trainables();
+    ggml_init_params ip = {(tr.size() + 1) * ggml_tensor_overhead(), nullptr, /*.no_alloc =*/ true};
+    ggml_context * meta = ggml_init(ip);
+    std::vector<std::vector<float>> host(tr.size());
+    bool ok = meta != nullptr;
+    for (size_t i = 0; ok && i < tr.size(); i++) {
+        int64_t ne[2];
+        ok = e.lora_host(tr[i], host[i], ne);
+        if (!ok) break;
+        ggml_tensor * t = ggml_new_tensor_2d(meta, GGML_TYPE_F32, ne[0], ne[1]);
+        ggml_set_name(t, tr[i].name.c_str());
+        gguf_add_tensor(g, t);
     }
-    const bool ok = write_gguf(g, tensors, path);
+    ok = ok && write_gguf(g, tr.size(), [&](size_t i, std::vector<uint8_t> & buf) {
+        buf.resize(host[i].size() * sizeof(float));
+        memcpy(buf.data(), host[i].data(), buf.size());
+        return true;
+    }, path);
+    if (meta) ggml_free(meta);
     gguf_free(g);
     return ok;
 }

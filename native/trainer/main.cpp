@@ -82,7 +82,7 @@ static void usage(const char * argv0) {
         "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
         "  --no-gpu              stay on the CPU\n"
-        "  --frozen-grad MODE    mul_mat (default) or out_prod: how gradients pass frozen weights\n",
+        "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n",
         argv0, argv0, argv0);
 }
 
@@ -222,13 +222,13 @@ int main(int argc, char ** argv) {
         else if (a == "--threads") eo.threads = (int) int_in(1, 1024);
         else if (a == "--backend-dir") eo.backend_dir = value();
         else if (a == "--no-gpu") eo.use_gpu = false;
-        else if (a == "--frozen-grad") {
+        else if (a == "--backward-products") {
             const std::string m = value();
             if (m != "mul_mat" && m != "out_prod") {
-                fprintf(stderr, "main: error: --frozen-grad must be mul_mat or out_prod, got '%s'\n", m.c_str());
+                fprintf(stderr, "main: error: --backward-products must be mul_mat or out_prod, got '%s'\n", m.c_str());
                 return EXIT_ERROR;
             }
-            eo.frozen_mul_mat = m == "mul_mat";
+            eo.out_prod_as_mul_mat = m == "mul_mat";
         }
         else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
         else {

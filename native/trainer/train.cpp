@@ -256,8 +256,8 @@ int run_train(const EngineOptions & eo_in, const TrainConfig & tc, const std::at
                 break;
             }
             step_loss += res.loss;
-            tokens_here += b.n_tokens;
-            win.tokens += b.n_tokens;
+            tokens_here += b.real_tokens;
+            win.tokens += b.real_tokens;
             for (const Batch::Pair & p : b.pairs) {
                 const double lpc = -res.term_nll[p.chosen], lpr = -res.term_nll[p.rejected];
                 const double rc = tc.beta * (lpc - ref_c[p.item]), rr = tc.beta * (lpr - ref_r[p.item]);
