@@ -429,7 +429,7 @@ const double TRANSPOSE_ELEM = 0.5;  // per element of a transposing copy (transp
 const double GEMM_FMA = 0.02;       // per multiply-add in the blocked matrix kernel
 }
 
-// dst = src[0] with dims 0 and 1 swapped, as contiguous F32; src[0] is F32 (any strides) or
+// dst = src[0] with dims 0 and 1 swapped, contiguous F32 (or BF16); src[0] is F32 (any strides) or
 // a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing
 // CONT copies element by element, which costs more than the products it feeds.
 static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
@@ -456,9 +456,21 @@ static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
             }
         }
         char * base = (char *) dst->data + b2 * dst->nb[2] + b3 * dst->nb[3];
-        for (int64_t m = 0; m < M; m++) {
-            float * d = (float *) (base + m * dst->nb[1]) + k0;
-            for (int64_t k = 0; k < nk; k++) d[k] = buf[k * M + m];
+        if (dst->type == GGML_TYPE_F32) {
+            for (int64_t m = 0; m < M; m++) {
+                float * d = (float *) (base + m * dst->nb[1]) + k0;
+                for (int64_t k = 0; k < nk; k++) d[k] = buf[k * M + m];
+            }
+        } else {
+            // BF16, rounded to nearest even (finite weights only)
+            for (int64_t m = 0; m < M; m++) {
+                uint16_t * d = (uint16_t *) (base + m * dst->nb[1]) + k0;
+                for (int64_t k = 0; k < nk; k++) {
+                    uint32_t u;
+                    memcpy(&u, &buf[k * M + m], sizeof(u));
+                    d[k] = (uint16_t) ((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+                }
+            }
         }
     }
 }
@@ -478,7 +490,8 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
                 const bool rows_ok = t->type == GGML_TYPE_F32 || ggml_is_contiguous(t);
                 if (!gpu_ && rows_ok) {
                     ggml_tensor * args[1] = {t};
-                    tt = ggml_custom_4d(ctx, GGML_TYPE_F32, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
+                    const bool low = opt_.frozen_bf16 && t->buffer == model_.buf;
+                    tt = ggml_custom_4d(ctx, low ? GGML_TYPE_BF16 : GGML_TYPE_F32, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
                                         transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
                 } else {
                     ggml_tensor * f = t->type == GGML_TYPE_F32 ? t : ggml_cast(ctx, t, GGML_TYPE_F32);
@@ -633,9 +646,11 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
     for (const Batch::Term & t : batch.terms) n_groups += t.groups.size();
     const int size = graph_size(n_groups);
 
+    // the graph's metadata lives in a buffer kept across batches (no fresh pages each time)
+    ctx_mem_.resize((size_t) size * 3 * ggml_tensor_overhead() + 2 * ggml_graph_overhead_custom(size, true));
     ggml_init_params ip = {
-        /*.mem_size   =*/ (size_t) size * 3 * ggml_tensor_overhead() + 2 * ggml_graph_overhead_custom(size, true),
-        /*.mem_buffer =*/ nullptr,
+        /*.mem_size   =*/ ctx_mem_.size(),
+        /*.mem_buffer =*/ ctx_mem_.data(),
         /*.no_alloc   =*/ true,
     };
     ggml_context * ctx = ggml_init(ip);
@@ -742,9 +757,11 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
     ggml_backend_tensor_set(mask, batch.mask.data(), 0, (size_t) T * T * sizeof(float));
     ggml_backend_tensor_set(rows, batch.rows.data(), 0, N * sizeof(int32_t));
     {
-        std::vector<float> onehot((size_t) hp.n_vocab * N, 0.0f);
-        for (int64_t i = 0; i < N; i++) onehot[(size_t) i * hp.n_vocab + batch.labels[i]] = 1.0f;
-        ggml_backend_tensor_set(labels, onehot.data(), 0, onehot.size() * sizeof(float));
+        // one-hot rows, in a buffer kept zero between batches
+        if (onehot_.size() < (size_t) hp.n_vocab * N) onehot_.assign((size_t) hp.n_vocab * N, 0.0f);
+        for (int64_t i = 0; i < N; i++) onehot_[(size_t) i * hp.n_vocab + batch.labels[i]] = 1.0f;
+        ggml_backend_tensor_set(labels, onehot_.data(), 0, (size_t) hp.n_vocab * N * sizeof(float));
+        for (int64_t i = 0; i < N; i++) onehot_[(size_t) i * hp.n_vocab + batch.labels[i]] = 0.0f;
     }
     if (loss_grad) {
         const float one = 1.0f;

@@ -35,6 +35,7 @@ struct EngineOptions {
     uint64_t seed = 0;
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
+    bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
 };
 
 // A tensor the optimizer updates, with its gradient accumulator and AdamW moments.
@@ -148,6 +149,9 @@ private:
     ggml_backend_buffer_t buf_lora_ = nullptr;
     ggml_backend_buffer_t buf_grad_ = nullptr;
     ggml_backend_buffer_t buf_moments_ = nullptr;
+
+    std::vector<uint8_t> ctx_mem_;   // graph metadata, reused
+    std::vector<float> onehot_;      // label rows, reused (all zero between batches)
 
     const std::atomic<bool> * abort_flag_ = nullptr;
     bool abortable_ = false;

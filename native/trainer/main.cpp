@@ -82,7 +82,8 @@ static void usage(const char * argv0) {
         "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
         "  --no-gpu              stay on the CPU\n"
-        "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n",
+        "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
+        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n",
         argv0, argv0, argv0);
 }
 
@@ -229,6 +230,14 @@ int main(int argc, char ** argv) {
                 return EXIT_ERROR;
             }
             eo.out_prod_as_mul_mat = m == "mul_mat";
+        }
+        else if (a == "--backward-weights") {
+            const std::string t = value();
+            if (t != "f32" && t != "bf16") {
+                fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
+                return EXIT_ERROR;
+            }
+            eo.frozen_bf16 = t == "bf16";
         }
         else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
         else {
