@@ -203,7 +203,8 @@ bool Engine::init_lora() {
             ggml_backend_tensor_set(p.a, host.data(), 0, host.size() * sizeof(float));
             host.assign(ggml_nelements(p.b), 0.0f);
             if (opt_.init_random_b) {
-                const float bound_b = 1.0f / sqrtf((float) r);
+                // sized so that the adapter's change stays moderate whatever alpha / rank
+                const float bound_b = 0.5f / (lora_scale() * sqrtf((float) r));
                 for (int64_t o = 0; o < n_out; o++) {
                     for (int64_t k = 0; k < r; k++) host[o * rp + k] = (float) ((rng.uniform() * 2 - 1) * bound_b);
                 }
@@ -273,7 +274,8 @@ bool Engine::load_adapter(const std::string & path) {
     lc.rank = 0;
     lc.alpha = gguf_get_val_f32(g, alpha_id);
     std::vector<std::array<std::pair<ggml_tensor *, ggml_tensor *>, MOD_COUNT>> found(n_layer);
-    for (ggml_tensor * t = ggml_get_first_tensor(meta_ctx); t; t = ggml_get_next_tensor(meta_ctx, t)) {
+    for (int64_t ti = 0; ti < gguf_get_n_tensors(g); ti++) {
+        ggml_tensor * t = ggml_get_tensor(meta_ctx, gguf_get_tensor_name(g, ti));
         std::string name = ggml_get_name(t);
         const bool is_a = name.size() > 7 && name.compare(name.size() - 7, 7, ".lora_a") == 0;
         const bool is_b = name.size() > 7 && name.compare(name.size() - 7, 7, ".lora_b") == 0;

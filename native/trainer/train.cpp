@@ -338,7 +338,7 @@ int run_train(const EngineOptions & eo_in, const TrainConfig & tc, const std::at
     }
 
     // the result, then a final checkpoint so that a resume of a finished run only rewrites it
-    KeyValues info = {{"task", identity[0].second}, {"steps", std::to_string(total)}, {"data", tc.data}};
+    KeyValues info = {{"task", identity[0].second}, {"steps", std::to_string(total)}};
     const bool ok = eo.full ? write_full_model(e, tc.out, info) : write_adapter(e, tc.out, info);
     if (!ok || !save(total)) return EXIT_ERROR;
     JsonLine().str("type", "done")

@@ -87,7 +87,8 @@ async function writeReferenceLogps(file: string, refs: readonly {chosen: number,
     await fs.writeFile(file, buf);
 }
 
-async function writeDpoData(model: Model, file: TrainingFile, pairs: DpoOptions["pairs"], align: "response" | "thought", ctx: number,
+/** @internal Tokenizes the pairs into the trainer's input file. */
+export async function writeDpoData(model: Model, file: TrainingFile, pairs: DpoOptions["pairs"], align: "response" | "thought", ctx: number,
                             overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
     const out: WrittenData = {records: 0, truncated: 0, sources: []};
     const source = typeof pairs === "string" ? pairs : "pairs";

@@ -96,9 +96,10 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
             }
             hooks.onProgress?.(event);
         },
-        explain: (message) => message.replace(/\brecord (\d+)\b/, (m, i: string) => {
+        // "…/data.bin: record 12: …" -> "examples.jsonl:13 (record 12): …"
+        explain: (message) => message.replace(/^(.*?): record (\d+)\b/, (m, file: string, i: string) => {
             const source = written.sources[Number(i)];
-            return source == null ? m : `${source} (${m})`;
+            return source == null || file !== files.data ? m : `${source} (record ${i})`;
         })
     });
     const done = run.events.findLast((e) => e.type === "done");

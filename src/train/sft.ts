@@ -41,7 +41,8 @@ export async function sft(options: SftOptions): Promise<TrainResult> {
         (model, file) => writeSftData(model, file, data, o.mask, o.ctx, o.overflow, o.systemPrompt, signal));
 }
 
-async function writeSftData(model: Model, file: TrainingFile, data: SftOptions["data"], mask: LossMask, ctx: number,
+/** @internal Tokenizes the examples into the trainer's input file. */
+export async function writeSftData(model: Model, file: TrainingFile, data: SftOptions["data"], mask: LossMask, ctx: number,
                             overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
     const out: WrittenData = {records: 0, truncated: 0, sources: []};
     const source = typeof data === "string" ? data : "examples";
