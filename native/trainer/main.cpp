@@ -78,6 +78,7 @@ static void usage(const char * argv0) {
         "  --log-every N         progress line every N steps (1)\n"
         "gradient check:\n"
         "  --entries N (4)  --fd-step X (1e-3, relative loss change)  --ref-shift X (0.5)\n"
+        "  --no-finite-differences  only the loss and the gradient norms\n"
         "runtime:\n"
         "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
@@ -219,6 +220,7 @@ int main(int argc, char ** argv) {
         else if (a == "--entries") gc.entries = int_in(1, 1 << 20);
         else if (a == "--fd-step") gc.step = float_in(1e-9, 1);
         else if (a == "--ref-shift") gc.ref_shift = float_in(-1e6, 1e6);
+        else if (a == "--no-finite-differences") gc.finite_differences = false;
         else if (a == "--tokens") tokens_arg = value();
         else if (a == "--threads") eo.threads = (int) int_in(1, 1024);
         else if (a == "--backend-dir") eo.backend_dir = value();

@@ -64,6 +64,7 @@ struct GradCheckConfig {
     float sft_alpha = 0.0f;
     DpoLoss dpo_loss = DpoLoss::SIGMOID;
     double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0
+    bool finite_differences = true; // false: report the loss and gradient norms only
 };
 
 // Compares ggml's gradients of every trainable tensor with central finite differences of

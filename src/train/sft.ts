@@ -47,7 +47,7 @@ export async function writeSftData(model: Model, file: TrainingFile, data: SftOp
     const out: WrittenData = {records: 0, truncated: 0, sources: []};
     const source = typeof data === "string" ? data : "examples";
     for await (const {where, value} of examples(data, signal)) {
-        const fail = (message: string) => new DataError(source, message, where.line, where.field);
+        const fail = (message: string) => new DataError(source, where.line == null ? `example ${where.index}: ${message}` : message, where.line, where.field);
         let t: TokenizedAnswer;
         try {
             t = "messages" in value ? tokenizeChat(model, value.messages as ChatMessage[])
