@@ -22,6 +22,7 @@ Engine::~Engine() {
     if (ctx_moments_) ggml_free(ctx_moments_);
     if (gpu_) ggml_backend_free(gpu_);
     if (cpu_) ggml_backend_free(cpu_);
+    if (threadpool_ && tp_free_) tp_free_(threadpool_);
 }
 
 bool Engine::abort_callback(void * data) {
@@ -64,6 +65,20 @@ bool Engine::init(const EngineOptions & opt) {
     if (set_threads) set_threads(cpu_, std::max(1, opt.threads));
     auto set_abort = (ggml_backend_set_abort_callback_t) ggml_backend_reg_get_proc_address(cpu_reg, "ggml_backend_set_abort_callback");
     if (set_abort) set_abort(cpu_, abort_callback, this);
+    // one thread pool for the whole run (without it every graph starts and joins its threads)
+    if (opt.threads > 1) {
+        using tp_new_t = ggml_threadpool_t (*)(ggml_threadpool_params *);
+        using tp_set_t = void (*)(ggml_backend_t, ggml_threadpool_t);
+        auto tp_new = (tp_new_t) ggml_backend_reg_get_proc_address(cpu_reg, "ggml_threadpool_new");
+        auto tp_set = (tp_set_t) ggml_backend_reg_get_proc_address(cpu_reg, "ggml_backend_cpu_set_threadpool");
+        tp_free_ = (void (*)(ggml_threadpool_t)) ggml_backend_reg_get_proc_address(cpu_reg, "ggml_threadpool_free");
+        if (tp_new && tp_set && tp_free_) {
+            ggml_threadpool_params tpp = ggml_threadpool_params_default(opt.threads);
+            tpp.poll = (uint32_t) opt.poll;
+            threadpool_ = tp_new(&tpp);
+            if (threadpool_) tp_set(cpu_, threadpool_);
+        }
+    }
 
     if (opt.use_gpu) {
         ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);

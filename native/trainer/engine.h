@@ -28,6 +28,7 @@ struct EngineOptions {
     std::string model_path;
     std::string backend_dir;     // where the ggml backend modules live (GGML_BACKEND_DL builds)
     int threads = 1;
+    int poll = 50;               // thread pool busy-wait level, 0 (sleep) to 100 (spin)
     bool full = false;           // train every weight (F32) instead of LoRA
     LoraConfig lora;
     std::string init_adapter;    // start LoRA from this adapter GGUF instead of A random, B = 0
@@ -141,6 +142,8 @@ private:
     std::vector<Trainable> train_;
 
     ggml_backend_t cpu_ = nullptr;
+    ggml_threadpool_t threadpool_ = nullptr;
+    void (*tp_free_)(ggml_threadpool_t) = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_sched_t sched_ = nullptr;
     ggml_context * ctx_lora_ = nullptr;

@@ -81,6 +81,7 @@ static void usage(const char * argv0) {
         "  --no-finite-differences  only the loss and the gradient norms\n"
         "runtime:\n"
         "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
+        "  --poll N              threads busy-wait between tasks, 0 (sleep) to 100 (spin) (50)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
         "  --no-gpu              stay on the CPU\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
@@ -223,6 +224,7 @@ int main(int argc, char ** argv) {
         else if (a == "--no-finite-differences") gc.finite_differences = false;
         else if (a == "--tokens") tokens_arg = value();
         else if (a == "--threads") eo.threads = (int) int_in(1, 1024);
+        else if (a == "--poll") eo.poll = (int) int_in(0, 100);
         else if (a == "--backend-dir") eo.backend_dir = value();
         else if (a == "--no-gpu") eo.use_gpu = false;
         else if (a == "--backward-products") {
