@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
+import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {TrainerError} from "../src/errors.js";
 import type {TrainerEvent} from "../src/train/runTrainer.js";
@@ -89,6 +90,22 @@ describe("backward products through frozen weights", () => {
             expect(a.size).toBe(28);
             for (const [name, v] of a) expect(Math.abs(v - b.get(name)!) / v, `${type} ${name}`).toBeLessThan(1e-3);
         }
+    });
+});
+
+describe("a Q4_K base", () => {
+    it("trains, with the same gradients on the matrix kernels as through OUT_PROD", async () => {
+        const file = path.join(tmpDir, "tiny-q4_k.gguf");
+        await getBackend().binding.quantize(await testModel("tiny"), file, 15 /* LLAMA_FTYPE_MOSTLY_Q4_K_M */, 1);
+        const data = await randomSftData(263, 4, 9);
+        const norms = async (mode: string) => new Map(grads(await trainer(["grad-check", "--model", file, "--data", data,
+            "--init-random-b", "--no-finite-differences", "--backward-products", mode])).map((g) => [g.tensor, g.grad_norm]));
+        const a = await norms("mul_mat");
+        const b = await norms("out_prod");
+        expect(a.size).toBe(56);
+        for (const [name, v] of a) expect(Math.abs(v - b.get(name)!) / v, name).toBeLessThan(1e-3);
+        const events = await trainer(["sft", "--model", file, "--data", data, "--out", path.join(tmpDir, "q4k.gguf"), "--epochs", "3"]);
+        expect(events.filter((e) => e.type === "step").length).toBe(3);
     });
 });
 

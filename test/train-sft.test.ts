@@ -5,7 +5,8 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
-import {getBackend} from "../src/engine/binding.js";
+import {llamaTool, toolCwd} from "../src/bench/llamaTools.js";
+import {getBackend, packageRoot} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {AbortError} from "../src/errors.js";
 import {formatThought} from "../src/format/formatThought.js";
@@ -85,6 +86,61 @@ describe("sft on the tiny model", () => {
                 expect(Math.abs(row[tok]! - lse - scored[i]!.logprobs[j]!)).toBeLessThan(2e-3);
             });
         }
+    });
+
+    it("writes an adapter that llama.cpp's own llama-perplexity loads (--lora)", async () => {
+        const text = records().map((r) => model.detokenize([...r.prompt, ...r.completion], {special: true})).join("").repeat(3);
+        const textFile = path.join(tmpDir, "sft-ppl.txt");
+        fs.writeFileSync(textFile, text);
+        const tool = await llamaTool("llama-perplexity", getBackend().variant, () => {});
+        const ppl = async (extra: string[]) => {
+            const res = await execa(tool.binary, ["-m", modelPath, "-f", textFile, "-c", "128", "-b", "512", "-t", "1", ...extra],
+                {cwd: toolCwd(tool.variant), all: true});
+            return Number(/Final estimate: PPL = ([\d.]+)/.exec(res.all ?? "")?.[1]);
+        };
+        const plain = await ppl([]);
+        const adapted = await ppl(["--lora", adapterPath]);
+        expect(plain).toBeGreaterThan(100);
+        expect(adapted).toBeLessThan(plain / 2);
+    }, 120_000);
+
+    it("trains every weight with full: true and writes a model llama.cpp loads, with a lower NLL", async () => {
+        const small = await testModel("tiny-qwen2");
+        const out = path.join(tmpDir, "full.gguf");
+        const r = await sft({...base, model: small, data: examples, out, full: true, epochs: 4, optimizer: {lr: 2e-3}});
+        expect(r.done.out).toBe(out);
+        const before = await loadModel(small);
+        const after = await loadModel(out);
+        try {
+            expect(after.facts.architecture).toBe("qwen2");
+            const recs = examples.map((e) => tokenizeChat(before, [{role: "user", content: (e as {question: string}).question},
+                {role: "assistant", content: (e as {response: string}).response}])).map((t) => ({prompt: t.prompt, completion: t.completion}));
+            const nll = async (m: Model) => {
+                const s = m.scorer({parallel: 4});
+                const rs = await s.score(recs);
+                s.dispose();
+                return -rs.reduce((a, x) => a + x.sum, 0) / rs.reduce((a, x) => a + x.tokens, 0);
+            };
+            expect(await nll(after)).toBeLessThan(0.7 * await nll(before));
+        } finally {
+            await before.dispose();
+            await after.dispose();
+        }
+    });
+
+    it("runs from the command line: still train sft … --json", async () => {
+        const data = path.join(tmpDir, "cli-sft.jsonl");
+        fs.writeFileSync(data, examples.map((e) => JSON.stringify(e)).join("\n") + "\n");
+        const out = path.join(tmpDir, "cli-sft.gguf");
+        const res = await execa(process.execPath, [path.join(packageRoot, "dist", "src", "cli", "main.js"), "train", "sft", "--model", modelPath,
+            "--data", data, "--out", out, "--no-system", "--ctx", "256", "--max-steps", "2", "--threads", "1", "--json"], {reject: false});
+        expect(res.exitCode, res.stderr).toBe(0);
+        const summary = JSON.parse(res.stdout.trim()) as {out: string, steps: number, records: number};
+        expect(summary).toMatchObject({out, steps: 2, records: examples.length});
+        const bad = await execa(process.execPath, [path.join(packageRoot, "dist", "src", "cli", "main.js"), "train", "sft", "--model", modelPath,
+            "--data", data, "--out", out, "--rank", "zero"], {reject: false});
+        expect(bad.exitCode).toBe(1);
+        expect(bad.stderr).toMatch(/^still: error: invalid options/);
     });
 
     it("trains only the thought with mask 'thought'", async () => {
