@@ -78,6 +78,19 @@ describe("still-train DPO gradients", () => {
     });
 });
 
+describe("packing", () => {
+    it("spreads many short DPO pairs over rows with a bounded number of loss groups", async () => {
+        const modelPath = await testModel("tiny-qwen2");
+        const data = await randomDpoData(263, 300, 11);
+        const events = await trainer(["dpo", "--model", modelPath, "--data", data, "--out", path.join(tmpDir, "many.gguf"),
+            "--ctx", "16384", "--sft-alpha", "0.5", "--max-steps", "3"]);
+        const start = events.find((e) => e.type === "start");
+        // 300 pairs of about 20 tokens fit one 16384-token row, but not its loss groups
+        expect(start?.type === "start" && start.steps).toBe(3);
+        expect(events.filter((e) => e.type === "step").length).toBe(3);
+    });
+});
+
 describe("backward products through frozen weights", () => {
     it("give the same gradients on the matrix kernels as ggml's OUT_PROD, on F32, F16 and Q8_0 bases", async () => {
         for (const type of ["f32", "f16", "q8_0"] as const) {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
+#include <set>
 
 #include "common.h"
 
@@ -185,6 +187,28 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
             build(it.b, rejected, rw, nullptr);
         }
     }
+    // loss groups per item, for the packing
+    for (uint64_t i = 0; i < n_records; i++) {
+        Item & it = out.items[i];
+        auto distinct = [](const std::vector<float> & w) {
+            std::set<float> s;
+            for (size_t j = 1; j < w.size(); j++) if (w[j] > 0) s.insert(w[j]);
+            return std::vector<float>(s.begin(), s.end());
+        };
+        if (out.task == Task::SFT) {
+            it.weights = distinct(it.a.weights);
+            it.groups = (int) it.weights.size();
+        } else {
+            it.groups = (int) (distinct(it.a.weights).size() + distinct(it.b.weights).size() +
+                               (it.a.sft_weights == it.a.weights ? 0 : distinct(it.a.sft_weights).size()));
+        }
+        if (it.groups > MAX_ROW_GROUPS) {
+            fprintf(stderr, "%s: error: %s: record %llu has %d distinct loss weights; at most %d are supported\n",
+                    __func__, path.c_str(), (unsigned long long) i, it.groups, MAX_ROW_GROUPS);
+            return false;
+        }
+    }
+
     uint8_t extra;
     if (fread(&extra, 1, 1, f) == 1) {
         fprintf(stderr, "%s: error: %s has bytes after its last record (%llu records announced)\n",
@@ -200,14 +224,24 @@ std::vector<Step> make_plan(const Dataset & data, int64_t epochs, int64_t max_le
         const std::vector<int64_t> order = shuffled_indices((int64_t) data.items.size(), seed, (uint64_t) e);
         std::vector<Row> rows;
         Row cur;
+        std::vector<float> weights; // SFT: the distinct weights in the current row
+        int groups = 0;             // DPO: loss groups in the current row
         for (int64_t idx : order) {
-            const int64_t len = data.items[idx].length();
-            if (cur.tokens > 0 && cur.tokens + len > max_len) {
+            const Item & it = data.items[idx];
+            const int64_t len = it.length();
+            std::vector<float> merged;
+            std::set_union(weights.begin(), weights.end(), it.weights.begin(), it.weights.end(), std::back_inserter(merged));
+            const int row_groups = data.task == Task::SFT ? (int) merged.size() : groups + it.groups;
+            if (cur.tokens > 0 && (cur.tokens + len > max_len || row_groups > MAX_ROW_GROUPS)) {
                 rows.push_back(cur);
                 cur = Row();
+                merged = it.weights;
+                groups = 0;
             }
             cur.items.push_back(idx);
             cur.tokens += len;
+            weights = merged;
+            groups += it.groups;
         }
         if (cur.tokens > 0) rows.push_back(cur);
         for (size_t r = 0; r < rows.size(); r += accum) {

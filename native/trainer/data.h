@@ -36,6 +36,8 @@ struct Sequence {
 struct Item {
     Sequence a; // example, or prompt + chosen
     Sequence b; // prompt + rejected (DPO)
+    std::vector<float> weights; // SFT: its distinct loss weights above 0, sorted
+    int groups = 0;             // DPO: the loss groups it adds to a row (one per distinct weight of each term)
     int64_t length() const { return (int64_t) a.tokens.size() + (int64_t) b.tokens.size(); }
 };
 
@@ -63,9 +65,13 @@ struct Step {
     std::vector<Row> rows;
 };
 
+// Most loss groups (runs of rows with one weight, per term) in one packed row: ggml's graph
+// allocator runs out of free blocks with many hundreds of small loss tensors.
+const int MAX_ROW_GROUPS = 128;
+
 // Every step of the run: per epoch the items in a seeded order, packed greedily into
-// rows of at most `max_len` tokens, `accum` rows per step. Deterministic, so a resumed
-// run rebuilds the same plan.
+// rows of at most `max_len` tokens and MAX_ROW_GROUPS loss groups, `accum` rows per step.
+// Deterministic, so a resumed run rebuilds the same plan.
 std::vector<Step> make_plan(const Dataset & data, int64_t epochs, int64_t max_len, int64_t accum, uint64_t seed);
 
 } // namespace st

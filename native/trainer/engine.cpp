@@ -137,13 +137,22 @@ bool Engine::init(const EngineOptions & opt) {
     ggml_backend_buffer_clear(buf_grad_, 0);
     ggml_backend_buffer_clear(buf_moments_, 0);
 
+    return ensure_sched(2 * graph_size(64));
+}
+
+// The scheduler sizes its tables for a number of graph nodes: it is made again, larger,
+// when a graph outgrows it (rows with many DPO pairs or many distinct loss weights).
+bool Engine::ensure_sched(int size) {
+    if (sched_ && size <= sched_size_) return true;
+    if (sched_) ggml_backend_sched_free(sched_);
     ggml_backend_t backends[2];
     int n_backends = 0;
     if (gpu_) backends[n_backends++] = gpu_;
     backends[n_backends++] = cpu_;
-    sched_ = ggml_backend_sched_new(backends, nullptr, n_backends, 2 * (size_t) graph_size(64), false, false);
+    sched_size_ = size;
+    sched_ = ggml_backend_sched_new(backends, nullptr, n_backends, (size_t) size, false, false);
     if (!sched_) {
-        fprintf(stderr, "%s: error: cannot create the backend scheduler\n", __func__);
+        fprintf(stderr, "ensure_sched: error: cannot create the backend scheduler\n");
         return false;
     }
     return true;
@@ -446,6 +455,9 @@ const double TRANSPOSE_ELEM = 0.5;  // per element of a transposing copy (transp
 const double GEMM_FMA = 0.02;       // per multiply-add in the blocked matrix kernel
 }
 
+// A frozen weight whose F32 transpose would be larger than this is multiplied in slices.
+const size_t FROZEN_CHUNK_BYTES = 64u << 20;
+
 // dst = src[0] with dims 0 and 1 swapped, contiguous F32 (or BF16); src[0] is F32 (any strides) or
 // a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing
 // CONT copies element by element, which costs more than the products it feeds.
@@ -488,6 +500,50 @@ static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
                     d[k] = (uint16_t) ((u + 0x7fff + ((u >> 16) & 1)) >> 16);
                 }
             }
+        }
+    }
+}
+
+// node = OUT_PROD(W, dyᵀ) with W [M, K] frozen: node := Σ over slices of K of MUL_MAT(W_sliceᵀ, dy_slice).
+void Engine::chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor * node) {
+    ggml_tensor * w = node->src[0];
+    ggml_tensor * dy = node->src[1]->src[0]; // [K, N], contiguous
+    const int64_t M = w->ne[0], K = w->ne[1], N = dy->ne[1];
+    int64_t kc = (int64_t) (FROZEN_CHUNK_BYTES / (M * sizeof(float))) / 256 * 256;
+    kc = std::max<int64_t>(256, kc);
+    ggml_tensor * sum = nullptr;
+    for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t n = std::min(kc, K - k0);
+        ggml_tensor * ws = ggml_view_2d(ctx, w, M, n, w->nb[1], k0 * w->nb[1]);
+        ggml_tensor * wt;
+        if (!gpu_) {
+            ggml_tensor * args[1] = {ws};
+            wt = ggml_custom_4d(ctx, opt_.frozen_bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F32, n, M, 1, 1, args, 1, transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
+        } else {
+            wt = ggml_cont(ctx, ggml_transpose(ctx, ws->type == GGML_TYPE_F32 ? ws : ggml_cast(ctx, ggml_cont(ctx, ws), GGML_TYPE_F32)));
+        }
+        ggml_tensor * dys = ggml_cont(ctx, ggml_view_2d(ctx, dy, n, N, dy->nb[1], k0 * sizeof(float)));
+        ggml_tensor * p = ggml_mul_mat(ctx, wt, dys); // [M, N]
+        if (k0 + n < K) {
+            // summed as the slices come, so each slice's copies can be freed before the next
+            sum = sum ? ggml_add(ctx, sum, p) : p;
+            ggml_build_forward_expand(out, sum);
+            continue;
+        }
+        // the node itself becomes the last product or sum (its consumers keep pointing at it)
+        memset(node->op_params, 0, sizeof(node->op_params));
+        for (int i = 0; i < GGML_MAX_SRC; i++) node->src[i] = nullptr;
+        if (sum == nullptr) {
+            ggml_build_forward_expand(out, wt);
+            ggml_build_forward_expand(out, dys);
+            node->op = GGML_OP_MUL_MAT;
+            node->src[0] = wt;
+            node->src[1] = dys;
+        } else {
+            ggml_build_forward_expand(out, p);
+            node->op = GGML_OP_ADD;
+            node->src[0] = sum;
+            node->src[1] = p;
         }
     }
 }
@@ -535,7 +591,13 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
             if (!free_transpose(b)) mul_mat_ns += batches * N * K * TRANSPOSE_ELEM;
             // the blocked kernel needs the summed dimension in whole vector blocks
             const bool blocked = a->ne[1] % 16 == 0 && a->ne[0] % 4 == 0;
-            if (a->type != GGML_TYPE_F32 || (blocked && mul_mat_ns < out_prod_ns)) {
+            const bool frozen = a->buffer == model_.buf && !(a->flags & GGML_TENSOR_FLAG_PARAM) && ggml_n_dims(a) == 2 &&
+                                ggml_n_dims(node) == 2 && free_transpose(b) && !transposed.count(a);
+            if (frozen && K * M * sizeof(float) > FROZEN_CHUNK_BYTES) {
+                // a large frozen weight (a vocabulary projection): transposed and multiplied in
+                // slices of its rows, so no full transposed copy is held at any time
+                chunked_product(ctx, out, node);
+            } else if (a->type != GGML_TYPE_F32 || (blocked && mul_mat_ns < out_prod_ns)) {
                 ggml_tensor * at = transpose_of(a); // [K, M]
                 ggml_tensor * bt = transpose_of(b); // [K, N]
                 node->op = GGML_OP_MUL_MAT;
@@ -663,8 +725,11 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
     for (const Batch::Term & t : batch.terms) n_groups += t.groups.size();
     const int size = graph_size(n_groups);
 
-    // the graph's metadata lives in a buffer kept across batches (no fresh pages each time)
-    ctx_mem_.resize((size_t) size * 3 * ggml_tensor_overhead() + 2 * ggml_graph_overhead_custom(size, true));
+    // the graph's metadata lives in a buffer kept across batches (no fresh pages each time);
+    // the rewrite of the backward pass makes a second graph, up to twice as large
+    if (!ensure_sched(4 * size)) return false;
+    ctx_mem_.resize((size_t) size * 5 * ggml_tensor_overhead() + ggml_graph_overhead_custom(size, true) +
+                    ggml_graph_overhead_custom(2 * size, false));
     ggml_init_params ip = {
         /*.mem_size   =*/ ctx_mem_.size(),
         /*.mem_buffer =*/ ctx_mem_.data(),
@@ -761,7 +826,7 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
         ggml_build_backward_expand(ctx, gf, grad_accs.data());
         loss_grad = ggml_graph_get_grad_acc(gf, loss);
         ggml_set_input(loss_grad);
-        if (opt_.out_prod_as_mul_mat) gf = rewrite_out_prods(ctx, gf, size);
+        if (opt_.out_prod_as_mul_mat) gf = rewrite_out_prods(ctx, gf, 2 * size);
     }
 
     ggml_backend_sched_reset(sched_);
@@ -774,11 +839,10 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
     ggml_backend_tensor_set(mask, batch.mask.data(), 0, (size_t) T * T * sizeof(float));
     ggml_backend_tensor_set(rows, batch.rows.data(), 0, N * sizeof(int32_t));
     {
-        // one-hot rows, in a buffer kept zero between batches
-        if (onehot_.size() < (size_t) hp.n_vocab * N) onehot_.assign((size_t) hp.n_vocab * N, 0.0f);
-        for (int64_t i = 0; i < N; i++) onehot_[(size_t) i * hp.n_vocab + batch.labels[i]] = 1.0f;
-        ggml_backend_tensor_set(labels, onehot_.data(), 0, (size_t) hp.n_vocab * N * sizeof(float));
-        for (int64_t i = 0; i < N; i++) onehot_[(size_t) i * hp.n_vocab + batch.labels[i]] = 0.0f;
+        // one-hot rows, written in place: no host copy of n_vocab × rows floats
+        ggml_backend_tensor_memset(labels, 0, 0, ggml_nbytes(labels));
+        const float one = 1.0f;
+        for (int64_t i = 0; i < N; i++) ggml_backend_tensor_set(labels, &one, ((size_t) i * hp.n_vocab + batch.labels[i]) * sizeof(float), sizeof(float));
     }
     if (loss_grad) {
         const float one = 1.0f;

@@ -131,10 +131,12 @@ private:
     ggml_tensor * linear(ggml_context * ctx, int il, int mod, ggml_tensor * x);
     ggml_tensor * forward(ggml_context * ctx, ggml_tensor * tokens, ggml_tensor * pos, ggml_tensor * mask);
     ggml_cgraph * rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, int graph_size);
+    void chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor * node);
     bool compute(ggml_cgraph * gf, bool abortable);
     bool init_lora();
     bool load_adapter(const std::string & path);
     int graph_size(size_t n_groups) const;
+    bool ensure_sched(int size);
 
     EngineOptions opt_;
     BaseModel model_;
@@ -146,6 +148,7 @@ private:
     void (*tp_free_)(ggml_threadpool_t) = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_sched_t sched_ = nullptr;
+    int sched_size_ = 0;
     ggml_context * ctx_lora_ = nullptr;
     ggml_context * ctx_grad_ = nullptr;
     ggml_context * ctx_moments_ = nullptr;
@@ -154,7 +157,6 @@ private:
     ggml_backend_buffer_t buf_moments_ = nullptr;
 
     std::vector<uint8_t> ctx_mem_;   // graph metadata, reused
-    std::vector<float> onehot_;      // label rows, reused (all zero between batches)
 
     const std::atomic<bool> * abort_flag_ = nullptr;
     bool abortable_ = false;

@@ -124,6 +124,10 @@ static bool read_hparams(const std::string & path, const gguf_context * g, Hpara
         return false;
     }
     hp.head_dim = key_len;
+    if (hp.head_dim % 2 != 0) {
+        fprintf(stderr, "%s: error: %s: head size %lld is odd; rotary embeddings need an even size\n", __func__, path.c_str(), (long long) hp.head_dim);
+        return false;
+    }
     if (!opt_int("rope.dimension_count", hp.n_rot, hp.head_dim)) return false;
     if (hp.n_rot != hp.head_dim) {
         fprintf(stderr, "%s: error: %s: partial rotary embeddings (%lld of %lld dimensions) are not supported\n",

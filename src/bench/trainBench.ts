@@ -101,8 +101,10 @@ function stepFigures(evs: TrainerEvent[]) {
     return {secondsPerStep: (last.elapsed - first.elapsed) / (steps.length - 1), tokensPerS: tokens / (last.elapsed - first.elapsed)};
 }
 
+let runNo = 0;
 async function runStill(task: "sft" | "dpo", modelPath: string, data: string, steps: number, ctx: number) {
-    const out = path.join(work, `${task}-${path.basename(modelPath)}.gguf`);
+    // a fresh run each time: no checkpoint or cached reference log-probs carried over
+    const out = path.join(work, `${task}-${runNo++}-${path.basename(modelPath)}.gguf`);
     const {res, rss} = await timed(trainBin, [task, "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
         "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--backend-dir", backendDir]);
     if (res.exitCode !== 0) throw new Error(`still-train ${task} failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);

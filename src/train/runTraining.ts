@@ -83,25 +83,31 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
     const history: StepEvent[] = [];
     let startStep = 0;
     let steps = 0;
-    const run = await runTrainer(command, args, {
-        ...(hooks.signal == null ? {} : {signal: hooks.signal}),
-        onEvent: (event) => {
-            if (event.type === "start") {
-                startStep = event.step;
-                steps = event.steps;
-            }
-            if (event.type === "step") {
-                history.push(event);
-                void fs.appendFile(files.metrics, JSON.stringify(event) + "\n");
-            }
-            hooks.onProgress?.(event);
-        },
-        // "…/data.bin: record 12: …" -> "examples.jsonl:13 (record 12): …"
-        explain: (message) => message.replace(/^(.*?): record (\d+)\b/, (m, file: string, i: string) => {
-            const source = written.sources[Number(i)];
-            return source == null || file !== files.data ? m : `${source} (record ${i})`;
-        })
-    });
+    let metricsWritten: Promise<void> = Promise.resolve();
+    let run: Awaited<ReturnType<typeof runTrainer>>;
+    try {
+        run = await runTrainer(command, args, {
+            ...(hooks.signal == null ? {} : {signal: hooks.signal}),
+            onEvent: (event) => {
+                if (event.type === "start") {
+                    startStep = event.step;
+                    steps = event.steps;
+                }
+                if (event.type === "step") {
+                    history.push(event);
+                    metricsWritten = metricsWritten.then(() => fs.appendFile(files.metrics, JSON.stringify(event) + "\n"));
+                }
+                hooks.onProgress?.(event);
+            },
+            // "…/data.bin: record 12: …" -> "examples.jsonl:13 (record 12): …"
+            explain: (message) => message.replace(/^(.*?): record (\d+)\b/, (m, file: string, i: string) => {
+                const source = written.sources[Number(i)];
+                return source == null || file !== files.data ? m : `${source} (record ${i})`;
+            })
+        });
+    } finally {
+        await metricsWritten; // every step line on disk, also when the run stops
+    }
     const done = run.events.findLast((e) => e.type === "done");
     if (done == null) throw new TrainerError("the trainer finished without reporting its result.", run.exitCode, "");
     const result: TrainResult = {
