@@ -12,6 +12,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <exception>
+#include <new>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -107,7 +109,20 @@ static bool parse_float(const char * s, double & out) {
     return true;
 }
 
+static int run(int argc, char ** argv);
+
 int main(int argc, char ** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::bad_alloc &) {
+        fprintf(stderr, "main: error: out of memory; try a smaller --ctx, fewer --grad-accum rows or a smaller model\n");
+    } catch (const std::exception & e) {
+        fprintf(stderr, "main: error: %s\n", e.what());
+    }
+    return EXIT_ERROR;
+}
+
+static int run(int argc, char ** argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argv[0]);
         return argc < 2 ? EXIT_ERROR : EXIT_OK;
@@ -186,7 +201,7 @@ int main(int argc, char ** argv) {
         }
         else if (a == "--adapter") eo.init_adapter = value();
         else if (a == "--init-random-b") eo.init_random_b = true;
-        else if (a == "--ctx") tc.ctx = gc.ctx = int_in(2, 1 << 20);
+        else if (a == "--ctx") tc.ctx = gc.ctx = int_in(2, 1 << 16);
         else if (a == "--epochs") tc.epochs = int_in(1, 1 << 20);
         else if (a == "--grad-accum") tc.grad_accum = int_in(1, 1 << 20);
         else if (a == "--max-steps") tc.max_steps = int_in(0, BIG);

@@ -43,7 +43,7 @@ export const trainingOptionsSchema = z.object({
     /** Passes over the data. */
     epochs: z.number().int().min(1).default(1),
     /** Longest packed row in tokens: short examples share a row, each attending only to itself. */
-    ctx: z.number().int().min(16).max(1 << 20).default(1024),
+    ctx: z.number().int().min(16).max(1 << 16).default(1024),
     /** Rows per optimizer step. */
     gradAccum: z.number().int().min(1).default(1),
     /** Stop after this many optimizer steps (0: all epochs); the schedule spans them. */
