@@ -80,6 +80,7 @@ Napi::Value AddonScorer::Run(const Napi::CallbackInfo & info) {
         Napi::Object o = v.As<Napi::Object>();
         (*records)[i].prompt = int_array(env, o.Get("prompt"), "prompt");
         (*records)[i].completion = int_array(env, o.Get("completion"), "completion");
+        (*records)[i].decode_last = bool_option(o, "decodeLast", false);
     }
     auto abort = AddonAbortFlag::From(env, info.Length() > 2 ? info[2] : env.Undefined());
     if (!abort) abort = std::make_shared<std::atomic<bool>>(false);

@@ -33,6 +33,17 @@ std::shared_ptr<Adapter> Adapter::load(std::shared_ptr<Model> model, const std::
 
 Adapter::~Adapter() { llama_adapter_lora_free(adapter_); }
 
+void apply_adapters(llama_context * ctx, const std::vector<std::pair<std::shared_ptr<Adapter>, float>> & adapters) {
+    std::vector<llama_adapter_lora *> ptrs;
+    std::vector<float> scales;
+    for (const auto & a : adapters) {
+        ptrs.push_back(a.first->raw());
+        scales.push_back(a.second);
+    }
+    if (llama_set_adapters_lora(ctx, ptrs.data(), ptrs.size(), scales.data()) != 0)
+        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+}
+
 // --- engine ----------------------------------------------------------------------
 
 namespace {
@@ -156,20 +167,8 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     const bool unified = params_.kv_unified > 0;
     const uint32_t needed = params_.n_ctx > 0 ? params_.n_ctx : required_cells(requests);
     ensure_context(needed, unified, n_parallel);
-    abort_ = abort;
-    struct AbortReset {
-        const std::atomic<bool> *& flag;
-        ~AbortReset() { flag = nullptr; }
-    } abort_reset{abort_};
-
-    std::vector<llama_adapter_lora *> lora_ptrs;
-    std::vector<float> lora_scales;
-    for (const auto & a : adapters_) {
-        lora_ptrs.push_back(a.first->raw());
-        lora_scales.push_back(a.second);
-    }
-    if (llama_set_adapters_lora(ctx_, lora_ptrs.data(), lora_ptrs.size(), lora_scales.data()) != 0)
-        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+    AbortScope abort_scope(abort_, abort);
+    apply_adapters(ctx_, adapters_);
 
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_clear(mem, true);
@@ -331,6 +330,7 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     std::unique_ptr<WorkPool> pool;
     if (params_.n_threads > 1 && n_parallel >= 4) pool = std::make_unique<WorkPool>(params_.n_threads - 1);
     std::vector<int32_t> sampling_slots;
+    std::vector<const float *> sampling_logits;
     std::vector<std::pair<llama_token, float>> sampled;
 
     // --- the loop ---
@@ -457,9 +457,13 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
         for (int32_t s = 0; s < n_parallel; s++)
             if (slots[s].active && slots[s].out_row >= 0) sampling_slots.push_back(s);
         sampled.resize(sampling_slots.size());
+        // llama_get_logits_ith synchronizes and may reorder the output rows: not for
+        // worker threads. Take every row's address here first.
+        sampling_logits.resize(sampling_slots.size());
+        for (size_t i = 0; i < sampling_slots.size(); i++) sampling_logits[i] = llama_get_logits_ith(ctx_, slots[sampling_slots[i]].out_row);
         const std::function<void(int32_t)> sample_one = [&](int32_t i) {
             Slot & slot = slots[sampling_slots[i]];
-            sampled[i].first = slot.sampler->sample(llama_get_logits_ith(ctx_, slot.out_row), &sampled[i].second);
+            sampled[i].first = slot.sampler->sample(sampling_logits[i], &sampled[i].second);
         };
         if (pool != nullptr && sampling_slots.size() >= 4) pool->run(static_cast<int32_t>(sampling_slots.size()), sample_one);
         else for (size_t i = 0; i < sampling_slots.size(); i++) sample_one(static_cast<int32_t>(i));

@@ -87,6 +87,22 @@ private:
     llama_adapter_lora * adapter_;
 };
 
+// Sets `adapters` (with their scales) on a context; [] removes them.
+void apply_adapters(llama_context * ctx, const std::vector<std::pair<std::shared_ptr<Adapter>, float>> & adapters);
+
+// Points an engine's abort pointer (read by llama.cpp's abort callback) at a call's flag
+// for the call's duration.
+class AbortScope {
+public:
+    AbortScope(const std::atomic<bool> *& slot, const std::atomic<bool> * flag) : slot_(slot) { slot_ = flag; }
+    ~AbortScope() { slot_ = nullptr; }
+    AbortScope(const AbortScope &) = delete;
+    AbortScope & operator=(const AbortScope &) = delete;
+
+private:
+    const std::atomic<bool> *& slot_;
+};
+
 class RolloutEngine {
 public:
     RolloutEngine(std::shared_ptr<Model> model, const EngineParams & params);

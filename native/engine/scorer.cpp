@@ -125,20 +125,8 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
                                                       std::to_string(records[i].prompt.size() + records[i].completion.size()) +
                                                       " tokens, more than the " + std::to_string(seq_cells) + " a sequence holds");
     ensure_context(seq_cells);
-    abort_ = abort;
-    struct AbortReset {
-        const std::atomic<bool> *& flag;
-        ~AbortReset() { flag = nullptr; }
-    } abort_reset{abort_};
-
-    std::vector<llama_adapter_lora *> lora_ptrs;
-    std::vector<float> lora_scales;
-    for (const auto & a : adapters_) {
-        lora_ptrs.push_back(a.first->raw());
-        lora_scales.push_back(a.second);
-    }
-    if (llama_set_adapters_lora(ctx_, lora_ptrs.data(), lora_ptrs.size(), lora_scales.data()) != 0)
-        throw EngineError("invalid_argument", "llama.cpp refused the LoRA adapters for this model");
+    AbortScope abort_scope(abort_, abort);
+    apply_adapters(ctx_, adapters_);
 
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_clear(mem, true);
@@ -177,6 +165,7 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
     std::unique_ptr<WorkPool> pool;
     if (params_.n_threads > 1) pool = std::make_unique<WorkPool>(params_.n_threads - 1);
     std::vector<Row> rows;
+    std::vector<const float *> row_logits;
     std::vector<float> row_logprobs;
 
     auto emit = [&](int32_t s) {
@@ -201,8 +190,8 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
         slot.logprobs.assign(rec.completion.size(), 0.0f);
         slot.scored = 0;
         slot.feed = decode_prompt ? 0 : rec.prompt.size();
-        // The last completion token predicts nothing we need.
-        slot.end = rec.prompt.size() + rec.completion.size() - 1;
+        // The last completion token predicts nothing we need (unless asked to decode it).
+        slot.end = rec.prompt.size() + rec.completion.size() - (rec.decode_last ? 0 : 1);
         if (!decode_prompt) {
             // The first completion token's log-probability comes from the prompt's logits.
             slot.logprobs[0] = group.last_logits[rec.completion[0]] - group.last_lse;
@@ -294,10 +283,15 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
         // 4. Log-softmax of every output row at its target token, over the CPU threads.
         const Clock::time_point tl = Clock::now();
         row_logprobs.resize(rows.size());
+        // llama_get_logits_ith synchronizes and may reorder the output rows: not for
+        // worker threads. Take every row's address here first.
+        row_logits.resize(rows.size());
+        for (size_t i = 0; i < rows.size(); i++) row_logits[i] = llama_get_logits_ith(ctx_, rows[i].index);
         const std::function<void(int32_t)> score_row = [&](int32_t i) {
             const Row & row = rows[i];
             const ScoreRecord & rec = records[slots[row.slot].record];
-            const float * logits = llama_get_logits_ith(ctx_, row.index);
+            if (row.pos + 1 - rec.prompt.size() >= rec.completion.size()) return; // the unused last row
+            const float * logits = row_logits[i];
             const llama_token target = rec.completion[row.pos + 1 - rec.prompt.size()];
             int32_t unused = 0;
             row_logprobs[i] = logits[target] - log_sum_exp(logits, n_vocab, &unused);
@@ -313,16 +307,17 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
                 group.ready = true;
                 // Records of this group started later need the prompt's last logits.
                 if (group.next < group.records.size()) {
-                    const float * logits = llama_get_logits_ith(ctx_, row.index);
+                    const float * logits = row_logits[i];
                     group.last_logits.assign(logits, logits + n_vocab);
                     int32_t unused = 0;
                     group.last_lse = log_sum_exp(logits, n_vocab, &unused);
                 }
             }
+            if (row.pos + 1 - rec.prompt.size() >= rec.completion.size()) continue;
             slot.logprobs[row.pos + 1 - rec.prompt.size()] = row_logprobs[i];
             slot.scored++;
+            stats.tokens_scored++;
         }
-        stats.tokens_scored += static_cast<int64_t>(rows.size());
         stats.softmax_ms += ms_between(tl, Clock::now());
         for (int32_t s = 0; s < n_parallel; s++)
             if (slots[s].active && slots[s].scored == records[slots[s].record].completion.size()) emit(s);

@@ -20,6 +20,9 @@ namespace still {
 struct ScoreRecord {
     std::vector<llama_token> prompt;     // at least one token
     std::vector<llama_token> completion; // the tokens scored
+    // Also decode the last completion token, with logits (unused): the batches then have
+    // exactly llama-perplexity's shape, and so its numerics.
+    bool decode_last = false;
 };
 
 struct ScoreResult {

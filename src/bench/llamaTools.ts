@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
+import {makeModel} from "../../models/makeModel.js";
 import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
 
@@ -40,4 +41,15 @@ export function toolCwd(variant: VariantInfo) {
 /** GNU time, for a child's peak RSS, where installed. */
 export function gnuTime(): string | null {
     return fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+}
+
+/** The benchmarks' model: the given one, or the qwen2.5-0.5b preset at Q8_0, made once in models/. */
+export async function benchModel(given: string | undefined, log: (line: string) => void): Promise<string> {
+    if (given != null) return given;
+    const model = path.join(packageRoot, "models", "qwen2.5-0.5b-q8_0.gguf");
+    if (!fs.existsSync(model)) {
+        log(`making ${path.relative(process.cwd(), model)} (the qwen2.5-0.5b preset, random weights)…`);
+        await makeModel({preset: "qwen2.5-0.5b", type: "q8_0", out: model});
+    }
+    return model;
 }

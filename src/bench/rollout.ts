@@ -15,10 +15,9 @@ import {fileURLToPath} from "node:url";
 import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
-import {makeModel} from "../../models/makeModel.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+import {benchModel, gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
 
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null};
 type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures};
@@ -47,14 +46,7 @@ const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "rolloutWorker.js");
 
-let model = options.model;
-if (model == null) {
-    model = path.join(packageRoot, "models", "qwen2.5-0.5b-q8_0.gguf");
-    if (!fs.existsSync(model)) {
-        log(`making ${path.relative(process.cwd(), model)} (the qwen2.5-0.5b preset, random weights)…`);
-        await makeModel({preset: "qwen2.5-0.5b", type: "q8_0", out: model});
-    }
-}
+const model = await benchModel(options.model, log);
 const variant = getBackend().variant;
 const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
 

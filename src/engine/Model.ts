@@ -287,7 +287,7 @@ export class Model {
      * second half of each scored, batchSize / ctx chunks decoded together), so the two can
      * be compared on the same file.
      */
-    async perplexity(text: string, options: {ctx?: number, batchSize?: number, threads?: number,
+    async perplexity(text: string, options: {ctx?: number, chunks?: number, batchSize?: number, threads?: number,
         adapters?: readonly {adapter: Adapter, scale?: number}[], signal?: AbortSignal,
         onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
         const ctx = options.ctx ?? 512;
@@ -296,11 +296,14 @@ export class Model {
             parallel: Math.max(1, Math.floor(batchSize / ctx)),
             contextSize: ctx,
             batchSize,
+            // As llama-perplexity runs (so the numerics match it too).
+            flashAttention: "auto",
             ...(options.threads == null ? {} : {threads: options.threads})
         });
         try {
             if (options.adapters != null) scorer.setAdapters(options.adapters);
-            return await scorer.perplexity(text, {ctx, ...(options.signal == null ? {} : {signal: options.signal}),
+            return await scorer.perplexity(text, {ctx, ...(options.chunks == null ? {} : {chunks: options.chunks}),
+                ...(options.signal == null ? {} : {signal: options.signal}),
                 ...(options.onProgress == null ? {} : {onProgress: options.onProgress})});
         } finally {
             scorer.dispose();

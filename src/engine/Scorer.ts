@@ -75,7 +75,7 @@ const nativeStatsSchema = z.object({
 const nativeResultSchema = z.object({record: z.number().int(), logprobs: z.instanceof(Float32Array)});
 
 export interface NativeScorer {
-    run(records: {prompt: number[], completion: number[]}[], onEvent: (kind: string, payload: unknown) => void, abort?: unknown): Promise<unknown>;
+    run(records: {prompt: number[], completion: number[], decodeLast?: boolean}[], onEvent: (kind: string, payload: unknown) => void, abort?: unknown): Promise<unknown>;
     setAdapters(adapters: [unknown, number][]): void;
     dispose(): void;
 }
@@ -134,7 +134,8 @@ export class Scorer {
      * as the model asks) in chunks of `ctx`, each chunk's first token replaced by BOS, and
      * only the second half of each chunk scored. Needs at least 2 × ctx tokens.
      */
-    async perplexity(text: string, options: {ctx?: number, signal?: AbortSignal, onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
+    async perplexity(text: string, options: {ctx?: number, chunks?: number, signal?: AbortSignal,
+        onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
         const ctx = options.ctx ?? 512;
         if (!Number.isInteger(ctx) || ctx < 4) throw new OptionError(`ctx must be a whole number ≥ 4, got ${ctx}.`);
         const tokens = this.model.tokenize(text, {special: false, addSpecial: true});
@@ -142,11 +143,14 @@ export class Scorer {
             throw new OptionError(`perplexity with a context of ${ctx} needs at least ${2 * ctx} tokens; the text has ${tokens.length}.`);
         const bos = this.model.facts.addBos ? this.model.facts.tokens.bos : null;
         const first = Math.floor(ctx / 2);
-        const chunks = Math.floor(tokens.length / ctx);
+        // At most `chunks` of them, like llama-perplexity's --chunks.
+        const chunks = Math.min(Math.floor(tokens.length / ctx), options.chunks ?? Infinity);
         const records = Array.from({length: chunks}, (_, c) => {
             const chunk = tokens.slice(c * ctx, (c + 1) * ctx);
             if (bos != null) chunk[0] = bos;
-            return {prompt: chunk.slice(0, first + 1), completion: chunk.slice(first + 1)};
+            // decodeLast: the chunk's last token too, so each batch has llama-perplexity's shape
+            // (and, with quantized weights, its numerics: kernels tile by the rows they get).
+            return {prompt: chunk.slice(0, first + 1), completion: chunk.slice(first + 1), decodeLast: true};
         });
         const nllPerChunk: number[] = new Array(chunks).fill(0);
         const stats = await this.run(records, (index, logprobs) => {
@@ -172,7 +176,7 @@ export class Scorer {
         };
     }
 
-    private async run(records: {prompt: number[], completion: number[]}[], onLogprobs: (index: number, logprobs: Float32Array) => void,
+    private async run(records: {prompt: number[], completion: number[], decodeLast?: boolean}[], onLogprobs: (index: number, logprobs: Float32Array) => void,
                       options: {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void}): Promise<ScoreStats> {
         if (this.disposed) throw new StillError("the scorer has been disposed.");
         if (this.running) throw new StillError("this scorer is already running; wait for it or create another.");

@@ -1,0 +1,78 @@
+// Evaluation of the current model (base + adapter) on the configured sets: greedy pass@1,
+// optionally maj@k / pass@k over k samples, format adherence and response length.
+import path from "node:path";
+import type {Problem} from "../data/problemSchema.js";
+import type {Adapter} from "../engine/Adapter.js";
+import type {Model} from "../engine/Model.js";
+import {majAtK, meanPassAtK} from "../eval/metrics.js";
+import type {RunConfig} from "./config.js";
+import {type GradedSample, sampleAndGrade} from "./sampleAndGrade.js";
+
+export type EvalSet = {name: string, problems: readonly Problem[]};
+
+export type EvalMetrics = {
+    set: string,
+    problems: number,
+    /** Greedy pass@1 (the sampled mean@1 when greedy is off). */
+    accuracy: number,
+    /** Share of greedy responses in the thought format. */
+    formatAdherence: number,
+    /** Mean response length, in tokens. */
+    meanTokens: number,
+    /** Share of responses cut by the length limit. */
+    truncated: number,
+    majAtK?: number,
+    passAtK?: number,
+    k?: number
+};
+
+export async function evaluate(o: {
+    model: Model,
+    adapter?: Adapter | undefined,
+    sets: readonly EvalSet[],
+    config: RunConfig["evaluate"],
+    systemPrompt: string | null,
+    seed: number,
+    threads?: number | undefined,
+    /** Folder for this evaluation's chunk files (a set per subfolder). */
+    dir: string,
+    signal?: AbortSignal | undefined,
+    onProgress?: ((set: string, done: number, total: number) => void) | undefined
+}): Promise<EvalMetrics[]> {
+    const out: EvalMetrics[] = [];
+    const engine = {parallel: o.config.parallel, ...(o.threads == null ? {} : {threads: o.threads})};
+    for (const set of o.sets) {
+        const run = (kind: string, sampling: Parameters<typeof sampleAndGrade>[0]["sampling"]) => sampleAndGrade({
+            model: o.model, adapter: o.adapter, problems: set.problems, systemPrompt: o.systemPrompt, sampling, engine,
+            dir: path.join(o.dir, set.name, kind), chunk: 64, signal: o.signal,
+            onProgress: (done, total) => o.onProgress?.(`${set.name} (${kind})`, done, total)
+        });
+        const base = {maxTokens: o.config.maxTokens, seed: o.seed};
+        const greedy = o.config.greedy ? await run("greedy", {...base, samples: 1, temperature: 0, topK: 0}) : null;
+        const k = o.config.samples;
+        const sampled = k > 0 ? await run("sampled", {
+            ...base, samples: k, temperature: o.config.temperature, topK: o.config.topK, topP: o.config.topP
+        }) : null;
+        const responses = greedy ?? sampled!.filter((s) => s.sample === 0);
+        const metrics: EvalMetrics = {
+            set: set.name,
+            problems: set.problems.length,
+            accuracy: share(responses, (s) => s.correct),
+            formatAdherence: share(responses, (s) => s.wellFormed),
+            meanTokens: responses.length === 0 ? 0 : responses.reduce((n, s) => n + s.tokens.length, 0) / responses.length,
+            truncated: share(responses, (s) => s.finish === "length")
+        };
+        if (sampled != null) {
+            const perProblem = set.problems.map((p) => sampled.filter((s) => s.id === p.id).sort((a, b) => a.sample - b.sample));
+            metrics.k = k;
+            metrics.majAtK = majAtK(perProblem, k);
+            metrics.passAtK = meanPassAtK(perProblem.map((s) => s.map((x) => x.correct)), k);
+        }
+        out.push(metrics);
+    }
+    return out;
+}
+
+function share(samples: readonly GradedSample[], test: (s: GradedSample) => boolean) {
+    return samples.length === 0 ? 0 : samples.filter(test).length / samples.length;
+}

@@ -1,0 +1,91 @@
+// Samples responses to problems and grades them, in chunks of problems that are each
+// written whole (temporary file, then rename). A killed run redoes only the chunk it was
+// in, from scratch, so its samples come out exactly as in an uninterrupted run: the batch
+// a sample shares with others moves its logits slightly, so a partial chunk would not.
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import {z} from "zod";
+import type {Problem} from "../data/problemSchema.js";
+import type {Adapter} from "../engine/Adapter.js";
+import type {Model} from "../engine/Model.js";
+import type {RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
+import {throwIfAborted} from "../errors.js";
+import {buildChatMessages} from "../format/buildChatMessages.js";
+import {parseThought} from "../format/parseThought.js";
+import {grade} from "../grade/grade.js";
+import {readJsonlFile, writeJsonlAtomic} from "./RunDir.js";
+
+export const gradedSampleSchema = z.object({
+    id: z.string(),
+    sample: z.number().int(),
+    text: z.string(),
+    tokens: z.array(z.number().int()),
+    finish: z.enum(["stop", "length"]),
+    correct: z.boolean(),
+    extracted: z.string().nullable(),
+    /** The response follows the thought format. */
+    wellFormed: z.boolean()
+});
+export type GradedSample = z.infer<typeof gradedSampleSchema>;
+
+export type SampleAndGradeOptions = {
+    model: Model,
+    adapter?: Adapter | undefined,
+    problems: readonly Problem[],
+    systemPrompt: string | null,
+    sampling: SamplingOptions,
+    engine: RolloutEngineOptions,
+    /** Folder for the chunk files. */
+    dir: string,
+    chunk: number,
+    signal?: AbortSignal | undefined,
+    onProgress?: ((done: number, total: number) => void) | undefined
+};
+
+/** All samples of all problems, graded, in problem order then sample order. */
+export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSample[]> {
+    await fsp.mkdir(o.dir, {recursive: true});
+    const engine = o.model.rollouts(o.engine);
+    if (o.adapter != null) engine.setAdapters([{adapter: o.adapter}]);
+    const samples = o.sampling.samples ?? 1;
+    const total = o.problems.length * samples;
+    const out: GradedSample[] = [];
+    try {
+        for (let start = 0, k = 0; start < o.problems.length; start += o.chunk, k++) {
+            throwIfAborted(o.signal, "sampling");
+            const file = path.join(o.dir, `chunk-${String(k).padStart(4, "0")}.jsonl`);
+            const problems = o.problems.slice(start, start + o.chunk);
+            if (fs.existsSync(file)) {
+                out.push(...await readJsonlFile(file, gradedSampleSchema));
+                o.onProgress?.(out.length, total);
+                continue;
+            }
+            const byId = new Map(problems.map((p) => [p.id, p]));
+            const chunk: GradedSample[] = [];
+            const run = engine.generate(problems.map((p) => ({
+                id: p.id,
+                prompt: buildChatMessages(p.question, {systemPrompt: o.systemPrompt, ...(p.choices == null ? {} : {choices: p.choices})})
+            })), o.sampling, o.signal == null ? {} : {signal: o.signal});
+            for await (const s of run) {
+                if (s.finish === "aborted") continue;
+                const p = byId.get(s.id!)!;
+                const g = grade(s.text, p.answer, {type: p.type, ...(p.choices == null ? {} : {choices: p.choices})});
+                chunk.push({
+                    id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish: s.finish,
+                    correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text).wellFormed
+                });
+                o.onProgress?.(out.length + chunk.length, total);
+            }
+            await run.stats;
+            throwIfAborted(o.signal, "sampling");
+            const order = new Map(problems.map((p, i) => [p.id, i]));
+            chunk.sort((a, b) => order.get(a.id)! - order.get(b.id)! || a.sample - b.sample);
+            await writeJsonlAtomic(file, chunk);
+            out.push(...chunk);
+        }
+    } finally {
+        engine.dispose();
+    }
+    return out;
+}
