@@ -61,3 +61,12 @@ export class OptionError extends StillError {
 export function throwIfAborted(signal: AbortSignal | undefined, what = "the operation") {
     if (signal?.aborted) throw new AbortError(`${what} was cancelled`);
 }
+
+/** The trainer process (still-train) failed: its exit code and the end of its stderr. */
+export class TrainerError extends StillError {
+    override name = "TrainerError";
+
+    constructor(message: string, readonly exitCode: number | null, readonly stderrTail: string, options?: {cause?: unknown}) {
+        super(message, options);
+    }
+}

@@ -1,5 +1,5 @@
 // Public API of still.
-export {AbortError, DataError, ModelError, NativeError, OptionError, StillError, throwIfAborted} from "./errors.js";
+export {AbortError, DataError, ModelError, NativeError, OptionError, StillError, TrainerError, throwIfAborted} from "./errors.js";
 export {MARKERS, type MarkerName} from "./format/markers.js";
 export {getBackend, type Backend, type Device} from "./engine/binding.js";
 export {Model, loadModel, type ChatMessage, type LoadModelOptions, type ModelFacts} from "./engine/Model.js";
@@ -34,3 +34,8 @@ export {answerTypes, extractAnswer, grade, type AnswerType, type GradeOptions, t
 export {mathEqual} from "./grade/mathEqual.js";
 export {extractChoice, gradeChoice} from "./grade/gradeChoice.js";
 export {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK, type GradedSample} from "./eval/metrics.js";
+export {sft, sftExampleSchema, sftOptionsSchema, type SftExample, type SftOptions} from "./train/sft.js";
+export {dpo, dpoPairSchema, dpoOptionsSchema, type DpoPair, type DpoOptions} from "./train/dpo.js";
+export {type TrainResult} from "./train/runTraining.js";
+export {runTrainer, trainerBinary, trainerEventSchema, type TrainerEvent, type StepEvent, type DoneEvent} from "./train/runTrainer.js";
+export {LORA_MODULES, loraOptionsSchema, optimizerOptionsSchema, trainingOptionsSchema, type TrainingOptions} from "./train/trainingOptions.js";

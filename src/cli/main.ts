@@ -7,6 +7,7 @@ import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
 import {scoreCommand} from "./scoreCommand.js";
+import {trainCommand} from "./trainCommand.js";
 
 const program = new Command("still")
     .description("Run the STILL-2 slow-thinking recipe on GGUF models: imitate, explore, self-improve, evaluate.")
@@ -26,6 +27,7 @@ infoCommand(program, controller.signal);
 makeModelCommand(program, controller.signal);
 generateCommand(program, controller.signal);
 scoreCommand(program, controller.signal);
+trainCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
 
 try {

@@ -1,0 +1,311 @@
+// still-train: LoRA (or full) fine-tuning of llama-family GGUF models on ggml, with SFT
+// and DPO losses. main() only parses arguments; the work is in train.cpp.
+//
+//   still-train sft  --model M --data D --out A.gguf [options]
+//   still-train dpo  --model M --data D --out A.gguf [--beta B] [--sft-alpha A] [--loss sigmoid|ipo|hinge] [options]
+//   still-train grad-check --model M --data D [options]
+//   still-train logits --model M --tokens 1,2,3 --out logits.f32
+//
+// Progress: one JSON object per line on stdout. Errors: stderr, exit code 1.
+// SIGINT/SIGTERM: checkpoint, then exit 130; rerun with --resume to continue.
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <exception>
+#include <new>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "train.h"
+
+using namespace st;
+
+static std::atomic<bool> g_stop{false};
+
+static void on_signal(int) {
+    g_stop.store(true);
+}
+
+static void install_signal_handlers() {
+#if defined(_WIN32)
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+#else
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+#endif
+}
+
+static void usage(const char * argv0) {
+    fprintf(stderr,
+        "usage: %s sft|dpo --model M --data D --out OUT [options]\n"
+        "       %s grad-check --model M --data D [options]\n"
+        "       %s logits --model M --tokens 1,2,3 --out FILE\n"
+        "\n"
+        "model and adapter:\n"
+        "  --model FILE          base GGUF (llama, qwen2, qwen3)\n"
+        "  --full                train every weight in F32 and write a full model (small models)\n"
+        "  --rank R              LoRA rank (8)\n"
+        "  --alpha A             LoRA alpha; the update is scaled by alpha/rank (16)\n"
+        "  --modules LIST        adapted modules among q,k,v,o,gate,up,down (all)\n"
+        "  --adapter FILE        start from this LoRA adapter (its rank, alpha and modules)\n"
+        "  --init-random-b       LoRA B random instead of 0 (gradient checks)\n"
+        "data and schedule:\n"
+        "  --data FILE           pre-tokenized data (see native/trainer/data.h)\n"
+        "  --ctx N               longest packed row in tokens (1024)\n"
+        "  --epochs N            passes over the data (1)\n"
+        "  --grad-accum N        rows per optimizer step (1)\n"
+        "  --max-steps N         stop after N steps (0: all)\n"
+        "  --seed N              data order and LoRA init (0)\n"
+        "optimizer (AdamW, warmup then cosine):\n"
+        "  --lr X (1e-4)  --min-lr X (0)  --constant-lr  --warmup-steps N  --warmup-ratio X (0)\n"
+        "  --weight-decay X (0)  --adam-beta1 X (0.9)  --adam-beta2 X (0.999)  --adam-eps X (1e-8)\n"
+        "  --max-grad-norm X     clip the gradient norm (1; 0: off)\n"
+        "DPO:\n"
+        "  --beta X (0.1)  --sft-alpha X (0)  --loss sigmoid|ipo|hinge  --ref-logps FILE\n"
+        "output:\n"
+        "  --out FILE            adapter GGUF (or full model with --full)\n"
+        "  --checkpoint FILE     checkpoint (OUT.ckpt.gguf)\n"
+        "  --resume              continue from the checkpoint when it exists\n"
+        "  --save-every N        checkpoint every N steps (0)\n"
+        "  --log-every N         progress line every N steps (1)\n"
+        "gradient check:\n"
+        "  --entries N (4)  --fd-step X (1e-3, relative loss change)  --ref-shift X (0.5)\n"
+        "  --no-finite-differences  only the loss and the gradient norms\n"
+        "runtime:\n"
+        "  --threads N           CPU threads (STILL_THREADS or all cores)\n"
+        "  --poll N              threads busy-wait between tasks, 0 (sleep) to 100 (spin) (50)\n"
+        "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
+        "  --no-gpu              stay on the CPU\n"
+        "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
+        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n",
+        argv0, argv0, argv0);
+}
+
+static bool parse_int(const char * s, int64_t & out) {
+    char * end = nullptr;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0') return false;
+    out = v;
+    return true;
+}
+
+static bool parse_float(const char * s, double & out) {
+    char * end = nullptr;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v == v)) return false;
+    out = v;
+    return true;
+}
+
+static int run(int argc, char ** argv);
+
+int main(int argc, char ** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::bad_alloc &) {
+        fprintf(stderr, "main: error: out of memory; try a smaller --ctx, fewer --grad-accum rows or a smaller model\n");
+    } catch (const std::exception & e) {
+        fprintf(stderr, "main: error: %s\n", e.what());
+    }
+    return EXIT_ERROR;
+}
+
+static int run(int argc, char ** argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argv[0]);
+        return argc < 2 ? EXIT_ERROR : EXIT_OK;
+    }
+    const std::string cmd = argv[1];
+    if (cmd != "sft" && cmd != "dpo" && cmd != "grad-check" && cmd != "logits") {
+        fprintf(stderr, "main: error: unknown command '%s' (sft, dpo, grad-check, logits)\n", cmd.c_str());
+        return EXIT_ERROR;
+    }
+
+    EngineOptions eo;
+    TrainConfig tc;
+    GradCheckConfig gc;
+    std::string tokens_arg;
+    tc.task = cmd == "dpo" ? Task::DPO : Task::SFT;
+    if (const char * env = getenv("STILL_BACKEND_DIR")) eo.backend_dir = env;
+    eo.threads = (int) std::max(1u, std::thread::hardware_concurrency());
+    if (const char * env = getenv("STILL_THREADS")) {
+        int64_t n = 0;
+        if (parse_int(env, n) && n > 0) eo.threads = (int) n;
+    }
+
+    for (int i = 2; i < argc; i++) {
+        const std::string a = argv[i];
+        auto value = [&]() -> const char * {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "main: error: %s needs a value\n", a.c_str());
+                exit(EXIT_ERROR);
+            }
+            return argv[++i];
+        };
+        auto int_in = [&](int64_t lo, int64_t hi) {
+            const char * v = value();
+            int64_t n = 0;
+            if (!parse_int(v, n) || n < lo || n > hi) {
+                fprintf(stderr, "main: error: %s must be a whole number from %lld to %lld, got '%s'\n", a.c_str(), (long long) lo, (long long) hi, v);
+                exit(EXIT_ERROR);
+            }
+            return n;
+        };
+        auto float_in = [&](double lo, double hi) {
+            const char * v = value();
+            double x = 0;
+            if (!parse_float(v, x) || x < lo || x > hi) {
+                fprintf(stderr, "main: error: %s must be a number from %g to %g, got '%s'\n", a.c_str(), lo, hi, v);
+                exit(EXIT_ERROR);
+            }
+            return x;
+        };
+        const int64_t BIG = (int64_t) 1 << 40;
+
+        if (a == "--model") eo.model_path = value();
+        else if (a == "--data") tc.data = gc.data = value();
+        else if (a == "--out") tc.out = value();
+        else if (a == "--checkpoint") tc.checkpoint = value();
+        else if (a == "--resume") tc.resume = true;
+        else if (a == "--full") eo.full = true;
+        else if (a == "--rank") eo.lora.rank = int_in(1, 4096);
+        else if (a == "--alpha") eo.lora.alpha = (float) float_in(1e-6, 1e6);
+        else if (a == "--modules") {
+            for (bool & b : eo.lora.modules) b = false;
+            std::string list = value();
+            size_t p = 0;
+            while (p <= list.size()) {
+                const size_t q = std::min(list.find(',', p), list.size());
+                const std::string name = list.substr(p, q - p);
+                int found = -1;
+                for (int m = 0; m < MOD_COUNT; m++) if (name == MODULE_NAMES[m]) found = m;
+                if (found < 0) {
+                    fprintf(stderr, "main: error: unknown module '%s' in --modules (q, k, v, o, gate, up, down)\n", name.c_str());
+                    return EXIT_ERROR;
+                }
+                eo.lora.modules[found] = true;
+                p = q + 1;
+            }
+        }
+        else if (a == "--adapter") eo.init_adapter = value();
+        else if (a == "--init-random-b") eo.init_random_b = true;
+        else if (a == "--ctx") tc.ctx = gc.ctx = int_in(2, 1 << 16);
+        else if (a == "--epochs") tc.epochs = int_in(1, 1 << 20);
+        else if (a == "--grad-accum") tc.grad_accum = int_in(1, 1 << 20);
+        else if (a == "--max-steps") tc.max_steps = int_in(0, BIG);
+        else if (a == "--seed") { tc.seed = (uint64_t) int_in(0, BIG); eo.seed = tc.seed; }
+        else if (a == "--lr") tc.lr = (float) float_in(1e-12, 10);
+        else if (a == "--min-lr") tc.min_lr = (float) float_in(0, 10);
+        else if (a == "--constant-lr") tc.constant_lr = true;
+        else if (a == "--warmup-steps") tc.warmup_steps = int_in(0, BIG);
+        else if (a == "--warmup-ratio") tc.warmup_ratio = (float) float_in(0, 1);
+        else if (a == "--weight-decay") tc.weight_decay = (float) float_in(0, 1);
+        else if (a == "--adam-beta1") tc.beta1 = (float) float_in(0, 0.999999);
+        else if (a == "--adam-beta2") tc.beta2 = (float) float_in(0, 0.999999999);
+        else if (a == "--adam-eps") tc.eps = (float) float_in(0, 1);
+        else if (a == "--max-grad-norm") tc.max_grad_norm = (float) float_in(0, 1e12);
+        else if (a == "--save-every") tc.save_every = int_in(0, BIG);
+        else if (a == "--log-every") tc.log_every = int_in(1, BIG);
+        else if (a == "--beta") tc.beta = gc.beta = (float) float_in(1e-6, 1e6);
+        else if (a == "--sft-alpha") tc.sft_alpha = gc.sft_alpha = (float) float_in(0, 1e6);
+        else if (a == "--loss") {
+            const std::string l = value();
+            DpoLoss v;
+            if (l == "sigmoid") v = DpoLoss::SIGMOID;
+            else if (l == "ipo") v = DpoLoss::IPO;
+            else if (l == "hinge") v = DpoLoss::HINGE;
+            else {
+                fprintf(stderr, "main: error: --loss must be sigmoid, ipo or hinge, got '%s'\n", l.c_str());
+                return EXIT_ERROR;
+            }
+            tc.dpo_loss = gc.dpo_loss = v;
+        }
+        else if (a == "--ref-logps") tc.ref_logps = value();
+        else if (a == "--entries") gc.entries = int_in(1, 1 << 20);
+        else if (a == "--fd-step") gc.step = float_in(1e-9, 1);
+        else if (a == "--ref-shift") gc.ref_shift = float_in(-1e6, 1e6);
+        else if (a == "--no-finite-differences") gc.finite_differences = false;
+        else if (a == "--tokens") tokens_arg = value();
+        else if (a == "--threads") eo.threads = (int) int_in(1, 1024);
+        else if (a == "--poll") eo.poll = (int) int_in(0, 100);
+        else if (a == "--backend-dir") eo.backend_dir = value();
+        else if (a == "--no-gpu") eo.use_gpu = false;
+        else if (a == "--backward-products") {
+            const std::string m = value();
+            if (m != "mul_mat" && m != "out_prod") {
+                fprintf(stderr, "main: error: --backward-products must be mul_mat or out_prod, got '%s'\n", m.c_str());
+                return EXIT_ERROR;
+            }
+            eo.out_prod_as_mul_mat = m == "mul_mat";
+        }
+        else if (a == "--backward-weights") {
+            const std::string t = value();
+            if (t != "f32" && t != "bf16") {
+                fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
+                return EXIT_ERROR;
+            }
+            eo.frozen_bf16 = t == "bf16";
+        }
+        else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
+        else {
+            fprintf(stderr, "main: error: unknown option '%s' (see --help)\n", a.c_str());
+            return EXIT_ERROR;
+        }
+    }
+
+    if (eo.model_path.empty()) {
+        fprintf(stderr, "main: error: --model is required\n");
+        return EXIT_ERROR;
+    }
+    if (eo.full && !eo.init_adapter.empty()) {
+        fprintf(stderr, "main: error: --full trains every weight; it cannot start from a LoRA --adapter\n");
+        return EXIT_ERROR;
+    }
+    if (tc.min_lr > tc.lr) {
+        fprintf(stderr, "main: error: --min-lr (%g) is above --lr (%g)\n", tc.min_lr, tc.lr);
+        return EXIT_ERROR;
+    }
+
+    if (cmd == "logits") {
+        if (tokens_arg.empty() || tc.out.empty()) {
+            fprintf(stderr, "main: error: logits needs --tokens and --out\n");
+            return EXIT_ERROR;
+        }
+        std::vector<int32_t> tokens;
+        size_t p = 0;
+        while (p <= tokens_arg.size()) {
+            const size_t q = std::min(tokens_arg.find(',', p), tokens_arg.size());
+            int64_t t = 0;
+            if (!parse_int(tokens_arg.substr(p, q - p).c_str(), t) || t < 0 || t > INT32_MAX) {
+                fprintf(stderr, "main: error: --tokens must be a comma-separated list of token ids\n");
+                return EXIT_ERROR;
+            }
+            tokens.push_back((int32_t) t);
+            p = q + 1;
+        }
+        return run_logits(eo, tokens, tc.out);
+    }
+    if (tc.data.empty()) {
+        fprintf(stderr, "main: error: --data is required\n");
+        return EXIT_ERROR;
+    }
+    if (cmd == "grad-check") return run_grad_check(eo, gc);
+    if (tc.out.empty()) {
+        fprintf(stderr, "main: error: --out is required\n");
+        return EXIT_ERROR;
+    }
+    install_signal_handlers();
+    return run_train(eo, tc, g_stop);
+}

@@ -1,0 +1,77 @@
+// The training loop (SFT and DPO), the gradient check and the logits dump: the callable
+// work behind each still-train command. main() only parses arguments into these configs.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+
+namespace st {
+
+// Every field with its default; the command line names are in main.cpp.
+struct TrainConfig {
+    Task task = Task::SFT;
+    std::string data;             // pre-tokenized data file (see data.h)
+    std::string out;              // adapter GGUF, or the full model in full mode
+    std::string checkpoint;       // checkpoint GGUF (default: <out>.ckpt.gguf)
+    bool resume = false;          // continue from the checkpoint when it exists
+
+    // schedule
+    int64_t epochs = 1;
+    int64_t ctx = 1024;           // longest packed row, in tokens
+    int64_t grad_accum = 1;       // rows per optimizer step
+    int64_t max_steps = 0;        // stop the run after this many steps (0: all epochs)
+    uint64_t seed = 0;            // data order (and LoRA init)
+
+    // AdamW, warmup then cosine decay to min_lr
+    float lr = 1e-4f;
+    float min_lr = 0.0f;
+    bool constant_lr = false;     // no cosine decay after the warmup
+    int64_t warmup_steps = -1;    // -1: warmup_ratio of the steps
+    float warmup_ratio = 0.0f;
+    float weight_decay = 0.0f;
+    float beta1 = 0.9f;
+    float beta2 = 0.999f;
+    float eps = 1e-8f;
+    float max_grad_norm = 1.0f;   // clip the global gradient norm (0: off)
+
+    // output
+    int64_t save_every = 0;       // checkpoint every N steps (0: only when stopped and at the end)
+    int64_t log_every = 1;        // progress line every N steps
+
+    // DPO
+    float beta = 0.1f;            // temperature of the implicit reward
+    float sft_alpha = 0.0f;       // weight of the SFT term on the chosen completion
+    DpoLoss dpo_loss = DpoLoss::SIGMOID;
+    std::string ref_logps;        // cache of the reference log-probs (default: <checkpoint>.ref)
+};
+
+// Exit codes of the commands.
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = 130 };
+
+// Trains per `tc`; `stop` (set by SIGINT/SIGTERM) makes it checkpoint and return EXIT_STOPPED.
+int run_train(const EngineOptions & eo, const TrainConfig & tc, const std::atomic<bool> & stop);
+
+struct GradCheckConfig {
+    std::string data;
+    int64_t ctx = 1024;
+    int64_t entries = 4;          // entries per tensor, those with the largest gradients
+    double step = 1e-3;           // finite-difference step: the relative change of the loss it aims for
+    float beta = 0.1f;
+    float sft_alpha = 0.0f;
+    DpoLoss dpo_loss = DpoLoss::SIGMOID;
+    double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0
+    bool finite_differences = true; // false: report the loss and gradient norms only
+};
+
+// Compares ggml's gradients of every trainable tensor with central finite differences of
+// the loss over the whole data file as one step. Prints one line per entry and a summary.
+int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc);
+
+// Writes the logits of `tokens` (rows of n_vocab F32) to `out`.
+int run_logits(const EngineOptions & eo, const std::vector<int32_t> & tokens, const std::string & out);
+
+} // namespace st

@@ -1,0 +1,238 @@
+// npm run bench:train -- [--presets tiny,qwen2.5-0.5b] [--types f16,q8_0] [--threads N] [--runs 3]
+//                        [--ctx 256] [--steps 6] [--no-dpo] [--json]
+//
+// Training throughput of still-train (LoRA SFT, rank 8 on all seven modules, loss on every
+// token) next to llama.cpp's llama-finetune (full fine-tuning, F32 only; built from the
+// bundled source and linked to the same libraries) on the same model preset, both on rows
+// of --ctx tokens, one row per optimizer step, the same threads. still-train runs on F16 and
+// Q8_0 bases; llama-finetune on the F32 file of the same weights (it trains nothing else).
+// Tokens/s leave out the first step (and llama-finetune's first datapoint); figures are
+// medians over --runs, with each process's peak RSS (GNU time). A second table compares a
+// DPO step with an SFT step on the same pairs (the same rows), and the reference pass.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {Command} from "commander";
+import {execa} from "execa";
+import {z} from "zod";
+import {makeModel, type ModelType} from "../../models/makeModel.js";
+import {type PresetName, presetNames} from "../../models/presets.js";
+import {getBackend, packageRoot} from "../engine/binding.js";
+import {loadModel} from "../engine/Model.js";
+import {type TrainerEvent, trainerBinary, trainerEventSchema} from "../train/runTrainer.js";
+import {TrainingFile} from "../train/TrainingFile.js";
+import {gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+
+const options = z.object({
+    presets: z.string().default("tiny,qwen2.5-0.5b"),
+    types: z.string().default("f16,q8_0"),
+    // one core left to the system: on small machines ggml's thread hand-offs cost more than they give
+    threads: z.coerce.number().int().min(1).default(Math.max(1, os.availableParallelism() - 1)),
+    runs: z.coerce.number().int().min(1).default(3),
+    ctx: z.coerce.number().int().min(32).default(256),
+    steps: z.coerce.number().int().min(2).default(6),
+    dpo: z.boolean().default(true),
+    json: z.boolean().default(false)
+}).parse(new Command()
+    .option("--presets <list>", `model presets among ${presetNames.join(", ")}`, "tiny,qwen2.5-0.5b")
+    .option("--types <list>", "base types for still-train (f32, f16, q8_0)", "f16,q8_0")
+    .option("--threads <n>", "CPU threads for both trainers (default: all cores but one)")
+    .option("--runs <n>", "runs per configuration (medians are reported)", "3")
+    .option("--ctx <n>", "tokens per row (one row per step)", "256")
+    .option("--steps <n>", "measured steps per run (after one warm-up step)", "6")
+    .option("--no-dpo", "skip the DPO-versus-SFT comparison")
+    .option("--json", "print one JSON object")
+    .parse().opts());
+
+type Figures = {tokens_per_s: number | null, peak_rss_mb: number | null, error?: string};
+type Result = {model: string, base_type: string, mode: "lora", still: Figures, llama_finetune: Figures & {base_type: "f32", mode: "full"}};
+type DpoResult = {model: string, base_type: string, sft_s_per_step: number, dpo_s_per_step: number, reference_s: number,
+    sft_peak_rss_mb: number | null, dpo_peak_rss_mb: number | null};
+
+const log = (line: string) => process.stderr.write(line + "\n");
+const presets = options.presets.split(",").map((s) => s.trim()).filter((s) => s !== "") as PresetName[];
+const types = options.types.split(",").map((s) => s.trim()) as ModelType[];
+for (const p of presets) if (!presetNames.includes(p)) throw new Error(`unknown preset ${p}`);
+const variant = getBackend().variant;
+const {command: trainBin, backendDir} = trainerBinary();
+const {binary: finetuneBin, variant: ftVariant} = await llamaTool("llama-finetune", variant, log);
+const time = gnuTime();
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-train-"));
+process.on("exit", () => fs.rmSync(work, {recursive: true, force: true}));
+
+async function model(preset: PresetName, type: ModelType): Promise<string> {
+    const file = path.join(packageRoot, "models", `${preset}-${type}.gguf`);
+    if (!fs.existsSync(file)) {
+        log(`making models/${path.basename(file)}…`);
+        await makeModel({preset, type, out: file});
+    }
+    return file;
+}
+
+/** Ordinary English-like text from a fixed word list and a seeded generator. */
+function corpus(words: number): string {
+    const list = ("the of and to in is that for it as with was on be by this are from at or an have not which but all were when " +
+        "there can more if will one about up out has what so into than them only some its two time could these may first then do " +
+        "any like my now over such our man me even most made after also did many before must through back years where much your way " +
+        "number sum prove value equal triangle angle circle line point square root find given let each integer prime answer").split(" ");
+    let s = 7;
+    const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0);
+    return Array.from({length: words}, (_, i) => list[next() % list.length] + (i % 17 === 16 ? "." : "")).join(" ");
+}
+
+async function timed(command: string, args: string[], cwd?: string) {
+    const res = await execa(time ?? command, time == null ? args : ["-f", "peak_rss_kb=%M", command, ...args],
+        {reject: false, all: false, ...(cwd == null ? {} : {cwd})});
+    const rss = /peak_rss_kb=(\d+)/.exec(res.stderr)?.[1];
+    return {res, rss: rss == null ? null : Math.round(Number(rss) / 1024)};
+}
+
+function events(stdout: string): TrainerEvent[] {
+    return stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => trainerEventSchema.parse(JSON.parse(l)));
+}
+
+/** Seconds per step and tokens/s over the steps after the first. */
+function stepFigures(evs: TrainerEvent[]) {
+    const steps = evs.filter((e): e is Extract<TrainerEvent, {type: "step"}> => e.type === "step");
+    if (steps.length < 2) throw new Error("still-train reported fewer than two steps");
+    const first = steps[0]!;
+    const last = steps.at(-1)!;
+    const tokens = steps.slice(1).reduce((n, e) => n + e.tokens, 0);
+    return {secondsPerStep: (last.elapsed - first.elapsed) / (steps.length - 1), tokensPerS: tokens / (last.elapsed - first.elapsed)};
+}
+
+let runNo = 0;
+async function runStill(task: "sft" | "dpo", modelPath: string, data: string, steps: number, ctx: number) {
+    // a fresh run each time: no checkpoint or cached reference log-probs carried over
+    const out = path.join(work, `${task}-${runNo++}-${path.basename(modelPath)}.gguf`);
+    const {res, rss} = await timed(trainBin, [task, "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
+        "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--backend-dir", backendDir]);
+    if (res.exitCode !== 0) throw new Error(`still-train ${task} failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);
+    return {evs: events(res.stdout), rss};
+}
+
+async function runFinetune(modelF32: string, text: string): Promise<Figures> {
+    const textFile = path.join(work, "corpus.txt");
+    fs.writeFileSync(textFile, text);
+    const {res, rss} = await timed(finetuneBin, ["-m", modelF32, "-f", textFile, "-c", String(options.ctx), "-b", String(options.ctx),
+        "-ub", String(options.ctx), "-t", String(options.threads), "--epochs", "1", "-o", path.join(work, "finetuned.gguf")], toolCwd(ftVariant));
+    const output = res.stderr.replaceAll("\r", "\n");
+    if (res.exitCode !== 0) {
+        const reason = output.split("\n").find((l) => /GGML_ASSERT|error/i.test(l))?.replace(/^.*?(GGML_ASSERT)/, "$1") ?? `exit code ${res.exitCode}`;
+        return {tokens_per_s: null, peak_rss_mb: rss, error: reason.trim()};
+    }
+    // one "epoch 0 lr=…" line per datapoint, each stamped min.sec.ms.us by llama.cpp's log
+    const stamps = [...output.matchAll(/(\d+)\.(\d+)\.(\d+)\.(\d+) I epoch \d+ lr=/g)]
+        .map((m) => Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) / 1e3 + Number(m[4]) / 1e6);
+    if (stamps.length < 3) return {tokens_per_s: null, peak_rss_mb: rss, error: "too few datapoints reported"};
+    const seconds = stamps.at(-1)! - stamps[0]!;
+    return {tokens_per_s: ((stamps.length - 1) * options.ctx) / seconds, peak_rss_mb: rss};
+}
+
+const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const medianFigures = (fs_: Figures[]): Figures => {
+    const tps = fs_.map((f) => f.tokens_per_s).filter((v): v is number => v != null);
+    const rss = fs_.map((f) => f.peak_rss_mb).filter((v): v is number => v != null);
+    const error = fs_.find((f) => f.error != null)?.error;
+    return {tokens_per_s: tps.length === 0 ? null : Math.round(median(tps) * 10) / 10, peak_rss_mb: rss.length === 0 ? null : Math.max(...rss),
+        ...(error == null || tps.length > 0 ? {} : {error})};
+};
+
+const results: Result[] = [];
+const dpoResults: DpoResult[] = [];
+for (const preset of presets) {
+    const f32 = await model(preset, "f32");
+    const vocab = await loadModel(f32, {vocabOnly: true});
+    const rows = options.steps + 1;
+    // enough text for `rows` rows of ctx tokens for still-train, and for llama-finetune's
+    // overlapping datapoints (stride ctx/2, 5% held out for validation)
+    let words = 400;
+    let tokens = vocab.tokenize(corpus(words));
+    while (tokens.length < 2 * (rows + 2) * options.ctx) tokens = vocab.tokenize(corpus((words *= 2)));
+    const sftFile = path.join(work, `${preset}-sft.bin`);
+    {
+        const f = await TrainingFile.create(sftFile, "sft", vocab.facts.vocabSize);
+        for (let r = 0; r < rows; r++) {
+            const t = tokens.slice(r * options.ctx, (r + 1) * options.ctx);
+            await f.addSft({tokens: t, weights: t.map((_, i) => (i === 0 ? 0 : 1))});
+        }
+        await f.close();
+    }
+    const ftText = vocab.detokenize(tokens.slice(0, Math.ceil(((rows + 1) / 0.95) * options.ctx / 2) + options.ctx));
+    // DPO pairs from the same tokens: prompt 1/8 of a row, two answers filling the rest
+    const dpoFile = path.join(work, `${preset}-dpo.bin`);
+    const pairSftFile = path.join(work, `${preset}-pair-sft.bin`);
+    {
+        const np = options.ctx / 8, na = (options.ctx - 2 * np) / 2;
+        const d = await TrainingFile.create(dpoFile, "dpo", vocab.facts.vocabSize);
+        const s = await TrainingFile.create(pairSftFile, "sft", vocab.facts.vocabSize);
+        for (let r = 0; r < rows; r++) {
+            const at = r * options.ctx;
+            const prompt = tokens.slice(at, at + np), chosen = tokens.slice(at + np, at + np + na), rejected = tokens.slice(at + np + na, at + np + 2 * na);
+            const ones = (a: number[]) => a.map(() => 1);
+            await d.addDpo({prompt, chosen, chosenWeights: ones(chosen), chosenSftWeights: ones(chosen), rejected, rejectedWeights: ones(rejected)});
+            for (const answer of [chosen, rejected])
+                await s.addSft({tokens: [...prompt, ...answer], weights: [...prompt.map(() => 0), ...ones(answer)]});
+        }
+        await d.close();
+        await s.close();
+    }
+    await vocab.dispose();
+
+    for (const type of types) {
+        const modelPath = type === "f32" ? f32 : await model(preset, type);
+        const still: Figures[] = [];
+        const ft: Figures[] = [];
+        const sftSteps: number[] = [], dpoSteps: number[] = [], refs: number[] = [];
+        let sftRss: number | null = null, dpoRss: number | null = null;
+        for (let run = 1; run <= options.runs; run++) {
+            log(`${preset} ${type}, run ${run}/${options.runs}`);
+            // interleaved, so drifts in machine load hit both trainers alike
+            const s = await runStill("sft", modelPath, sftFile, rows, options.ctx);
+            still.push({tokens_per_s: stepFigures(s.evs).tokensPerS, peak_rss_mb: s.rss});
+            ft.push(await runFinetune(f32, ftText));
+            if (options.dpo) {
+                const a = await runStill("sft", modelPath, pairSftFile, rows, options.ctx);
+                const b = await runStill("dpo", modelPath, dpoFile, rows, options.ctx);
+                sftSteps.push(stepFigures(a.evs).secondsPerStep);
+                dpoSteps.push(stepFigures(b.evs).secondsPerStep);
+                const ref = b.evs.find((e) => e.type === "reference");
+                refs.push(ref?.type === "reference" ? ref.seconds ?? 0 : 0);
+                sftRss = Math.max(sftRss ?? 0, a.rss ?? 0);
+                dpoRss = Math.max(dpoRss ?? 0, b.rss ?? 0);
+            }
+        }
+        results.push({model: preset, base_type: type, mode: "lora", still: medianFigures(still),
+            llama_finetune: {...medianFigures(ft), base_type: "f32", mode: "full"}});
+        if (options.dpo) {
+            const r3 = (x: number) => Math.round(x * 1000) / 1000;
+            dpoResults.push({model: preset, base_type: type, sft_s_per_step: r3(median(sftSteps)), dpo_s_per_step: r3(median(dpoSteps)),
+                reference_s: r3(median(refs)), sft_peak_rss_mb: sftRss, dpo_peak_rss_mb: dpoRss});
+        }
+    }
+}
+
+if (options.json) {
+    process.stdout.write(JSON.stringify({variant: variant.name, threads: options.threads, ctx: options.ctx, steps: options.steps, runs: options.runs,
+        results, ...(options.dpo ? {dpo: dpoResults} : {})}) + "\n");
+} else {
+    const ratio = (a: number | null, b: number | null) => (a != null && b != null && b > 0 ? (a / b).toFixed(2) + "×" : "-");
+    process.stdout.write(`still-train LoRA SFT (r 8, all modules, loss on every token) vs llama-finetune (full, F32), ${options.threads} threads, ` +
+        `rows of ${options.ctx} tokens, one per step, ${options.steps} measured steps; medians of ${options.runs}; llama.cpp ${variant.name} libraries\n\n`);
+    process.stdout.write("| model | still base | still tokens/s | llama-finetune tokens/s | ratio | peak RSS MB still / llama-finetune |\n|---|---|---|---|---|---|\n");
+    for (const r of results) {
+        const ft = r.llama_finetune.tokens_per_s ?? `failed: ${r.llama_finetune.error ?? "?"}`;
+        process.stdout.write(`| ${r.model} | ${r.base_type} | ${r.still.tokens_per_s ?? "-"} | ${ft} | ${ratio(r.still.tokens_per_s, r.llama_finetune.tokens_per_s)} | ` +
+            `${r.still.peak_rss_mb ?? "-"} / ${r.llama_finetune.peak_rss_mb ?? "-"} |\n`);
+    }
+    if (options.dpo) {
+        process.stdout.write("\nDPO step vs SFT step on the same pairs (both answers of a pair in one row)\n\n");
+        process.stdout.write("| model | base | SFT s/step | DPO s/step | DPO/SFT | reference pass s | peak RSS MB SFT / DPO |\n|---|---|---|---|---|---|---|\n");
+        for (const d of dpoResults)
+            process.stdout.write(`| ${d.model} | ${d.base_type} | ${d.sft_s_per_step} | ${d.dpo_s_per_step} | ${ratio(d.dpo_s_per_step, d.sft_s_per_step)} | ` +
+                `${d.reference_s} | ${d.sft_peak_rss_mb ?? "-"} / ${d.dpo_peak_rss_mb ?? "-"} |\n`);
+    }
+}

@@ -1,0 +1,116 @@
+// Writes the pre-tokenized input of still-train (layout in native/trainer/data.h):
+// a 32-byte header, then one record per SFT example or DPO pair. Written to a temporary
+// file and renamed, so a trainer never reads half a file.
+import fs from "node:fs/promises";
+import {StillError} from "../errors.js";
+
+export type SftRecord = {tokens: readonly number[], weights: readonly number[]};
+export type DpoRecord = {
+    prompt: readonly number[],
+    chosen: readonly number[], chosenWeights: readonly number[], chosenSftWeights: readonly number[],
+    rejected: readonly number[], rejectedWeights: readonly number[]
+};
+
+const KIND = {sft: 1, dpo: 2} as const;
+
+export class TrainingFile {
+    private records = 0;
+    private offset = 32;
+    private pending: Buffer[] = [];
+    private pendingBytes = 0;
+
+    private constructor(readonly path: string, private readonly tmp: string, private readonly handle: fs.FileHandle,
+                        readonly kind: keyof typeof KIND, private readonly vocabSize: number) {}
+
+    static async create(path: string, kind: keyof typeof KIND, vocabSize: number): Promise<TrainingFile> {
+        const tmp = `${path}.tmp-${process.pid}`;
+        const handle = await fs.open(tmp, "w");
+        return new TrainingFile(path, tmp, handle, kind, vocabSize);
+    }
+
+    get count() {
+        return this.records;
+    }
+
+    async addSft(r: SftRecord) {
+        if (this.kind !== "sft") throw new StillError("an SFT record cannot go into a DPO training file.");
+        checkSame(r.tokens, r.weights, "weights");
+        this.push(u32(r.tokens.length), i32s(r.tokens), f32s(r.weights));
+        await this.maybeFlush();
+    }
+
+    async addDpo(r: DpoRecord) {
+        if (this.kind !== "dpo") throw new StillError("a DPO record cannot go into an SFT training file.");
+        checkSame(r.chosen, r.chosenWeights, "chosen weights");
+        checkSame(r.chosen, r.chosenSftWeights, "chosen SFT weights");
+        checkSame(r.rejected, r.rejectedWeights, "rejected weights");
+        this.push(u32(r.prompt.length), u32(r.chosen.length), u32(r.rejected.length), i32s(r.prompt),
+            i32s(r.chosen), f32s(r.chosenWeights), f32s(r.chosenSftWeights), i32s(r.rejected), f32s(r.rejectedWeights));
+        await this.maybeFlush();
+    }
+
+    /** Writes the header and moves the file into place. */
+    async close() {
+        await this.flush();
+        const header = Buffer.alloc(32);
+        header.write("STILLTRN", 0, "latin1");
+        header.writeUInt32LE(1, 8);
+        header.writeUInt32LE(KIND[this.kind], 12);
+        header.writeUInt32LE(this.vocabSize, 16);
+        header.writeUInt32LE(0, 20);
+        header.writeBigUInt64LE(BigInt(this.records), 24);
+        await this.handle.write(header, 0, 32, 0);
+        await this.handle.close();
+        await fs.rename(this.tmp, this.path);
+    }
+
+    /** Closes and removes the temporary file (after an error). */
+    async discard() {
+        await this.handle.close().catch(() => {});
+        await fs.rm(this.tmp, {force: true});
+    }
+
+    private push(...parts: Buffer[]) {
+        for (const p of parts) {
+            this.pending.push(p);
+            this.pendingBytes += p.length;
+        }
+        this.records++;
+    }
+
+    private async maybeFlush() {
+        if (this.pendingBytes >= 1 << 22) await this.flush();
+    }
+
+    private async flush() {
+        if (this.pendingBytes === 0) return;
+        const buf = Buffer.concat(this.pending, this.pendingBytes);
+        await this.handle.write(buf, 0, buf.length, this.offset);
+        this.offset += buf.length;
+        this.pending = [];
+        this.pendingBytes = 0;
+    }
+}
+
+function checkSame(tokens: readonly number[], weights: readonly number[], what: string) {
+    if (tokens.length !== weights.length)
+        throw new StillError(`a training record has ${tokens.length} tokens but ${weights.length} ${what}.`);
+}
+
+function u32(v: number) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return b;
+}
+
+function i32s(a: readonly number[]) {
+    const b = Buffer.alloc(4 * a.length);
+    for (let i = 0; i < a.length; i++) b.writeInt32LE(a[i]!, 4 * i);
+    return b;
+}
+
+function f32s(a: readonly number[]) {
+    const b = Buffer.alloc(4 * a.length);
+    for (let i = 0; i < a.length; i++) b.writeFloatLE(a[i]!, 4 * i);
+    return b;
+}

@@ -1,0 +1,146 @@
+// Direct preference optimisation (STILL-2's self-improve step): pairs of answers to one
+// prompt, chosen (e.g. correct) and rejected (incorrect), aligning the whole answer or
+// only its thought, with an optional SFT term on the chosen answer. The reference model
+// is the starting policy: its log-probabilities are computed once by the trainer and
+// cached in the run directory (or given by the caller), so no second model is held.
+import fs from "node:fs/promises";
+import path from "node:path";
+import {z} from "zod";
+import {readJsonl} from "../data/readJsonl.js";
+import type {ChatMessage, Model} from "../engine/Model.js";
+import {DataError, OptionError} from "../errors.js";
+import {buildChatMessages} from "../format/buildChatMessages.js";
+import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
+import {TokenizeError, type TokenizedAnswer, tokenizeAnswers} from "./tokenizeForTraining.js";
+import type {TrainingFile} from "./TrainingFile.js";
+import {trainingOptionsSchema} from "./trainingOptions.js";
+
+const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
+
+/** A pair: one prompt (a question, chat messages, or raw text) and two answers to it. */
+export const dpoPairSchema = z.object({
+    question: z.string().min(1).optional(),
+    messages: z.array(chatMessageSchema).min(1).optional(),
+    prompt: z.string().optional(),
+    chosen: z.string().min(1),
+    rejected: z.string().min(1)
+}).refine((p) => [p.question, p.messages, p.prompt].filter((x) => x != null).length === 1,
+    {message: "a pair needs exactly one of question, messages and prompt"});
+export type DpoPair = z.input<typeof dpoPairSchema>;
+
+export const dpoOptionsSchema = trainingOptionsSchema.extend({
+    /** Continue this LoRA adapter (e.g. the SFT one): it is the starting policy and the reference. */
+    adapter: z.string().optional(),
+    /** Temperature of the implicit reward β · (log π − log π_ref). */
+    beta: z.number().positive().default(0.1),
+    /** Weight of the SFT term (mean NLL of the chosen answer) added to the DPO loss. */
+    alpha: z.number().min(0).default(0),
+    /** Tokens whose log-probabilities enter the DPO term: the whole answer or only its thought. */
+    align: z.enum(["response", "thought"]).default("response"),
+    /** sigmoid (DPO), ipo, or hinge. */
+    loss: z.enum(["sigmoid", "ipo", "hinge"]).default("sigmoid"),
+    /**
+     * Reference log-probabilities per pair (summed over the aligned tokens), instead of the
+     * trainer's forward pass over the starting policy.
+     */
+    referenceLogps: z.array(z.object({chosen: z.number(), rejected: z.number()})).optional()
+});
+export type DpoOptions = z.input<typeof dpoOptionsSchema> & RunHooks & {
+    /** A JSONL file of pairs, or the pairs. */
+    pairs: string | Iterable<DpoPair> | AsyncIterable<DpoPair>
+};
+
+export async function dpo(options: DpoOptions): Promise<TrainResult> {
+    const {pairs, signal, onProgress, ...rest} = options;
+    const parsed = dpoOptionsSchema.safeParse(rest);
+    if (!parsed.success) throw new OptionError(`invalid DPO options: ${z.prettifyError(parsed.error)}`);
+    const o = parsed.data;
+    if (o.full && o.adapter != null) throw new OptionError("full training cannot continue a LoRA adapter; drop adapter or full.");
+    const extra = ["--beta", String(o.beta), "--sft-alpha", String(o.alpha), "--loss", o.loss];
+    if (o.adapter != null) extra.push("--adapter", o.adapter);
+    let written: WrittenData | undefined;
+    return runTraining("dpo", o, extra, {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
+        async (model, file) => (written = await writeDpoData(model, file, pairs, o.align, o.ctx, o.overflow, o.systemPrompt, signal)),
+        async (workDir) => {
+            const ref = path.join(workDir, "checkpoint.gguf.ref");
+            if (o.referenceLogps != null) {
+                if (o.referenceLogps.length !== written?.records)
+                    throw new OptionError(`referenceLogps has ${o.referenceLogps.length} entries for ${written?.records} pairs.`);
+                await writeReferenceLogps(ref, o.referenceLogps);
+            } else if (!o.resume) {
+                await fs.rm(ref, {force: true});
+            }
+        });
+}
+
+/** The trainer's reference log-prob file (native/trainer/io.h), without a data fingerprint. */
+async function writeReferenceLogps(file: string, refs: readonly {chosen: number, rejected: number}[]) {
+    const buf = Buffer.alloc(32 + 16 * refs.length);
+    buf.write("STILLREF", 0, "latin1");
+    buf.writeUInt32LE(1, 8);
+    buf.writeBigUInt64LE(BigInt(refs.length), 16);
+    buf.writeBigUInt64LE(0n, 24);
+    refs.forEach((r, i) => {
+        buf.writeDoubleLE(r.chosen, 32 + 16 * i);
+        buf.writeDoubleLE(r.rejected, 40 + 16 * i);
+    });
+    await fs.writeFile(file, buf);
+}
+
+/** @internal Tokenizes the pairs into the trainer's input file. */
+export async function writeDpoData(model: Model, file: TrainingFile, pairs: DpoOptions["pairs"], align: "response" | "thought", ctx: number,
+                            overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
+    const out: WrittenData = {records: 0, truncated: 0, sources: []};
+    const source = typeof pairs === "string" ? pairs : "pairs";
+    for await (const {where, value} of readPairs(pairs, signal)) {
+        const fail = (message: string) => new DataError(source, where.line == null ? `pair ${where.index}: ${message}` : message, where.line);
+        const prefix: readonly ChatMessage[] | string = value.prompt ?? value.messages
+            ?? buildChatMessages(value.question!, systemPrompt === undefined ? {} : {systemPrompt});
+        let c: TokenizedAnswer, r: TokenizedAnswer;
+        try {
+            [c, r] = tokenizeAnswers(model, prefix, [value.chosen, value.rejected]) as [TokenizedAnswer, TokenizedAnswer];
+        } catch (err) {
+            if (err instanceof TokenizeError) throw fail(err.message);
+            throw err;
+        }
+        const alignWeights = (t: TokenizedAnswer, which: string) => {
+            const w = align === "thought" ? t.thoughtWeights : t.completionWeights;
+            if (w == null) throw fail(`the ${which} answer has no <|begin_of_thought|> … <|end_of_thought|> part, which align "thought" needs`);
+            return w;
+        };
+        const cw = alignWeights(c, "chosen");
+        const rw = alignWeights(r, "rejected");
+        const fit = fitLengths(c.prompt.length, [c.completion.length, r.completion.length], ctx, overflow);
+        if (typeof fit === "string") throw fail(fit);
+        const [nc, nr] = fit ?? [c.completion.length, r.completion.length];
+        if (fit != null) out.truncated++;
+        const chosenWeights = cw.slice(0, nc);
+        const rejectedWeights = rw.slice(0, nr);
+        if (!chosenWeights.some((x) => x > 0) || !rejectedWeights.some((x) => x > 0))
+            throw fail("after truncation an answer has no aligned token left; raise ctx");
+        await file.addDpo({
+            prompt: c.prompt,
+            chosen: c.completion.slice(0, nc!), chosenWeights, chosenSftWeights: c.completionWeights.slice(0, nc),
+            rejected: r.completion.slice(0, nr!), rejectedWeights
+        });
+        out.records++;
+        out.sources.push(where.line == null ? `${source}[${where.index}]` : `${source}:${where.line}`);
+    }
+    if (out.records === 0) throw new DataError(source, "no preference pairs.");
+    return out;
+}
+
+async function* readPairs(pairs: DpoOptions["pairs"], signal?: AbortSignal): AsyncGenerator<{where: {index: number, line?: number}, value: z.output<typeof dpoPairSchema>}> {
+    if (typeof pairs === "string") {
+        let index = 0;
+        for await (const row of readJsonl(pairs, {schema: dpoPairSchema, policy: "strict", ...(signal == null ? {} : {signal})}))
+            yield {where: {index: index++, line: row.line}, value: row.value};
+        return;
+    }
+    let index = 0;
+    for await (const raw of pairs as AsyncIterable<DpoPair>) {
+        const parsed = dpoPairSchema.safeParse(raw);
+        if (!parsed.success) throw new DataError("pairs", `pair ${index}: ${z.prettifyError(parsed.error)}`);
+        yield {where: {index: index++}, value: parsed.data};
+    }
+}

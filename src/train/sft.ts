@@ -1,0 +1,94 @@
+// Supervised fine-tuning (STILL-2's imitate step): LoRA (or full) training on chat
+// examples with the loss on the whole answer or only on its thought.
+import {z} from "zod";
+import {readJsonl} from "../data/readJsonl.js";
+import type {ChatMessage, Model} from "../engine/Model.js";
+import {DataError, OptionError} from "../errors.js";
+import {buildTrainingMessages} from "../format/buildChatMessages.js";
+import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
+import {type LossMask, TokenizeError, type TokenizedAnswer, tokenizeChat, tokenizeRaw} from "./tokenizeForTraining.js";
+import type {TrainingFile} from "./TrainingFile.js";
+import {trainingOptionsSchema} from "./trainingOptions.js";
+
+const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
+
+/**
+ * One example: a conversation ending with the assistant's answer; a question with its
+ * long-form answer (put after the system prompt); or raw prompt and completion text.
+ */
+export const sftExampleSchema = z.union([
+    z.object({messages: z.array(chatMessageSchema).min(2)}),
+    z.object({question: z.string().min(1), response: z.string().min(1)}),
+    z.object({prompt: z.string(), completion: z.string().min(1)})
+]);
+export type SftExample = z.input<typeof sftExampleSchema>;
+
+export const sftOptionsSchema = trainingOptionsSchema.extend({
+    /** Loss on every answer token ("completion") or only on the thought ("thought"). */
+    mask: z.enum(["completion", "thought"]).default("completion")
+});
+export type SftOptions = z.input<typeof sftOptionsSchema> & RunHooks & {
+    /** A JSONL file of examples, or the examples. */
+    data: string | Iterable<SftExample> | AsyncIterable<SftExample>
+};
+
+export async function sft(options: SftOptions): Promise<TrainResult> {
+    const {data, signal, onProgress, ...rest} = options;
+    const parsed = sftOptionsSchema.safeParse(rest);
+    if (!parsed.success) throw new OptionError(`invalid training options: ${z.prettifyError(parsed.error)}`);
+    const o = parsed.data;
+    return runTraining("sft", o, [], {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
+        (model, file) => writeSftData(model, file, data, o.mask, o.ctx, o.overflow, o.systemPrompt, signal));
+}
+
+/** @internal Tokenizes the examples into the trainer's input file. */
+export async function writeSftData(model: Model, file: TrainingFile, data: SftOptions["data"], mask: LossMask, ctx: number,
+                            overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
+    const out: WrittenData = {records: 0, truncated: 0, sources: []};
+    const source = typeof data === "string" ? data : "examples";
+    for await (const {where, value} of examples(data, signal)) {
+        const fail = (message: string) => new DataError(source, where.line == null ? `example ${where.index}: ${message}` : message, where.line, where.field);
+        let t: TokenizedAnswer;
+        try {
+            t = "messages" in value ? tokenizeChat(model, value.messages as ChatMessage[])
+                : "question" in value ? tokenizeChat(model, buildTrainingMessages(value, systemPrompt === undefined ? {} : {systemPrompt}))
+                : tokenizeRaw(model, value.prompt, value.completion);
+        } catch (err) {
+            if (err instanceof TokenizeError) throw fail(err.message);
+            throw err;
+        }
+        const answerWeights = mask === "thought" ? t.thoughtWeights : t.completionWeights;
+        if (answerWeights == null)
+            throw fail(`the answer has no ${"<|begin_of_thought|> … <|end_of_thought|>"} part, which mask "thought" trains on`);
+        const fit = fitLengths(t.prompt.length, [t.completion.length], ctx, overflow);
+        if (typeof fit === "string") throw fail(fit);
+        const n = fit == null ? t.completion.length : fit[0]!;
+        if (fit != null) out.truncated++;
+        const tokens = [...t.prompt, ...t.completion.slice(0, n)];
+        const weights = [...t.prompt.map(() => 0), ...answerWeights.slice(0, n)];
+        weights[0] = 0;
+        await file.addSft({tokens, weights});
+        out.records++;
+        out.sources.push(where.line == null ? `${source}[${where.index}]` : `${source}:${where.line}`);
+    }
+    if (out.records === 0) throw new DataError(source, "no training examples.");
+    return out;
+}
+
+type Where = {index: number, line?: number, field?: string};
+
+/** Examples from a JSONL file (each line checked) or from the caller, with where each came from. */
+async function* examples(data: SftOptions["data"], signal?: AbortSignal): AsyncGenerator<{where: Where, value: z.output<typeof sftExampleSchema>}> {
+    if (typeof data === "string") {
+        let index = 0;
+        for await (const row of readJsonl(data, {schema: sftExampleSchema, policy: "strict", ...(signal == null ? {} : {signal})}))
+            yield {where: {index: index++, line: row.line}, value: row.value};
+        return;
+    }
+    let index = 0;
+    for await (const raw of data as AsyncIterable<SftExample>) {
+        const parsed = sftExampleSchema.safeParse(raw);
+        if (!parsed.success) throw new DataError("examples", `example ${index}: ${z.prettifyError(parsed.error)}`);
+        yield {where: {index: index++}, value: parsed.data};
+    }
+}

@@ -1,0 +1,173 @@
+// still-train's own graph against llama.cpp (logits) and its gradients against central
+// finite differences, on the three architectures it builds.
+import fs from "node:fs";
+import path from "node:path";
+import {afterAll, beforeAll, describe, expect, it} from "vitest";
+import {getBackend} from "../src/engine/binding.js";
+import {loadModel, type Model} from "../src/engine/Model.js";
+import {TrainerError} from "../src/errors.js";
+import type {TrainerEvent} from "../src/train/runTrainer.js";
+import {testModel, tmpDir} from "./helpers/models.js";
+import {randomDpoData, randomSftData, trainer} from "./helpers/trainer.js";
+
+type Grad = Extract<TrainerEvent, {type: "grad"}>;
+const grads = (events: TrainerEvent[]) => events.filter((e): e is Grad => e.type === "grad");
+
+describe.each(["tiny", "tiny-qwen2", "tiny-qwen3"] as const)("still-train on %s", (preset) => {
+    let modelPath: string;
+    let model: Model;
+    let sftData: string;
+    beforeAll(async () => {
+        modelPath = await testModel(preset);
+        model = await loadModel(modelPath);
+        sftData = await randomSftData(model.facts.vocabSize, 6);
+    });
+    afterAll(() => model?.dispose());
+
+    it("computes llama.cpp's logits (F32: max abs difference ≤ 1e-3)", async () => {
+        const tokens = model.tokenize("<|im_start|>user\nWhat is 6 × 7? Think step by step.<|im_end|>\n<|im_start|>assistant\n", {special: true});
+        const ref = await model.logits(tokens);
+        const out = path.join(tmpDir, `logits-${preset}.f32`);
+        await trainer(["logits", "--model", modelPath, "--tokens", tokens.join(","), "--out", out]);
+        const ours = new Float32Array(fs.readFileSync(out).buffer.slice(0));
+        const V = model.facts.vocabSize;
+        expect(ours.length).toBe(tokens.length * V);
+        let maxDiff = 0;
+        let maxAbs = 0;
+        ref.forEach((row, i) => row.forEach((v, j) => {
+            maxDiff = Math.max(maxDiff, Math.abs(v - ours[i * V + j]!));
+            maxAbs = Math.max(maxAbs, Math.abs(v));
+        }));
+        expect(maxAbs).toBeGreaterThan(0.01); // the comparison is not between near-zero rows
+        expect(maxDiff).toBeLessThanOrEqual(1e-3);
+    });
+
+    it("LoRA gradients agree with central finite differences (SFT loss with weights)", async () => {
+        const events = await trainer(["grad-check", "--model", modelPath, "--data", sftData, "--init-random-b", "--rank", "4", "--entries", "1"]);
+        const g = grads(events);
+        expect(g.length).toBe(2 * 7 * model.facts.layerCount);
+        for (const t of g) {
+            expect(t.grad_norm, t.tensor).toBeGreaterThan(0);
+            expect(t.rel_error, t.tensor).toBeLessThanOrEqual(1e-2);
+        }
+    });
+
+    it("full fine-tuning gradients of every weight, K/V projections and embeddings included, agree with finite differences", async () => {
+        const events = await trainer(["grad-check", "--model", modelPath, "--data", sftData, "--full", "--entries", "1"]);
+        const g = grads(events);
+        const names = g.map((t) => t.tensor);
+        expect(names).toContain("token_embd.weight");
+        expect(names).toContain("blk.0.attn_k.weight");
+        expect(names).toContain("blk.0.attn_v.weight");
+        expect(g.length).toBe(model.gguf.tensorCount);
+        for (const t of g) {
+            expect(t.grad_norm, t.tensor).toBeGreaterThan(0);
+            expect(t.rel_error, t.tensor).toBeLessThanOrEqual(1e-2);
+        }
+    });
+});
+
+describe("still-train DPO gradients", () => {
+    it.each(["sigmoid", "ipo", "hinge"])("agree with finite differences for the %s loss with an SFT term", async (loss) => {
+        const modelPath = await testModel("tiny-qwen2");
+        const data = await randomDpoData(263, 4);
+        const events = await trainer(["grad-check", "--model", modelPath, "--data", data, "--init-random-b", "--loss", loss, "--beta", "0.5", "--sft-alpha", "0.3", "--entries", "1"]);
+        const g = grads(events);
+        expect(g.length).toBe(2 * 7 * 2);
+        for (const t of g) expect(t.rel_error, t.tensor).toBeLessThanOrEqual(1e-2);
+    });
+});
+
+describe("packing", () => {
+    it("spreads many short DPO pairs over rows with a bounded number of loss groups", async () => {
+        const modelPath = await testModel("tiny-qwen2");
+        const data = await randomDpoData(263, 300, 11);
+        const events = await trainer(["dpo", "--model", modelPath, "--data", data, "--out", path.join(tmpDir, "many.gguf"),
+            "--ctx", "16384", "--sft-alpha", "0.5", "--max-steps", "3"]);
+        const start = events.find((e) => e.type === "start");
+        // 300 pairs of about 20 tokens fit one 16384-token row, but not its loss groups
+        expect(start?.type === "start" && start.steps).toBe(3);
+        expect(events.filter((e) => e.type === "step").length).toBe(3);
+    });
+});
+
+describe("backward products through frozen weights", () => {
+    it("give the same gradients on the matrix kernels as ggml's OUT_PROD, on F32, F16 and Q8_0 bases", async () => {
+        for (const type of ["f32", "f16", "q8_0"] as const) {
+            const modelPath = await testModel("tiny-qwen2", type);
+            const data = await randomSftData(263, 4, 7);
+            const norms = async (mode: string) => new Map(grads(await trainer(["grad-check", "--model", modelPath, "--data", data,
+                "--init-random-b", "--no-finite-differences", "--backward-products", mode])).map((g) => [g.tensor, g.grad_norm]));
+            const a = await norms("mul_mat");
+            const b = await norms("out_prod");
+            expect(a.size).toBe(28);
+            for (const [name, v] of a) expect(Math.abs(v - b.get(name)!) / v, `${type} ${name}`).toBeLessThan(1e-3);
+        }
+    });
+});
+
+describe("a Q4_K base", () => {
+    it("trains, with the same gradients on the matrix kernels as through OUT_PROD", async () => {
+        const file = path.join(tmpDir, "tiny-q4_k.gguf");
+        await getBackend().binding.quantize(await testModel("tiny"), file, 15 /* LLAMA_FTYPE_MOSTLY_Q4_K_M */, 1);
+        const data = await randomSftData(263, 4, 9);
+        const norms = async (mode: string) => new Map(grads(await trainer(["grad-check", "--model", file, "--data", data,
+            "--init-random-b", "--no-finite-differences", "--backward-products", mode])).map((g) => [g.tensor, g.grad_norm]));
+        const a = await norms("mul_mat");
+        const b = await norms("out_prod");
+        expect(a.size).toBe(56);
+        for (const [name, v] of a) expect(Math.abs(v - b.get(name)!) / v, name).toBeLessThan(1e-3);
+        const events = await trainer(["sft", "--model", file, "--data", data, "--out", path.join(tmpDir, "q4k.gguf"), "--epochs", "3"]);
+        expect(events.filter((e) => e.type === "step").length).toBe(3);
+    });
+});
+
+describe("bad input to still-train", () => {
+    it("refuses a model architecture it has no graph for, naming it", async () => {
+        const file = path.join(tmpDir, "not-llama.gguf");
+        const bytes = fs.readFileSync(await testModel("tiny-qwen2"));
+        // same length: qwen2 -> gpt2x in the architecture string
+        const at = bytes.indexOf(Buffer.from("qwen2"));
+        bytes.write("gpt2x", at, "latin1");
+        fs.writeFileSync(file, bytes);
+        const err = await trainer(["logits", "--model", file, "--tokens", "1,2", "--out", path.join(tmpDir, "l.f32")]).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TrainerError);
+        expect((err as Error).message).toMatch(/not-llama\.gguf.*'gpt2x'.*supports llama, qwen2 and qwen3|cannot read/);
+    });
+
+    it("refuses a truncated base GGUF with one clear error", async () => {
+        const file = path.join(tmpDir, "truncated.gguf");
+        const bytes = fs.readFileSync(await testModel("tiny"));
+        fs.writeFileSync(file, bytes.subarray(0, bytes.length - 1000));
+        const err = await trainer(["logits", "--model", file, "--tokens", "1,2", "--out", path.join(tmpDir, "l.f32")]).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TrainerError);
+        expect((err as TrainerError).exitCode).toBe(1);
+        expect((err as Error).message).toMatch(/truncated\.gguf/);
+    });
+
+    it("refuses damaged data files, naming the record", async () => {
+        const good = await randomSftData(263, 3);
+        const bytes = fs.readFileSync(good);
+        const cut = path.join(tmpDir, "cut.bin");
+        fs.writeFileSync(cut, bytes.subarray(0, bytes.length - 6));
+        const modelPath = await testModel("tiny");
+        const run = (data: string) => trainer(["sft", "--model", modelPath, "--data", data, "--out", path.join(tmpDir, "x.gguf")]).catch((e: unknown) => e as Error);
+        expect((await run(cut)).message).toMatch(/record 2 is truncated/);
+        const badToken = Buffer.from(bytes);
+        badToken.writeInt32LE(5000, 32 + 4 + 4); // record 0, tokens[1]
+        fs.writeFileSync(cut, badToken);
+        expect((await run(cut)).message).toMatch(/record 0: tokens\[1\] = 5000 is not a token of the model/);
+        fs.writeFileSync(cut, "not a data file at all");
+        expect((await run(cut)).message).toMatch(/not a still-train data file/);
+        const otherVocab = await randomSftData(100, 2);
+        expect((await run(otherVocab)).message).toMatch(/tokenized for a vocabulary of 100 tokens, but the model has 263/);
+    });
+
+    it("refuses impossible options", async () => {
+        const modelPath = await testModel("tiny");
+        const err = await trainer(["sft", "--model", modelPath, "--data", "x", "--out", "y", "--rank", "0"]).catch((e: unknown) => e as Error);
+        expect(err.message).toMatch(/--rank must be a whole number from 1/);
+        const err2 = await trainer(["sft", "--model", modelPath, "--data", "x", "--out", "y", "--modules", "q,zz"]).catch((e: unknown) => e as Error);
+        expect(err2.message).toMatch(/unknown module 'zz'/);
+    });
+});
