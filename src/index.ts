@@ -39,3 +39,12 @@ export {dpo, dpoPairSchema, dpoOptionsSchema, type DpoPair, type DpoOptions} fro
 export {type TrainResult} from "./train/runTraining.js";
 export {runTrainer, trainerBinary, trainerEventSchema, type TrainerEvent, type StepEvent, type DoneEvent} from "./train/runTrainer.js";
 export {LORA_MODULES, loraOptionsSchema, optimizerOptionsSchema, trainingOptionsSchema, type TrainingOptions} from "./train/trainingOptions.js";
+export {runLoop, loadInputs, type LoopEvent, type LoopOptions, type LoopSummary, type LoopInputs, type PhaseSummary} from "./pipeline/runLoop.js";
+export {runDemo, demoPlan, type DemoOptions, type DemoPlan} from "./pipeline/demo.js";
+export {loadRunConfig, parseRunConfig, runConfigSchema, runConfigJsonSchema, type RunConfig, type TrainConfig} from "./pipeline/config.js";
+export {RunDir} from "./pipeline/RunDir.js";
+export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./pipeline/sampleAndGrade.js";
+export {evaluate, type EvalMetrics, type EvalSet} from "./pipeline/evaluate.js";
+export {select, type Selection, type ScoredSample} from "./pipeline/select.js";
+export {demoProblems, teacherResponse, plainAnswer, workedSteps, type DemoProblem} from "./pipeline/demoTask.js";
+export {writeReport} from "./pipeline/report.js";

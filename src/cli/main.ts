@@ -6,6 +6,7 @@ import {generateCommand} from "./generateCommand.js";
 import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
 import {makeModelCommand} from "./makeModelCommand.js";
+import {runCommand} from "./runCommand.js";
 import {scoreCommand} from "./scoreCommand.js";
 import {trainCommand} from "./trainCommand.js";
 
@@ -29,6 +30,7 @@ generateCommand(program, controller.signal);
 scoreCommand(program, controller.signal);
 trainCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
+runCommand(program, controller.signal);
 
 try {
     await program.parseAsync(process.argv);

@@ -39,6 +39,8 @@ export const trainSchema = z.strictObject({
     /** Warmup, as a share of all steps. */
     warmup: z.number().min(0).max(1).default(0.05),
     weightDecay: z.number().min(0).default(0),
+    /** Checkpoint every N optimizer steps, so that a killed run loses at most N (0: only when stopped and at the end). */
+    saveEvery: z.number().int().min(0).default(20),
     lora: loraSchema.prefault({})
 });
 

@@ -94,6 +94,22 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
     return formatThought({thought: lines.join("\n"), solution: `${expr} = \\boxed{${value}}`});
 }
 
+/**
+ * The skill a base model brings from pre-training: a problem worked step by step, digit
+ * by digit, when asked for it in so many words (plain text, no thought format, no checks).
+ */
+export function workedSteps(problem: DemoProblem): {question: string, response: string} {
+    const expr = problem.question.replace(/^What is /, "").replace(/\?$/, "");
+    const lines: string[] = [];
+    let value = problem.terms[0]!;
+    for (let k = 1; k < problem.terms.length; k++) {
+        const step = stepText(value, problem.ops[k - 1]!, problem.terms[k]!);
+        lines.push(step.text);
+        value = step.result;
+    }
+    return {question: `Work out ${expr} step by step.`, response: lines.join("\n")};
+}
+
 /** The plain worked answer the base model is pre-trained on: no thought format. */
 export function plainAnswer(problem: DemoProblem): string {
     return `${problem.question.replace(/^What is /, "").replace(/\?$/, "")} = ${problem.answer}`;

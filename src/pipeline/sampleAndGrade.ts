@@ -46,8 +46,8 @@ export type SampleAndGradeOptions = {
 /** All samples of all problems, graded, in problem order then sample order. */
 export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSample[]> {
     await fsp.mkdir(o.dir, {recursive: true});
-    const engine = o.model.rollouts(o.engine);
-    if (o.adapter != null) engine.setAdapters([{adapter: o.adapter}]);
+    // made when a chunk is missing: reading back a finished step allocates no context
+    let engine: ReturnType<Model["rollouts"]> | undefined;
     const samples = o.sampling.samples ?? 1;
     const total = o.problems.length * samples;
     const out: GradedSample[] = [];
@@ -63,6 +63,10 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             }
             const byId = new Map(problems.map((p) => [p.id, p]));
             const chunk: GradedSample[] = [];
+            if (engine == null) {
+                engine = o.model.rollouts(o.engine);
+                if (o.adapter != null) engine.setAdapters([{adapter: o.adapter}]);
+            }
             const run = engine.generate(problems.map((p) => ({
                 id: p.id,
                 prompt: buildChatMessages(p.question, {systemPrompt: o.systemPrompt, ...(p.choices == null ? {} : {choices: p.choices})})
@@ -85,7 +89,7 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             out.push(...chunk);
         }
     } finally {
-        engine.dispose();
+        engine?.dispose();
     }
     return out;
 }

@@ -1,0 +1,80 @@
+// `still run`, `still demo`, `still schema`: the loop from a config file, resumed from a
+// run folder, or on the built-in offline demo.
+import type {Command} from "commander";
+import {z} from "zod";
+import {OptionError} from "../errors.js";
+import {loadRunConfig, runConfigJsonSchema} from "../pipeline/config.js";
+import {runDemo} from "../pipeline/demo.js";
+import {RunDir} from "../pipeline/RunDir.js";
+import {type LoopEvent, type LoopSummary, runLoop} from "../pipeline/runLoop.js";
+import {Progress} from "./Progress.js";
+
+export function runCommand(program: Command, signal: AbortSignal) {
+    program.command("run")
+        .description("Run the loop (imitate, explore, select, improve, evaluate) from a config file, or resume a run folder")
+        .option("--config <file>", "run configuration (JSON; see `still schema`)")
+        .option("--resume <dir>", "a run folder to continue (runs/<name>)")
+        .option("--json", "print the summary as JSON")
+        .action(async (raw: unknown) => {
+            const o = z.object({config: z.string().optional(), resume: z.string().optional(), json: z.boolean().default(false)}).parse(raw);
+            if ((o.config == null) === (o.resume == null)) throw new OptionError("run needs exactly one of --config and --resume.");
+            const config = o.config != null ? await loadRunConfig(o.config) : (await RunDir.open(o.resume!)).config;
+            const summary = await runLoop(config, {signal, onEvent: reporter(o.json)});
+            print(summary, o.json, signal);
+        });
+
+    program.command("demo")
+        .description("The whole recipe offline on the built-in tiny model and an arithmetic task with a scripted teacher")
+        .option("--out <dir>", "folder for the model, data and run", "runs/demo")
+        .option("--seed <n>", "seed", "1")
+        .option("--threads <n>", "CPU threads")
+        .option("--json", "print the summary as JSON")
+        .action(async (raw: unknown) => {
+            const o = z.object({out: z.string(), seed: z.coerce.number().int().min(0), threads: z.coerce.number().int().min(1).optional(),
+                json: z.boolean().default(false)}).parse(raw);
+            const summary = await runDemo({out: o.out, seed: o.seed, signal, onEvent: reporter(o.json), ...(o.threads == null ? {} : {threads: o.threads})});
+            print(summary, o.json, signal);
+        });
+
+    program.command("schema")
+        .description("Print the run configuration's JSON Schema")
+        .action(() => {
+            process.stdout.write(JSON.stringify(runConfigJsonSchema(), null, 2) + "\n");
+        });
+}
+
+/** Steps as lines, each step's progress as a bar (or plain lines off a terminal). */
+function reporter(quiet: boolean) {
+    let bar: {step: string, progress: Progress} | undefined;
+    const stop = () => {
+        bar?.progress.stop();
+        bar = undefined;
+    };
+    return (e: LoopEvent) => {
+        if (quiet) return;
+        if (e.type === "step") {
+            stop();
+            if (e.status === "start") process.stderr.write(`→ ${e.step}${e.message ? `: ${e.message}` : ""}\n`);
+            else if (e.status === "skip") process.stderr.write(e.message ? `– ${e.step} skipped: ${e.message}\n` : `✓ ${e.step} (done before)\n`);
+        } else {
+            if (bar?.step !== e.step) {
+                stop();
+                bar = {step: e.step, progress: new Progress(e.step, e.total, "auto")};
+            }
+            bar.progress.update(e.done, e.detail == null ? `${e.done}/${e.total}` : `${e.done}/${e.total} ${e.detail}`);
+        }
+    };
+}
+
+function print(summary: LoopSummary, json: boolean, signal: AbortSignal) {
+    if (json) {
+        process.stdout.write(JSON.stringify(summary) + "\n");
+        return;
+    }
+    const pct = (v: number) => `${(v * 100).toFixed(1)}%`.padStart(8);
+    process.stdout.write(`\n${"phase".padEnd(10)} ${"accuracy".padStart(8)} ${"format".padStart(8)} ${"tokens".padStart(7)}\n`);
+    for (const p of summary.phases)
+        process.stdout.write(`${p.name.padEnd(10)} ${pct(p.accuracy)} ${pct(p.format_adherence)} ${p.mean_tokens.toFixed(0).padStart(7)}\n`);
+    process.stdout.write(`\n${signal.aborted ? "stopped; `still run --resume " + summary.dir + "` continues" : "done"} in ${summary.seconds.toFixed(0)} s: ` +
+        `${summary.dir}/summary.json, ${summary.dir}/report.html\n`);
+}

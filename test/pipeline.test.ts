@@ -1,0 +1,218 @@
+// The loop (imitate → explore → select → improve → evaluate) on a miniature: the tiny
+// model, a dozen arithmetic problems of the demo task, one SFT round. Run through the CLI
+// as a user runs it, killed with SIGKILL in the middle of explore and of training, and
+// resumed; bad configs and data files stop it before any work.
+import {createHash} from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import {execa, type ResultPromise} from "execa";
+import {beforeAll, describe, expect, it} from "vitest";
+import {demoProblems, rng, teacherResponse} from "../src/pipeline/demoTask.js";
+import {testModel, tmpDir} from "./helpers/models.js";
+
+const root = path.join(tmpDir, "pipeline");
+const cli = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
+
+const train = {learningRate: 2e-3, epochs: 1, batchTokens: 512, context: 512, saveEvery: 2, lora: {rank: 4, alpha: 8}};
+
+/** Writes the data files and a config named `name`; returns the config's path. */
+function writeConfig(name: string, model: string, edit: (c: Record<string, any>) => void = () => {}): string {
+    const data = path.join(root, "data");
+    const config: Record<string, any> = {
+        name, runsDir: "runs", seed: 3,
+        model: {path: model},
+        prompt: {system: "Think, then answer."},
+        data: {
+            thoughts: path.join(data, "thoughts.jsonl"),
+            problems: path.join(data, "problems.jsonl"),
+            eval: [{name: "held-out", path: path.join(data, "heldout.jsonl")}]
+        },
+        imitate: {train},
+        explore: {samples: 2, temperature: 1, topK: 20, maxTokens: 48, parallel: 4, chunk: 2},
+        rounds: [{method: "sft", train}],
+        evaluate: {greedy: true, maxTokens: 48, parallel: 4}
+    };
+    edit(config);
+    const file = path.join(root, `${name}.json`);
+    fs.writeFileSync(file, JSON.stringify(config, null, 2));
+    return file;
+}
+
+const runDir = (name: string) => path.join(root, "runs", name);
+const readJson = (file: string) => JSON.parse(fs.readFileSync(file, "utf8"));
+const sha = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+/** metrics.jsonl without its time stamps and the run's own paths. */
+const metrics = (name: string) => fs.readFileSync(path.join(runDir(name), "metrics.jsonl"), "utf8").trim().split("\n").map((l) => {
+    const {at, adapter, seconds, tokensPerSecond, ...rest} = JSON.parse(l);
+    return rest;
+});
+
+/** Starts `still run`, kills it with SIGKILL once `ready` holds, and waits for it to die. */
+async function killWhen(child: ResultPromise, ready: () => boolean) {
+    for (;;) {
+        if (child.exitCode != null) throw new Error(`the run ended before the kill point: ${(await child).stderr}`);
+        if (ready()) break;
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill("SIGKILL");
+    const result = await child;
+    expect(result.signal).toBe("SIGKILL");
+}
+
+let model: string;
+
+beforeAll(async () => {
+    model = await testModel("tiny", "f32", 5);
+    const data = path.join(root, "data");
+    fs.mkdirSync(data, {recursive: true});
+    const problems = demoProblems(11, 36);
+    const teacher = rng(4);
+    const line = (p: (typeof problems)[number]) => JSON.stringify({id: p.id, problem: p.question, answer: p.answer});
+    fs.writeFileSync(path.join(data, "heldout.jsonl"), problems.slice(0, 4).map(line).join("\n") + "\n");
+    fs.writeFileSync(path.join(data, "problems.jsonl"), problems.slice(4, 16).map(line).join("\n") + "\n");
+    fs.writeFileSync(path.join(data, "thoughts.jsonl"), problems.slice(16).map((p) =>
+        JSON.stringify({question: p.question, response: teacherResponse(p, teacher), domain: "math", source: "test"})).join("\n") + "\n");
+});
+
+describe("still run", () => {
+    it("runs a miniature loop and leaves every artifact in its run folder", async () => {
+        const done = await cli(["run", "--config", writeConfig("whole", model), "--json"]);
+        expect(done.exitCode, done.stderr).toBe(0);
+        const dir = runDir("whole");
+        const summary = readJson(path.join(dir, "summary.json"));
+        expect(summary.phases.map((p: {name: string}) => p.name)).toEqual(["base", "imitate", "round-1"]);
+        for (const p of summary.phases) {
+            expect(p.accuracy).toBeGreaterThanOrEqual(0);
+            expect(p.accuracy).toBeLessThanOrEqual(1);
+            expect(p.format_adherence).toBeGreaterThanOrEqual(0);
+            expect(p.sets[0]).toMatchObject({set: "held-out", problems: 4});
+        }
+        expect(JSON.parse(done.stdout).phases).toEqual(summary.phases);
+
+        const state = readJson(path.join(dir, "state.json"));
+        expect(Object.keys(state.steps)).toEqual(expect.arrayContaining(
+            ["eval/base", "imitate/train", "eval/imitate", "round-1/explore", "round-1/select", "round-1/train", "eval/round-1"]));
+        // 12 problems × 2 samples in chunks of 2 problems
+        const chunks = fs.readdirSync(path.join(dir, "round-1", "explore")).sort();
+        expect(chunks).toEqual(["chunk-0000.jsonl", "chunk-0001.jsonl", "chunk-0002.jsonl", "chunk-0003.jsonl", "chunk-0004.jsonl", "chunk-0005.jsonl"]);
+        const samples = chunks.flatMap((c) => fs.readFileSync(path.join(dir, "round-1", "explore", c), "utf8").trim().split("\n").map((l) => JSON.parse(l)));
+        expect(samples).toHaveLength(24);
+        for (const s of samples) expect(s).toMatchObject({correct: expect.any(Boolean), finish: expect.stringMatching(/^(stop|length)$/)});
+        expect(fs.existsSync(path.join(dir, "round-1", "selected.jsonl"))).toBe(true);
+        expect(fs.existsSync(path.join(dir, "round-1", "pairs.jsonl"))).toBe(true);
+        expect(fs.existsSync(path.join(dir, "config.json"))).toBe(true);
+
+        // imitate learned from the thoughts; round 1 continued its adapter
+        const m = metrics("whole");
+        const imitate = m.find((r) => r.kind === "train" && r.phase === "imitate");
+        expect(imitate.steps).toBeGreaterThan(4);
+        expect(imitate.lastLoss).toBeLessThan(imitate.firstLoss);
+        expect(m.filter((r) => r.kind === "eval").map((r) => r.phase)).toEqual(["base", "imitate", "round-1"]);
+        for (const f of ["imitate/adapter.gguf", "round-1/adapter.gguf"]) expect(fs.statSync(path.join(dir, f)).size).toBeGreaterThan(1000);
+        expect(sha(path.join(dir, "round-1/adapter.gguf"))).not.toBe(sha(path.join(dir, "imitate/adapter.gguf")));
+
+        const report = fs.readFileSync(path.join(dir, "report.html"), "utf8");
+        expect(report).toContain("round-1");
+        expect(report).not.toMatch(/<script[^>]+src=|<link[^>]+href=/); // self-contained
+
+        // rerunning a finished run redoes nothing and says so
+        const again = await cli(["run", "--resume", dir]);
+        expect(again.exitCode, again.stderr).toBe(0);
+        expect(again.stderr).not.toContain("→");
+        expect(again.stderr).toContain("✓ round-1/train (done before)");
+    }, 240_000);
+
+    it("resumes a run killed in the middle of explore, with the same results as an uninterrupted run", async () => {
+        const explore = path.join(runDir("killed-explore"), "round-1", "explore");
+        await killWhen(execa(process.execPath, ["dist/src/cli/main.js", "run", "--config", writeConfig("killed-explore", model)], {reject: false}),
+            () => fs.existsSync(path.join(explore, "chunk-0001.jsonl")));
+        const state = readJson(path.join(runDir("killed-explore"), "state.json"));
+        expect(state.steps["imitate/train"]).toBeDefined();
+        expect(state.steps["round-1/explore"]).toBeUndefined();
+        const kept = fs.readdirSync(explore).filter((f) => f.endsWith(".jsonl"));
+        expect(kept.length).toBeLessThan(6);
+
+        const resumed = await cli(["run", "--resume", runDir("killed-explore")]);
+        expect(resumed.exitCode, resumed.stderr).toBe(0);
+        expect(resumed.stderr).toContain("✓ imitate/train (done before)");
+        expect(resumed.stderr).toContain("→ round-1/explore");
+        expectSameRun("killed-explore");
+    }, 240_000);
+
+    it("resumes a run killed in the middle of training, with the same results as an uninterrupted run", async () => {
+        const trainDir = path.join(runDir("killed-train"), "round-1", "train");
+        await killWhen(execa(process.execPath, ["dist/src/cli/main.js", "run", "--config", writeConfig("killed-train", model)], {reject: false}),
+            () => fs.existsSync(path.join(trainDir, "checkpoint.gguf")) && fs.existsSync(path.join(trainDir, "metrics.jsonl")) &&
+                fs.readFileSync(path.join(trainDir, "metrics.jsonl"), "utf8").split("\n").length > 4);
+        const state = readJson(path.join(runDir("killed-train"), "state.json"));
+        expect(state.steps["round-1/select"]).toBeDefined();
+        expect(state.steps["round-1/train"]).toBeUndefined();
+
+        const resumed = await cli(["run", "--resume", runDir("killed-train")]);
+        expect(resumed.exitCode, resumed.stderr).toBe(0);
+        expect(resumed.stderr).toContain("✓ round-1/explore (done before)");
+        // it went on from the checkpoint rather than from step 0
+        const trained = readJson(path.join(trainDir, "summary.json"));
+        expect(trained.startStep).toBeGreaterThan(0);
+        expectSameRun("killed-train");
+    }, 240_000);
+
+    it("refuses a resume with another config, and bad configs and data before any work", async () => {
+        const typo = await cli(["run", "--config", writeConfig("typo", model, (c) => { c.explore.sample = 3; })]);
+        expect(typo.exitCode).toBe(1);
+        expect(typo.stderr.trim().split("\n")).toHaveLength(1);
+        expect(typo.stderr).toMatch(/typo\.json.*explore.*unknown key sample/);
+
+        const range = await cli(["run", "--config", writeConfig("range", model, (c) => { c.explore.temperature = -1; })]);
+        expect(range.exitCode).toBe(1);
+        expect(range.stderr).toMatch(/range\.json.*explore\.temperature/);
+
+        const badLine = path.join(root, "bad-problems.jsonl");
+        fs.writeFileSync(badLine, '{"id": "a", "problem": "1 + 1?", "answer": "2"}\n{"id": "b", "problem": "2 + 2?"}\n');
+        const data = await cli(["run", "--config", writeConfig("bad-data", model, (c) => { c.data.problems = badLine; })]);
+        expect(data.exitCode).toBe(1);
+        expect(data.stderr).toMatch(/bad-problems\.jsonl:2.*answer/);
+
+        const notGguf = path.join(root, "not-a-model.gguf");
+        fs.writeFileSync(notGguf, "hello\n");
+        const badModel = await cli(["run", "--config", writeConfig("bad-model", model, (c) => { c.model.path = notGguf; })]);
+        expect(badModel.exitCode).toBe(1);
+        expect(badModel.stderr).toMatch(/not-a-model\.gguf/);
+
+        for (const name of ["typo", "range", "bad-data", "bad-model"]) expect(fs.existsSync(runDir(name))).toBe(false);
+
+        // the "whole" run's folder with a changed config
+        const changed = await cli(["run", "--config", writeConfig("whole", model, (c) => { c.seed = 4; })]);
+        expect(changed.exitCode).toBe(1);
+        expect(changed.stderr).toMatch(/another configuration/);
+        writeConfig("whole", model); // as it was
+
+        const schema = await cli(["schema"]);
+        expect(JSON.parse(schema.stdout).properties).toHaveProperty("explore");
+    }, 120_000);
+});
+
+/** The killed-and-resumed run ended as the uninterrupted "whole" run did. */
+function expectSameRun(name: string) {
+    const [a, b] = [readJson(path.join(runDir("whole"), "summary.json")), readJson(path.join(runDir(name), "summary.json"))];
+    expect(b.phases).toEqual(a.phases);
+    expect(metrics(name)).toEqual(metrics("whole"));
+    for (const f of ["round-1/selected.jsonl", "round-1/pairs.jsonl", "imitate/adapter.gguf", "round-1/adapter.gguf"])
+        expect(sha(path.join(runDir(name), f)), f).toBe(sha(path.join(runDir("whole"), f)));
+}
+
+describe("run config", () => {
+    it("accepts the README's example and documents every key in the JSON Schema", async () => {
+        const {parseRunConfig, runConfigJsonSchema} = await import("../src/pipeline/config.js");
+        const readme = fs.readFileSync(path.resolve(import.meta.dirname, "../README.md"), "utf8");
+        const loop = readme.slice(readme.indexOf("## The loop"));
+        const json = loop.slice(loop.indexOf("```json\n") + 8, loop.indexOf("```", loop.indexOf("```json\n") + 8));
+        const config = parseRunConfig(JSON.parse(json), path.join(root, "run.json"));
+        expect(config.rounds.map((r) => r.method)).toEqual(["sft", "dpo"]);
+        expect(config.model.path).toBe(path.join(root, "models", "qwen2.5-1.5b-instruct-q8_0.gguf"));
+        const schema = runConfigJsonSchema() as {properties: Record<string, unknown>, additionalProperties?: boolean};
+        expect(Object.keys(schema.properties)).toEqual(expect.arrayContaining(["model", "data", "imitate", "explore", "select", "rounds", "evaluate"]));
+        expect(schema.additionalProperties).toBe(false);
+        expect(() => parseRunConfig({...JSON.parse(json), rounds: [{method: "ppo"}]}, "x.json")).toThrow(/x\.json.*rounds\.0\.method/);
+    });
+});
