@@ -147,6 +147,14 @@ describe("math equivalence", () => {
         expect(mathEqual("\\frac{9.5}{3.14159} \\approx 3.01", "\\frac{9.5}{3.14159}")).toBe(true);
         expect(mathEqual("\\frac{1}{2} = \\frac{10}{9}", "\\frac{1}{2}")).toBe(false);
     });
+
+    it("grades a relation that states no value as wrong, without looping (a garbled model answer)", () => {
+        const garbled = "100borrre- 14\n\n\n<|begin_of_solution|>\n91 - 30: orrreso\u001c 101";
+        expect(mathEqual(garbled, "153")).toBe(false);
+        expect(mathEqual("a < b > c", "153")).toBe(false);
+        expect(grade(`<|begin_of_thought|>\n\nx\n\n<|begin_of_solution|>\n\n71 + 40 = \\boxed{${garbled}}\n\n<|end_of_solution|>`, "153"))
+            .toMatchObject({correct: false});
+    });
 });
 
 describe("answers in other formats", () => {

@@ -123,7 +123,8 @@ export function valuesEqual(pred: AnswerValue, gold: AnswerValue, budget: Budget
             // One value written several ways ("15\frac{39}{40}, or \frac{639}{40}") is still that value.
             if (pred.kind === "list" && pred.items.length > 0 && pred.braces !== "set") return pred.items.every((i) => valuesEqual(i, gold, budget));
             if (pred.kind === "tuple" || pred.kind === "list" || pred.kind === "union" || pred.kind === "matrix" || pred.kind === "ratio") return false;
-            return finalValues(pred).some((v) => valuesEqual(v, gold, budget));
+            // (a relation that states no value, such as `a < b > c`, is only itself: no match)
+            return finalValues(pred).some((v) => v !== pred && valuesEqual(v, gold, budget));
         }
     }
 }

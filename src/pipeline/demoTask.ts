@@ -96,7 +96,8 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
 
 /**
  * The skill a base model brings from pre-training: a problem worked step by step, digit
- * by digit, when asked for it in so many words (plain text, no thought format, no checks).
+ * by digit, when asked for it in so many words (plain text, no thought format, no checks;
+ * the steps read as the teacher's do).
  */
 export function workedSteps(problem: DemoProblem): {question: string, response: string} {
     const expr = problem.question.replace(/^What is /, "").replace(/\?$/, "");
@@ -107,7 +108,7 @@ export function workedSteps(problem: DemoProblem): {question: string, response: 
         lines.push(step.text);
         value = step.result;
     }
-    return {question: `Work out ${expr} step by step.`, response: lines.join("\n")};
+    return {question: `Work out ${expr} step by step.`, response: [`We need ${expr}. Work left to right.`, ...lines].join("\n")};
 }
 
 /** The plain worked answer the base model is pre-trained on: no thought format. */
