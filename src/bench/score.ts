@@ -64,7 +64,7 @@ async function runWorker(engine: "still" | "node-llama-cpp"): Promise<Figures> {
 /** llama-perplexity's own log: "m.ss.mmm.uuu" timestamps from start to the final estimate. */
 async function runLlamaPerplexity(): Promise<Figures> {
     const args = ["-m", model!, "-f", textFile!, "-c", String(options.ctx), "-b", String(options.batchSize),
-        "-t", String(options.threads), "--chunks", String(options.chunks), "--no-mmap"];
+        "-t", String(options.threads), "--chunks", String(options.chunks), "--load-mode", "none"];
     const time = gnuTime();
     const res = await execa(time ?? perplexityTool.binary, time == null ? args : ["-f", "peak_rss_kb=%M", perplexityTool.binary, ...args],
         {cwd: toolCwd(perplexityTool.variant), reject: false, all: true});

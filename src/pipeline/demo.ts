@@ -59,6 +59,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const thoughtSet = take(plan.thoughtProblems);
     const pretrainSet = take(plan.pretrainProblems);
     const teacher = rng(seed * 7919 + 1);
+    const wording = rng(seed * 7919 + 2);
     const file = (name: string) => path.join(out, "data", name);
     const asProblem = (p: (typeof all)[number]) => ({id: p.id, problem: p.question, answer: p.answer});
     await writeJsonlAtomic(file("heldout.jsonl"), heldOut.map(asProblem));
@@ -75,7 +76,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         if (!fs.existsSync(random)) await makeModel({preset: "tiny", out: random, seed, ...(signal == null ? {} : {signal})});
         await sft({
             model: random, out: base, full: true, workDir: path.join(out, "models", "pretrain"), resume: true, seed,
-            data: pretrainSet.flatMap((p) => [{question: p.question, response: plainAnswer(p)}, workedSteps(p)]), systemPrompt: null,
+            data: pretrainSet.flatMap((p) => [{question: p.question, response: plainAnswer(p)}, workedSteps(p, wording)]), systemPrompt: null,
             epochs: plan.pretrainEpochs, ctx: 512, gradAccum: 1, saveEvery: 200,
             optimizer: {lr: 1e-3, warmupRatio: 0.03}, // 2e-3 and more stall this model
             ...(options.threads == null ? {} : {threads: options.threads}),

@@ -97,10 +97,18 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
 /**
  * The skill a base model brings from pre-training: a problem worked step by step, digit
  * by digit, when asked for it in so many words (plain text, no thought format, no checks;
- * the steps read as the teacher's do).
+ * the steps read as the teacher's do). Requests and openings vary in wording and length,
+ * so that the model learns to copy the numbers by what they are, not by how far back
+ * they stand: a thought puts other text between the question and the steps.
  */
-export function workedSteps(problem: DemoProblem): {question: string, response: string} {
+export function workedSteps(problem: DemoProblem, next: () => number): {question: string, response: string} {
     const expr = problem.question.replace(/^What is /, "").replace(/\?$/, "");
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
+    const question = pick([
+        `Work out ${expr} step by step.`, `Show the steps for ${expr}.`, `${expr}: work it out digit by digit, please.`,
+        `Please compute ${expr}, one step at a time.`, `Steps for ${expr}?`
+    ]);
+    const opening = pick(["", "", "Sure. ", "Let me see. ", "Right.\n\n", "OK, step by step.\n", "\n\n"]);
     const lines: string[] = [];
     let value = problem.terms[0]!;
     for (let k = 1; k < problem.terms.length; k++) {
@@ -108,7 +116,7 @@ export function workedSteps(problem: DemoProblem): {question: string, response: 
         lines.push(step.text);
         value = step.result;
     }
-    return {question: `Work out ${expr} step by step.`, response: [`We need ${expr}. Work left to right.`, ...lines].join("\n")};
+    return {question, response: opening + [`We need ${expr}. Work left to right.`, ...lines].join("\n")};
 }
 
 /** The plain worked answer the base model is pre-trained on: no thought format. */
