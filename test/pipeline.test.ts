@@ -216,3 +216,32 @@ describe("run config", () => {
         expect(() => parseRunConfig({...JSON.parse(json), rounds: [{method: "ppo"}]}, "x.json")).toThrow(/x\.json.*rounds\.0\.method/);
     });
 });
+
+describe("still demo", () => {
+    it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases", async () => {
+        const {runDemo} = await import("../src/pipeline/demo.js");
+        const out = path.join(root, "demo");
+        const steps: string[] = [];
+        const summary = await runDemo({
+            out, seed: 2, threads: 1,
+            plan: {pretrainProblems: 40, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
+            onEvent: (e) => { if (e.type === "step" && e.status !== "done") steps.push(`${e.status} ${e.step}`); }
+        });
+        expect(summary.phases.map((p) => p.name)).toEqual(["base", "imitate", "round-1", "round-2"]);
+        const written = readJson(path.join(out, "demo", "summary.json"));
+        expect(written.phases).toEqual(summary.phases);
+        for (const p of written.phases) expect(p).toMatchObject({accuracy: expect.any(Number), format_adherence: expect.any(Number)});
+        expect(steps.slice(0, 3)).toEqual(["start pretrain", "start eval/base", "start imitate/train"]);
+        // held-out, explore pool and thought problems are disjoint
+        const ids = (f: string) => fs.readFileSync(path.join(out, "data", f), "utf8").trim().split("\n").map((l) => JSON.parse(l).problem ?? JSON.parse(l).question);
+        const [held, pool, thoughts] = [ids("heldout.jsonl"), ids("problems.jsonl"), ids("thoughts.jsonl")];
+        expect(new Set([...held, ...pool, ...thoughts]).size).toBe(held.length + pool.length + thoughts.length);
+        expect(fs.existsSync(path.join(out, "demo", "report.html"))).toBe(true);
+
+        // a second call resumes: nothing is redone
+        const again: string[] = [];
+        await runDemo({out, seed: 2, threads: 1, plan: {pretrainProblems: 40, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
+            onEvent: (e) => { if (e.type === "step" && e.status === "start") again.push(e.step); }});
+        expect(again).toEqual([]);
+    }, 300_000);
+});

@@ -39,7 +39,9 @@ export const demoPlan = {
 };
 export type DemoPlan = typeof demoPlan;
 
+/** Runs the demo; the summary's seconds count everything this call did, pre-training included. */
 export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
+    const started = performance.now();
     const out = path.resolve(options.out ?? path.join("runs", "demo"));
     const seed = options.seed ?? 1;
     const plan: DemoPlan = {...demoPlan, ...options.plan};
@@ -111,5 +113,6 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     };
     await writeJsonAtomic(path.join(out, "demo.config.json"), raw);
     const config: RunConfig = parseRunConfig(raw, path.join(out, "demo.config.json"));
-    return runLoop(config, {...(signal == null ? {} : {signal}), ...(emit == null ? {} : {onEvent: emit})});
+    const summary = await runLoop(config, {...(signal == null ? {} : {signal}), ...(emit == null ? {} : {onEvent: emit})});
+    return {...summary, seconds: (performance.now() - started) / 1000};
 }
