@@ -35,6 +35,7 @@ const commonSchema = z.object({
     logEvery: int.min(1).default(1),
     resume: z.boolean().default(false),
     workDir: z.string().optional(),
+    adapter: z.string().optional(),
     system: z.union([z.string(), z.literal(false)]).optional(),
     overflow: z.enum(["error", "truncate"]).default("error"),
     threads: int.min(1).optional(),
@@ -47,6 +48,7 @@ function commonOptions(cmd: Command) {
         .requiredOption("--model <file>", "base GGUF model (llama, qwen2, qwen3)")
         .requiredOption("--out <file>", "adapter GGUF to write (a full model with --full)")
         .option("--full", "train every weight in F32 and write a full model (small models)")
+        .option("--adapter <file>", "continue this LoRA adapter (for dpo also the starting policy and the reference)")
         .option("--rank <r>", "LoRA rank", "8")
         .option("--lora-alpha <a>", "LoRA alpha (updates scaled by alpha/rank)", "16")
         .option("--modules <list>", `LoRA modules among ${LORA_MODULES.join(",")}`, LORA_MODULES.join(","))
@@ -88,6 +90,7 @@ function resolveCommon(o: z.output<typeof commonSchema>) {
         epochs: o.epochs, ctx: o.ctx, gradAccum: o.gradAccum, maxSteps: o.maxSteps, seed: o.seed,
         saveEvery: o.saveEvery, logEvery: o.logEvery, resume: o.resume, overflow: o.overflow, gpu: o.gpu,
         ...(o.workDir == null ? {} : {workDir: o.workDir}),
+        ...(o.adapter == null ? {} : {adapter: o.adapter}),
         ...(o.threads == null ? {} : {threads: o.threads}),
         ...(o.system === undefined ? {} : {systemPrompt: o.system === false ? null : o.system})
     };
@@ -148,14 +151,13 @@ export function trainCommand(program: Command, signal: AbortSignal) {
     commonOptions(train.command("dpo")
         .description("Direct preference optimisation on pairs (chosen vs rejected), with an optional SFT term")
         .requiredOption("--pairs <file>", "JSONL pairs: {question | messages | prompt, chosen, rejected}")
-        .option("--adapter <file>", "continue this LoRA adapter (the starting policy and the reference)")
         .option("--beta <x>", "temperature of the implicit reward", "0.1")
         .option("--alpha <x>", "weight of the SFT term on the chosen answer", "0")
         .option("--align <a>", "tokens in the DPO term: response or thought", "response")
         .option("--loss <l>", "sigmoid, ipo or hinge", "sigmoid"))
         .action(async (raw: unknown) => {
             const parsed = commonSchema.extend({
-                pairs: z.string().min(1), adapter: z.string().optional(), beta: num.positive().default(0.1), alpha: num.min(0).default(0),
+                pairs: z.string().min(1), beta: num.positive().default(0.1), alpha: num.min(0).default(0),
                 align: z.enum(["response", "thought"]).default("response"), loss: z.enum(["sigmoid", "ipo", "hinge"]).default("sigmoid")
             }).safeParse(raw);
             if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
@@ -164,7 +166,7 @@ export function trainCommand(program: Command, signal: AbortSignal) {
             try {
                 report(o.json, await dpo({
                     ...resolveCommon(o), pairs: o.pairs, beta: o.beta, alpha: o.alpha, align: o.align, loss: o.loss,
-                    ...(o.adapter == null ? {} : {adapter: o.adapter}), signal, onProgress: progress.onProgress
+                    signal, onProgress: progress.onProgress
                 }));
             } finally {
                 progress.stop();

@@ -29,8 +29,6 @@ export const dpoPairSchema = z.object({
 export type DpoPair = z.input<typeof dpoPairSchema>;
 
 export const dpoOptionsSchema = trainingOptionsSchema.extend({
-    /** Continue this LoRA adapter (e.g. the SFT one): it is the starting policy and the reference. */
-    adapter: z.string().optional(),
     /** Temperature of the implicit reward β · (log π − log π_ref). */
     beta: z.number().positive().default(0.1),
     /** Weight of the SFT term (mean NLL of the chosen answer) added to the DPO loss. */
@@ -55,9 +53,7 @@ export async function dpo(options: DpoOptions): Promise<TrainResult> {
     const parsed = dpoOptionsSchema.safeParse(rest);
     if (!parsed.success) throw new OptionError(`invalid DPO options: ${z.prettifyError(parsed.error)}`);
     const o = parsed.data;
-    if (o.full && o.adapter != null) throw new OptionError("full training cannot continue a LoRA adapter; drop adapter or full.");
     const extra = ["--beta", String(o.beta), "--sft-alpha", String(o.alpha), "--loss", o.loss];
-    if (o.adapter != null) extra.push("--adapter", o.adapter);
     let written: WrittenData | undefined;
     return runTraining("dpo", o, extra, {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
         async (model, file) => (written = await writeDpoData(model, file, pairs, o.align, o.ctx, o.overflow, o.systemPrompt, signal)),

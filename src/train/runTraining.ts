@@ -4,7 +4,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import {getBackend} from "../engine/binding.js";
 import {type Model, loadModel} from "../engine/Model.js";
-import {ModelError, TrainerError, throwIfAborted} from "../errors.js";
+import {ModelError, OptionError, TrainerError, throwIfAborted} from "../errors.js";
 import {type DoneEvent, type StepEvent, type TrainerEvent, runTrainer, trainerBinary} from "./runTrainer.js";
 import type {ResolvedTrainingOptions} from "./trainingOptions.js";
 import {trainerArgs} from "./trainingOptions.js";
@@ -42,6 +42,7 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
                                   beforeStart?: (workDir: string) => Promise<void>): Promise<TrainResult> {
     const started = performance.now();
     throwIfAborted(hooks.signal, "training");
+    if (o.full && o.adapter != null) throw new OptionError("full training cannot continue a LoRA adapter; drop adapter or full.");
     const backend = getBackend(o.variant == null ? {} : {variant: o.variant});
     const {command, backendDir} = trainerBinary(backend);
     const workDir = path.resolve(o.workDir ?? `${o.out}.run`);

@@ -24,8 +24,6 @@ export const sftExampleSchema = z.union([
 export type SftExample = z.input<typeof sftExampleSchema>;
 
 export const sftOptionsSchema = trainingOptionsSchema.extend({
-    /** Continue this LoRA adapter (its rank, alpha and modules) instead of starting a fresh one. */
-    adapter: z.string().optional(),
     /** Loss on every answer token ("completion") or only on the thought ("thought"). */
     mask: z.enum(["completion", "thought"]).default("completion")
 });
@@ -39,8 +37,7 @@ export async function sft(options: SftOptions): Promise<TrainResult> {
     const parsed = sftOptionsSchema.safeParse(rest);
     if (!parsed.success) throw new OptionError(`invalid training options: ${z.prettifyError(parsed.error)}`);
     const o = parsed.data;
-    if (o.full && o.adapter != null) throw new OptionError("full training cannot continue a LoRA adapter; drop adapter or full.");
-    return runTraining("sft", o, o.adapter == null ? [] : ["--adapter", o.adapter], {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
+    return runTraining("sft", o, [], {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
         (model, file) => writeSftData(model, file, data, o.mask, o.ctx, o.overflow, o.systemPrompt, signal));
 }
 

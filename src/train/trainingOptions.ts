@@ -38,6 +38,11 @@ export const trainingOptionsSchema = z.object({
     out: z.string().min(1),
     /** Train every weight in F32 and write a full model instead of an adapter (small models). */
     full: z.boolean().default(false),
+    /**
+     * Continue this LoRA adapter (its rank, alpha and modules) instead of a fresh one; for
+     * DPO it is also the starting policy and so the reference.
+     */
+    adapter: z.string().optional(),
     lora: loraOptionsSchema.default(loraOptionsSchema.parse({})),
     optimizer: optimizerOptionsSchema.default(optimizerOptionsSchema.parse({})),
     /** Passes over the data. */
@@ -87,6 +92,7 @@ export function trainerArgs(o: ResolvedTrainingOptions, files: {data: string, ch
     ];
     if (opt.schedule === "constant") args.push("--constant-lr");
     if (opt.warmupSteps != null) args.push("--warmup-steps", String(opt.warmupSteps));
+    if (o.adapter != null) args.push("--adapter", o.adapter);
     if (o.full) args.push("--full");
     else args.push("--rank", String(o.lora.rank), "--alpha", String(o.lora.alpha), "--modules", o.lora.modules.join(","));
     if (o.resume) args.push("--resume");
