@@ -38,9 +38,24 @@ export function toolCwd(variant: VariantInfo) {
     return path.resolve(packageRoot, variant.libDir);
 }
 
-/** GNU time, for a child's peak RSS, where installed. */
-export function gnuTime(): string | null {
-    return fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+/** Runs a program under GNU time (where installed) for its peak RSS; never rejects. */
+export async function runMeasured(command: string, args: string[], options: {cwd?: string, all?: boolean} = {}) {
+    const time = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+    const res = await execa(time ?? command, time == null ? args : ["-f", "peak_rss_kb=%M", command, ...args],
+        {reject: false, all: options.all ?? false, ...(options.cwd == null ? {} : {cwd: options.cwd})});
+    const kb = /peak_rss_kb=(\d+)/.exec(res.stderr)?.[1];
+    return {res, peakRssMb: kb == null ? null : Math.round(Number(kb) / 1024)};
+}
+
+/** The median of some figures (NaN for none). */
+export function median(xs: readonly number[]): number {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** Seconds from a llama.cpp log time stamp "m.ss.mmm.uuu" matched as four groups. */
+export function logSeconds(m: RegExpMatchArray | RegExpExecArray): number {
+    return Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) / 1e3 + Number(m[4]) / 1e6;
 }
 
 /** The benchmarks' model: the given one, or the qwen2.5-0.5b preset at Q8_0, made once in models/. */

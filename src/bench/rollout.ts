@@ -17,7 +17,7 @@ import {execa} from "execa";
 import {z} from "zod";
 import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {benchModel, gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+import {benchModel, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null};
 type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures};
@@ -85,22 +85,15 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const args = ["-m", model!, "-c", String(cells), "-b", "2048", "-ub", "512", "-npp", String(options.promptTokens),
         "-ntg", String(options.genTokens), "-npl", String(parallel), "-t", String(options.threads), "--output-format", "jsonl",
         ...(shared ? ["-pps"] : [])];
-    const time = gnuTime();
-    const res = await execa(time ?? batchedBench, time == null ? args : ["-f", "peak_rss_kb=%M", batchedBench, ...args],
-        {cwd: toolCwd(benchVariant), reject: false, all: true});
+    const {res, peakRssMb} = await runMeasured(batchedBench, args, {cwd: toolCwd(benchVariant), all: true});
     if (res.exitCode !== 0) throw new Error(`llama-batched-bench failed: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");
     const r = JSON.parse(line) as {speed_tg: number, speed_pp: number};
-    const rss = /peak_rss_kb=(\d+)/.exec(res.stderr)?.[1];
-    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: rss == null ? null : Math.round(Number(rss) / 1024)};
+    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb};
 }
 
 function median(values: Figures[]): Figures {
-    const mid = (xs: number[]) => {
-        const s = [...xs].sort((a, b) => a - b);
-        return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-    };
     const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
     return {
         gen_tps: round(mid(values.map((v) => v.gen_tps))),

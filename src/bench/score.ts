@@ -13,7 +13,7 @@ import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
 import {getBackend, packageRoot} from "../engine/binding.js";
-import {benchModel, gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+import {benchModel, llamaTool, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Figures = {tokens_per_s: number, scored_tokens_per_s: number, ppl: number, peak_rss_mb: number | null};
 
@@ -65,30 +65,22 @@ async function runWorker(engine: "still" | "node-llama-cpp"): Promise<Figures> {
 async function runLlamaPerplexity(): Promise<Figures> {
     const args = ["-m", model!, "-f", textFile!, "-c", String(options.ctx), "-b", String(options.batchSize),
         "-t", String(options.threads), "--chunks", String(options.chunks), "--load-mode", "none"];
-    const time = gnuTime();
-    const res = await execa(time ?? perplexityTool.binary, time == null ? args : ["-f", "peak_rss_kb=%M", perplexityTool.binary, ...args],
-        {cwd: toolCwd(perplexityTool.variant), reject: false, all: true});
+    const {res, peakRssMb} = await runMeasured(perplexityTool.binary, args, {cwd: toolCwd(perplexityTool.variant), all: true});
     const all = res.all ?? "";
     if (res.exitCode !== 0) throw new Error(`llama-perplexity failed: ${all.split("\n").slice(-3).join(" ")}`);
     const stamp = (re: RegExp) => {
         const m = new RegExp(`(\\d+)\\.(\\d+)\\.(\\d+)\\.(\\d+) . [^\\n]*${re.source}`).exec(all);
         if (m == null) throw new Error(`llama-perplexity printed no ${re.source}`);
-        return Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) / 1e3 + Number(m[4]) / 1e6;
+        return logSeconds(m);
     };
     const seconds = stamp(/Final estimate/) - stamp(/calculating perplexity over/);
     const chunks = Number(/calculating perplexity over (\d+) chunks/.exec(all)?.[1]);
     const ppl = Number(/Final estimate: PPL = ([\d.]+)/.exec(all)?.[1]);
     const scored = chunks * (options.ctx - Math.floor(options.ctx / 2) - 1);
-    const rss = /peak_rss_kb=(\d+)/.exec(all)?.[1];
-    return {tokens_per_s: (chunks * options.ctx) / seconds, scored_tokens_per_s: scored / seconds, ppl,
-        peak_rss_mb: rss == null ? null : Math.round(Number(rss) / 1024)};
+    return {tokens_per_s: (chunks * options.ctx) / seconds, scored_tokens_per_s: scored / seconds, ppl, peak_rss_mb: peakRssMb};
 }
 
 function median(values: Figures[]): Figures {
-    const mid = (xs: number[]) => {
-        const s = [...xs].sort((a, b) => a - b);
-        return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-    };
     const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
     return {
         tokens_per_s: Math.round(mid(values.map((v) => v.tokens_per_s)) * 10) / 10,

@@ -13,7 +13,6 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {Command} from "commander";
-import {execa} from "execa";
 import {z} from "zod";
 import {makeModel, type ModelType} from "../../models/makeModel.js";
 import {type PresetName, presetNames} from "../../models/presets.js";
@@ -21,7 +20,7 @@ import {getBackend, packageRoot} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
 import {type TrainerEvent, trainerBinary, trainerEventSchema} from "../train/runTrainer.js";
 import {TrainingFile} from "../train/TrainingFile.js";
-import {gnuTime, llamaTool, toolCwd} from "./llamaTools.js";
+import {llamaTool, logSeconds, median, runMeasured, toolCwd} from "./llamaTools.js";
 
 const options = z.object({
     presets: z.string().default("tiny,qwen2.5-0.5b"),
@@ -56,7 +55,6 @@ for (const p of presets) if (!presetNames.includes(p)) throw new Error(`unknown 
 const variant = getBackend().variant;
 const {command: trainBin, backendDir} = trainerBinary();
 const {binary: finetuneBin, variant: ftVariant} = await llamaTool("llama-finetune", variant, log);
-const time = gnuTime();
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-train-"));
 process.on("exit", () => fs.rmSync(work, {recursive: true, force: true}));
 
@@ -80,12 +78,6 @@ function corpus(words: number): string {
     return Array.from({length: words}, (_, i) => list[next() % list.length] + (i % 17 === 16 ? "." : "")).join(" ");
 }
 
-async function timed(command: string, args: string[], cwd?: string) {
-    const res = await execa(time ?? command, time == null ? args : ["-f", "peak_rss_kb=%M", command, ...args],
-        {reject: false, all: false, ...(cwd == null ? {} : {cwd})});
-    const rss = /peak_rss_kb=(\d+)/.exec(res.stderr)?.[1];
-    return {res, rss: rss == null ? null : Math.round(Number(rss) / 1024)};
-}
 
 function events(stdout: string): TrainerEvent[] {
     return stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => trainerEventSchema.parse(JSON.parse(l)));
@@ -105,7 +97,7 @@ let runNo = 0;
 async function runStill(task: "sft" | "dpo", modelPath: string, data: string, steps: number, ctx: number) {
     // a fresh run each time: no checkpoint or cached reference log-probs carried over
     const out = path.join(work, `${task}-${runNo++}-${path.basename(modelPath)}.gguf`);
-    const {res, rss} = await timed(trainBin, [task, "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
+    const {res, peakRssMb: rss} = await runMeasured(trainBin, [task, "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
         "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--backend-dir", backendDir]);
     if (res.exitCode !== 0) throw new Error(`still-train ${task} failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);
     return {evs: events(res.stdout), rss};
@@ -114,8 +106,8 @@ async function runStill(task: "sft" | "dpo", modelPath: string, data: string, st
 async function runFinetune(modelF32: string, text: string): Promise<Figures> {
     const textFile = path.join(work, "corpus.txt");
     fs.writeFileSync(textFile, text);
-    const {res, rss} = await timed(finetuneBin, ["-m", modelF32, "-f", textFile, "-c", String(options.ctx), "-b", String(options.ctx),
-        "-ub", String(options.ctx), "-t", String(options.threads), "--epochs", "1", "-o", path.join(work, "finetuned.gguf")], toolCwd(ftVariant));
+    const {res, peakRssMb: rss} = await runMeasured(finetuneBin, ["-m", modelF32, "-f", textFile, "-c", String(options.ctx), "-b", String(options.ctx),
+        "-ub", String(options.ctx), "-t", String(options.threads), "--epochs", "1", "-o", path.join(work, "finetuned.gguf")], {cwd: toolCwd(ftVariant)});
     const output = res.stderr.replaceAll("\r", "\n");
     if (res.exitCode !== 0) {
         const reason = output.split("\n").find((l) => /GGML_ASSERT|error/i.test(l))?.replace(/^.*?(GGML_ASSERT)/, "$1") ?? `exit code ${res.exitCode}`;
@@ -123,16 +115,12 @@ async function runFinetune(modelF32: string, text: string): Promise<Figures> {
     }
     // one "epoch 0 lr=…" line per datapoint, each stamped min.sec.ms.us by llama.cpp's log
     const stamps = [...output.matchAll(/(\d+)\.(\d+)\.(\d+)\.(\d+) I epoch \d+ lr=/g)]
-        .map((m) => Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) / 1e3 + Number(m[4]) / 1e6);
+        .map(logSeconds);
     if (stamps.length < 3) return {tokens_per_s: null, peak_rss_mb: rss, error: "too few datapoints reported"};
     const seconds = stamps.at(-1)! - stamps[0]!;
     return {tokens_per_s: ((stamps.length - 1) * options.ctx) / seconds, peak_rss_mb: rss};
 }
 
-const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const medianFigures = (fs_: Figures[]): Figures => {
     const tps = fs_.map((f) => f.tokens_per_s).filter((v): v is number => v != null);
     const rss = fs_.map((f) => f.peak_rss_mb).filter((v): v is number => v != null);
