@@ -79,6 +79,17 @@ export class RunDir {
         await writeJsonAtomic(this.path("state.json"), this.state);
     }
 
+    /**
+     * Appends metric lines once per run under `key`: a resumed run that wrote them before
+     * does not repeat them (nor compute them).
+     */
+    async metricsOnce(key: string, records: () => Promise<Record<string, unknown>[]>) {
+        const step = `metrics/${key}`;
+        if (this.isDone(step)) return;
+        for (const r of await records()) await this.metric(r);
+        await this.markDone(step);
+    }
+
     /** Appends one line to metrics.jsonl. */
     async metric(record: Record<string, unknown>) {
         await fsp.appendFile(this.path("metrics.jsonl"), JSON.stringify({at: new Date().toISOString(), ...record}) + "\n");

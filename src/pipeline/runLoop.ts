@@ -4,6 +4,7 @@
 // whole chunks, training from its checkpoint), so the results match an uninterrupted run.
 import fs from "node:fs";
 import path from "node:path";
+import {z} from "zod";
 import {loadGpqa} from "../data/loadGpqa.js";
 import {loadLongFormThoughts} from "../data/loadLongFormThoughts.js";
 import {loadMathProblems} from "../data/loadMathProblems.js";
@@ -22,8 +23,8 @@ import type {RunConfig, TrainConfig} from "./config.js";
 import {rng} from "./demoTask.js";
 import {type EvalMetrics, type EvalSet, evaluate} from "./evaluate.js";
 import {writeReport} from "./report.js";
-import {RunDir, writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
-import {sampleAndGrade} from "./sampleAndGrade.js";
+import {RunDir, readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
+import {type GradedSample, gradedSampleSchema, sampleAndGrade} from "./sampleAndGrade.js";
 import {select} from "./select.js";
 
 export type LoopEvent =
@@ -79,7 +80,8 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
     let adapterPath: string | undefined;
     const phases: PhaseSummary[] = [];
 
-    const step = async <T>(name: string, work: () => Promise<T>, info: (result: T) => Record<string, unknown>): Promise<Record<string, unknown>> => {
+    const step = async <T>(name: string, work: () => Promise<T>,
+                           info: (result: T) => Record<string, unknown> | Promise<Record<string, unknown>>): Promise<Record<string, unknown>> => {
         if (run.isDone(name)) {
             onEvent?.({type: "step", step: name, status: "skip"});
             return run.info(name) ?? {};
@@ -87,7 +89,7 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
         throwIfAborted(signal, name);
         onEvent?.({type: "step", step: name, status: "start"});
         const result = await work();
-        const record = info(result);
+        const record = await info(result);
         await run.markDone(name, record);
         onEvent?.({type: "step", step: name, status: "done"});
         return record;
@@ -106,13 +108,10 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
             dir: run.path("eval", phase), signal, onProgress: (set, done, total) => progress(`eval/${phase}`)(done, total, set)
         }), (metrics) => ({metrics}));
         const metrics = info.metrics as EvalMetrics[];
-        if (!run.isDone(`metrics/eval/${phase}`)) {
-            for (const m of metrics) {
-                const lengths = await greedyLengths(run.path("eval", phase, m.set, "greedy"));
-                await run.metric({kind: "eval", phase, ...m, ...(lengths.length > 0 ? {lengths} : {})});
-            }
-            await run.markDone(`metrics/eval/${phase}`);
-        }
+        await run.metricsOnce(`eval/${phase}`, () => Promise.all(metrics.map(async (m) => {
+            const lengths = await greedyLengths(run.path("eval", phase, m.set, "greedy"));
+            return {kind: "eval", phase, ...m, ...(lengths.length > 0 ? {lengths} : {})};
+        })));
         const first = metrics[0];
         phases.push({name: phase, accuracy: first?.accuracy ?? 0, format_adherence: first?.formatAdherence ?? 0, mean_tokens: first?.meanTokens ?? 0, sets: metrics});
         await writeSummary();
@@ -133,15 +132,12 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
             onProgress: (e: TrainerEvent) => {
                 if (e.type === "step") progress(`${phase}/train`)(e.step, e.steps, `loss ${e.loss.toFixed(4)}`);
             }
-        }), (r) => ({
+        }), async (r) => ({
             adapter: r.out, records: r.records, steps: r.steps, seconds: r.seconds,
-            ...lossEnds(path.join(r.workDir, "metrics.jsonl")),
+            ...await lossEnds(path.join(r.workDir, "metrics.jsonl")),
             tokensPerSecond: r.done.seconds > 0 ? r.done.tokens / r.done.seconds : null
         }));
-        if (!run.isDone(`metrics/${phase}/train`)) {
-            await run.metric({kind: "train", phase, method, ...info});
-            await run.markDone(`metrics/${phase}/train`);
-        }
+        await run.metricsOnce(`${phase}/train`, async () => [{kind: "train", phase, method, ...info}]);
         await useAdapter(info.adapter as string);
     };
 
@@ -167,41 +163,32 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
             if (config.explore.problemsPerRound != null) pool = shuffle(pool, config.seed * 1000 + i).slice(0, config.explore.problemsPerRound);
 
             const e = config.explore;
-            const explored = await step(`${name}/explore`, async () => {
-                const samples = await sampleAndGrade({
-                    model, adapter, problems: pool, systemPrompt: data.systemPrompt,
-                    sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: config.seed + i},
-                    engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
-                    dir: run.path(name, "explore"), chunk: e.chunk, signal, onProgress: progress(`${name}/explore`)
-                });
-                return samples;
-            }, (samples) => {
-                const solvedByAll = pool.filter((p) => {
-                    const mine = samples.filter((s) => s.id === p.id);
-                    return mine.length > 0 && mine.every((s) => s.correct);
-                }).map((p) => p.id);
-                return {problems: pool.map((p) => p.id), samples: samples.length, correct: samples.filter((s) => s.correct).length, solvedByAll};
-            });
-            if (e.dropSolved) for (const id of explored.solvedByAll as string[]) dropped.add(id);
-            const roundPool = data.problems.filter((p) => (explored.problems as string[]).includes(p.id));
-            const samples = await sampleAndGrade({
-                model, adapter, problems: roundPool, systemPrompt: data.systemPrompt,
+            const exploring = {
+                model, adapter, problems: pool, systemPrompt: data.systemPrompt,
                 sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: config.seed + i},
                 engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
-                dir: run.path(name, "explore"), chunk: e.chunk, signal
+                dir: run.path(name, "explore"), chunk: e.chunk, signal, onProgress: progress(`${name}/explore`)
+            };
+            let sampled: GradedSample[] | undefined;
+            const explored = await step(`${name}/explore`, async () => (sampled = await sampleAndGrade(exploring)), (all) => {
+                const solvedByAll = pool.filter((p) => {
+                    const mine = all.filter((s) => s.id === p.id);
+                    return mine.length > 0 && mine.every((s) => s.correct);
+                }).map((p) => p.id);
+                return {problems: pool.map((p) => p.id), samples: all.length, correct: all.filter((s) => s.correct).length, solvedByAll};
             });
-            if (!run.isDone(`metrics/${name}/explore`)) {
-                await run.metric({kind: "explore", round: i + 1, problems: roundPool.length, samples: samples.length,
-                    correctShare: samples.length === 0 ? 0 : (explored.correct as number) / samples.length, solvedByAll: (explored.solvedByAll as string[]).length});
-                await run.markDone(`metrics/${name}/explore`);
-            }
+            // a step done before: its chunk files, read back (no sampling)
+            const samples = sampled ?? await sampleAndGrade({...exploring, onProgress: undefined});
+            if (e.dropSolved) for (const id of explored.solvedByAll as string[]) dropped.add(id);
+            await run.metricsOnce(`${name}/explore`, async () => [{kind: "explore", round: i + 1, problems: pool.length, samples: samples.length,
+                correctShare: samples.length === 0 ? 0 : (explored.correct as number) / samples.length, solvedByAll: (explored.solvedByAll as string[]).length}]);
 
             const chosen = await step(`${name}/select`, async () => {
                 const selection = await select({
-                    model, adapter, problems: roundPool, samples, systemPrompt: data.systemPrompt, config: config.select,
+                    model, adapter, problems: pool, samples, systemPrompt: data.systemPrompt, config: config.select,
                     maxPairsPerProblem: round.dpo.maxPairsPerProblem, threads, signal
                 });
-                const byId = new Map(roundPool.map((p) => [p.id, p]));
+                const byId = new Map(pool.map((p) => [p.id, p]));
                 await writeJsonlAtomic(run.path(name, "selected.jsonl"), selection.selected.map((s) => ({
                     id: s.id, sample: s.sample, question: byId.get(s.id)!.question, response: s.text, perplexity: s.perplexity
                 })));
@@ -211,10 +198,7 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
                 })));
                 return selection;
             }, (s) => ({selected: s.selected.length, pairs: s.pairs.length, perplexities: s.scored.filter((x) => x.correct).map((x) => x.perplexity)}));
-            if (!run.isDone(`metrics/${name}/select`)) {
-                await run.metric({kind: "select", round: i + 1, selected: chosen.selected, pairs: chosen.pairs, perplexities: chosen.perplexities});
-                await run.markDone(`metrics/${name}/select`);
-            }
+            await run.metricsOnce(`${name}/select`, async () => [{kind: "select", round: i + 1, selected: chosen.selected, pairs: chosen.pairs, perplexities: chosen.perplexities}]);
 
             const previous = adapterPath;
             // a round with nothing to learn from keeps the adapter it has and says why
@@ -224,10 +208,8 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
             };
             if (round.method === "sft") {
                 // the accumulated data: every round's selected trajectories so far, and the original thoughts
-                const selected = config.rounds.slice(0, i + 1).flatMap((_, r) => {
-                    const file = run.path(`round-${r + 1}`, "selected.jsonl");
-                    return fs.existsSync(file) ? readJsonl(file) as {question: string, response: string}[] : [];
-                });
+                const selected: z.infer<typeof selectedRowSchema>[] = [];
+                for (let r = 1; r <= i + 1; r++) selected.push(...await readJsonlFile(run.path(`round-${r}`, "selected.jsonl"), selectedRowSchema));
                 const examples = [
                     ...selected.map((s) => ({question: s.question, response: s.response})),
                     ...(round.keepImitationData ? data.thoughts.map((t) => ({question: t.question, response: t.response})) : [])
@@ -237,17 +219,16 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
                     ...common, mask: config.imitate.mask, data: examples, ...(previous == null ? {} : {adapter: previous})
                 }));
             } else {
-                const pairs = readJsonl(run.path(name, "pairs.jsonl")) as {question: string, chosen: string, rejected: string}[];
+                const pairs = await readJsonlFile(run.path(name, "pairs.jsonl"), pairRowSchema);
                 if (pairs.length === 0) await skipTraining("no preference pair: no problem had both a correct and an incorrect sample");
                 else await train(name, "dpo", round.train, (common) => dpo({
                     ...common, beta: round.dpo.beta, alpha: round.dpo.alpha, align: round.dpo.align,
-                    pairs: pairs.map((p) => ({question: p.question, chosen: p.chosen, rejected: p.rejected})),
+                    pairs,
                     ...(previous == null ? {} : {adapter: previous})
                 }));
             }
             await evalPhase(name);
         }
-        await writeSummary();
         return {name: config.name, dir: run.dir, phases, seconds: (performance.now() - started) / 1000};
     } finally {
         adapter?.dispose();
@@ -265,21 +246,21 @@ function shuffle<T>(items: readonly T[], seed: number): T[] {
     return out;
 }
 
-function readJsonl(file: string): unknown[] {
-    return fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l));
-}
+/** The fields of selected.jsonl and pairs.jsonl that training reads back. */
+const selectedRowSchema = z.object({question: z.string(), response: z.string()});
+const pairRowSchema = z.object({question: z.string(), chosen: z.string(), rejected: z.string()});
 
 /** Token lengths of the greedy responses of one evaluation (its chunk files). */
 async function greedyLengths(dir: string): Promise<number[]> {
     if (!fs.existsSync(dir)) return [];
     const out: number[] = [];
     for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".jsonl")).sort())
-        for (const row of readJsonl(path.join(dir, f))) out.push((row as {tokens: number[]}).tokens.length);
+        for (const row of await readJsonlFile(path.join(dir, f), gradedSampleSchema)) out.push(row.tokens.length);
     return out;
 }
 
 /** The first and last logged loss of a training run (all its steps, also across a resume). */
-function lossEnds(metricsFile: string): {firstLoss: number | null, lastLoss: number | null} {
-    const steps = fs.existsSync(metricsFile) ? readJsonl(metricsFile) as {loss?: number}[] : [];
+async function lossEnds(metricsFile: string): Promise<{firstLoss: number | null, lastLoss: number | null}> {
+    const steps = fs.existsSync(metricsFile) ? await readJsonlFile(metricsFile, z.object({loss: z.number()})) : [];
     return {firstLoss: steps[0]?.loss ?? null, lastLoss: steps.at(-1)?.loss ?? null};
 }
