@@ -2,13 +2,11 @@
 // llama-perplexity.
 import fs from "node:fs";
 import path from "node:path";
-import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
-import {llamaTool, toolCwd} from "../src/bench/llamaTools.js";
-import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {AbortError, OptionError} from "../src/errors.js";
 import {MARKERS} from "../src/format/markers.js";
+import {llamaPerplexity} from "./helpers/llamaPerplexity.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
 /** log p of each completion token from one fresh single-sequence decode of everything. */
@@ -138,9 +136,7 @@ describe("perplexity mode", () => {
         const text = corpus.map((p) => `${p.problem}\n${p.solution}`).join("\n\n");
         const textFile = path.join(tmpDir, "ppl.txt");
         fs.writeFileSync(textFile, text);
-        const tool = await llamaTool("llama-perplexity", getBackend().variant, () => {});
-        const res = await execa(tool.binary, ["-m", file, "-f", textFile, "-c", "128", "-b", "512", "-t", "1"], {cwd: toolCwd(tool.variant), all: true});
-        const theirs = Number(/Final estimate: PPL = ([\d.]+)/.exec(res.all ?? "")?.[1]);
+        const theirs = await llamaPerplexity(file, textFile, ["-c", "128", "-b", "512", "-t", "1"]);
         expect(theirs).toBeGreaterThan(1);
         const model = await loadModel(file);
         const ours = await model.perplexity(text, {ctx: 128, batchSize: 512});

@@ -5,7 +5,6 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
-import {llamaTool, toolCwd} from "../src/bench/llamaTools.js";
 import {getBackend, packageRoot} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {AbortError} from "../src/errors.js";
@@ -15,6 +14,7 @@ import {type SftExample, sft} from "../src/train/sft.js";
 import {tokenizeChat} from "../src/train/tokenizeForTraining.js";
 import {trainerArgs, trainingOptionsSchema} from "../src/train/trainingOptions.js";
 import {testModel, tmpDir} from "./helpers/models.js";
+import {llamaPerplexity} from "./helpers/llamaPerplexity.js";
 import {trainer} from "./helpers/trainer.js";
 
 const examples: SftExample[] = Array.from({length: 12}, (_, i) => {
@@ -92,12 +92,7 @@ describe("sft on the tiny model", () => {
         const text = records().map((r) => model.detokenize([...r.prompt, ...r.completion], {special: true})).join("").repeat(3);
         const textFile = path.join(tmpDir, "sft-ppl.txt");
         fs.writeFileSync(textFile, text);
-        const tool = await llamaTool("llama-perplexity", getBackend().variant, () => {});
-        const ppl = async (extra: string[]) => {
-            const res = await execa(tool.binary, ["-m", modelPath, "-f", textFile, "-c", "128", "-b", "512", "-t", "1", ...extra],
-                {cwd: toolCwd(tool.variant), all: true});
-            return Number(/Final estimate: PPL = ([\d.]+)/.exec(res.all ?? "")?.[1]);
-        };
+        const ppl = (extra: string[]) => llamaPerplexity(modelPath, textFile, ["-c", "128", "-b", "512", "-t", "1", ...extra]);
         const plain = await ppl([]);
         const adapted = await ppl(["--lora", adapterPath]);
         expect(plain).toBeGreaterThan(100);

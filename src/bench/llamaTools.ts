@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
+import lockfile from "proper-lockfile";
 import {makeModel} from "../../models/makeModel.js";
 import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
@@ -20,10 +21,9 @@ export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity"
         const target = `${tool}-${v.name}`;
         const binary = path.join(buildDir, target);
         if (!fs.existsSync(binary)) {
-            log(`building ${target} from the bundled llama.cpp source (once)…`);
-            const res = await execa("cmake", ["--build", path.join(packageRoot, "build"), "--target", target], {reject: false, all: true});
-            if (res.exitCode !== 0 || !fs.existsSync(binary)) {
-                failures.push(`${target}: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
+            const failure = await buildOnce(target, binary, log);
+            if (failure != null) {
+                failures.push(`${target}: ${failure}`);
                 continue;
             }
         }
@@ -31,6 +31,27 @@ export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity"
         return {binary, variant: v};
     }
     throw new StillError(`could not build ${tool} (${failures.join("; ")}); a source build needs \`npm run build:source\` again to add llama.cpp's common library.`);
+}
+
+/**
+ * Builds one tool target under a lock on the build directory: several processes asking
+ * at once (test files run in parallel) wait for one build instead of racing in the same
+ * tree, and none sees a binary the linker is still writing. Returns why it failed, or null.
+ */
+async function buildOnce(target: string, binary: string, log: (line: string) => void): Promise<string | null> {
+    const release = await lockfile.lock(buildDir, {
+        lockfilePath: path.join(buildDir, ".tools.lock"),
+        retries: {retries: 600, minTimeout: 500, maxTimeout: 1000}
+    });
+    try {
+        if (fs.existsSync(binary)) return null;
+        log(`building ${target} from the bundled llama.cpp source (once)…`);
+        const res = await execa("cmake", ["--build", path.join(packageRoot, "build"), "--target", target], {reject: false, all: true});
+        if (res.exitCode !== 0 || !fs.existsSync(binary)) return (res.all ?? "").split("\n").slice(-3).join(" ");
+        return null;
+    } finally {
+        await release();
+    }
 }
 
 /** The working directory where a variant's programs find their backend modules. */
