@@ -1,6 +1,17 @@
-// The built-in offline task: multi-step integer arithmetic with exact answers, and a
-// scripted teacher that writes long-form thoughts in the STILL format (steps, a check,
-// and now and then a slip caught by "wait, let me re-check").
+// The built-in offline task: counting on round a clock's minute display ("The minute
+// display reads 47. What does it read 28 minutes later?"), and a scripted teacher that
+// writes long-form thoughts in the STILL format: one minute per line with the count still
+// to go, and now and then a slip caught by "wait".
+//
+// Why this task: a model answering at once must add and wrap round in one go, which a
+// tiny model only memorises for the pairs it saw, and the held-out pairs are ones it never
+// saw answered; a model that thinks slowly needs only two local rules applied once per
+// line (the next minute, one less to go) and to copy the two numbers of the question,
+// which a tiny character-level model learns in minutes on two cores. So slow thinking is
+// what turns a skill the base has into answers it cannot give directly. (Numbers, not
+// letters: the tiny model learns to find and copy a question's numbers quickly, a letter
+// among words it does not.) Every number in the working has two digits, so each line
+// stands at the same distance from the one before.
 import type {Problem} from "../data/problemSchema.js";
 import {formatThought} from "../format/formatThought.js";
 
@@ -16,110 +27,92 @@ export function rng(seed: number): () => number {
     };
 }
 
-export type DemoProblem = Problem & {terms: number[], ops: ("+" | "-")[]};
+/** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
+export const MIN_STEPS = 10;
+export const MAX_STEPS = 45;
+const MINUTES = 60;
+
+export type DemoProblem = Problem & {start: number, steps: number};
+
+const two = (n: number) => String(n).padStart(2, "0");
+const later = (minute: number, n = 1) => (minute + n) % MINUTES;
 
 /**
- * `count` problems like "What is 47 + 38 - 12?": two or three two-digit numbers, the
- * result kept between 0 and 199. Ids are stable for a seed: "demo-<seed>-<i>".
+ * Every (start, count) pair as a problem, in an order shuffled by `seed`, the first
+ * `count` of them (all 2,160 by default). Distinct pairs are distinct problems, so slices
+ * of one call are disjoint sets. Ids are stable for a seed: "demo-<seed>-<start>+<count>".
  */
-export function demoProblems(seed: number, count: number): DemoProblem[] {
-    const next = rng(seed);
-    const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-    const out: DemoProblem[] = [];
-    for (let i = 0; i < count; i++) {
-        const n = next() < 0.5 ? 2 : 3;
-        const terms = [int(10, 99)];
-        const ops: ("+" | "-")[] = [];
-        let value = terms[0]!;
-        for (let k = 1; k < n; k++) {
-            const op: "+" | "-" = value > 60 && next() < 0.6 ? "-" : "+";
-            const t = op === "-" ? int(10, Math.min(99, value)) : int(10, Math.min(99, 199 - value));
-            ops.push(op);
-            terms.push(t);
-            value = op === "+" ? value + t : value - t;
+export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_STEPS + 1)): DemoProblem[] {
+    const all: DemoProblem[] = [];
+    for (let start = 0; start < MINUTES; start++) {
+        for (let steps = MIN_STEPS; steps <= MAX_STEPS; steps++) {
+            all.push({
+                id: `demo-${seed}-${two(start)}+${steps}`,
+                question: `The minute display reads ${two(start)}. What does it read ${steps} minutes later?`,
+                answer: String(later(start, steps)), domain: "puzzle", type: "math", source: "demo", start, steps
+            });
         }
-        const expr = terms.map((t, k) => (k === 0 ? String(t) : `${ops[k - 1]} ${t}`)).join(" ");
-        out.push({
-            id: `demo-${seed}-${i}`, question: `What is ${expr}?`, answer: String(value),
-            domain: "math", type: "math", source: "demo", terms, ops
-        });
     }
-    return out;
+    const next = rng(seed);
+    for (let i = all.length - 1; i > 0; i--) {
+        const j = Math.floor(next() * (i + 1));
+        [all[i], all[j]] = [all[j]!, all[i]!];
+    }
+    return all.slice(0, count);
 }
 
-/** The digit-by-digit working of a + b or a - b, as a teacher would write it. */
-function stepText(a: number, op: "+" | "-", b: number): {text: string, result: number} {
-    const [a1, a0] = [Math.floor(a / 10), a % 10];
-    const [b1, b0] = [Math.floor(b / 10), b % 10];
-    if (op === "+") {
-        const ones = a0 + b0;
-        const carry = ones >= 10 ? 1 : 0;
-        const result = a + b;
-        const onesText = `ones: ${a0} + ${b0} = ${ones}${carry ? `, write ${ones % 10} carry 1` : ""}`;
-        const tensText = `tens: ${a1} + ${b1}${carry ? " + 1" : ""} = ${a1 + b1 + carry}`;
-        return {text: `${a} + ${b}: ${onesText}; ${tensText}; so ${result}.`, result};
-    }
-    const borrow = a0 < b0 ? 1 : 0;
-    const result = a - b;
-    const onesText = `ones: ${borrow ? `${a0 + 10} - ${b0}` : `${a0} - ${b0}`} = ${a0 + 10 * borrow - b0}${borrow ? " (borrow 1)" : ""}`;
-    const tensText = `tens: ${a1}${borrow ? " - 1" : ""} - ${b1} = ${a1 - borrow - b1}`;
-    return {text: `${a} - ${b}: ${onesText}; ${tensText}; so ${result}.`, result};
+/** The counting lines from the start to the answer: "48 27", "49 26", … "15 00". */
+function countingLines(problem: DemoProblem): string[] {
+    const lines: string[] = [];
+    for (let k = 1; k <= problem.steps; k++) lines.push(`${two(later(problem.start, k))} ${two(problem.steps - k)}`);
+    return lines;
 }
+
+const opening = (p: DemoProblem) => `start at ${two(p.start)} with ${two(p.steps)} to go.`;
+const closing = (p: DemoProblem) => `the answer is ${two(later(p.start, p.steps))}.`;
 
 /**
- * A long-form thought and solution for a problem. With probability `slipRate` one step
- * first comes out wrong by one ten, and the check that follows finds and fixes it.
+ * A long-form thought and solution for a problem. With probability `slipRate` one line
+ * first skips a minute, and the next line notices it ("wait, after 17 comes 18, not
+ * 19.") and goes on from the right one.
  */
 export function teacherResponse(problem: DemoProblem, next: () => number, slipRate = 0.15): string {
-    const lines: string[] = [`We need ${problem.question.replace(/^What is /, "").replace(/\?$/, "")}. Work left to right.`];
-    let value = problem.terms[0]!;
-    for (let k = 1; k < problem.terms.length; k++) {
-        const op = problem.ops[k - 1]!;
-        const b = problem.terms[k]!;
-        const step = stepText(value, op, b);
-        if (next() < slipRate) {
-            const wrong = step.result + (next() < 0.5 ? 10 : -10);
-            lines.push(`${value} ${op} ${b} = ${wrong}.`);
-            const check = op === "+" ? `${wrong} - ${b} = ${wrong - b}, not ${value}` : `${wrong} + ${b} = ${wrong + b}, not ${value}`;
-            lines.push(`Wait, let me re-check: ${check}. Redo it.`);
-        }
-        lines.push(step.text);
-        value = step.result;
+    const lines = countingLines(problem);
+    if (next() < slipRate) {
+        const at = Math.floor(next() * lines.length);
+        const previous = at === 0 ? two(problem.start) : lines[at - 1]!.split(" ")[0]!;
+        const [right, left] = lines[at]!.split(" ");
+        const wrong = two(later(Number(right)));
+        lines.splice(at, 0, `${wrong} ${left}`, `wait, after ${previous} comes ${right}, not ${wrong}.`);
     }
-    const last = problem.ops.at(-1)!;
-    const b = problem.terms.at(-1)!;
-    const before = last === "+" ? value - b : value + b;
-    lines.push(`Check: ${value} ${last === "+" ? "-" : "+"} ${b} = ${before}. Correct.`);
-    const expr = problem.question.replace(/^What is /, "").replace(/\?$/, "");
-    return formatThought({thought: lines.join("\n"), solution: `${expr} = \\boxed{${value}}`});
+    return formatThought({
+        thought: [opening(problem), ...lines, closing(problem)].join("\n"),
+        solution: `the answer is \\boxed{${two(Number(problem.answer))}}.`
+    });
 }
 
 /**
- * The skill a base model brings from pre-training: a problem worked step by step, digit
- * by digit, when asked for it in so many words (plain text, no thought format, no checks;
- * the steps read as the teacher's do). Requests and openings vary in wording and length,
- * so that the model learns to copy the numbers by what they are, not by how far back
- * they stand: a thought puts other text between the question and the steps.
+ * The skill a base model brings from pre-training: a problem counted out line by line
+ * when asked for it in so many words (plain text, no thought format, no slips; the lines
+ * read as the teacher's do). Requests and openings vary in wording and length, so that the
+ * model learns to copy the two numbers by their order (the start, then the count), not by
+ * how far back they stand: a thought puts other text between the question and the
+ * counting.
  */
 export function workedSteps(problem: DemoProblem, next: () => number): {question: string, response: string} {
-    const expr = problem.question.replace(/^What is /, "").replace(/\?$/, "");
     const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
+    const [start, steps] = [two(problem.start), problem.steps];
+    // The start always comes before the count, as in the task's questions.
     const question = pick([
-        `Work out ${expr} step by step.`, `Show the steps for ${expr}.`, `${expr}: work it out digit by digit, please.`,
-        `Please compute ${expr}, one step at a time.`, `Steps for ${expr}?`
+        `From ${start}, count on ${steps} minutes, one line per minute.`, `The display reads ${start}: count ${steps} minutes forward, minute by minute.`,
+        `Start at ${start} and count out ${steps} minutes.`, `${start} and then ${steps} minutes on, counted minute by minute?`,
+        `Please count from ${start} for ${steps} minutes.`
     ]);
-    const opening = pick(["", "", "Sure. ", "Let me see. ", "Right.\n\n", "OK, step by step.\n", "\n\n"]);
-    const lines: string[] = [];
-    let value = problem.terms[0]!;
-    for (let k = 1; k < problem.terms.length; k++) {
-        const step = stepText(value, problem.ops[k - 1]!, problem.terms[k]!);
-        lines.push(step.text);
-        value = step.result;
-    }
-    return {question, response: opening + [`We need ${expr}. Work left to right.`, ...lines].join("\n")};
+    const first = pick(["", "", "Sure. ", "Let me count. ", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
+    return {question, response: first + [opening(problem), ...countingLines(problem), closing(problem)].join("\n")};
 }
 
-/** The plain worked answer the base model is pre-trained on: no thought format. */
+/** The direct answer the base model is pre-trained on: no thought format, no counting. */
 export function plainAnswer(problem: DemoProblem): string {
-    return `${problem.question.replace(/^What is /, "").replace(/\?$/, "")} = ${problem.answer}`;
+    return `the answer is ${two(Number(problem.answer))}.`;
 }

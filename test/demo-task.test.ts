@@ -1,0 +1,54 @@
+// The demo's task and its scripted teacher: every problem's answer is the minute it
+// names, the teacher's thoughts are well formed and graded right by our own grader (slips
+// included), and the base's worked steps end on the same answer.
+import {describe, expect, it} from "vitest";
+import {parseThought} from "../src/format/parseThought.js";
+import {grade} from "../src/grade/grade.js";
+import {demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, rng, teacherResponse, workedSteps} from "../src/pipeline/demoTask.js";
+
+describe("demo task", () => {
+    const all = demoProblems(3);
+
+    it("has every (start, count) pair once, shuffled by the seed, with the wrapped sum as answer", () => {
+        expect(all).toHaveLength(60 * (MAX_STEPS - MIN_STEPS + 1));
+        expect(new Set(all.map((p) => p.question)).size).toBe(all.length);
+        expect(new Set(all.map((p) => p.id)).size).toBe(all.length);
+        for (const p of all) {
+            expect(p.question).toContain(String(p.start).padStart(2, "0"));
+            expect(Number(p.answer)).toBe((p.start + p.steps) % 60);
+        }
+        expect(demoProblems(3, 5)).toEqual(all.slice(0, 5));
+        expect(demoProblems(4, 5).map((p) => p.question)).not.toEqual(all.slice(0, 5).map((p) => p.question));
+    });
+
+    it("writes teacher thoughts that are well formed and graded correct, slips and all", () => {
+        const next = rng(7);
+        let slips = 0;
+        for (const p of all) {
+            const response = teacherResponse(p, next, 0.5);
+            const parsed = parseThought(response);
+            expect(parsed.wellFormed, parsed.issues.map((i) => i.message).join("; ")).toBe(true);
+            expect(grade(response, p.answer).correct).toBe(true);
+            const lines = parsed.thought!.split("\n");
+            // one line per minute, plus the opening and closing lines, plus two for a slip
+            const slip = lines.some((l) => l.startsWith("wait, "));
+            if (slip) slips++;
+            expect(lines).toHaveLength(p.steps + 2 + (slip ? 2 : 0));
+            expect(lines.at(-2)).toBe(`${String(Number(p.answer)).padStart(2, "0")} 00`);
+        }
+        expect(slips / all.length).toBeGreaterThan(0.4);
+        expect(slips / all.length).toBeLessThan(0.6);
+    });
+
+    it("gives the base plain answers and worked steps that end on the answer, never in the thought format", () => {
+        const next = rng(8);
+        for (const p of all.slice(0, 200)) {
+            expect(grade(plainAnswer(p), p.answer).correct).toBe(true);
+            const w = workedSteps(p, next);
+            expect(w.response).not.toContain("<|");
+            expect(w.response.trim().split("\n").at(-1)).toBe(`the answer is ${String(Number(p.answer)).padStart(2, "0")}.`);
+            // the start comes before the count in every request, as in the questions
+            expect(w.question.match(/\d+/g)).toEqual([String(p.start).padStart(2, "0"), String(p.steps)]);
+        }
+    });
+});
