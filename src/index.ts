@@ -46,5 +46,5 @@ export {RunDir} from "./pipeline/RunDir.js";
 export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./pipeline/sampleAndGrade.js";
 export {evaluate, type EvalMetrics, type EvalSet} from "./pipeline/evaluate.js";
 export {select, type Selection, type ScoredSample} from "./pipeline/select.js";
-export {demoProblems, teacherResponse, plainAnswer, workedSteps, type DemoProblem} from "./pipeline/demoTask.js";
+export {demoProblems, teacherResponse, plainAnswer, workedSteps, firstLine, type DemoProblem} from "./pipeline/demoTask.js";
 export {writeReport} from "./pipeline/report.js";

@@ -224,7 +224,7 @@ describe("still demo", () => {
         const steps: string[] = [];
         const summary = await runDemo({
             out, seed: 2, threads: 1,
-            plan: {pretrainProblems: 40, directAnswers: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
+            plan: {pretrainProblems: 40, directAnswers: 20, firstLines: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
             onEvent: (e) => { if (e.type === "step" && e.status !== "done") steps.push(`${e.status} ${e.step}`); }
         });
         expect(summary.phases.map((p) => p.name)).toEqual(["base", "imitate", "round-1", "round-2"]);
@@ -240,7 +240,7 @@ describe("still demo", () => {
 
         // a second call resumes: nothing is redone
         const again: string[] = [];
-        await runDemo({out, seed: 2, threads: 1, plan: {pretrainProblems: 40, directAnswers: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
+        await runDemo({out, seed: 2, threads: 1, plan: {pretrainProblems: 40, directAnswers: 20, firstLines: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
             onEvent: (e) => { if (e.type === "step" && e.status === "start") again.push(e.step); }});
         expect(again).toEqual([]);
     }, 300_000);

@@ -9,7 +9,7 @@ import {makeModel} from "../../models/makeModel.js";
 import {OptionError, throwIfAborted} from "../errors.js";
 import {sft} from "../train/sft.js";
 import {type RunConfig, parseRunConfig} from "./config.js";
-import {demoProblems, plainAnswer, rng, teacherResponse, workedSteps} from "./demoTask.js";
+import {demoProblems, firstLine, plainAnswer, rng, teacherResponse, workedSteps} from "./demoTask.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "./runLoop.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
 
@@ -27,9 +27,11 @@ export type DemoOptions = {
 /** Sizes of the demo, chosen to finish in minutes on two cores. */
 export const demoPlan = {
     /** Worked examples ("count it out") the base is pre-trained on, spread over its problems. */
-    pretrainProblems: 1600,
+    pretrainProblems: 1800,
+    /** First-line drills ("start at 47 with 28 to go.") the base is pre-trained on. */
+    firstLines: 2400,
     /** Direct answers the base is pre-trained on (other problems than the held-out ones). */
-    directAnswers: 800,
+    directAnswers: 400,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 300,
     explorePool: 240,
@@ -85,7 +87,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
             model: random, out: base, full: true, workDir: path.join(out, "models", "pretrain"), resume: true, seed,
             data: [
                 ...pretrainSet.slice(0, plan.directAnswers).map((p) => ({question: p.question, response: plainAnswer(p)})),
-                ...Array.from({length: plan.pretrainProblems}, (_, i) => workedSteps(pretrainSet[i % pretrainSet.length]!, wording))
+                ...Array.from({length: plan.pretrainProblems}, (_, i) => workedSteps(pretrainSet[i % pretrainSet.length]!, wording)),
+                ...Array.from({length: plan.firstLines}, (_, i) => firstLine(pretrainSet[(i * 7 + 3) % pretrainSet.length]!, wording))
             ], systemPrompt: null,
             epochs: plan.pretrainEpochs, ctx: 512, gradAccum: 1, saveEvery: 200,
             optimizer: {lr: 1e-3, warmupRatio: 0.03}, // 2e-3 and more stall this model

@@ -112,6 +112,23 @@ export function workedSteps(problem: DemoProblem, next: () => number): {question
     return {question, response: first + [opening(problem), ...countingLines(problem), closing(problem)].join("\n")};
 }
 
+/**
+ * A drill a base model also brings: the working's first line alone ("start at 47 with 28
+ * to go."), asked for in other words. Copying the question's two numbers is the one step
+ * that reaches back to the question; short drills give it many more examples per minute
+ * of pre-training than whole workings do.
+ */
+export function firstLine(problem: DemoProblem, next: () => number): {question: string, response: string} {
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
+    const [start, steps] = [two(problem.start), problem.steps];
+    const question = pick([
+        `Only the first line, please: from ${start}, ${steps} minutes on.`, `Set it up, don't count yet: ${start} and ${steps} minutes.`,
+        `The display reads ${start}; I want ${steps} minutes later. How do you start?`, `First line for ${start} plus ${steps} minutes?`,
+        `Starting from ${start} with ${steps} minutes to count: what is the first line?`
+    ]);
+    return {question, response: opening(problem)};
+}
+
 /** The direct answer the base model is pre-trained on: no thought format, no counting. */
 export function plainAnswer(problem: DemoProblem): string {
     return `the answer is ${two(Number(problem.answer))}.`;
