@@ -76,8 +76,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     await writeJsonlAtomic(file("thoughts.jsonl"), thoughtSet.map((p) => ({question: p.question, response: teacherResponse(p, teacher), domain: p.domain, source: "demo teacher"})));
 
     // The base: the tiny model pre-trained on what a base model would know: problems
-    // counted out line by line when asked to, and direct answers to its own problems
-    // (never the thought format).
+    // counted out line by line when asked to, drills of the first line alone (taken with a
+    // stride through the set, not in the worked ones' order), and direct answers
+    // (never the thought format, never a held-out problem).
     const random = path.join(out, "models", "tiny.gguf");
     const base = path.join(out, "models", "tiny-base.gguf");
     if (!fs.existsSync(base)) {
