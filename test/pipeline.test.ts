@@ -7,7 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa, type ResultPromise} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
-import {demoProblems, rng, teacherResponse} from "../src/pipeline/demoTask.js";
+import {demoProblems, teacherResponse} from "../src/pipeline/demoTask.js";
+import {rng} from "../src/pipeline/seeded.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
 const root = path.join(tmpDir, "pipeline");

@@ -9,8 +9,9 @@ import {makeModel} from "../../models/makeModel.js";
 import {OptionError, throwIfAborted} from "../errors.js";
 import {sft} from "../train/sft.js";
 import {type RunConfig, parseRunConfig} from "./config.js";
-import {demoProblems, firstLine, plainAnswer, rng, teacherResponse, workedSteps} from "./demoTask.js";
+import {demoProblems, firstLine, plainAnswer, teacherResponse, workedSteps} from "./demoTask.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "./runLoop.js";
+import {rng} from "./seeded.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
 
 export type DemoOptions = {

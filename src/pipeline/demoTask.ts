@@ -14,18 +14,7 @@
 // stands at the same distance from the one before.
 import type {Problem} from "../data/problemSchema.js";
 import {formatThought} from "../format/formatThought.js";
-
-/** A seeded generator (mulberry32): the same seed gives the same problems and thoughts. */
-export function rng(seed: number): () => number {
-    let s = seed >>> 0;
-    return () => {
-        s = (s + 0x6d2b79f5) >>> 0;
-        let t = s;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-}
+import {pick, shuffle} from "./seeded.js";
 
 /** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
 export const MIN_STEPS = 10;
@@ -53,12 +42,7 @@ export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_ST
             });
         }
     }
-    const next = rng(seed);
-    for (let i = all.length - 1; i > 0; i--) {
-        const j = Math.floor(next() * (i + 1));
-        [all[i], all[j]] = [all[j]!, all[i]!];
-    }
-    return all.slice(0, count);
+    return shuffle(all, seed).slice(0, count);
 }
 
 /** The counting lines from the start to the answer: "48 27", "49 26", … "15 00". */
@@ -69,7 +53,7 @@ function countingLines(problem: DemoProblem): string[] {
 }
 
 const opening = (p: DemoProblem) => `start at ${two(p.start)} with ${two(p.steps)} to go.`;
-const closing = (p: DemoProblem) => `the answer is ${two(later(p.start, p.steps))}.`;
+const answerText = (p: DemoProblem) => two(later(p.start, p.steps));
 
 /**
  * A long-form thought and solution for a problem. With probability `slipRate` one line
@@ -79,15 +63,14 @@ const closing = (p: DemoProblem) => `the answer is ${two(later(p.start, p.steps)
 export function teacherResponse(problem: DemoProblem, next: () => number, slipRate = 0.15): string {
     const lines = countingLines(problem);
     if (next() < slipRate) {
+        // line `at` should reach start + at + 1; it reaches one further first
         const at = Math.floor(next() * lines.length);
-        const previous = at === 0 ? two(problem.start) : lines[at - 1]!.split(" ")[0]!;
-        const [right, left] = lines[at]!.split(" ");
-        const wrong = two(later(Number(right)));
-        lines.splice(at, 0, `${wrong} ${left}`, `wait, after ${previous} comes ${right}, not ${wrong}.`);
+        const [previous, right, wrong] = [at, at + 1, at + 2].map((k) => two(later(problem.start, k)));
+        lines.splice(at, 0, `${wrong} ${two(problem.steps - at - 1)}`, `wait, after ${previous} comes ${right}, not ${wrong}.`);
     }
     return formatThought({
-        thought: [opening(problem), ...lines, closing(problem)].join("\n"),
-        solution: `the answer is \\boxed{${two(Number(problem.answer))}}.`
+        thought: [opening(problem), ...lines, plainAnswer(problem)].join("\n"),
+        solution: `the answer is \\boxed{${answerText(problem)}}.`
     });
 }
 
@@ -100,16 +83,15 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
  * counting.
  */
 export function workedSteps(problem: DemoProblem, next: () => number): {question: string, response: string} {
-    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
     const [start, steps] = [two(problem.start), problem.steps];
     // The start always comes before the count, as in the task's questions.
-    const question = pick([
+    const question = pick(next, [
         `From ${start}, count on ${steps} minutes, one line per minute.`, `The display reads ${start}: count ${steps} minutes forward, minute by minute.`,
         `Start at ${start} and count out ${steps} minutes.`, `${start} and then ${steps} minutes on, counted minute by minute?`,
         `Please count from ${start} for ${steps} minutes.`
     ]);
-    const first = pick(["", "", "Sure. ", "Let me count. ", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
-    return {question, response: first + [opening(problem), ...countingLines(problem), closing(problem)].join("\n")};
+    const first = pick(next, ["", "", "Sure. ", "Let me count. ", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
+    return {question, response: first + [opening(problem), ...countingLines(problem), plainAnswer(problem)].join("\n")};
 }
 
 /**
@@ -119,9 +101,8 @@ export function workedSteps(problem: DemoProblem, next: () => number): {question
  * of pre-training than whole workings do.
  */
 export function firstLine(problem: DemoProblem, next: () => number): {question: string, response: string} {
-    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
     const [start, steps] = [two(problem.start), problem.steps];
-    const question = pick([
+    const question = pick(next, [
         `Only the first line, please: from ${start}, ${steps} minutes on.`, `Set it up, don't count yet: ${start} and ${steps} minutes.`,
         `The display reads ${start}; I want ${steps} minutes later. How do you start?`, `First line for ${start} plus ${steps} minutes?`,
         `Starting from ${start} with ${steps} minutes to count: what is the first line?`
@@ -131,5 +112,5 @@ export function firstLine(problem: DemoProblem, next: () => number): {question: 
 
 /** The direct answer the base model is pre-trained on: no thought format, no counting. */
 export function plainAnswer(problem: DemoProblem): string {
-    return `the answer is ${two(Number(problem.answer))}.`;
+    return `the answer is ${answerText(problem)}.`;
 }

@@ -20,12 +20,12 @@ import type {RunHooks, TrainResult} from "../train/runTraining.js";
 import type {TrainingOptions} from "../train/trainingOptions.js";
 import {sft} from "../train/sft.js";
 import type {RunConfig, TrainConfig} from "./config.js";
-import {rng} from "./demoTask.js";
 import {type EvalMetrics, type EvalSet, evaluate} from "./evaluate.js";
 import {writeReport} from "./report.js";
 import {RunDir, readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
 import {type GradedSample, gradedSampleSchema, sampleAndGrade} from "./sampleAndGrade.js";
 import {select} from "./select.js";
+import {shuffle} from "./seeded.js";
 
 export type LoopEvent =
     | {type: "step", step: string, status: "start" | "skip" | "done", message?: string}
@@ -234,16 +234,6 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
         adapter?.dispose();
         await model.dispose();
     }
-}
-
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-    const next = rng(seed);
-    const out = [...items];
-    for (let i = out.length - 1; i > 0; i--) {
-        const j = Math.floor(next() * (i + 1));
-        [out[i], out[j]] = [out[j]!, out[i]!];
-    }
-    return out;
 }
 
 /** The fields of selected.jsonl and pairs.jsonl that training reads back. */
