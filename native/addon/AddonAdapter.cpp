@@ -52,10 +52,10 @@ Napi::Value AddonAdapter::Load(const Napi::CallbackInfo & info) {
     return (new LoadAdapterWorker(env, m, info[1].As<Napi::String>().Utf8Value()))->Queue_();
 }
 
-std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapter_list(Napi::Env env, const Napi::Value & value) {
+still::AdapterList adapter_list(Napi::Env env, const Napi::Value & value) {
     if (!value.IsArray()) throw Napi::TypeError::New(env, "adapters must be [[adapter, scale], ...]");
     Napi::Array arr = value.As<Napi::Array>();
-    std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapters;
+    still::AdapterList adapters;
     for (uint32_t i = 0; i < arr.Length(); i++) {
         Napi::Value pair = arr.Get(i);
         if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2) throw Napi::TypeError::New(env, "each adapter entry is [adapter, scale]");

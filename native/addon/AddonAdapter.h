@@ -5,7 +5,7 @@
 
 #include <memory>
 
-#include "rollout.h"
+#include "adapter.h"
 
 namespace still_addon {
 
@@ -26,6 +26,6 @@ private:
 };
 
 // [[adapter, scale], ...] from JS.
-std::vector<std::pair<std::shared_ptr<still::Adapter>, float>> adapter_list(Napi::Env env, const Napi::Value & value);
+still::AdapterList adapter_list(Napi::Env env, const Napi::Value & value);
 
 } // namespace still_addon

@@ -1,11 +1,5 @@
 #include "AddonRollouts.h"
 
-#include "AddonAbortFlag.h"
-#include "AddonAdapter.h"
-#include "AddonModel.h"
-#include "addon.h"
-#include "addon_stream.h"
-
 namespace still_addon {
 
 // --- conversions -----------------------------------------------------------------
@@ -73,43 +67,23 @@ static Napi::Value result_object(Napi::Env env, const still::RolloutResult & r) 
 // --- class -----------------------------------------------------------------------
 
 Napi::Function AddonRollouts::Init(Napi::Env env) {
-    return DefineClass(env, "Rollouts", {
-        InstanceMethod("run", &AddonRollouts::Run),
-        InstanceMethod("setAdapters", &AddonRollouts::SetAdapters),
-        InstanceMethod("requiredCells", &AddonRollouts::RequiredCells),
-        InstanceMethod("dispose", &AddonRollouts::Dispose),
-    });
+    auto methods = common_methods();
+    methods.push_back(InstanceMethod("run", &AddonRollouts::Run));
+    methods.push_back(InstanceMethod("requiredCells", &AddonRollouts::RequiredCells));
+    return DefineClass(env, "Rollouts", methods);
 }
 
-AddonRollouts::AddonRollouts(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonRollouts>(info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(env).model_constructor.Value()))
-        throw Napi::TypeError::New(env, "new Rollouts(model, options)");
-    auto model = AddonModel::Unwrap(info[0].As<Napi::Object>())->Get(env);
+AddonRollouts::AddonRollouts(const Napi::CallbackInfo & info) : AddonEngine(info, "the rollout engine", "new Rollouts(model, options)") {
+    const Napi::Object o = options(info);
     still::EngineParams p;
-    if (info.Length() > 1 && info[1].IsObject()) {
-        Napi::Object o = info[1].As<Napi::Object>();
-        p.n_parallel = int_option(o, "parallel", p.n_parallel);
-        p.n_ctx = static_cast<uint32_t>(int_option(o, "contextSize", 0));
-        p.n_batch = int_option(o, "batchSize", p.n_batch);
-        p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
-        p.n_threads = int_option(o, "threads", p.n_threads);
-        p.kv_unified = int_option(o, "kvUnified", p.kv_unified);
-        p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
-    }
-    engine_ = guard(env, [&] { return std::make_shared<still::RolloutEngine>(model, p); });
-}
-
-std::shared_ptr<still::RolloutEngine> AddonRollouts::Get(Napi::Env env) const {
-    if (!engine_) throw coded_error(env, "disposed", "the rollout engine has been disposed");
-    return engine_;
-}
-
-Napi::Value AddonRollouts::SetAdapters(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (busy_->load()) throw coded_error(env, "busy", "adapters cannot change while a run is in progress");
-    Get(env)->set_adapters(adapter_list(env, info.Length() > 0 ? info[0] : env.Undefined()));
-    return env.Undefined();
+    p.n_parallel = int_option(o, "parallel", p.n_parallel);
+    p.n_ctx = static_cast<uint32_t>(int_option(o, "contextSize", 0));
+    p.n_batch = int_option(o, "batchSize", p.n_batch);
+    p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
+    p.n_threads = int_option(o, "threads", p.n_threads);
+    p.kv_unified = int_option(o, "kvUnified", p.kv_unified);
+    p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
+    make(info.Env(), p);
 }
 
 Napi::Value AddonRollouts::RequiredCells(const Napi::CallbackInfo & info) {
@@ -121,22 +95,8 @@ Napi::Value AddonRollouts::RequiredCells(const Napi::CallbackInfo & info) {
 Napi::Value AddonRollouts::Run(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "run(requests, onEvent, abortFlag?)");
-    auto engine = Get(env);
     auto requests = std::make_shared<std::vector<still::RolloutRequest>>(to_requests(env, info[0]));
-    auto abort = AddonAbortFlag::From(env, info.Length() > 2 ? info[2] : env.Undefined());
-    if (!abort) abort = std::make_shared<std::atomic<bool>>(false);
-    if (busy_->exchange(true)) throw coded_error(env, "busy", "this rollout engine is already running; wait for the run to end");
-    using Job = StreamJob<still::RolloutResult, still::RolloutStats>;
-    return Job::Start(env, info[1].As<Napi::Function>(), "still.rollouts",
-        [engine, requests, abort](const auto & on_result, const auto & on_progress) {
-            return engine->run(*requests, on_result, on_progress, abort.get());
-        },
-        abort, busy_, result_object, stats_object);
-}
-
-Napi::Value AddonRollouts::Dispose(const Napi::CallbackInfo & info) {
-    engine_.reset(); // a run in progress keeps its own reference until it ends
-    return info.Env().Undefined();
+    return StartRun(info, requests, "still.rollouts", &still::RolloutEngine::run, result_object, stats_object);
 }
 
 } // namespace still_addon

@@ -5,14 +5,12 @@
 
 #include <napi.h>
 
-#include <atomic>
-#include <memory>
-
+#include "addon_engine.h"
 #include "rollout.h"
 
 namespace still_addon {
 
-class AddonRollouts : public Napi::ObjectWrap<AddonRollouts> {
+class AddonRollouts : public AddonEngine<AddonRollouts, still::RolloutEngine> {
 public:
     static Napi::Function Init(Napi::Env env);
     // new Rollouts(model, {parallel, contextSize, batchSize, ubatchSize, threads, kvUnified, flashAttn})
@@ -21,16 +19,8 @@ public:
 private:
     // run(requests, onEvent(kind, payload), abortFlag?) -> Promise<stats>
     Napi::Value Run(const Napi::CallbackInfo & info);
-    // setAdapters([[adapter, scale], ...])
-    Napi::Value SetAdapters(const Napi::CallbackInfo & info);
     // requiredCells(requests) -> number
     Napi::Value RequiredCells(const Napi::CallbackInfo & info);
-    Napi::Value Dispose(const Napi::CallbackInfo & info);
-
-    std::shared_ptr<still::RolloutEngine> Get(Napi::Env env) const;
-
-    std::shared_ptr<still::RolloutEngine> engine_;
-    std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 } // namespace still_addon

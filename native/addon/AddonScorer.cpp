@@ -1,11 +1,5 @@
 #include "AddonScorer.h"
 
-#include "AddonAbortFlag.h"
-#include "AddonAdapter.h"
-#include "AddonModel.h"
-#include "addon.h"
-#include "addon_stream.h"
-
 namespace still_addon {
 
 static Napi::Object stats_object(Napi::Env env, const still::ScoreStats & s) {
@@ -31,47 +25,26 @@ static Napi::Value result_object(Napi::Env env, const still::ScoreResult & r) {
 }
 
 Napi::Function AddonScorer::Init(Napi::Env env) {
-    return DefineClass(env, "Scorer", {
-        InstanceMethod("run", &AddonScorer::Run),
-        InstanceMethod("setAdapters", &AddonScorer::SetAdapters),
-        InstanceMethod("dispose", &AddonScorer::Dispose),
-    });
+    auto methods = common_methods();
+    methods.push_back(InstanceMethod("run", &AddonScorer::Run));
+    return DefineClass(env, "Scorer", methods);
 }
 
-AddonScorer::AddonScorer(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonScorer>(info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(env).model_constructor.Value()))
-        throw Napi::TypeError::New(env, "new Scorer(model, options)");
-    auto model = AddonModel::Unwrap(info[0].As<Napi::Object>())->Get(env);
+AddonScorer::AddonScorer(const Napi::CallbackInfo & info) : AddonEngine(info, "the scorer", "new Scorer(model, options)") {
+    const Napi::Object o = options(info);
     still::ScorerParams p;
-    if (info.Length() > 1 && info[1].IsObject()) {
-        Napi::Object o = info[1].As<Napi::Object>();
-        p.n_parallel = int_option(o, "parallel", p.n_parallel);
-        p.seq_cells = static_cast<uint32_t>(int_option(o, "sequenceCells", 0));
-        p.n_batch = int_option(o, "batchSize", p.n_batch);
-        p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
-        p.n_threads = int_option(o, "threads", p.n_threads);
-        p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
-    }
-    scorer_ = guard(env, [&] { return std::make_shared<still::Scorer>(model, p); });
-}
-
-std::shared_ptr<still::Scorer> AddonScorer::Get(Napi::Env env) const {
-    if (!scorer_) throw coded_error(env, "disposed", "the scorer has been disposed");
-    return scorer_;
-}
-
-Napi::Value AddonScorer::SetAdapters(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (busy_->load()) throw coded_error(env, "busy", "adapters cannot change while a run is in progress");
-    Get(env)->set_adapters(adapter_list(env, info.Length() > 0 ? info[0] : env.Undefined()));
-    return env.Undefined();
+    p.n_parallel = int_option(o, "parallel", p.n_parallel);
+    p.seq_cells = static_cast<uint32_t>(int_option(o, "sequenceCells", 0));
+    p.n_batch = int_option(o, "batchSize", p.n_batch);
+    p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
+    p.n_threads = int_option(o, "threads", p.n_threads);
+    p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
+    make(info.Env(), p);
 }
 
 Napi::Value AddonScorer::Run(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction()) throw Napi::TypeError::New(env, "run(records, onEvent, abortFlag?)");
-    auto scorer = Get(env);
     Napi::Array arr = info[0].As<Napi::Array>();
     auto records = std::make_shared<std::vector<still::ScoreRecord>>(arr.Length());
     for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -82,20 +55,7 @@ Napi::Value AddonScorer::Run(const Napi::CallbackInfo & info) {
         (*records)[i].completion = int_array(env, o.Get("completion"), "completion");
         (*records)[i].decode_last = bool_option(o, "decodeLast", false);
     }
-    auto abort = AddonAbortFlag::From(env, info.Length() > 2 ? info[2] : env.Undefined());
-    if (!abort) abort = std::make_shared<std::atomic<bool>>(false);
-    if (busy_->exchange(true)) throw coded_error(env, "busy", "this scorer is already running; wait for the run to end");
-    using Job = StreamJob<still::ScoreResult, still::ScoreStats>;
-    return Job::Start(env, info[1].As<Napi::Function>(), "still.score",
-        [scorer, records, abort](const auto & on_result, const auto & on_progress) {
-            return scorer->run(*records, on_result, on_progress, abort.get());
-        },
-        abort, busy_, result_object, stats_object);
-}
-
-Napi::Value AddonScorer::Dispose(const Napi::CallbackInfo & info) {
-    scorer_.reset(); // a run in progress keeps its own reference until it ends
-    return info.Env().Undefined();
+    return StartRun(info, records, "still.score", &still::Scorer::run, result_object, stats_object);
 }
 
 } // namespace still_addon

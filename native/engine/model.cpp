@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "decode.h"
 #include "log.h"
 
 namespace still {
@@ -141,17 +142,8 @@ std::vector<llama_token> Model::tokenize(const std::string & text, bool add_spec
     return tokens;
 }
 
-void Model::check_tokens(const llama_token * tokens, size_t n) const {
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
-    for (size_t i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            throw EngineError("invalid_argument", "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                                      " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
-    }
-}
-
 std::string Model::detokenize(const std::vector<llama_token> & tokens, bool remove_special, bool unparse_special) const {
-    check_tokens(tokens.data(), tokens.size());
+    check_tokens(tokens.data(), tokens.size(), llama_vocab_n_tokens(vocab_), "the input");
     if (tokens.size() > static_cast<size_t>(INT32_MAX)) throw EngineError("invalid_argument", "too many tokens");
     std::string text(std::max<size_t>(64, tokens.size() * 8), '\0');
     int32_t n = llama_detokenize(vocab_, tokens.data(), static_cast<int32_t>(tokens.size()), text.data(),
@@ -201,64 +193,35 @@ std::optional<std::string> Model::apply_chat_template(const std::vector<std::pai
 
 // --- greedy smoke generation -----------------------------------------------------
 
-namespace {
-struct ContextDeleter {
-    void operator()(llama_context * ctx) const { llama_free(ctx); }
-};
-struct SamplerDeleter {
-    void operator()(llama_sampler * s) const { llama_sampler_free(s); }
-};
-
-bool should_abort(void * data) {
-    const auto * flag = static_cast<const std::atomic<bool> *>(data);
-    return flag != nullptr && flag->load(std::memory_order_relaxed);
-}
-} // namespace
-
 std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> & prompt, int32_t max_tokens,
                                                 int32_t n_threads, const std::atomic<bool> * abort) const {
     if (params_.vocab_only) throw EngineError("invalid_argument", "the model was loaded without weights (vocabOnly)");
     if (prompt.empty()) throw EngineError("invalid_argument", "the prompt has no tokens");
     if (max_tokens < 0) throw EngineError("invalid_argument", "maxTokens must not be negative");
-    check_tokens(prompt.data(), prompt.size());
+    check_tokens(prompt.data(), prompt.size(), llama_vocab_n_tokens(vocab_), "the prompt");
 
-    LogCapture capture;
-    const uint32_t n_batch = 512;
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = static_cast<uint32_t>(prompt.size() + max_tokens + 1);
-    cp.n_batch = n_batch;
-    cp.n_ubatch = n_batch;
-    cp.n_seq_max = 1;
-    if (n_threads > 0) {
-        cp.n_threads = n_threads;
-        cp.n_threads_batch = n_threads;
-    }
-    cp.no_perf = true;
-    cp.abort_callback = should_abort;
-    cp.abort_callback_data = const_cast<std::atomic<bool> *>(abort);
-    std::unique_ptr<llama_context, ContextDeleter> ctx(llama_init_from_model(model_, cp));
-    if (!ctx) throw EngineError("decode_failed", "could not create a context: " + capture.summary());
+    AbortSlot abort_slot;
+    AbortSlot::Scope abort_scope(abort_slot, abort);
+    ContextSpec spec;
+    spec.n_ctx = static_cast<uint32_t>(prompt.size() + max_tokens + 1);
+    spec.n_threads = n_threads;
+    spec.abort = &abort_slot;
+    const ContextPtr ctx = make_context(*this, spec);
 
+    struct SamplerDeleter {
+        void operator()(llama_sampler * s) const { llama_sampler_free(s); }
+    };
     std::unique_ptr<llama_sampler, SamplerDeleter> sampler(llama_sampler_chain_init(llama_sampler_chain_default_params()));
     llama_sampler_chain_add(sampler.get(), llama_sampler_init_greedy());
 
-    auto decode = [&](const llama_token * tokens, size_t n) {
-        for (size_t i = 0; i < n; i += n_batch) {
-            const int32_t len = static_cast<int32_t>(std::min<size_t>(n_batch, n - i));
-            const int32_t rc = llama_decode(ctx.get(), llama_batch_get_one(const_cast<llama_token *>(tokens + i), len));
-            if (rc == 2) throw EngineError("cancelled", "generation was cancelled");
-            if (rc != 0) throw EngineError("decode_failed", "llama_decode failed (" + std::to_string(rc) + "): " + capture.summary());
-        }
-    };
-
     std::vector<llama_token> out;
-    decode(prompt.data(), prompt.size());
+    decode_all(ctx.get(), prompt.data(), prompt.size(), spec.n_batch);
     while (static_cast<int32_t>(out.size()) < max_tokens) {
-        if (should_abort(cp.abort_callback_data)) throw EngineError("cancelled", "generation was cancelled");
+        if (abort_slot.requested()) throw EngineError("cancelled", "generation was cancelled");
         llama_token next = llama_sampler_sample(sampler.get(), ctx.get(), -1);
         if (llama_vocab_is_eog(vocab_, next)) break;
         out.push_back(next);
-        decode(&next, 1);
+        decode_all(ctx.get(), &next, 1, spec.n_batch);
     }
     return out;
 }
@@ -268,20 +231,15 @@ std::vector<llama_token> Model::generate_greedy(const std::vector<llama_token> &
 std::vector<float> Model::eval_logits(const std::vector<llama_token> & tokens, size_t from, int32_t n_threads) const {
     if (params_.vocab_only) throw EngineError("invalid_argument", "the model was loaded without weights (vocabOnly)");
     if (tokens.empty() || from >= tokens.size()) throw EngineError("invalid_argument", "no positions to evaluate");
-    check_tokens(tokens.data(), tokens.size());
-    LogCapture capture;
+    check_tokens(tokens.data(), tokens.size(), llama_vocab_n_tokens(vocab_), "the input");
     const int32_t n_vocab = llama_vocab_n_tokens(vocab_);
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = static_cast<uint32_t>(tokens.size());
-    cp.n_batch = static_cast<uint32_t>(tokens.size());
-    cp.n_ubatch = 512;
-    cp.n_seq_max = 1;
-    if (n_threads > 0) cp.n_threads = cp.n_threads_batch = n_threads;
-    cp.no_perf = true;
+    ContextSpec spec;
+    spec.n_ctx = static_cast<uint32_t>(tokens.size());
+    spec.n_batch = static_cast<uint32_t>(tokens.size());
+    spec.n_threads = n_threads;
     // Flash attention on the CPU accumulates in F16: a reference should not.
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    std::unique_ptr<llama_context, ContextDeleter> ctx(llama_init_from_model(model_, cp));
-    if (!ctx) throw EngineError("decode_failed", "could not create a context: " + capture.summary());
+    spec.flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    const ContextPtr ctx = make_context(*this, spec);
     llama_batch batch = llama_batch_init(static_cast<int32_t>(tokens.size()), 0, 1);
     for (size_t i = 0; i < tokens.size(); i++) {
         batch.token[i] = tokens[i];
@@ -291,11 +249,12 @@ std::vector<float> Model::eval_logits(const std::vector<llama_token> & tokens, s
         batch.logits[i] = i >= from;
     }
     batch.n_tokens = static_cast<int32_t>(tokens.size());
+    LogCapture capture;
     const int32_t rc = llama_decode(ctx.get(), batch);
     llama_batch_free(batch);
     if (rc != 0) throw EngineError("decode_failed", "llama_decode failed (" + std::to_string(rc) + "): " + capture.summary());
     std::vector<float> out;
-    out.reserve((tokens.size() - from) * n_vocab);
+    out.reserve((tokens.size() - from) * static_cast<size_t>(n_vocab));
     for (size_t i = from; i < tokens.size(); i++) {
         const float * row = llama_get_logits_ith(ctx.get(), static_cast<int32_t>(i));
         out.insert(out.end(), row, row + n_vocab);
@@ -327,19 +286,16 @@ void Model::probe(const std::string & path, bool vocab_only) {
 
     // Creating a context builds the compute graph (to size its buffers), which is
     // where llama.cpp checks that the architecture's shapes fit together.
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 64;
-    cp.n_batch = 32;
-    cp.n_ubatch = 32;
-    cp.n_seq_max = 1;
-    cp.n_threads = 1;
-    cp.n_threads_batch = 1;
-    llama_context * ctx = llama_init_from_model(model, cp);
-    if (ctx == nullptr) {
-        std::string reason = capture.summary();
-        throw EngineError("load_failed", reason.empty() ? "llama.cpp could not create a context for it" : reason);
+    ContextSpec spec;
+    spec.n_ctx = 64;
+    spec.n_batch = 32;
+    spec.n_ubatch = 32;
+    spec.n_threads = 1;
+    try {
+        (void) make_context(*m, spec);
+    } catch (const EngineError & e) {
+        throw EngineError("load_failed", e.what());
     }
-    llama_free(ctx);
 }
 
 // --- quantization ----------------------------------------------------------------

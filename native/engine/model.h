@@ -102,7 +102,6 @@ public:
 
 private:
     Model(llama_model * model, const ModelParams & params);
-    void check_tokens(const llama_token * tokens, size_t n) const;
 
     llama_model * model_;
     const llama_vocab * vocab_;

@@ -12,13 +12,12 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "model.h"
+#include "decode.h"
 #include "sampling.h"
 
 namespace still {
@@ -75,43 +74,9 @@ struct EngineParams {
     int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_AUTO;
 };
 
-class Adapter {
-public:
-    static std::shared_ptr<Adapter> load(std::shared_ptr<Model> model, const std::string & path);
-    ~Adapter();
-    llama_adapter_lora * raw() const { return adapter_; }
-
-private:
-    Adapter(std::shared_ptr<Model> model, llama_adapter_lora * adapter) : model_(std::move(model)), adapter_(adapter) {}
-    std::shared_ptr<Model> model_; // the adapter must not outlive its model
-    llama_adapter_lora * adapter_;
-};
-
-// Sets `adapters` (with their scales) on a context; [] removes them.
-void apply_adapters(llama_context * ctx, const std::vector<std::pair<std::shared_ptr<Adapter>, float>> & adapters);
-
-// Points an engine's abort pointer (read by llama.cpp's abort callback) at a call's flag
-// for the call's duration.
-class AbortScope {
-public:
-    AbortScope(const std::atomic<bool> *& slot, const std::atomic<bool> * flag) : slot_(slot) { slot_ = flag; }
-    ~AbortScope() { slot_ = nullptr; }
-    AbortScope(const AbortScope &) = delete;
-    AbortScope & operator=(const AbortScope &) = delete;
-
-private:
-    const std::atomic<bool> *& slot_;
-};
-
-class RolloutEngine {
+class RolloutEngine : public DecodeEngine {
 public:
     RolloutEngine(std::shared_ptr<Model> model, const EngineParams & params);
-    ~RolloutEngine();
-    RolloutEngine(const RolloutEngine &) = delete;
-    RolloutEngine & operator=(const RolloutEngine &) = delete;
-
-    // LoRA adapters with their scales, applied from the next run on.
-    void set_adapters(std::vector<std::pair<std::shared_ptr<Adapter>, float>> adapters);
 
     // Runs all requests; `on_result` gets each sample as it ends (on this thread),
     // `on_progress` gets running totals after each decode. When `abort` turns true the
@@ -125,17 +90,7 @@ public:
     uint32_t required_cells(const std::vector<RolloutRequest> & requests) const;
 
 private:
-    void ensure_context(uint32_t n_ctx, bool unified, int32_t n_seq_max);
-
-    std::shared_ptr<Model> model_;
     EngineParams params_;
-    llama_context * ctx_ = nullptr;
-    uint32_t ctx_cells_ = 0;
-    bool ctx_unified_ = false;
-    int32_t ctx_seq_max_ = 0;
-    std::vector<std::pair<std::shared_ptr<Adapter>, float>> adapters_;
-    const std::atomic<bool> * abort_ = nullptr; // the running call's flag, read by llama.cpp between graph nodes
-    static bool abort_callback(void * engine);
 };
 
 } // namespace still

@@ -12,8 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "model.h"
-#include "rollout.h"
+#include "decode.h"
 
 namespace still {
 
@@ -50,14 +49,9 @@ struct ScorerParams {
     int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED; // exact F32 attention; see Scorer.ts
 };
 
-class Scorer {
+class Scorer : public DecodeEngine {
 public:
     Scorer(std::shared_ptr<Model> model, const ScorerParams & params);
-    ~Scorer();
-    Scorer(const Scorer &) = delete;
-    Scorer & operator=(const Scorer &) = delete;
-
-    void set_adapters(std::vector<std::pair<std::shared_ptr<Adapter>, float>> adapters);
 
     // Scores every record; `on_result` gets each as it completes (on this thread).
     // When `abort` turns true the run stops within one decode.
@@ -67,15 +61,7 @@ public:
                    const std::atomic<bool> * abort);
 
 private:
-    void ensure_context(uint32_t seq_cells);
-    static bool abort_callback(void * scorer);
-
-    std::shared_ptr<Model> model_;
     ScorerParams params_;
-    llama_context * ctx_ = nullptr;
-    uint32_t ctx_seq_cells_ = 0;
-    std::vector<std::pair<std::shared_ptr<Adapter>, float>> adapters_;
-    const std::atomic<bool> * abort_ = nullptr;
 };
 
 } // namespace still
