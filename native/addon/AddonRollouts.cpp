@@ -76,13 +76,9 @@ Napi::Function AddonRollouts::Init(Napi::Env env) {
 AddonRollouts::AddonRollouts(const Napi::CallbackInfo & info) : AddonEngine(info, "the rollout engine", "new Rollouts(model, options)") {
     const Napi::Object o = options(info);
     still::EngineParams p;
-    p.n_parallel = int_option(o, "parallel", p.n_parallel);
+    read_decode_params(o, p);
     p.n_ctx = static_cast<uint32_t>(int_option(o, "contextSize", 0));
-    p.n_batch = int_option(o, "batchSize", p.n_batch);
-    p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
-    p.n_threads = int_option(o, "threads", p.n_threads);
     p.kv_unified = int_option(o, "kvUnified", p.kv_unified);
-    p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
     make(info.Env(), p);
 }
 

@@ -33,12 +33,8 @@ Napi::Function AddonScorer::Init(Napi::Env env) {
 AddonScorer::AddonScorer(const Napi::CallbackInfo & info) : AddonEngine(info, "the scorer", "new Scorer(model, options)") {
     const Napi::Object o = options(info);
     still::ScorerParams p;
-    p.n_parallel = int_option(o, "parallel", p.n_parallel);
+    read_decode_params(o, p);
     p.seq_cells = static_cast<uint32_t>(int_option(o, "sequenceCells", 0));
-    p.n_batch = int_option(o, "batchSize", p.n_batch);
-    p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
-    p.n_threads = int_option(o, "threads", p.n_threads);
-    p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
     make(info.Env(), p);
 }
 

@@ -15,6 +15,7 @@
 #include "AddonModel.h"
 #include "addon.h"
 #include "addon_stream.h"
+#include "decode.h"
 
 namespace still_addon {
 
@@ -34,6 +35,15 @@ protected:
     // The constructor's options object (empty when not given).
     static Napi::Object options(const Napi::CallbackInfo & info) {
         return info.Length() > 1 && info[1].IsObject() ? info[1].template As<Napi::Object>() : Napi::Object::New(info.Env());
+    }
+
+    // The decode parameters every engine takes: {parallel, batchSize, ubatchSize, threads, flashAttn}.
+    static void read_decode_params(const Napi::Object & o, still::DecodeParams & p) {
+        p.n_parallel = int_option(o, "parallel", p.n_parallel);
+        p.n_batch = int_option(o, "batchSize", p.n_batch);
+        p.n_ubatch = int_option(o, "ubatchSize", p.n_ubatch);
+        p.n_threads = int_option(o, "threads", p.n_threads);
+        p.flash_attn = int_option(o, "flashAttn", p.flash_attn);
     }
 
     // The methods every engine has, for DefineClass.

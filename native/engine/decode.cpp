@@ -53,13 +53,21 @@ int32_t resolve_threads(int32_t n) {
     return n > 0 ? n : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-DecodeEngine::DecodeEngine(std::shared_ptr<Model> model, int32_t parallel, int32_t max_parallel) : model_(std::move(model)) {
-    if (parallel < 1 || parallel > max_parallel)
+DecodeEngine::DecodeEngine(std::shared_ptr<Model> model, const DecodeParams & params, int32_t max_parallel) : model_(std::move(model)) {
+    if (params.n_parallel < 1 || params.n_parallel > max_parallel)
         throw EngineError("invalid_argument", "parallel must be between 1 and " + std::to_string(max_parallel));
     if (model_->params().vocab_only) throw EngineError("invalid_argument", "the model was loaded without weights (vocabOnly)");
 }
 
-llama_context * DecodeEngine::begin_run(ContextSpec spec) {
+llama_context * DecodeEngine::begin_run(const DecodeParams & params, uint32_t n_ctx, bool kv_unified) {
+    ContextSpec spec;
+    spec.n_ctx = n_ctx;
+    spec.n_batch = static_cast<uint32_t>(params.n_batch);
+    spec.n_ubatch = static_cast<uint32_t>(params.n_ubatch);
+    spec.n_seq_max = params.n_parallel;
+    spec.n_threads = params.n_threads;
+    spec.kv_unified = kv_unified;
+    spec.flash_attn = params.flash_attn;
     spec.abort = &abort_;
     const bool fits = ctx_ && spec.n_ctx <= ctx_cells_ && spec.n_seq_max == ctx_spec_.n_seq_max &&
                       spec.kv_unified == ctx_spec_.kv_unified;

@@ -44,6 +44,15 @@ private:
     const std::atomic<bool> * flag_ = nullptr;
 };
 
+// How a batched engine decodes: sequences together, batch sizes, threads, attention kernel.
+struct DecodeParams {
+    int32_t n_parallel = 8; // sequences (slots) decoded together
+    int32_t n_batch = 2048; // most tokens per llama_decode call
+    int32_t n_ubatch = 512; // most tokens per compute graph inside a decode
+    int32_t n_threads = 0;  // 0: hardware threads
+    int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_AUTO;
+};
+
 struct ContextDeleter {
     void operator()(llama_context * ctx) const { llama_free(ctx); }
 };
@@ -85,13 +94,13 @@ public:
     void set_adapters(AdapterList adapters) { adapters_ = std::move(adapters); }
 
 protected:
-    // Checks the common parameters: 1 ≤ parallel ≤ max_parallel, a model with weights.
-    DecodeEngine(std::shared_ptr<Model> model, int32_t parallel, int32_t max_parallel);
+    // Checks the decode parameters (1 ≤ parallel ≤ max_parallel) and that the model has weights.
+    DecodeEngine(std::shared_ptr<Model> model, const DecodeParams & params, int32_t max_parallel);
     ~DecodeEngine() = default;
 
-    // Makes sure the context fits `spec` (same sequences and cache layout, at least its
-    // cells), then starts a run on it: memory cleared, adapters applied.
-    llama_context * begin_run(ContextSpec spec);
+    // Makes sure the context has at least `n_ctx` cells for `params`' sequences in the
+    // given cache layout, then starts a run on it: memory cleared, adapters applied.
+    llama_context * begin_run(const DecodeParams & params, uint32_t n_ctx, bool kv_unified);
     uint32_t context_cells() const { return ctx_cells_; }
 
     std::shared_ptr<Model> model_;

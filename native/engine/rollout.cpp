@@ -16,7 +16,7 @@ const char * finish_reason_name(FinishReason r) {
 }
 
 RolloutEngine::RolloutEngine(std::shared_ptr<Model> model, const EngineParams & params)
-    : DecodeEngine(std::move(model), params.n_parallel, static_cast<int32_t>(llama_max_parallel_sequences()) / 2), params_(params) {
+    : DecodeEngine(std::move(model), params, static_cast<int32_t>(llama_max_parallel_sequences()) / 2), params_(params) {
     params_.n_threads = resolve_threads(params_.n_threads);
     // every running sample needs a row in each batch
     params_.n_batch = std::max(params_.n_batch, params_.n_parallel);
@@ -363,15 +363,8 @@ RolloutStats RolloutEngine::run(const std::vector<RolloutRequest> & requests,
     // Separate per-sequence caches make attention cheaper (a token attends to its own
     // sequence only) and copying a prompt is a buffer copy; a unified cache shares prompt
     // cells between samples at the cost of attention over everyone's cells.
-    ContextSpec spec;
-    spec.n_ctx = std::max<uint32_t>(params_.n_ctx > 0 ? params_.n_ctx : required_cells(requests), 256);
-    spec.n_batch = static_cast<uint32_t>(params_.n_batch);
-    spec.n_ubatch = static_cast<uint32_t>(params_.n_ubatch);
-    spec.n_seq_max = params_.n_parallel;
-    spec.n_threads = params_.n_threads;
-    spec.kv_unified = params_.kv_unified > 0;
-    spec.flash_attn = params_.flash_attn;
-    llama_context * ctx = begin_run(spec);
+    const uint32_t cells = std::max<uint32_t>(params_.n_ctx > 0 ? params_.n_ctx : required_cells(requests), 256);
+    llama_context * ctx = begin_run(params_, cells, params_.kv_unified > 0);
     AbortSlot::Scope abort_scope(abort_, abort);
     RolloutRun(*model_, ctx, params_, requests, on_result, abort, stats).run(on_progress);
     return stats;

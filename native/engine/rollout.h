@@ -64,14 +64,9 @@ struct RolloutStats {
     int64_t decodes = 0;
 };
 
-struct EngineParams {
-    int32_t n_parallel = 8;
+struct EngineParams : DecodeParams {
     uint32_t n_ctx = 0;     // KV cells; 0: sized for each run (parallel × (longest prompt + max tokens))
-    int32_t n_batch = 2048;
-    int32_t n_ubatch = 512;
-    int32_t n_threads = 0;  // 0: hardware threads
     int32_t kv_unified = 0; // 1: one KV buffer for all slots (prompt cells shared; attention over all cells)
-    int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_AUTO;
 };
 
 class RolloutEngine : public DecodeEngine {

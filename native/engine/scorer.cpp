@@ -10,7 +10,7 @@
 namespace still {
 
 Scorer::Scorer(std::shared_ptr<Model> model, const ScorerParams & params)
-    : DecodeEngine(std::move(model), params.n_parallel, static_cast<int32_t>(llama_max_parallel_sequences())), params_(params) {
+    : DecodeEngine(std::move(model), params, static_cast<int32_t>(llama_max_parallel_sequences())), params_(params) {
     params_.n_threads = resolve_threads(params_.n_threads);
 }
 
@@ -241,15 +241,8 @@ ScoreStats Scorer::run(const std::vector<ScoreRecord> & records,
             throw EngineError("invalid_argument", "record " + std::to_string(i) + " has " +
                                                       std::to_string(records[i].prompt.size() + records[i].completion.size()) +
                                                       " tokens, more than the " + std::to_string(seq_cells) + " a sequence holds");
-    ContextSpec spec;
-    spec.n_ctx = seq_cells * static_cast<uint32_t>(params_.n_parallel);
-    spec.n_batch = static_cast<uint32_t>(params_.n_batch);
-    spec.n_ubatch = static_cast<uint32_t>(params_.n_ubatch);
-    spec.n_seq_max = params_.n_parallel;
-    spec.n_threads = params_.n_threads;
-    spec.kv_unified = false; // a token attends to its own sequence only
-    spec.flash_attn = params_.flash_attn;
-    llama_context * ctx = begin_run(spec);
+    // separate caches: a token attends to its own sequence only
+    llama_context * ctx = begin_run(params_, seq_cells * static_cast<uint32_t>(params_.n_parallel), false);
     AbortSlot::Scope abort_scope(abort_, abort);
     ScoreRun(*model_, ctx, params_, records, on_result, abort, stats).run(on_progress);
     return stats;

@@ -40,13 +40,12 @@ struct ScoreStats {
     int64_t decodes = 0;
 };
 
-struct ScorerParams {
-    int32_t n_parallel = 4;  // sequences decoded together
-    uint32_t seq_cells = 0;  // KV cells per sequence; 0: the longest record
-    int32_t n_batch = 2048;
-    int32_t n_ubatch = 512;
-    int32_t n_threads = 0;   // 0: hardware threads
-    int32_t flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED; // exact F32 attention; see Scorer.ts
+struct ScorerParams : DecodeParams {
+    ScorerParams() {
+        n_parallel = 4;
+        flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED; // exact F32 attention; see Scorer.ts
+    }
+    uint32_t seq_cells = 0; // KV cells per sequence; 0: the longest record
 };
 
 class Scorer : public DecodeEngine {
