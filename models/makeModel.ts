@@ -3,7 +3,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import {getBackend} from "../src/engine/binding.js";
-import {defaultThreads} from "../src/engine/Model.js";
+import {defaultThreads} from "../src/engine/decodeOptions.js";
 import {AbortError, OptionError} from "../src/errors.js";
 import {GgufWriter, type TensorFill} from "./GgufWriter.js";
 import {type Preset, type PresetName, headDim, presetNames, presetTensors, presets} from "./presets.js";

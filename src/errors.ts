@@ -1,5 +1,6 @@
 // The error classes a user of still can meet. Each message is one sentence that says
 // what is wrong and, where it helps, what to do; the CLI prints `message` alone.
+import {z} from "zod";
 
 export class StillError extends Error {
     override name = "StillError";
@@ -69,4 +70,11 @@ export class TrainerError extends StillError {
     constructor(message: string, readonly exitCode: number | null, readonly stderrTail: string, options?: {cause?: unknown}) {
         super(message, options);
     }
+}
+
+/** Options checked against their schema: the parsed value, or one OptionError naming `what` and every problem. */
+export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.output<S> {
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) throw new OptionError(`invalid ${what}: ${z.prettifyError(parsed.error)}`);
+    return parsed.data;
 }

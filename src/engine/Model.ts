@@ -1,15 +1,21 @@
 // A GGUF model loaded through the native addon: facts, tokenizer, chat template.
-import os from "node:os";
 import {z} from "zod";
-import {AbortError, ModelError, OptionError, StillError, throwIfAborted} from "../errors.js";
+import {ModelError, OptionError, StillError, parseOptions, throwIfAborted} from "../errors.js";
+import type {ChatMessage} from "../format/chatMessage.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
-import {type Backend, type NativeModel, getBackend, withAbortFlag} from "./binding.js";
-import {Adapter, type NativeAdapter} from "./Adapter.js";
+import {type Backend, getBackend, withAbortFlag} from "./binding.js";
+import {Adapter} from "./Adapter.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
+import {defaultThreads, nativeDecodeOptions} from "./decodeOptions.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
+import type {ModelFacts, ModelHandle, Prompt} from "./ModelHandle.js";
+import {type NativeErrorContext, type NativeFacts, type NativeModel, nativeError, nativeFactsSchema} from "./native.js";
 import {probeModel} from "./probeModel.js";
 import {RolloutEngine, type RolloutEngineOptions, rolloutEngineOptionsSchema} from "./Rollouts.js";
-import {type NativeScorer, type PerplexityResult, Scorer, type ScorerOptions, type ScoreStats, scorerOptionsSchema} from "./Scorer.js";
+import {type PerplexityResult, Scorer, type ScorerOptions, scorerOptionsSchema} from "./Scorer.js";
+import type {ScoreStats} from "./native.js";
+
+export type {ChatMessage, ModelFacts, Prompt};
 
 export const loadModelOptionsSchema = z.object({
     /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
@@ -35,40 +41,7 @@ export type LoadModelOptions = z.input<typeof loadModelOptionsSchema> & {
     onProgress?: (fraction: number) => void
 };
 
-const tokenId = z.number().int().nullable();
-const nativeFactsSchema = z.object({
-    architecture: z.string(),
-    name: z.string(),
-    description: z.string(),
-    fileType: z.string(),
-    sizeBytes: z.number(),
-    parameterCount: z.number(),
-    contextLength: z.number().int(),
-    embeddingLength: z.number().int(),
-    layerCount: z.number().int(),
-    headCount: z.number().int(),
-    headCountKv: z.number().int(),
-    vocabSize: z.number().int(),
-    vocabType: z.string(),
-    tokens: z.object({bos: tokenId, eos: tokenId, eot: tokenId, sep: tokenId, nl: tokenId, pad: tokenId}),
-    addBos: z.boolean(),
-    addEos: z.boolean(),
-    eog: z.array(z.number().int()),
-    specialTokens: z.array(z.object({id: z.number().int(), text: z.string(), kind: z.enum(["control", "user_defined", "unknown"])})),
-    chatTemplate: z.string().nullable(),
-    gpuLayers: z.number().int()
-});
-
-export type ModelFacts = z.infer<typeof nativeFactsSchema> & {
-    /** Token ids of the four STILL thought/solution markers, when each is a single token. */
-    markers: Record<MarkerName, number | null>,
-    /** The llama.cpp variant and devices the model was loaded with. */
-    backend: {variant: string, llamaRelease: string, devices: Backend["devices"], warning?: string}
-};
-
-export type ChatMessage = {role: string, content: string};
-
-export class Model {
+export class Model implements ModelHandle {
     /** Operations still running in native workers; dispose() waits for them. */
     private readonly pending = new Set<Promise<unknown>>();
     private readonly engines = new Set<RolloutEngine | Scorer>();
@@ -80,15 +53,14 @@ export class Model {
         readonly facts: ModelFacts,
         readonly gguf: GgufInspection,
         private readonly native: NativeModel,
-        private readonly backend: Backend
+        readonly backend: Backend
     ) {}
 
     /** Validates the file, then loads it off the event loop. */
     static async load(path: string, options: LoadModelOptions = {}): Promise<Model> {
-        const parsed = loadModelOptionsSchema.safeParse(options);
-        if (!parsed.success) throw new OptionError(`invalid model options: ${z.prettifyError(parsed.error)}`);
-        const opts = parsed.data;
-        throwIfAborted(options.signal, "loading the model");
+        const {signal, onProgress, ...rest} = options;
+        const opts = parseOptions(loadModelOptionsSchema, rest, "model options");
+        throwIfAborted(signal, "loading the model");
 
         const backend = getBackend(opts.variant == null ? {} : {variant: opts.variant});
         const gguf = await inspectGguf(path, (t) => backend.binding.ggmlTypeInfo(t), {allowNoTensors: opts.vocabOnly});
@@ -99,9 +71,9 @@ export class Model {
             try {
                 await probeModel(path, backend, {vocabOnly: opts.vocabOnly});
             } catch (err) {
-                throw nativeError(err, path, backend.release);
+                throw nativeError(err, {model: path, release: backend.release});
             }
-            throwIfAborted(options.signal, "loading the model");
+            throwIfAborted(signal, "loading the model");
         }
 
         const gpuLayers = opts.gpuLayers === "max" ? -1
@@ -109,18 +81,19 @@ export class Model {
             : opts.gpuLayers;
         let native: NativeModel;
         try {
-            native = await withAbortFlag(backend, options.signal, (abort) => backend.binding.loadModel(path,
+            native = await withAbortFlag(backend, signal, (abort) => backend.binding.loadModel(path,
                 {gpuLayers, useMmap: opts.useMmap, vocabOnly: opts.vocabOnly, checkTensors: opts.checkTensors},
-                options.onProgress, abort));
+                onProgress, abort));
         } catch (err) {
-            throw nativeError(err, path, backend.release);
+            throw nativeError(err, {model: path, release: backend.release});
         }
 
         const nativeFacts = nativeFactsSchema.parse(native.facts());
         if (opts.vocabOnly) fillFromMetadata(nativeFacts, gguf);
-        const markers = Object.fromEntries(
-            (Object.keys(MARKERS) as MarkerName[]).map((k) => [k, native.singleToken(MARKERS[k])])
-        ) as Record<MarkerName, number | null>;
+        const markers: Record<MarkerName, number | null> = {
+            beginThought: native.singleToken(MARKERS.beginThought), endThought: native.singleToken(MARKERS.endThought),
+            beginSolution: native.singleToken(MARKERS.beginSolution), endSolution: native.singleToken(MARKERS.endSolution)
+        };
         const facts: ModelFacts = {
             ...nativeFacts,
             markers,
@@ -138,6 +111,17 @@ export class Model {
         return this.disposing != null;
     }
 
+    /** @internal */
+    errorContext(operation?: string): NativeErrorContext {
+        return {model: this.path, release: this.backend.release, ...(operation == null ? {} : {operation})};
+    }
+
+    /** @internal */
+    nativeModel(): NativeModel {
+        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
+        return this.native;
+    }
+
     /**
      * Text to token ids. `special` parses control tokens written in the text (such as
      * "<|im_start|>"); `addSpecial` adds BOS/EOS where the model asks for them.
@@ -149,6 +133,24 @@ export class Model {
     /** Token ids to text; `special` renders control tokens as their text. */
     detokenize(tokens: readonly number[] | Int32Array, options: {special?: boolean} = {}): string {
         return this.call(() => this.native.detokenize(tokens, false, options.special ?? false));
+    }
+
+    /**
+     * Prompt text to tokens as the engines decode it: special tokens parsed, and BOS added
+     * when the model asks for it and the text (a rendered template often writes it) does
+     * not start with it already.
+     */
+    tokenizePrompt(text: string): number[] {
+        const bos = this.facts.tokens.bos;
+        const bosText = bos == null ? "" : this.detokenize([bos], {special: true});
+        return this.tokenize(text, {special: true, addSpecial: this.facts.addBos && !(bosText !== "" && text.startsWith(bosText))});
+    }
+
+    /** A prompt (text, token ids or chat messages for the template) as tokens; see tokenizePrompt(). */
+    promptTokens(prompt: Prompt): number[] {
+        if (typeof prompt === "string") return this.tokenizePrompt(prompt);
+        if (isTokenIds(prompt)) return [...prompt];
+        return this.tokenizePrompt(this.applyChatTemplate(prompt));
     }
 
     /** Token ids to their raw bytes (which may end inside a UTF-8 sequence). */
@@ -166,7 +168,7 @@ export class Model {
             try {
                 return await this.native.evalLogits(tokens, from, options.threads ?? defaultThreads());
             } catch (err) {
-                throw nativeError(err, this.path, this.backend.release);
+                throw nativeError(err, this.errorContext());
             }
         });
         const n = this.facts.vocabSize;
@@ -230,7 +232,7 @@ export class Model {
                     (abort) => this.native.generateGreedy(tokens, maxTokens, options.threads ?? defaultThreads(), abort));
                 return {tokens: Array.from(out), text: this.native.detokenize(out, false, false)};
             } catch (err) {
-                throw nativeError(err, this.path, this.backend.release);
+                throw nativeError(err, this.errorContext("generation"));
             }
         });
     }
@@ -240,23 +242,13 @@ export class Model {
      * prompts shared by their samples. See RolloutEngine.generate().
      */
     rollouts(options: RolloutEngineOptions = {}): RolloutEngine {
-        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
-        const parsed = rolloutEngineOptionsSchema.safeParse(options);
-        if (!parsed.success) throw new OptionError(`invalid rollout options: ${z.prettifyError(parsed.error)}`);
-        const o = parsed.data;
-        const Rollouts = this.backend.binding.Rollouts;
-        const native = this.call(() => new Rollouts(this.native, {
-            parallel: o.parallel,
+        const o = parseOptions(rolloutEngineOptionsSchema, options, "rollout options");
+        const native = this.call(() => new this.backend.binding.Rollouts(this.nativeModel(), {
+            ...nativeDecodeOptions(o),
             ...(o.contextSize == null ? {} : {contextSize: o.contextSize}),
-            batchSize: o.batchSize,
-            ubatchSize: o.ubatchSize,
-            threads: o.threads ?? defaultThreads(),
-            kvUnified: o.kvCache === "unified" ? 1 : 0,
-            flashAttn: {auto: -1, on: 1, off: 0}[o.flashAttention]
+            kvUnified: o.kvCache === "unified" ? 1 : 0
         }));
-        const engine = new RolloutEngine(this, this.backend, native, o);
-        this.engines.add(engine);
-        return engine;
+        return this.own(new RolloutEngine(this, native, o));
     }
 
     /**
@@ -264,22 +256,12 @@ export class Model {
      * llama-perplexity's text perplexity. See Scorer.score() and Scorer.perplexity().
      */
     scorer(options: ScorerOptions = {}): Scorer {
-        if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
-        const parsed = scorerOptionsSchema.safeParse(options);
-        if (!parsed.success) throw new OptionError(`invalid scorer options: ${z.prettifyError(parsed.error)}`);
-        const o = parsed.data;
-        const NativeScorerClass = this.backend.binding.Scorer;
-        const native = this.call(() => new NativeScorerClass(this.native, {
-            parallel: o.parallel,
-            ...(o.contextSize == null ? {} : {sequenceCells: o.contextSize}),
-            batchSize: o.batchSize,
-            ubatchSize: o.ubatchSize,
-            threads: o.threads ?? defaultThreads(),
-            flashAttn: {auto: -1, on: 1, off: 0}[o.flashAttention]
-        })) as NativeScorer;
-        const scorer = new Scorer(this, this.backend, native, o);
-        this.engines.add(scorer);
-        return scorer;
+        const o = parseOptions(scorerOptionsSchema, options, "scorer options");
+        const native = this.call(() => new this.backend.binding.Scorer(this.nativeModel(), {
+            ...nativeDecodeOptions(o),
+            ...(o.contextSize == null ? {} : {sequenceCells: o.contextSize})
+        }));
+        return this.own(new Scorer(this, native, o));
     }
 
     /**
@@ -314,9 +296,7 @@ export class Model {
     /** Loads a LoRA adapter (llama.cpp's adapter GGUF) for this model. */
     async loadAdapter(path: string): Promise<Adapter> {
         if (this.disposing != null) throw new StillError(`the model ${this.path} has been disposed.`);
-        const adapter = await this.track(() => Adapter.load(this, path,
-            (p) => this.backend.binding.loadAdapter(this.native, p) as Promise<NativeAdapter>,
-            (t) => this.backend.binding.ggmlTypeInfo(t)));
+        const adapter = await this.track(() => Adapter.load(this, path));
         this.adapters.add(adapter);
         return adapter;
     }
@@ -340,8 +320,14 @@ export class Model {
         try {
             return fn();
         } catch (err) {
-            throw nativeError(err, this.path, this.backend.release);
+            throw nativeError(err, this.errorContext());
         }
+    }
+
+    /** An engine freed with the model. */
+    private own<T extends RolloutEngine | Scorer>(engine: T): T {
+        this.engines.add(engine);
+        return engine;
     }
 
     /** Runs native async work, refused once disposing, and waited for by dispose(). */
@@ -356,7 +342,7 @@ export class Model {
 }
 
 /** Without weights llama.cpp reports no shape; take it from the file's metadata. */
-function fillFromMetadata(facts: z.infer<typeof nativeFactsSchema>, gguf: GgufInspection) {
+function fillFromMetadata(facts: NativeFacts, gguf: GgufInspection) {
     const num = (key: string) => {
         const v = gguf.metadata[`${gguf.architecture}.${key}`];
         return typeof v === "number" ? v : 0;
@@ -375,39 +361,6 @@ export function loadModel(path: string, options: LoadModelOptions = {}): Promise
     return Model.load(path, options);
 }
 
-/** llama.cpp threads when none are given: STILL_THREADS, else every available CPU. */
-export function defaultThreads() {
-    const fromEnv = Number.parseInt(process.env.STILL_THREADS ?? "", 10);
-    return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : Math.max(1, os.availableParallelism());
-}
-
-/** Maps a coded error from the addon to the project's error classes. */
-export function nativeError(err: unknown, path: string, release: string): Error {
-    if (err instanceof StillError) return err;
-    const e = err as Error & {code?: string};
-    const message = e?.message ?? String(err);
-    switch (e?.code) {
-        case "cancelled":
-            return new AbortError(message);
-        case "load_failed": {
-            const arch = /unknown model architecture: '([^']*)'/.exec(message);
-            if (arch != null)
-                return new ModelError(path, `${path} has architecture '${arch[1]}', which llama.cpp ${release} does not support.`, {cause: err});
-            return new ModelError(path, `llama.cpp could not load ${path}: ${loadFailure(message)}.`, {cause: err});
-        }
-        case "invalid_argument":
-            return new OptionError(message, {cause: err});
-        case "disposed":
-            return new StillError(`the model ${path} has been disposed.`, {cause: err});
-        default:
-            return e instanceof Error ? e : new StillError(message);
-    }
-}
-
-/** llama.cpp's load errors without their function-name prefixes and the generic last line. */
-function loadFailure(message: string) {
-    const lines = message.split("; ")
-        .map((l) => l.replace(/^((error loading model|[a-z_]+): )+/, "").trim())
-        .filter((l) => l !== "" && !/^failed to load model$/.test(l));
-    return (lines.join("; ") || message).replace(/[.\s]+$/, "");
+function isTokenIds(prompt: readonly number[] | readonly ChatMessage[]): prompt is readonly number[] {
+    return prompt.length === 0 || typeof prompt[0] === "number";
 }

@@ -1,36 +1,30 @@
 // Teacher-forced scoring: log-probabilities of given completions, and llama-perplexity's
 // plain-text perplexity. The TypeScript face of native/engine/scorer.
 import {z} from "zod";
-import {AbortError, OptionError, StillError, throwIfAborted} from "../errors.js";
+import {AbortError, OptionError, parseOptions} from "../errors.js";
+import {chatMessageSchema} from "../format/chatMessage.js";
 import {MARKERS} from "../format/markers.js";
-import type {Adapter} from "./Adapter.js";
-import {type Backend, withAbortFlag} from "./binding.js";
-import type {ChatMessage, Model} from "./Model.js";
+import {BatchEngine} from "./BatchEngine.js";
+import {decodeOptionFields, flashAttentionSchema} from "./decodeOptions.js";
+import type {ModelHandle} from "./ModelHandle.js";
+import {type NativeScoreRecord, type NativeScorer, type ScoreStats, eventHandler, nativeScoreSchema, scoreStatsSchema} from "./native.js";
+
+export type {ScoreStats};
 
 export const scorerOptionsSchema = z.object({
-    /** Sequences decoded together. */
-    parallel: z.number().int().min(1).max(64).default(4),
-    /** KV cells per sequence (the longest record scored whole); default: the longest record, at most the model's training context. */
-    contextSize: z.number().int().min(2).optional(),
-    /** Most tokens per llama_decode call. */
-    batchSize: z.number().int().min(1).default(2048),
-    ubatchSize: z.number().int().min(1).default(512),
-    threads: z.number().int().min(1).optional(),
-    /**
-     * A record longer than a sequence holds: "error" (default) refuses the call naming
-     * the record; "truncate" drops prompt tokens from the left, then completion tokens
-     * from the right, and marks the record's result `truncated`.
-     */
-    overflow: z.enum(["error", "truncate"]).default("error"),
-    /**
-     * Off by default: llama.cpp's CPU flash attention accumulates in F16, so a token's
-     * log-probability would move (by up to ~2e-3) with how records are split across decodes.
-     */
-    flashAttention: z.enum(["auto", "on", "off"]).default("off")
+    parallel: z.number().int().min(1).max(64).default(4).describe("Sequences decoded together"),
+    contextSize: z.number().int().min(2).optional()
+        .describe("KV cells per sequence (the longest record scored whole); default: the longest record, at most the model's training context"),
+    ...decodeOptionFields,
+    overflow: z.enum(["error", "truncate"]).default("error").describe(
+        "A record longer than a sequence holds: error refuses the call naming the record; truncate drops prompt tokens from the " +
+        "left, then completion tokens from the right, and marks the record's result truncated"),
+    flashAttention: flashAttentionSchema.default("off").describe(
+        "Off by default: llama.cpp's CPU flash attention accumulates in F16, so a token's log-probability would move (by up to " +
+        "~2e-3) with how records are split across decodes")
 });
 export type ScorerOptions = z.input<typeof scorerOptionsSchema>;
 
-const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
 export const scoreRecordSchema = z.object({
     id: z.string().optional(),
     /** Raw text (special tokens parsed, BOS added as the model asks), token ids, or chat messages. */
@@ -63,23 +57,6 @@ export type ScoreResult = {
     segments: Record<string, SegmentScore>
 };
 
-export type ScoreStats = {
-    recordsDone: number, recordsTotal: number, tokensDecoded: number, tokensScored: number,
-    decodeMs: number, softmaxMs: number, elapsedMs: number, decodes: number
-};
-
-const nativeStatsSchema = z.object({
-    recordsDone: z.number(), recordsTotal: z.number(), tokensDecoded: z.number(), tokensScored: z.number(),
-    decodeMs: z.number(), softmaxMs: z.number(), elapsedMs: z.number(), decodes: z.number()
-});
-const nativeResultSchema = z.object({record: z.number().int(), logprobs: z.instanceof(Float32Array)});
-
-export interface NativeScorer {
-    run(records: {prompt: number[], completion: number[], decodeLast?: boolean}[], onEvent: (kind: string, payload: unknown) => void, abort?: unknown): Promise<unknown>;
-    setAdapters(adapters: [unknown, number][]): void;
-    dispose(): void;
-}
-
 export type PerplexityResult = {
     perplexity: number,
     /** Negative log-likelihood summed over the scored tokens. */
@@ -93,22 +70,10 @@ export type PerplexityResult = {
     tokensPerSecond: number
 };
 
-export class Scorer {
-    private running = false;
-    private disposed = false;
-
+export class Scorer extends BatchEngine<NativeScorer> {
     /** @internal Use Model.scorer(). */
-    constructor(
-        private readonly model: Model,
-        private readonly backend: Backend,
-        private readonly native: NativeScorer,
-        readonly options: z.infer<typeof scorerOptionsSchema>
-    ) {}
-
-    /** LoRA adapters (with scales) applied from the next run; [] removes them. */
-    setAdapters(adapters: readonly {adapter: Adapter, scale?: number}[]) {
-        if (this.running) throw new StillError("adapters cannot change while scoring is in progress.");
-        this.native.setAdapters(adapters.map(({adapter, scale}) => [adapter.native(this.model), scale ?? 1]));
+    constructor(model: ModelHandle, native: NativeScorer, readonly options: z.infer<typeof scorerOptionsSchema>) {
+        super(model, native, "scorer");
     }
 
     /**
@@ -176,37 +141,15 @@ export class Scorer {
         };
     }
 
-    private async run(records: {prompt: number[], completion: number[], decodeLast?: boolean}[], onLogprobs: (index: number, logprobs: Float32Array) => void,
-                      options: {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void}): Promise<ScoreStats> {
-        if (this.disposed) throw new StillError("the scorer has been disposed.");
-        if (this.running) throw new StillError("this scorer is already running; wait for it or create another.");
-        throwIfAborted(options.signal, "scoring");
-        this.running = true;
-        try {
-            const stats = await withAbortFlag(this.backend, options.signal, (abort) => this.native.run(records, (kind, payload) => {
-                if (kind === "result") {
-                    const r = nativeResultSchema.parse(payload);
-                    onLogprobs(r.record, r.logprobs);
-                } else if (kind === "progress") {
-                    options.onProgress?.(nativeStatsSchema.parse(payload));
-                }
-            }, abort));
-            return nativeStatsSchema.parse(stats);
-        } catch (err) {
-            const e = err as {code?: string, message?: string};
-            if (e?.code === "cancelled") throw new AbortError("scoring was cancelled");
-            if (e?.code === "invalid_argument") throw new OptionError(e.message ?? String(err));
-            throw new StillError(`scoring failed: ${e?.message ?? String(err)}`, {cause: err});
-        } finally {
-            this.running = false;
-        }
+    private run(records: NativeScoreRecord[], onLogprobs: (index: number, logprobs: Float32Array) => void,
+                options: {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void}): Promise<ScoreStats> {
+        const onEvent = eventHandler(nativeScoreSchema, scoreStatsSchema, (r) => onLogprobs(r.record, r.logprobs), options.onProgress);
+        return this.runNative("scoring", options.signal, scoreStatsSchema, (abort) => this.native.run(records, onEvent, abort));
     }
 
     private prepare(raw: ScoreRecord, index: number) {
-        const parsed = scoreRecordSchema.safeParse(raw);
-        if (!parsed.success) throw new OptionError(`record ${index}: ${z.prettifyError(parsed.error)}`);
-        const r = parsed.data;
-        let prompt = this.promptTokens(r.prompt);
+        const r = parseOptions(scoreRecordSchema, raw, `record ${index}`);
+        let prompt = this.model.promptTokens(r.prompt);
         let completion = typeof r.completion === "string" ? this.model.tokenize(r.completion, {special: true}) : [...r.completion];
         const spans: Record<string, [number, number]> = {...this.markerSpans(completion)};
         for (const s of r.spans ?? []) {
@@ -228,15 +171,6 @@ export class Scorer {
             for (const [name, [start, end]] of Object.entries(spans)) spans[name] = [Math.min(start, keepCompletion), Math.min(end, keepCompletion)];
         }
         return {id: r.id, prompt, completion, spans, truncated};
-    }
-
-    private promptTokens(prompt: string | number[] | ChatMessage[]): number[] {
-        if (typeof prompt === "string") return this.model.tokenize(prompt, {special: true, addSpecial: true});
-        if (typeof prompt[0] === "number") return prompt as number[];
-        const text = this.model.applyChatTemplate(prompt as ChatMessage[]);
-        const bos = this.model.facts.tokens.bos;
-        const bosText = bos == null ? "" : this.model.detokenize([bos], {special: true});
-        return this.model.tokenize(text, {special: true, addSpecial: this.model.facts.addBos && !(bosText !== "" && text.startsWith(bosText))});
     }
 
     /** Token spans of the thought and the solution between the STILL markers (markers excluded). */
@@ -276,10 +210,6 @@ export class Scorer {
         return out;
     }
 
-    dispose() {
-        this.disposed = true;
-        this.native.dispose();
-    }
 }
 
 function segment(logprobs: ArrayLike<number>, start: number, end: number): SegmentScore {

@@ -6,6 +6,7 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {z} from "zod";
 import {NativeError} from "../errors.js";
+import {type Device, type NativeAbortFlag, type NativeBinding, deviceSchema} from "./native.js";
 
 const require = createRequire(import.meta.url);
 
@@ -20,53 +21,8 @@ const manifestSchema = z.object({
         fallbackBackendDirs: z.array(z.string())
     }))
 });
+export type {Device};
 export type VariantInfo = z.infer<typeof manifestSchema>["variants"][number];
-
-export const deviceSchema = z.object({
-    name: z.string(),
-    description: z.string(),
-    type: z.enum(["cpu", "gpu", "igpu", "accel"]),
-    memoryFree: z.number(),
-    memoryTotal: z.number()
-});
-export type Device = z.infer<typeof deviceSchema>;
-
-/** The native model object; see native/addon/AddonModel.cpp. */
-export interface NativeModel {
-    facts(): unknown;
-    tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
-    detokenize(tokens: Int32Array | readonly number[], removeSpecial: boolean, unparseSpecial: boolean): string;
-    singleToken(text: string): number | null;
-    applyChatTemplate(messages: readonly {role: string, content: string}[], addAssistant: boolean, template?: string): string | null;
-    generateGreedy(tokens: Int32Array | readonly number[], maxTokens: number, threads: number, abort?: NativeAbortFlag): Promise<Int32Array>;
-    evalLogits(tokens: Int32Array | readonly number[], from: number, threads: number): Promise<Float32Array>;
-    detokenizeBytes(tokens: Int32Array | readonly number[], special: boolean): Uint8Array;
-    dispose(): void;
-    readonly disposed: boolean;
-}
-
-export interface NativeAbortFlag {
-    abort(): void;
-    readonly aborted: boolean;
-}
-
-export interface NativeBinding {
-    readonly variant: string;
-    readonly llamaRelease: string;
-    init(libDir: string, fallbackDirs: string[]): void;
-    devices(): unknown;
-    systemInfo(): string;
-    ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
-    setLogLevel(level: number): void;
-    quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
-    probeModel(path: string, vocabOnly: boolean): Promise<void>;
-    loadModel(path: string, options: {gpuLayers: number, useMmap: boolean, vocabOnly: boolean, checkTensors: boolean},
-        onProgress?: (fraction: number) => void, abort?: NativeAbortFlag): Promise<NativeModel>;
-    loadAdapter(model: NativeModel, path: string): Promise<unknown>;
-    AbortFlag: new () => NativeAbortFlag;
-    Rollouts: new (model: NativeModel, options: Record<string, number>) => any;
-    Scorer: new (model: NativeModel, options: Record<string, number>) => unknown;
-}
 
 export type Backend = {
     binding: NativeBinding,

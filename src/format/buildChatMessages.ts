@@ -1,5 +1,5 @@
 // Prompt assembly as chat messages for a model's chat template.
-import type {ChatMessage} from "../engine/Model.js";
+import type {ChatMessage} from "./chatMessage.js";
 import {DEFAULT_SYSTEM_PROMPT} from "./systemPrompt.js";
 
 export type PromptOptions = {

@@ -9,13 +9,12 @@ import {z} from "zod";
 import {readJsonl} from "../data/readJsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
+import {chatMessageSchema} from "../format/chatMessage.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
 import {TokenizeError, type TokenizedAnswer, tokenizeAnswers} from "./tokenizeForTraining.js";
 import type {TrainingFile} from "./TrainingFile.js";
 import {trainingOptionsSchema} from "./trainingOptions.js";
-
-const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
 
 /** A pair: one prompt (a question, chat messages, or raw text) and two answers to it. */
 export const dpoPairSchema = z.object({

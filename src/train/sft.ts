@@ -4,13 +4,12 @@ import {z} from "zod";
 import {readJsonl} from "../data/readJsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
+import {chatMessageSchema} from "../format/chatMessage.js";
 import {buildTrainingMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
 import {type LossMask, TokenizeError, type TokenizedAnswer, tokenizeChat, tokenizeRaw} from "./tokenizeForTraining.js";
 import type {TrainingFile} from "./TrainingFile.js";
 import {trainingOptionsSchema} from "./trainingOptions.js";
-
-const chatMessageSchema = z.object({role: z.string().min(1), content: z.string()});
 
 /**
  * One example: a conversation ending with the assistant's answer; a question with its

@@ -43,10 +43,8 @@ export function tokenizeAnswers(model: Model, prefix: readonly ChatMessage[] | s
 }
 
 function tokenizeSplit(model: Model, promptText: string, completionText: string, chat: boolean): TokenizedAnswer {
-    // BOS as the model asks, unless the rendered prompt already starts with it (as the scorer does)
-    const bos = model.facts.tokens.bos;
-    const bosText = bos == null ? "" : model.detokenize([bos], {special: true});
-    const prompt = model.tokenize(promptText, {special: true, addSpecial: !(bosText !== "" && promptText.startsWith(bosText))});
+    // the prompt exactly as the rollout engine and the scorer tokenize it
+    const prompt = model.tokenizePrompt(promptText);
     const completion = model.tokenize(completionText, {special: true, addSpecial: false});
     if (completion.length === 0) throw new TokenizeError("the answer is empty");
     const eog = new Set(model.facts.eog);
