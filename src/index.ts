@@ -12,8 +12,8 @@ export {
     RolloutEngine, type RolloutEngineOptions, type RolloutRequest, type RolloutRun, type RolloutSample, type RolloutStats,
     type SamplingOptions
 } from "./engine/Rollouts.js";
-export {makeModel, modelTypes, type MakeModelOptions, type MadeModel, type ModelType} from "../models/makeModel.js";
-export {presets, presetNames, type Preset, type PresetName} from "../models/presets.js";
+export {makeModel, modelTypes, type MakeModelOptions, type MadeModel, type ModelType} from "./models/makeModel.js";
+export {presets, presetNames, type Preset, type PresetName} from "./models/presets.js";
 export {formatThought} from "./format/formatThought.js";
 export {parseThought, type FormatIssue, type ThoughtParse} from "./format/parseThought.js";
 export {convertThinkTags, type ThinkConversion} from "./format/convertThinkTags.js";
@@ -21,9 +21,9 @@ export {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "./format/systemPrompt.js"
 export {buildChatMessages, buildTrainingMessages, formatQuestion, type PromptOptions} from "./format/buildChatMessages.js";
 export {problemSchema, type Problem} from "./data/problemSchema.js";
 export {thoughtExampleSchema, type ThoughtExample} from "./data/thoughtExampleSchema.js";
-export {readJsonl, type ReadOptions, type ReadPolicy, type Row} from "./data/readJsonl.js";
-export {readCsv} from "./data/readCsv.js";
-export {readParquet} from "./data/readParquet.js";
+export {JsonlAppender, readJsonl, readJsonlFile, writeJsonAtomic, writeJsonlAtomic, type JsonlRow, type ReadOptions, type ReadPolicy, type Row} from "./io/jsonl.js";
+export {readCsv} from "./io/readCsv.js";
+export {readParquet} from "./io/readParquet.js";
 export {loadAime, loadMath500, loadMathProblems, type LoadOptions, type Loaded} from "./data/loadMathProblems.js";
 export {loadGpqa} from "./data/loadGpqa.js";
 export {loadLongFormThoughts} from "./data/loadLongFormThoughts.js";
@@ -33,18 +33,18 @@ export {approximateTokenCount, filterByTokenLength} from "./data/filterByTokenLe
 export {answerTypes, extractAnswer, grade, type AnswerType, type GradeOptions, type GradeResult} from "./grade/grade.js";
 export {mathEqual} from "./grade/mathEqual.js";
 export {extractChoice, gradeChoice} from "./grade/gradeChoice.js";
-export {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK, type GradedSample} from "./eval/metrics.js";
+export {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK, type GradedSample} from "./evaluate/metrics.js";
 export {sft, sftExampleSchema, sftOptionsSchema, type SftExample, type SftOptions} from "./train/sft.js";
 export {dpo, dpoPairSchema, dpoOptionsSchema, type DpoPair, type DpoOptions} from "./train/dpo.js";
 export {type TrainResult} from "./train/runTraining.js";
 export {runTrainer, trainerBinary, trainerEventSchema, type TrainerEvent, type StepEvent, type DoneEvent} from "./train/runTrainer.js";
 export {LORA_MODULES, loraOptionsSchema, optimizerOptionsSchema, trainingOptionsSchema, type TrainingOptions} from "./train/trainingOptions.js";
-export {runLoop, loadInputs, type LoopEvent, type LoopOptions, type LoopSummary, type LoopInputs, type PhaseSummary} from "./pipeline/runLoop.js";
-export {runDemo, demoPlan, type DemoOptions, type DemoPlan} from "./pipeline/demo.js";
-export {loadRunConfig, parseRunConfig, runConfigSchema, runConfigJsonSchema, type RunConfig, type TrainConfig} from "./pipeline/config.js";
-export {RunDir} from "./pipeline/RunDir.js";
-export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./pipeline/sampleAndGrade.js";
-export {evaluate, type EvalMetrics, type EvalSet} from "./pipeline/evaluate.js";
-export {select, type Selection, type ScoredSample} from "./pipeline/select.js";
-export {demoProblems, teacherResponse, plainAnswer, workedSteps, firstLine, type DemoProblem} from "./pipeline/demoTask.js";
-export {writeReport} from "./pipeline/report.js";
+export {runLoop, loadInputs, type LoopEvent, type LoopOptions, type LoopSummary, type LoopInputs, type PhaseSummary} from "./loop/runLoop.js";
+export {runDemo, demoPlan, type DemoOptions, type DemoPlan} from "./demo/demo.js";
+export {loadRunConfig, parseRunConfig, runConfigSchema, runConfigJsonSchema, type RunConfig, type TrainConfig} from "./loop/config.js";
+export {RunDir} from "./loop/RunDir.js";
+export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./explore/sampleAndGrade.js";
+export {evaluate, type EvalMetrics, type EvalSet} from "./evaluate/evaluate.js";
+export {select, type Selection, type ScoredSample} from "./select/select.js";
+export {demoProblems, teacherResponse, plainAnswer, workedSteps, firstLine, type DemoProblem} from "./demo/demoTask.js";
+export {writeReport} from "./loop/report.js";

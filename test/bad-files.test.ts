@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
-import {GgufWriter} from "../models/GgufWriter.js";
+import {GgufWriter} from "../src/models/GgufWriter.js";
 import {loadModel} from "../src/engine/Model.js";
 import {ModelError, StillError} from "../src/errors.js";
 import {testModel, tmpDir, tmpFile} from "./helpers/models.js";

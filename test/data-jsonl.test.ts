@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import {describe, expect, it, vi} from "vitest";
 import {z} from "zod";
-import {readJsonl, type Row} from "../src/data/readJsonl.js";
+import {readJsonl, type Row} from "../src/io/jsonl.js";
 import {DataError} from "../src/errors.js";
 import {scratchFile} from "./helpers/fixtures.js";
 

@@ -4,8 +4,8 @@
 import {describe, expect, it} from "vitest";
 import {parseThought} from "../src/format/parseThought.js";
 import {grade} from "../src/grade/grade.js";
-import {demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, teacherResponse, workedSteps} from "../src/pipeline/demoTask.js";
-import {rng} from "../src/pipeline/seeded.js";
+import {demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, teacherResponse, workedSteps} from "../src/demo/demoTask.js";
+import {rng} from "../src/loop/seeded.js";
 
 describe("demo task", () => {
     const all = demoProblems(3);

@@ -3,10 +3,10 @@ import fs from "node:fs";
 import path from "node:path";
 import {readGgufFileInfo} from "node-llama-cpp";
 import {describe, expect, it} from "vitest";
-import {GgufWriter} from "../models/GgufWriter.js";
-import {makeModel} from "../models/makeModel.js";
-import {presetTensors, presets} from "../models/presets.js";
-import {byteSymbols, charVocab, qwenLikeVocab} from "../models/vocab.js";
+import {GgufWriter} from "../src/models/GgufWriter.js";
+import {makeModel} from "../src/models/makeModel.js";
+import {presetTensors, presets} from "../src/models/presets.js";
+import {byteSymbols, charVocab, qwenLikeVocab} from "../src/models/vocab.js";
 import {tmpDir} from "./helpers/models.js";
 
 describe("GgufWriter", () => {

@@ -1,7 +1,7 @@
 // Metrics: accuracy, unbiased pass@k against the combinatorial definition, maj@k, mean@k,
 // format adherence.
 import {describe, expect, it} from "vitest";
-import {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK} from "../src/eval/metrics.js";
+import {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK} from "../src/evaluate/metrics.js";
 import {formatThought} from "../src/format/formatThought.js";
 import {mathEqual} from "../src/grade/mathEqual.js";
 import {OptionError} from "../src/errors.js";

@@ -1,8 +1,8 @@
 // Built-in models made by the maker load in llama.cpp through the addon, run, and
 // round-trip text through the tokenizer exactly.
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
-import {chatMlTemplate, type ModelType} from "../models/makeModel.js";
-import {type Preset, presets} from "../models/presets.js";
+import {chatMlTemplate, type ModelType} from "../src/models/makeModel.js";
+import {type Preset, presets} from "../src/models/presets.js";
 import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {AbortError, ModelError, OptionError, StillError} from "../src/errors.js";
@@ -157,8 +157,8 @@ describe("loading", () => {
     });
 
     it("loads a vocabulary-only file (no tensors) with vocabOnly, and says what it is otherwise", async () => {
-        const {GgufWriter} = await import("../models/GgufWriter.js");
-        const {charVocab} = await import("../models/vocab.js");
+        const {GgufWriter} = await import("../src/models/GgufWriter.js");
+        const {charVocab} = await import("../src/models/vocab.js");
         const {tmpDir} = await import("./helpers/models.js");
         const v = charVocab();
         const file = `${tmpDir}/vocab-only.gguf`;
@@ -223,7 +223,7 @@ describe("loading", () => {
     });
 
     it("refuses a LoRA adapter given as a model", async () => {
-        const {GgufWriter} = await import("../models/GgufWriter.js");
+        const {GgufWriter} = await import("../src/models/GgufWriter.js");
         const {tmpDir} = await import("./helpers/models.js");
         const file = `${tmpDir}/adapter.gguf`;
         await new GgufWriter()

@@ -7,8 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa, type ResultPromise} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
-import {demoProblems, teacherResponse} from "../src/pipeline/demoTask.js";
-import {rng} from "../src/pipeline/seeded.js";
+import {demoProblems, teacherResponse} from "../src/demo/demoTask.js";
+import {rng} from "../src/loop/seeded.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
 const root = path.join(tmpDir, "pipeline");
@@ -204,7 +204,7 @@ function expectSameRun(name: string) {
 
 describe("run config", () => {
     it("accepts the README's example and documents every key in the JSON Schema", async () => {
-        const {parseRunConfig, runConfigJsonSchema} = await import("../src/pipeline/config.js");
+        const {parseRunConfig, runConfigJsonSchema} = await import("../src/loop/config.js");
         const readme = fs.readFileSync(path.resolve(import.meta.dirname, "../README.md"), "utf8");
         const loop = readme.slice(readme.indexOf("## The loop"));
         const json = loop.slice(loop.indexOf("```json\n") + 8, loop.indexOf("```", loop.indexOf("```json\n") + 8));
@@ -220,7 +220,7 @@ describe("run config", () => {
 
 describe("still demo", () => {
     it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases", async () => {
-        const {runDemo} = await import("../src/pipeline/demo.js");
+        const {runDemo} = await import("../src/demo/demo.js");
         const out = path.join(root, "demo");
         const steps: string[] = [];
         const summary = await runDemo({

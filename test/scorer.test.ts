@@ -108,7 +108,7 @@ describe("scorer", () => {
     });
 
     it("applies a LoRA adapter", async () => {
-        const {GgufWriter} = await import("../models/GgufWriter.js");
+        const {GgufWriter} = await import("../src/models/GgufWriter.js");
         const file = path.join(tmpDir, "score-lora.gguf");
         const w = new GgufWriter().string("general.architecture", "llama").string("general.type", "adapter")
             .string("adapter.type", "lora").f32("adapter.lora.alpha", 4);

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import lockfile from "proper-lockfile";
-import {makeModel} from "../../models/makeModel.js";
+import {makeModel} from "../models/makeModel.js";
 import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
 

@@ -4,13 +4,13 @@ import {createHash} from "node:crypto";
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
-import {readJsonl} from "../data/readJsonl.js";
+import {readJsonl} from "../io/jsonl.js";
 import {type ChatMessage, loadModel} from "../engine/Model.js";
 import type {RolloutRequest} from "../engine/Rollouts.js";
 import {DataError, OptionError} from "../errors.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "../format/systemPrompt.js";
-import {RolloutFile} from "../pipeline/RolloutFile.js";
+import {RolloutFile} from "../explore/RolloutFile.js";
 import {Progress} from "./Progress.js";
 
 const number = z.coerce.number();

@@ -2,7 +2,7 @@
 import type {Command} from "commander";
 import {z} from "zod";
 import {OptionError, type DataError} from "../errors.js";
-import {readJsonl} from "../data/readJsonl.js";
+import {readJsonl} from "../io/jsonl.js";
 import {answerTypeSchema, answerTypes, grade, type GradeResult} from "../grade/grade.js";
 
 const optionsSchema = z.object({

@@ -1,8 +1,8 @@
 // `still make-model`: generate a built-in model (random weights) as GGUF.
 import type {Command} from "commander";
 import {z} from "zod";
-import {makeModel, modelTypes} from "../../models/makeModel.js";
-import {presetNames, presets} from "../../models/presets.js";
+import {makeModel, modelTypes} from "../models/makeModel.js";
+import {presetNames, presets} from "../models/presets.js";
 import {OptionError} from "../errors.js";
 import {Progress, formatBytes, formatCount} from "./Progress.js";
 

@@ -3,10 +3,10 @@
 import type {Command} from "commander";
 import {z} from "zod";
 import {OptionError} from "../errors.js";
-import {loadRunConfig, runConfigJsonSchema} from "../pipeline/config.js";
-import {runDemo} from "../pipeline/demo.js";
-import {RunDir} from "../pipeline/RunDir.js";
-import {type LoopEvent, type LoopSummary, runLoop} from "../pipeline/runLoop.js";
+import {loadRunConfig, runConfigJsonSchema} from "../loop/config.js";
+import {runDemo} from "../demo/demo.js";
+import {RunDir} from "../loop/RunDir.js";
+import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {Progress} from "./Progress.js";
 
 export function runCommand(program: Command, signal: AbortSignal) {

@@ -6,7 +6,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
-import {readJsonl} from "../data/readJsonl.js";
+import {readJsonl} from "../io/jsonl.js";
 import {loadModel} from "../engine/Model.js";
 import {type ScoreRecord, scoreRecordSchema} from "../engine/Scorer.js";
 import {DataError, OptionError} from "../errors.js";

@@ -6,7 +6,7 @@ import {z} from "zod";
 import {DataError} from "../errors.js";
 import type {LoadOptions, Loaded} from "./loadMathProblems.js";
 import {problemSchema, type Problem} from "./problemSchema.js";
-import {readCsv} from "./readCsv.js";
+import {readCsv} from "../io/readCsv.js";
 
 const cell = z.string().transform((s) => s.trim()).pipe(z.string().min(1, "empty"));
 

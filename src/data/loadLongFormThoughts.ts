@@ -6,8 +6,8 @@ import {z} from "zod";
 import {DataError} from "../errors.js";
 import {parseThought} from "../format/parseThought.js";
 import type {LoadOptions, Loaded} from "./loadMathProblems.js";
-import {readJsonl, type Row} from "./readJsonl.js";
-import {readParquet} from "./readParquet.js";
+import {readJsonl, type Row} from "../io/jsonl.js";
+import {readParquet} from "../io/readParquet.js";
 import {thoughtExampleSchema, type ThoughtExample} from "./thoughtExampleSchema.js";
 
 export const stillRowSchema = z.object({

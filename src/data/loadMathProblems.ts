@@ -4,7 +4,7 @@ import path from "node:path";
 import {z} from "zod";
 import type {DataError} from "../errors.js";
 import {problemSchema, type Problem} from "./problemSchema.js";
-import {readJsonl, type ReadPolicy} from "./readJsonl.js";
+import {readJsonl, type ReadPolicy} from "../io/jsonl.js";
 
 export const mathRowSchema = z.object({
     problem: z.string().min(1).optional(),

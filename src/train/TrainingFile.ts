@@ -1,8 +1,8 @@
 // Writes the pre-tokenized input of still-train (layout in native/trainer/data.h):
-// a 32-byte header, then one record per SFT example or DPO pair. Written to a temporary
-// file and renamed, so a trainer never reads half a file.
-import fs from "node:fs/promises";
+// a 32-byte header, then one record per SFT example or DPO pair. Written atomically, so a
+// trainer never reads half a file.
 import {StillError} from "../errors.js";
+import {AtomicFile} from "../io/atomicFile.js";
 
 export type SftRecord = {tokens: readonly number[], weights: readonly number[]};
 export type DpoRecord = {
@@ -19,13 +19,14 @@ export class TrainingFile {
     private pending: Buffer[] = [];
     private pendingBytes = 0;
 
-    private constructor(readonly path: string, private readonly tmp: string, private readonly handle: fs.FileHandle,
-                        readonly kind: keyof typeof KIND, private readonly vocabSize: number) {}
+    private constructor(private readonly file: AtomicFile, readonly kind: keyof typeof KIND, private readonly vocabSize: number) {}
 
     static async create(path: string, kind: keyof typeof KIND, vocabSize: number): Promise<TrainingFile> {
-        const tmp = `${path}.tmp-${process.pid}`;
-        const handle = await fs.open(tmp, "w");
-        return new TrainingFile(path, tmp, handle, kind, vocabSize);
+        return new TrainingFile(await AtomicFile.open(path), kind, vocabSize);
+    }
+
+    get path() {
+        return this.file.path;
     }
 
     get count() {
@@ -59,15 +60,13 @@ export class TrainingFile {
         header.writeUInt32LE(this.vocabSize, 16);
         header.writeUInt32LE(0, 20);
         header.writeBigUInt64LE(BigInt(this.records), 24);
-        await this.handle.write(header, 0, 32, 0);
-        await this.handle.close();
-        await fs.rename(this.tmp, this.path);
+        await this.file.handle.write(header, 0, 32, 0);
+        await this.file.commit();
     }
 
     /** Closes and removes the temporary file (after an error). */
     async discard() {
-        await this.handle.close().catch(() => {});
-        await fs.rm(this.tmp, {force: true});
+        await this.file.discard();
     }
 
     private push(...parts: Buffer[]) {
@@ -85,7 +84,7 @@ export class TrainingFile {
     private async flush() {
         if (this.pendingBytes === 0) return;
         const buf = Buffer.concat(this.pending, this.pendingBytes);
-        await this.handle.write(buf, 0, buf.length, this.offset);
+        await this.file.handle.write(buf, 0, buf.length, this.offset);
         this.offset += buf.length;
         this.pending = [];
         this.pendingBytes = 0;

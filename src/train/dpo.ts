@@ -6,7 +6,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
-import {readJsonl} from "../data/readJsonl.js";
+import {readJsonl} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";

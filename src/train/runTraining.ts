@@ -5,6 +5,7 @@ import path from "node:path";
 import {getBackend} from "../engine/binding.js";
 import {type Model, loadModel} from "../engine/Model.js";
 import {ModelError, OptionError, TrainerError, throwIfAborted} from "../errors.js";
+import {appendJsonl, writeJsonAtomic} from "../io/jsonl.js";
 import {type DoneEvent, type StepEvent, type TrainerEvent, runTrainer, trainerBinary} from "./runTrainer.js";
 import type {ResolvedTrainingOptions} from "./trainingOptions.js";
 import {trainerArgs} from "./trainingOptions.js";
@@ -78,7 +79,7 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
         for (const f of [files.checkpoint, files.metrics, files.summary]) await fs.rm(f, {force: true});
     }
     await beforeStart?.(workDir);
-    await writeJson(files.config, {task, ...o, records: written.records, truncated: written.truncated});
+    await writeJsonAtomic(files.config, {task, ...o, records: written.records, truncated: written.truncated});
 
     const args = [task, ...trainerArgs(o, files), "--backend-dir", backendDir, ...extraArgs];
     const history: StepEvent[] = [];
@@ -96,7 +97,7 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
                 }
                 if (event.type === "step") {
                     history.push(event);
-                    metricsWritten = metricsWritten.then(() => fs.appendFile(files.metrics, JSON.stringify(event) + "\n"));
+                    metricsWritten = metricsWritten.then(() => appendJsonl(files.metrics, [event]));
                 }
                 hooks.onProgress?.(event);
             },
@@ -115,14 +116,8 @@ export async function runTraining(task: "sft" | "dpo", o: ResolvedTrainingOption
         out: path.resolve(o.out), workDir, records: written.records, truncated: written.truncated,
         steps, startStep, history, done, seconds: (performance.now() - started) / 1000
     };
-    await writeJson(files.summary, {...result, history: undefined, last: history.at(-1) ?? null});
+    await writeJsonAtomic(files.summary, {...result, history: undefined, last: history.at(-1) ?? null});
     return result;
-}
-
-async function writeJson(file: string, value: unknown) {
-    const tmp = `${file}.tmp-${process.pid}`;
-    await fs.writeFile(tmp, JSON.stringify(value, null, 2) + "\n");
-    await fs.rename(tmp, file);
 }
 
 /**

@@ -1,7 +1,7 @@
 // Supervised fine-tuning (STILL-2's imitate step): LoRA (or full) training on chat
 // examples with the loss on the whole answer or only on its thought.
 import {z} from "zod";
-import {readJsonl} from "../data/readJsonl.js";
+import {readJsonl} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";

@@ -3,8 +3,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {makeModel, type ModelType} from "../../models/makeModel.js";
-import type {Preset, PresetName} from "../../models/presets.js";
+import {makeModel, type ModelType} from "../../src/models/makeModel.js";
+import type {Preset, PresetName} from "../../src/models/presets.js";
 
 export const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "still-test-"));
 process.on("exit", () => fs.rmSync(tmpDir, {recursive: true, force: true}));

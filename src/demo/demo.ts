@@ -5,14 +5,14 @@
 // evaluating on held-out problems.
 import fs from "node:fs";
 import path from "node:path";
-import {makeModel} from "../../models/makeModel.js";
+import {makeModel} from "../models/makeModel.js";
 import {OptionError, throwIfAborted} from "../errors.js";
 import {sft} from "../train/sft.js";
-import {type RunConfig, parseRunConfig} from "./config.js";
+import {type RunConfig, parseRunConfig} from "../loop/config.js";
 import {demoProblems, firstLine, plainAnswer, teacherResponse, workedSteps} from "./demoTask.js";
-import {type LoopEvent, type LoopSummary, runLoop} from "./runLoop.js";
-import {rng} from "./seeded.js";
-import {writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
+import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
+import {rng} from "../loop/seeded.js";
+import {writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
 
 export type DemoOptions = {
     /** Folder for the model, the data and the run (default runs/demo). */

@@ -1,7 +1,7 @@
 // Byte-level BPE vocabularies (llama.cpp tokenizer model "gpt2", Qwen2 pre-tokenizer)
 // for the built-in models. Byte-level BPE covers every UTF-8 string, so any text
 // round-trips exactly through tokenize and detokenize.
-import {MARKERS} from "../src/format/markers.js";
+import {MARKERS} from "../format/markers.js";
 
 // llama.cpp token types (tokenizer.ggml.token_type).
 export const TokenType = {normal: 1, control: 3, userDefined: 4, unused: 5} as const;

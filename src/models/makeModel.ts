@@ -2,9 +2,9 @@
 // to F16 or Q8_0 with llama.cpp's own quantizer.
 import fs from "node:fs/promises";
 import path from "node:path";
-import {getBackend} from "../src/engine/binding.js";
-import {defaultThreads} from "../src/engine/decodeOptions.js";
-import {AbortError, OptionError} from "../src/errors.js";
+import {getBackend} from "../engine/binding.js";
+import {defaultThreads} from "../engine/decodeOptions.js";
+import {AbortError, OptionError} from "../errors.js";
 import {GgufWriter, type TensorFill} from "./GgufWriter.js";
 import {type Preset, type PresetName, headDim, presetNames, presetTensors, presets} from "./presets.js";
 import {type Vocab, charVocab, qwenLikeVocab} from "./vocab.js";

@@ -4,9 +4,9 @@ import path from "node:path";
 import type {Problem} from "../data/problemSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
-import {majAtK, meanPassAtK} from "../eval/metrics.js";
-import type {RunConfig} from "./config.js";
-import {type GradedSample, sampleAndGrade} from "./sampleAndGrade.js";
+import {majAtK, meanPassAtK} from "./metrics.js";
+import type {RunConfig} from "../loop/config.js";
+import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
 
 export type EvalSet = {name: string, problems: readonly Problem[]};
 

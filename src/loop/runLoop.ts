@@ -20,11 +20,12 @@ import type {RunHooks, TrainResult} from "../train/runTraining.js";
 import type {TrainingOptions} from "../train/trainingOptions.js";
 import {sft} from "../train/sft.js";
 import type {RunConfig, TrainConfig} from "./config.js";
-import {type EvalMetrics, type EvalSet, evaluate} from "./evaluate.js";
+import {type EvalMetrics, type EvalSet, evaluate} from "../evaluate/evaluate.js";
 import {writeReport} from "./report.js";
-import {RunDir, readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "./RunDir.js";
-import {type GradedSample, gradedSampleSchema, sampleAndGrade} from "./sampleAndGrade.js";
-import {select} from "./select.js";
+import {readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
+import {RunDir} from "./RunDir.js";
+import {type GradedSample, gradedSampleSchema, sampleAndGrade} from "../explore/sampleAndGrade.js";
+import {select} from "../select/select.js";
 import {shuffle} from "./seeded.js";
 
 export type LoopEvent =

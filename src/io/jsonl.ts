@@ -1,10 +1,17 @@
-// A streaming JSONL reader. It reads bytes, splits lines itself and decodes each line on
-// its own, so a broken line (bad JSON, wrong types, missing fields, invalid UTF-8, a line
-// longer than the limit) is reported by its number and costs nothing else: the lines
-// around it are read as usual. Memory stays bounded by the longest accepted line.
+// JSONL, the project's one format for records on disk, in one module: a streaming reader
+// checked by a schema with line numbers (readJsonl, readJsonlFile), atomic writes of whole
+// files (writeJsonlAtomic, writeJsonAtomic), and append-only files that a rerun continues
+// (JsonlAppender).
+//
+// The reader reads bytes, splits lines itself and decodes each line on its own, so a broken
+// line (bad JSON, wrong types, missing fields, invalid UTF-8, a line longer than the limit)
+// is reported by its number and costs nothing else: the lines around it are read as usual.
+// Memory stays bounded by the longest accepted line.
 import fs from "node:fs";
+import fsp from "node:fs/promises";
 import {z} from "zod";
 import {DataError, throwIfAborted} from "../errors.js";
+import {writeFileAtomic} from "./atomicFile.js";
 
 /** strict: the first bad line throws a DataError; skip: bad lines are reported and left out. */
 export type ReadPolicy = "strict" | "skip";
@@ -21,11 +28,13 @@ export type ReadOptions<S extends z.ZodType> = {
 };
 
 export type Row<T> = {line: number, value: T};
+/** A JSONL row and the byte offset just past its line (its newline included). */
+export type JsonlRow<T> = Row<T> & {end: number};
 
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
 
 /** Streams the records of a JSONL file. */
-export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: string, options: ReadOptions<S> = {}): AsyncGenerator<Row<z.output<S>>> {
+export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: string, options: ReadOptions<S> = {}): AsyncGenerator<JsonlRow<z.output<S>>> {
     const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     const report = issueReporter(options);
     const decoder = new TextDecoder("utf-8", {fatal: true});
@@ -42,8 +51,9 @@ export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: strin
     let pendingBytes = 0;
     let oversized = false;
     let line = 0;
+    let read = 0; // bytes of the file before the current chunk
 
-    const finish = (bytes: Buffer | null): Row<z.output<S>> | null => {
+    const finish = (bytes: Buffer | null, end: number): JsonlRow<z.output<S>> | null => {
         line++;
         if (oversized) {
             oversized = false;
@@ -68,7 +78,8 @@ export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: strin
             report(new DataError(file, `not valid JSON (${(err as Error).message})`, line));
             return null;
         }
-        return validate(json, options.schema, file, line, report);
+        const row = validate(json, options.schema, file, line, report);
+        return row == null ? null : {...row, end};
     };
 
     try {
@@ -84,7 +95,7 @@ export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: strin
                 }
                 pending = [];
                 pendingBytes = 0;
-                const row = finish(bytes);
+                const row = finish(bytes, read + nl + 1);
                 if (row != null) yield row;
                 pos = nl + 1;
             }
@@ -100,9 +111,10 @@ export async function* readJsonl<S extends z.ZodType = z.ZodUnknown>(file: strin
                     pendingBytes += tail.length;
                 }
             }
+            read += chunk.length;
         }
         if (pendingBytes > 0 || oversized) {
-            const row = finish(oversized ? null : Buffer.concat(pending));
+            const row = finish(oversized ? null : Buffer.concat(pending), read);
             if (row != null) yield row;
         }
     } catch (err) {
@@ -151,3 +163,86 @@ function firstInvalidUtf8(bytes: Buffer): number {
     }
     return lo;
 }
+
+/** Every record of a JSONL file, checked by `schema`; the first bad line throws a DataError naming it. */
+export async function readJsonlFile<S extends z.ZodType>(file: string, schema: S, options: {signal?: AbortSignal} = {}): Promise<z.output<S>[]> {
+    const out: z.output<S>[] = [];
+    for await (const row of readJsonl(file, {schema, policy: "strict", ...options})) out.push(row.value);
+    return out;
+}
+
+/** Writes `rows` as a JSONL file atomically. */
+export async function writeJsonlAtomic(file: string, rows: readonly unknown[]) {
+    await writeFileAtomic(file, rows.map((r) => JSON.stringify(r) + "\n").join(""));
+}
+
+/** Writes `value` as an indented JSON file atomically. */
+export async function writeJsonAtomic(file: string, value: unknown) {
+    await writeFileAtomic(file, JSON.stringify(value, null, 2) + "\n");
+}
+
+/** Appends `rows` to a JSONL file, one line each. */
+export async function appendJsonl(file: string, rows: readonly unknown[]) {
+    if (rows.length > 0) await fsp.appendFile(file, rows.map((r) => JSON.stringify(r) + "\n").join(""));
+}
+
+/**
+ * An append-only JSONL file that a rerun continues: opening it reads back the records
+ * already there (each checked by the schema and by `onRow`, which may refuse one with a
+ * DataError), drops a last line cut short by a crash, and later records are appended
+ * one line at a time.
+ */
+export class JsonlAppender<T> {
+    private stream: fs.WriteStream | undefined;
+
+    private constructor(readonly path: string) {}
+
+    static async open<S extends z.ZodType>(file: string, schema: S,
+                                           options: {onRow?: (row: Row<z.output<S>>) => void, signal?: AbortSignal} = {}): Promise<JsonlAppender<z.input<S>>> {
+        if (fs.existsSync(file)) {
+            const size = (await fsp.stat(file)).size;
+            let good = 0;      // bytes up to the end of the last good line
+            let lastGood = 0;  // its line number
+            let damaged: DataError | undefined;
+            for await (const row of readJsonl(file, {schema, policy: "skip", onIssue: (i) => void (damaged ??= i), signal: options.signal})) {
+                // only the last line may be damaged (cut off by a crash)
+                if (damaged != null) throw damaged;
+                options.onRow?.(row);
+                good = row.end;
+                lastGood = row.line;
+            }
+            if (damaged != null) {
+                process.emitWarning(`${file}:${damaged.line ?? lastGood + 1}: dropping an incomplete last line (${size - good} bytes) left by an interrupted run`);
+                await fsp.truncate(file, good);
+            } else if (good > 0 && good === size && !(await endsWithNewline(file, size))) {
+                // a whole last record whose newline never made it to disk
+                await fsp.appendFile(file, "\n");
+            }
+        }
+        return new JsonlAppender(file);
+    }
+
+    /** Appends one record as one line (waiting when the stream is busy). */
+    async append(record: T) {
+        this.stream ??= fs.createWriteStream(this.path, {flags: "a"});
+        const stream = this.stream;
+        if (!stream.write(JSON.stringify(record) + "\n")) await new Promise<void>((resolve) => stream.once("drain", () => resolve()));
+    }
+
+    async close() {
+        const stream = this.stream;
+        this.stream = undefined;
+        if (stream != null) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    }
+}
+
+async function endsWithNewline(file: string, size: number): Promise<boolean> {
+    const handle = await fsp.open(file, "r");
+    try {
+        const {buffer} = await handle.read(Buffer.alloc(1), 0, 1, size - 1);
+        return buffer[0] === 10;
+    } finally {
+        await handle.close();
+    }
+}
+

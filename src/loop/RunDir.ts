@@ -6,7 +6,8 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
-import {DataError, StillError} from "../errors.js";
+import {DataError} from "../errors.js";
+import {appendJsonl, writeJsonAtomic} from "../io/jsonl.js";
 import {type RunConfig, runConfigSchema} from "./config.js";
 
 const stateSchema = z.object({
@@ -92,36 +93,10 @@ export class RunDir {
 
     /** Appends one line to metrics.jsonl. */
     async metric(record: Record<string, unknown>) {
-        await fsp.appendFile(this.path("metrics.jsonl"), JSON.stringify({at: new Date().toISOString(), ...record}) + "\n");
+        await appendJsonl(this.path("metrics.jsonl"), [{at: new Date().toISOString(), ...record}]);
     }
 }
 
 export function configHash(config: RunConfig) {
     return createHash("sha256").update(JSON.stringify(config)).digest("hex").slice(0, 16);
-}
-
-/** Writes JSON through a temporary file and a rename: readers see the old or the new file. */
-export async function writeJsonAtomic(file: string, value: unknown) {
-    await fsp.mkdir(path.dirname(file), {recursive: true});
-    const tmp = `${file}.tmp-${process.pid}`;
-    await fsp.writeFile(tmp, JSON.stringify(value, null, 2) + "\n");
-    await fsp.rename(tmp, file);
-}
-
-/** Writes JSONL lines through a temporary file and a rename. */
-export async function writeJsonlAtomic(file: string, rows: readonly unknown[]) {
-    await fsp.mkdir(path.dirname(file), {recursive: true});
-    const tmp = `${file}.tmp-${process.pid}`;
-    await fsp.writeFile(tmp, rows.map((r) => JSON.stringify(r)).join("\n") + (rows.length > 0 ? "\n" : ""));
-    await fsp.rename(tmp, file);
-}
-
-export async function readJsonlFile<T>(file: string, schema: z.ZodType<T>): Promise<T[]> {
-    if (!fs.existsSync(file)) throw new StillError(`${file} is missing from the run folder.`);
-    const text = await fsp.readFile(file, "utf8");
-    return text.split("\n").filter((l) => l !== "").map((l, i) => {
-        const parsed = schema.safeParse(JSON.parse(l));
-        if (!parsed.success) throw new DataError(file, z.prettifyError(parsed.error), i + 1);
-        return parsed.data;
-    });
 }

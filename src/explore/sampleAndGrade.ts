@@ -14,7 +14,7 @@ import {throwIfAborted} from "../errors.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {parseThought} from "../format/parseThought.js";
 import {grade} from "../grade/grade.js";
-import {readJsonlFile, writeJsonlAtomic} from "./RunDir.js";
+import {readJsonlFile, writeJsonlAtomic} from "../io/jsonl.js";
 
 export const gradedSampleSchema = z.object({
     id: z.string(),

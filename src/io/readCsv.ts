@@ -4,7 +4,7 @@ import fs from "node:fs";
 import {parse, type CsvError} from "csv-parse";
 import {z} from "zod";
 import {DataError, throwIfAborted} from "../errors.js";
-import {issueReporter, validate, type ReadOptions, type Row} from "./readJsonl.js";
+import {issueReporter, validate, type ReadOptions, type Row} from "./jsonl.js";
 
 /** Streams the records of a CSV file (with a header row). */
 export async function* readCsv<S extends z.ZodType = z.ZodUnknown>(file: string, options: Omit<ReadOptions<S>, "maxLineBytes"> = {}): AsyncGenerator<Row<z.output<S>>> {

@@ -7,8 +7,8 @@ import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
 import {throwIfAborted} from "../errors.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
-import type {RunConfig} from "./config.js";
-import type {GradedSample} from "./sampleAndGrade.js";
+import type {RunConfig} from "../loop/config.js";
+import type {GradedSample} from "../explore/sampleAndGrade.js";
 
 export type ScoredSample = GradedSample & {perplexity: number};
 

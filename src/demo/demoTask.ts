@@ -14,7 +14,7 @@
 // stands at the same distance from the one before.
 import type {Problem} from "../data/problemSchema.js";
 import {formatThought} from "../format/formatThought.js";
-import {pick, shuffle} from "./seeded.js";
+import {pick, shuffle} from "../loop/seeded.js";
 
 /** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
 export const MIN_STEPS = 10;

@@ -4,7 +4,7 @@ import {asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, type Asyn
 import {compressors} from "hyparquet-compressors";
 import {z} from "zod";
 import {DataError, throwIfAborted} from "../errors.js";
-import {issueReporter, validate, type ReadOptions, type Row} from "./readJsonl.js";
+import {issueReporter, validate, type ReadOptions, type Row} from "./jsonl.js";
 
 /** Streams the rows of a Parquet file as objects by column name. */
 export async function* readParquet<S extends z.ZodType = z.ZodUnknown>(file: string, options: Omit<ReadOptions<S>, "maxLineBytes"> = {}): AsyncGenerator<Row<z.output<S>>> {
