@@ -1,9 +1,10 @@
 // The JSONL reader on malformed input: every bad line is reported by number (and field),
 // and nothing else is lost; strict mode stops at the first with a DataError.
 import fs from "node:fs";
+import path from "node:path";
 import {describe, expect, it, vi} from "vitest";
 import {z} from "zod";
-import {readJsonl, type Row} from "../src/io/jsonl.js";
+import {JsonlAppender, readJsonl, readJsonlFile, writeJsonlAtomic, type Row} from "../src/io/jsonl.js";
 import {DataError} from "../src/errors.js";
 import {scratchFile} from "./helpers/fixtures.js";
 
@@ -114,5 +115,47 @@ describe("readJsonl", () => {
     it("yields plain values without a schema", async () => {
         const file = scratchFile("any.jsonl", "1\n\"two\"\n[3]\n");
         expect((await collect(readJsonl(file))).map((r) => r.value)).toEqual([1, "two", [3]]);
+    });
+});
+
+describe("JsonlAppender", () => {
+    const line = (id: number) => good(id) + "\n";
+
+    it("reads back what is there, drops a last line cut short, and appends after it", async () => {
+        const file = scratchFile("append.jsonl", line(1) + line(2) + good(3).slice(0, 9));
+        const seen: number[] = [];
+        const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+        const out = await JsonlAppender.open(file, schema, {onRow: (r) => seen.push(r.value.id)});
+        expect(warn).toHaveBeenCalledWith(expect.stringMatching(/append\.jsonl:3: dropping an incomplete last line \(9 bytes\)/));
+        warn.mockRestore();
+        await out.append({id: 3, text: "again"});
+        await out.close();
+        expect(seen).toEqual([1, 2]);
+        expect((await readJsonlFile(file, schema)).map((r) => r.id)).toEqual([1, 2, 3]);
+    });
+
+    it("ends a whole last record that lost its newline before appending", async () => {
+        const file = scratchFile("no-newline.jsonl", line(1) + good(2));
+        const out = await JsonlAppender.open(file, schema);
+        await out.append({id: 3, text: "c"});
+        await out.close();
+        expect((await readJsonlFile(file, schema)).map((r) => r.id)).toEqual([1, 2, 3]);
+    });
+
+    it("refuses a damaged line that is not the last, and lets the caller refuse a record", async () => {
+        const file = scratchFile("middle.jsonl", line(1) + "{oops\n" + line(3));
+        await expect(JsonlAppender.open(file, schema)).rejects.toThrow(/middle\.jsonl:2: not valid JSON/);
+        const other = scratchFile("refused.jsonl", line(1) + line(2));
+        await expect(JsonlAppender.open(other, schema, {onRow: (r) => {
+            if (r.value.id === 2) throw new DataError(other, "holds another run's record", r.line, "id");
+        }})).rejects.toThrow(/refused\.jsonl:2: id: holds another run's record/);
+        expect(fs.readFileSync(other, "utf8")).toBe(line(1) + line(2));
+    });
+
+    it("writes whole files atomically, leaving no temporary file", async () => {
+        const file = scratchFile("atomic/rows.jsonl", "");
+        await writeJsonlAtomic(file, [{id: 1, text: "a"}, {id: 2, text: "b"}]);
+        expect((await readJsonlFile(file, schema)).map((r) => r.id)).toEqual([1, 2]);
+        expect(fs.readdirSync(path.dirname(file))).toEqual(["rows.jsonl"]);
     });
 });

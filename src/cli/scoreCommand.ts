@@ -1,12 +1,11 @@
 // `still score`: log-probabilities of completions (JSONL in, JSONL out, resumable), or
 // the perplexity of a text file by llama-perplexity's protocol.
 import {createHash} from "node:crypto";
-import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
-import {readJsonl} from "../io/jsonl.js";
+import {JsonlAppender, readJsonl} from "../io/jsonl.js";
 import {loadModel} from "../engine/Model.js";
 import {type ScoreRecord, scoreRecordSchema} from "../engine/Scorer.js";
 import {DataError, OptionError} from "../errors.js";
@@ -82,7 +81,7 @@ export function scoreCommand(program: Command, signal: AbortSignal) {
                     model: path.resolve(o.model), adapter: o.adapter == null ? null : [path.resolve(o.adapter), o.adapterScale],
                     overflow: o.overflow, contextSize: o.contextSize ?? null, logprobs: o.logprobs
                 })).digest("hex").slice(0, 16);
-                const done = await resumeOutput(out, config);
+                const {file, done} = await openScores(out, config);
                 const scorer = model.scorer({
                     parallel: o.parallel, batchSize: o.batchSize, overflow: o.overflow,
                     ...(o.contextSize == null ? {} : {contextSize: o.contextSize}),
@@ -93,7 +92,6 @@ export function scoreCommand(program: Command, signal: AbortSignal) {
                 let tokens = 0;
                 const bar = o.json ? undefined : new Progress("scoring", records.length, "auto", (v, t) => `${v}/${t} records`);
                 bar?.update(done);
-                const stream = fs.createWriteStream(out, {flags: "a"});
                 let written = done;
                 try {
                     for (let start = done; start < records.length && !signal.aborted; start += CHUNK) {
@@ -109,14 +107,14 @@ export function scoreCommand(program: Command, signal: AbortSignal) {
                         for (const r of results) {
                             const {logprobs, index, ...rest} = r;
                             tokens += r.tokens;
-                            stream.write(JSON.stringify({config, index: start + index, ...rest, ...(o.logprobs ? {logprobs} : {})}) + "\n");
+                            await file.append({config, index: start + index, ...rest, ...(o.logprobs ? {logprobs} : {})});
                         }
                         written = start + chunk.length;
                         bar?.update(written);
                     }
                 } finally {
                     bar?.stop();
-                    await new Promise<void>((resolve) => stream.end(() => resolve()));
+                    await file.close();
                 }
                 const seconds = (performance.now() - started) / 1000;
                 const summary = {written: written - done, skipped: done, remaining: records.length - written, out,
@@ -144,28 +142,16 @@ async function readRecords(file: string): Promise<{line: number, record: ScoreRe
     return out;
 }
 
-/** Lines already in `out` (made with the same settings) are records done; a cut-off last line is dropped. */
-async function resumeOutput(out: string, config: string): Promise<number> {
-    if (!fs.existsSync(out)) return 0;
-    const text = await fsp.readFile(out, "utf8");
-    const lines = text.split("\n");
-    let good = 0;
-    let bytes = 0;
-    for (const [i, line] of lines.entries()) {
-        if (line === "") continue;
-        let parsed: {config?: unknown, index?: unknown};
-        try {
-            parsed = JSON.parse(line);
-        } catch {
-            if (i === lines.length - 1) break; // a last line cut off by an interruption
-            throw new DataError(out, "is not a scores file", i + 1);
+/** A scores file that a rerun continues: its lines (made with the same settings, in record order) are records done. */
+async function openScores(out: string, config: string): Promise<{file: JsonlAppender<Record<string, unknown>>, done: number}> {
+    let done = 0;
+    const file = await JsonlAppender.open(out, z.looseObject({config: z.string(), index: z.number().int()}), {
+        onRow: ({line, value}) => {
+            if (value.config !== config)
+                throw new DataError(out, "holds scores made with other settings; give a new --out file, or the same settings to continue it", line, "config");
+            if (value.index !== done) throw new DataError(out, `expected the score of record ${done}`, line, "index");
+            done++;
         }
-        if (parsed.config !== config)
-            throw new DataError(out, "holds scores made with other settings; give a new --out file, or the same settings to continue it", i + 1, "config");
-        if (parsed.index !== good) throw new DataError(out, `expected the score of record ${good}`, i + 1, "index");
-        good++;
-        bytes += Buffer.byteLength(line) + 1;
-    }
-    if (bytes < Buffer.byteLength(text)) await fsp.truncate(out, bytes);
-    return good;
+    });
+    return {file, done};
 }

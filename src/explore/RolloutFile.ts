@@ -1,12 +1,10 @@
 // An append-only JSONL file of rollout samples that a rerun can continue: it knows which
 // (request id, sample) pairs are done, refuses to mix samples made with other settings,
-// and drops a last line cut short by a crash.
-import fs from "node:fs";
-import fsp from "node:fs/promises";
-import readline from "node:readline";
+// and drops a last line cut short by a crash (JsonlAppender).
 import {z} from "zod";
-import {DataError} from "../errors.js";
 import type {RolloutSample} from "../engine/Rollouts.js";
+import {DataError} from "../errors.js";
+import {JsonlAppender} from "../io/jsonl.js";
 
 export const rolloutRecordSchema = z.object({
     id: z.string(),
@@ -25,9 +23,12 @@ export const rolloutRecordSchema = z.object({
 export type RolloutRecord = z.infer<typeof rolloutRecordSchema>;
 
 export class RolloutFile {
-    private stream: fs.WriteStream | undefined;
+    private constructor(private readonly out: JsonlAppender<RolloutRecord>, readonly config: string,
+                        private readonly done: Map<string, Set<number>>, readonly records: number) {}
 
-    private constructor(readonly path: string, readonly config: string, readonly done: Map<string, Set<number>>, readonly records: number) {}
+    get path() {
+        return this.out.path;
+    }
 
     /**
      * Opens (or creates) `path` for samples made with settings `config`. Lines already
@@ -36,42 +37,16 @@ export class RolloutFile {
     static async open(path: string, config: string): Promise<RolloutFile> {
         const done = new Map<string, Set<number>>();
         let records = 0;
-        if (fs.existsSync(path)) {
-            let goodBytes = 0;
-            let lineNo = 0;
-            const lines = readline.createInterface({input: fs.createReadStream(path), crlfDelay: Infinity});
-            let pending: {line: number, text: string} | undefined;
-            for await (const text of lines) {
-                lineNo++;
-                if (pending != null) throw invalid(path, pending.line, pending.text);
-                if (text.trim() === "") {
-                    goodBytes += Buffer.byteLength(text) + 1;
-                    continue;
-                }
-                let parsed: RolloutRecord;
-                try {
-                    parsed = rolloutRecordSchema.parse(JSON.parse(text));
-                } catch {
-                    // Only the last line may be damaged (cut off by a crash); decide when we know.
-                    pending = {line: lineNo, text};
-                    continue;
-                }
-                if (parsed.config !== config)
+        const out = await JsonlAppender.open(path, rolloutRecordSchema, {
+            onRow: ({line, value}) => {
+                if (value.config !== config)
                     throw new DataError(path, "holds samples made with other settings (model, sampling or prompt); " +
-                        "give a new --out file, or the same settings to continue it", lineNo, "config");
-                let set = done.get(parsed.id);
-                if (set == null) done.set(parsed.id, set = new Set());
-                set.add(parsed.sample);
+                        "give a new --out file, or the same settings to continue it", line, "config");
+                markDone(done, value.id, value.sample);
                 records++;
-                goodBytes += Buffer.byteLength(text) + 1;
             }
-            if (pending != null) {
-                const stat = await fsp.stat(path);
-                process.emitWarning(`${path}:${pending.line}: dropping an incomplete last line (${stat.size - goodBytes} bytes) left by an interrupted run`);
-                await fsp.truncate(path, goodBytes);
-            }
-        }
-        return new RolloutFile(path, config, done, records);
+        });
+        return new RolloutFile(out, config, done, records);
     }
 
     isDone(id: string, sample: number) {
@@ -81,8 +56,7 @@ export class RolloutFile {
     /** Appends a finished sample as one line. */
     async append(sample: RolloutSample & {id: string}) {
         if (sample.finish === "aborted") throw new Error("aborted samples are not written");
-        this.stream ??= fs.createWriteStream(this.path, {flags: "a"});
-        const record: RolloutRecord = {
+        await this.out.append({
             id: sample.id,
             sample: sample.sample,
             config: this.config,
@@ -94,21 +68,17 @@ export class RolloutFile {
             tokens: sample.tokens,
             logprobs: sample.logprobs.map((l) => Math.round(l * 1e5) / 1e5),
             elapsed_ms: Math.round(sample.timings.endMs - sample.timings.startMs)
-        };
-        const line = JSON.stringify(record) + "\n";
-        if (!this.stream.write(line)) await new Promise<void>((resolve) => this.stream!.once("drain", () => resolve()));
-        let set = this.done.get(sample.id);
-        if (set == null) this.done.set(sample.id, set = new Set());
-        set.add(sample.sample);
+        });
+        markDone(this.done, sample.id, sample.sample);
     }
 
-    async close() {
-        const stream = this.stream;
-        this.stream = undefined;
-        if (stream != null) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    close() {
+        return this.out.close();
     }
 }
 
-function invalid(path: string, line: number, text: string) {
-    return new DataError(path, `is not a rollout record (${text.length > 60 ? text.slice(0, 60) + "…" : text})`, line);
+function markDone(done: Map<string, Set<number>>, id: string, sample: number) {
+    let set = done.get(id);
+    if (set == null) done.set(id, set = new Set());
+    set.add(sample);
 }
