@@ -4,76 +4,48 @@ import {createHash} from "node:crypto";
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
-import {readJsonl} from "../io/jsonl.js";
-import {type ChatMessage, loadModel} from "../engine/Model.js";
-import type {RolloutRequest} from "../engine/Rollouts.js";
-import {DataError, OptionError} from "../errors.js";
+import {readProblemRows} from "../data/loadMathProblems.js";
+import {decodeOptionFields} from "../engine/decodeOptions.js";
+import {type ChatMessage, gpuLayersSchema, loadModel} from "../engine/Model.js";
+import {type RolloutRequest, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {OptionError} from "../errors.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
-import {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "../format/systemPrompt.js";
+import {resolveSystemPrompt} from "../format/systemPrompt.js";
 import {RolloutFile} from "../explore/RolloutFile.js";
+import {type CliOption, adapterFields, adapterFlags, addOptions, commonFields, parseCli, systemFlags} from "./cliOptions.js";
 import {Progress} from "./Progress.js";
 
-const number = z.coerce.number();
-const optionsSchema = z.object({
-    model: z.string().min(1),
-    prompt: z.string().optional(),
-    problems: z.string().optional(),
-    system: z.union([z.string(), z.literal(false)]).optional(),
-    systemFile: z.string().optional(),
-    raw: z.boolean().default(false),
-    samples: z.coerce.number().int().min(1).default(1),
-    temperature: number.min(0).default(1),
-    topK: z.coerce.number().int().min(0).default(0),
-    topP: number.gt(0).max(1).default(1),
-    minP: number.min(0).max(1).default(0),
-    seed: z.coerce.number().int().min(0).default(0),
-    maxTokens: z.coerce.number().int().min(1).default(1024),
-    stop: z.array(z.string().min(1)).default([]),
-    parallel: z.coerce.number().int().min(1).max(128).default(8),
-    adapter: z.string().optional(),
-    adapterScale: number.default(1),
-    gpuLayers: z.union([z.enum(["auto", "max"]), z.coerce.number().int().min(0)]).default("auto"),
-    threads: z.coerce.number().int().min(1).optional(),
-    out: z.string().min(1),
-    json: z.boolean().default(false)
-});
+const optionsSchema = samplingSchema.pick({samples: true, temperature: true, topK: true, topP: true, minP: true, seed: true, maxTokens: true, stop: true})
+    .extend({
+        model: commonFields.model,
+        prompt: z.string().optional().describe("One prompt (a user message, or raw text with --raw)"),
+        problems: z.string().optional().describe("JSONL problems: each line {id, question | problem | prompt | messages, choices?}"),
+        systemPrompt: commonFields.systemPrompt,
+        systemFile: commonFields.systemFile,
+        raw: z.boolean().describe("Use the prompt text as is, without the model's chat template").default(false),
+        parallel: rolloutEngineOptionsSchema.shape.parallel,
+        ...adapterFields(),
+        gpuLayers: gpuLayersSchema,
+        threads: decodeOptionFields.threads,
+        out: z.string().min(1).describe("JSONL output; samples already there are skipped"),
+        json: commonFields.json
+    });
+const flags: (string | CliOption)[] = [
+    "--model <file>", "--prompt <text>", "--problems <file>", ...systemFlags, "--raw", "--samples <k>", "--temperature <t>",
+    "--top-k <k>", "--top-p <p>", "--min-p <p>", "--seed <n>", "--max-tokens <n>", "--stop <text...>", "--parallel <n>", ...adapterFlags,
+    "--gpu-layers <n>", "--threads <n>", "--out <file>", "--json"
+];
 
 export function generateCommand(program: Command, signal: AbortSignal) {
-    program.command("generate")
-        .description("Sample rollouts for a prompt or a JSONL file of problems; rerunning continues an interrupted run")
-        .requiredOption("--model <file>", "GGUF model")
-        .option("--prompt <text>", "one prompt (a user message, or raw text with --raw)")
-        .option("--problems <file>", "JSONL problems: each line {id, question | problem | prompt | messages, choices?}")
-        .option("--system <text>", "system message before each problem (default: the one asking for the STILL thought format)")
-        .option("--system-file <file>", "read the system message from a file")
-        .option("--no-system", "no system message")
-        .option("--raw", "use the prompt text as is, without the model's chat template")
-        .option("--samples <k>", "samples per prompt", "1")
-        .option("--temperature <t>", "sampling temperature (0 = greedy)", "1")
-        .option("--top-k <k>", "top-k cut (0 = off)", "0")
-        .option("--top-p <p>", "nucleus cut (1 = off)", "1")
-        .option("--min-p <p>", "min-p cut (0 = off)", "0")
-        .option("--seed <n>", "base seed", "0")
-        .option("--max-tokens <n>", "most tokens per sample", "1024")
-        .option("--stop <text...>", "stop strings (cut from the text)")
-        .option("--parallel <n>", "samples decoded together", "8")
-        .option("--adapter <file>", "LoRA adapter GGUF to apply")
-        .option("--adapter-scale <s>", "scale of the adapter", "1")
-        .option("--gpu-layers <n>", "layers on the GPU: a number, max, or auto", "auto")
-        .option("--threads <n>", "CPU threads for llama.cpp")
-        .requiredOption("--out <file>", "JSONL output; samples already there are skipped")
-        .option("--json", "print a JSON summary at the end instead of text")
-        .action(async (raw: unknown) => {
-            const parsed = optionsSchema.safeParse(raw);
-            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
-            const o = parsed.data;
+    addOptions(program.command("generate")
+        .description("Sample rollouts for a prompt or a JSONL file of problems; rerunning continues an interrupted run"), optionsSchema, flags)
+        .action(async (raw: Record<string, unknown>) => {
+            const o = parseCli(optionsSchema, raw, flags);
             if ((o.prompt == null) === (o.problems == null)) throw new OptionError("generate needs exactly one of --prompt and --problems.");
 
             const problems = o.problems != null ? await readProblems(o.problems)
                 : [{id: "prompt", text: o.prompt!, choices: undefined, messages: undefined}];
-            const system = o.system === false ? null
-                : o.systemFile != null ? await loadSystemPrompt(o.systemFile)
-                : o.system ?? DEFAULT_SYSTEM_PROMPT;
+            const system = await resolveSystemPrompt({system: o.systemPrompt, systemFile: o.systemFile});
             const sampling = {
                 samples: o.samples, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
                 seed: o.seed, maxTokens: o.maxTokens, stop: o.stop
@@ -141,28 +113,12 @@ function report(json: boolean, summary: object, text: string) {
     process.stdout.write(json ? JSON.stringify(summary) + "\n" : text + "\n");
 }
 
-const problemLineSchema = z.object({
-    id: z.union([z.string(), z.number()]).optional(),
-    unique_id: z.string().optional(),
-    question: z.string().optional(),
-    problem: z.string().optional(),
-    prompt: z.string().optional(),
-    choices: z.array(z.string()).optional(),
-    messages: z.array(z.object({role: z.string(), content: z.string()})).min(1).optional()
-}).refine((p) => p.question != null || p.problem != null || p.prompt != null || p.messages != null,
-    {message: "needs one of question, problem, prompt or messages", path: ["question"]});
-
 type Problem = {id: string, text: string, choices: string[] | undefined, messages: ChatMessage[] | undefined};
 
 /** Reads problems one line at a time; any bad line stops with its file, line and field. */
 async function readProblems(file: string): Promise<Problem[]> {
     const problems: Problem[] = [];
-    const seen = new Set<string>();
-    for await (const {line, value: p} of readJsonl(file, {schema: problemLineSchema, policy: "strict"})) {
-        const id = String(p.id ?? p.unique_id ?? `line-${line}`);
-        if (seen.has(id)) throw new DataError(file, `repeats id ${JSON.stringify(id)}`, line, "id");
-        seen.add(id);
-        problems.push({id, text: p.question ?? p.problem ?? p.prompt ?? "", choices: p.choices, messages: p.messages});
-    }
+    for await (const {id, row} of readProblemRows(file, {policy: "strict"}))
+        problems.push({id, text: row.question ?? row.problem ?? row.prompt ?? "", choices: row.choices, messages: row.messages});
     return problems;
 }

@@ -3,15 +3,17 @@ import type {Command} from "commander";
 import {z} from "zod";
 import {OptionError, type DataError} from "../errors.js";
 import {readJsonl} from "../io/jsonl.js";
-import {answerTypeSchema, answerTypes, grade, type GradeResult} from "../grade/grade.js";
+import {answerTypeSchema, grade, gradeOptionsSchema, type GradeResult} from "../grade/grade.js";
+import {addOptions, parseCli} from "./cliOptions.js";
 
 const optionsSchema = z.object({
-    pred: z.string().optional(),
-    gold: z.string().optional(),
-    type: answerTypeSchema.default("math"),
-    file: z.string().min(1).optional(),
-    json: z.boolean().default(false)
+    pred: z.string().optional().describe("The prediction (a model's response or just its answer)"),
+    gold: z.string().optional().describe("The gold answer"),
+    type: gradeOptionsSchema.shape.type,
+    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold, and optionally type and choices"),
+    json: z.boolean().describe("Print one JSON object per graded item").default(false)
 });
+const flags = ["--pred <text>", "--gold <text>", "--type <type>", "--file <file.jsonl>", "--json"];
 
 const text = z.union([z.string(), z.number().transform(String)]);
 const lineSchema = z.object({
@@ -23,17 +25,11 @@ const lineSchema = z.object({
 }).refine((l) => l.pred != null || l.response != null, {message: "missing (pred or response)", path: ["pred"]});
 
 export function gradeCommand(program: Command, signal: AbortSignal) {
-    program.command("grade")
-        .description("Grade answers: one prediction against a gold answer, or a JSONL file with pred (or response), gold and an optional type per line")
-        .option("--pred <text>", "the prediction (a model's response or just its answer)")
-        .option("--gold <text>", "the gold answer")
-        .option("--type <type>", `answer type: ${answerTypes.join(", ")}`, "math")
-        .option("--file <file.jsonl>", "grade every line of a JSONL file")
-        .option("--json", "print one JSON object per graded item")
-        .action(async (raw: unknown) => {
-            const parsed = optionsSchema.safeParse(raw);
-            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
-            const opts = parsed.data;
+    addOptions(program.command("grade")
+        .description("Grade answers: one prediction against a gold answer, or a JSONL file with pred (or response), gold and an optional type per line"),
+    optionsSchema, flags)
+        .action(async (raw: Record<string, unknown>) => {
+            const opts = parseCli(optionsSchema, raw, flags);
             if (opts.file != null) {
                 if (opts.pred != null || opts.gold != null) throw new OptionError("grade takes either --file or --pred and --gold, not both.");
                 await gradeFile(opts.file, opts.type, opts.json, signal);

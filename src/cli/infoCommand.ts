@@ -2,30 +2,23 @@
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
-import {loadModel, type Model} from "../engine/Model.js";
-import {OptionError} from "../errors.js";
+import {loadModel, loadModelOptionsSchema, type Model} from "../engine/Model.js";
+import {addOptions, parseCli} from "./cliOptions.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
 import {Progress, formatBytes, formatCount} from "./Progress.js";
 
-const optionsSchema = z.object({
-    json: z.boolean().default(false),
-    gpuLayers: z.union([z.enum(["auto", "max"]), z.coerce.number().int().min(0)]).default("auto"),
-    variant: z.string().optional(),
-    vocabOnly: z.boolean().default(false)
+const optionsSchema = loadModelOptionsSchema.pick({gpuLayers: true, variant: true, vocabOnly: true}).extend({
+    json: z.boolean().describe("Print one JSON object").default(false)
 });
+const flags = ["--json", "--gpu-layers <n>", "--variant <name>", "--vocab-only"];
 
 export function infoCommand(program: Command, signal: AbortSignal) {
-    program.command("info")
+    const cmd = program.command("info")
         .description("Show a GGUF model's facts: architecture, size, context, vocabulary, special tokens, STILL markers, chat template")
-        .argument("<model>", "path to a .gguf file")
-        .option("--json", "print one JSON object")
-        .option("--gpu-layers <n>", "layers to offload to the GPU: a number, max, or auto", "auto")
-        .option("--variant <name>", "llama.cpp variant (cpu, cuda, vulkan, metal, or a source build); default: best for this machine")
-        .option("--vocab-only", "read the tokenizer and facts without loading weights")
-        .action(async (modelPath: string, raw: unknown) => {
-            const parsed = optionsSchema.safeParse(raw);
-            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
-            const opts = parsed.data;
+        .argument("<model>", "path to a .gguf file");
+    addOptions(cmd, optionsSchema, flags)
+        .action(async (modelPath: string, raw: Record<string, unknown>) => {
+            const opts = parseCli(optionsSchema, raw, flags);
             const progress = opts.json ? undefined : new Progress("loading", 100, "auto", (v) => `${v}%`);
             let model: Model;
             try {

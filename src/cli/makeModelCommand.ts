@@ -1,33 +1,27 @@
 // `still make-model`: generate a built-in model (random weights) as GGUF.
 import type {Command} from "commander";
 import {z} from "zod";
-import {makeModel, modelTypes} from "../models/makeModel.js";
+import {makeModel, makeModelFields} from "../models/makeModel.js";
 import {presetNames, presets} from "../models/presets.js";
 import {OptionError} from "../errors.js";
+import {addOptions, parseCli} from "./cliOptions.js";
 import {Progress, formatBytes, formatCount} from "./Progress.js";
 
 const optionsSchema = z.object({
-    preset: z.enum(presetNames as [string, ...string[]]).optional(),
-    out: z.string().min(1).optional(),
-    type: z.enum(modelTypes).default("f32"),
-    seed: z.coerce.number().int().min(0).default(0),
-    json: z.boolean().default(false),
-    list: z.boolean().default(false)
+    preset: z.enum(presetNames).optional().describe(`One of: ${presetNames.join(", ")}`),
+    out: z.string().min(1).optional().describe("Where to write the .gguf"),
+    ...makeModelFields,
+    json: z.boolean().describe("Print the result as one JSON object").default(false),
+    list: z.boolean().describe("List the presets and exit").default(false)
 });
+const flags = ["--preset <name>", "--out <file>", "--type <type>", "--seed <n>", "--json", "--list"];
 
 export function makeModelCommand(program: Command, signal: AbortSignal) {
-    program.command("make-model")
-        .description("Generate a built-in model as GGUF (deterministic random weights, byte-level vocabulary with the STILL markers)")
-        .option("--preset <name>", `one of: ${presetNames.join(", ")}`)
-        .option("--out <file>", "where to write the .gguf")
-        .option("--type <type>", `tensor type: ${modelTypes.join(", ")}`, "f32")
-        .option("--seed <n>", "random seed", "0")
-        .option("--json", "print the result as one JSON object")
-        .option("--list", "list the presets and exit")
-        .action(async (raw: unknown) => {
-            const parsed = optionsSchema.safeParse(raw);
-            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
-            const opts = parsed.data;
+    addOptions(program.command("make-model")
+        .description("Generate a built-in model as GGUF (deterministic random weights, byte-level vocabulary with the STILL markers)"),
+    optionsSchema, flags)
+        .action(async (raw: Record<string, unknown>) => {
+            const opts = parseCli(optionsSchema, raw, flags);
             if (opts.list) {
                 for (const name of presetNames) process.stdout.write(`${name.padEnd(14)} ${presets[name].description}\n`);
                 return;
@@ -37,7 +31,7 @@ export function makeModelCommand(program: Command, signal: AbortSignal) {
             let bar: Progress | undefined;
             try {
                 const made = await makeModel({
-                    preset: opts.preset as keyof typeof presets,
+                    preset: opts.preset,
                     out: opts.out,
                     type: opts.type,
                     seed: opts.seed,

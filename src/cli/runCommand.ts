@@ -4,36 +4,40 @@ import type {Command} from "commander";
 import {z} from "zod";
 import {OptionError} from "../errors.js";
 import {loadRunConfig, runConfigJsonSchema} from "../loop/config.js";
-import {runDemo} from "../demo/demo.js";
+import {demoOptionsSchema, runDemo} from "../demo/demo.js";
 import {RunDir} from "../loop/RunDir.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
+import {addOptions, commonFields, parseCli} from "./cliOptions.js";
 import {Progress} from "./Progress.js";
 
+const runSchema = z.object({
+    config: z.string().optional().describe("Run configuration (JSON; see `still schema`)"),
+    resume: z.string().optional().describe("A run folder to continue (runs/<name>)"),
+    json: commonFields.json
+});
+const runFlags = ["--config <file>", "--resume <dir>", "--json"];
+
+const demoSchema = demoOptionsSchema.extend({json: commonFields.json});
+const demoFlags = ["--out <dir>", "--seed <n>", "--threads <n>", "--json"];
+
 export function runCommand(program: Command, signal: AbortSignal) {
-    program.command("run")
-        .description("Run the loop (imitate, explore, select, improve, evaluate) from a config file, or resume a run folder")
-        .option("--config <file>", "run configuration (JSON; see `still schema`)")
-        .option("--resume <dir>", "a run folder to continue (runs/<name>)")
-        .option("--json", "print the summary as JSON")
-        .action(async (raw: unknown) => {
-            const o = z.object({config: z.string().optional(), resume: z.string().optional(), json: z.boolean().default(false)}).parse(raw);
+    addOptions(program.command("run")
+        .description("Run the loop (imitate, explore, select, improve, evaluate) from a config file, or resume a run folder"), runSchema, runFlags)
+        .action(async (raw: Record<string, unknown>) => {
+            const o = parseCli(runSchema, raw, runFlags);
             if ((o.config == null) === (o.resume == null)) throw new OptionError("run needs exactly one of --config and --resume.");
             const config = o.config != null ? await loadRunConfig(o.config) : (await RunDir.open(o.resume!)).config;
             const summary = await runLoop(config, {signal, onEvent: reporter(o.json)});
             print(summary, o.json, signal);
         });
 
-    program.command("demo")
-        .description("The whole recipe offline on the built-in tiny model and an arithmetic task with a scripted teacher")
-        .option("--out <dir>", "folder for the model, data and run", "runs/demo")
-        .option("--seed <n>", "seed", "1")
-        .option("--threads <n>", "CPU threads")
-        .option("--json", "print the summary as JSON")
-        .action(async (raw: unknown) => {
-            const o = z.object({out: z.string(), seed: z.coerce.number().int().min(0), threads: z.coerce.number().int().min(1).optional(),
-                json: z.boolean().default(false)}).parse(raw);
-            const summary = await runDemo({out: o.out, seed: o.seed, signal, onEvent: reporter(o.json), ...(o.threads == null ? {} : {threads: o.threads})});
-            print(summary, o.json, signal);
+    addOptions(program.command("demo")
+        .description("The whole recipe offline: the built-in tiny model learns to count on a clock's minute display from a scripted teacher's long-form thoughts"),
+    demoSchema, demoFlags)
+        .action(async (raw: Record<string, unknown>) => {
+            const {json, ...o} = parseCli(demoSchema, raw, demoFlags);
+            const summary = await runDemo({...o, signal, onEvent: reporter(json)});
+            print(summary, json, signal);
         });
 
     program.command("schema")

@@ -6,54 +6,35 @@ import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
 import {JsonlAppender, readJsonl} from "../io/jsonl.js";
-import {loadModel} from "../engine/Model.js";
-import {type ScoreRecord, scoreRecordSchema} from "../engine/Scorer.js";
+import {gpuLayersSchema, loadModel} from "../engine/Model.js";
+import {type ScoreRecord, perplexityOptionsSchema, scoreRecordSchema, scorerOptionsSchema} from "../engine/Scorer.js";
 import {DataError, OptionError} from "../errors.js";
+import {adapterFields, adapterFlags, addOptions, commonFields, parseCli} from "./cliOptions.js";
 import {Progress} from "./Progress.js";
 
-const optionsSchema = z.object({
-    model: z.string().min(1),
-    data: z.string().optional(),
-    text: z.string().optional(),
-    out: z.string().optional(),
-    ctx: z.coerce.number().int().min(4).default(512),
-    batchSize: z.coerce.number().int().min(1).default(2048),
-    parallel: z.coerce.number().int().min(1).max(64).default(4),
-    contextSize: z.coerce.number().int().min(2).optional(),
-    overflow: z.enum(["error", "truncate"]).default("error"),
-    logprobs: z.boolean().default(false),
-    adapter: z.string().optional(),
-    adapterScale: z.coerce.number().default(1),
-    gpuLayers: z.union([z.enum(["auto", "max"]), z.coerce.number().int().min(0)]).default("auto"),
-    threads: z.coerce.number().int().min(1).optional(),
-    json: z.boolean().default(false)
-});
+const optionsSchema = scorerOptionsSchema.pick({parallel: true, batchSize: true, contextSize: true, overflow: true, threads: true})
+    .extend({
+        model: commonFields.model,
+        data: z.string().optional().describe("JSONL records: {id?, prompt (text | token ids | chat messages), completion (text | token ids), spans?}"),
+        out: z.string().optional().describe("JSONL scores, one line per record in input order; a rerun continues an interrupted file"),
+        text: z.string().optional().describe("Plain text: its perplexity by llama-perplexity's protocol"),
+        ctx: perplexityOptionsSchema.shape.ctx,
+        logprobs: z.boolean().describe("Write every token's log-probability too").default(false),
+        ...adapterFields(),
+        gpuLayers: gpuLayersSchema,
+        json: commonFields.json
+    });
+const flags = ["--model <file>", "--data <file>", "--out <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--parallel <n>",
+    "--context-size <n>", "--overflow <policy>", "--logprobs", ...adapterFlags, "--gpu-layers <n>", "--threads <n>", "--json"];
 
 /** Records per call of the scorer: bounds memory on large files, and what a rerun can skip. */
 const CHUNK = 512;
 
 export function scoreCommand(program: Command, signal: AbortSignal) {
-    program.command("score")
-        .description("Score completions (log-probabilities, perplexity, per thought/solution) or a text's perplexity")
-        .requiredOption("--model <file>", "GGUF model")
-        .option("--data <file>", "JSONL records: {id?, prompt (text | token ids | chat messages), completion (text | token ids), spans?}")
-        .option("--out <file>", "JSONL scores, one line per record in input order; a rerun continues an interrupted file")
-        .option("--text <file>", "plain text: its perplexity by llama-perplexity's protocol")
-        .option("--ctx <n>", "chunk size for --text", "512")
-        .option("--batch-size <n>", "most tokens per decode", "2048")
-        .option("--parallel <n>", "sequences decoded together (--data)", "4")
-        .option("--context-size <n>", "KV cells per sequence (--data; default: the longest record)")
-        .option("--overflow <policy>", "records longer than a sequence: error or truncate", "error")
-        .option("--logprobs", "write every token's log-probability too")
-        .option("--adapter <file>", "LoRA adapter GGUF to apply")
-        .option("--adapter-scale <s>", "scale of the adapter", "1")
-        .option("--gpu-layers <n>", "layers on the GPU: a number, max, or auto", "auto")
-        .option("--threads <n>", "CPU threads for llama.cpp")
-        .option("--json", "print the summary as one JSON object")
-        .action(async (raw: unknown) => {
-            const parsed = optionsSchema.safeParse(raw);
-            if (!parsed.success) throw new OptionError(`invalid options: ${z.prettifyError(parsed.error)}`);
-            const o = parsed.data;
+    addOptions(program.command("score")
+        .description("Score completions (log-probabilities, perplexity, per thought/solution) or a text's perplexity"), optionsSchema, flags)
+        .action(async (raw: Record<string, unknown>) => {
+            const o = parseCli(optionsSchema, raw, flags);
             if ((o.data == null) === (o.text == null)) throw new OptionError("score needs exactly one of --data and --text.");
             if (o.data != null && o.out == null) throw new OptionError("score --data needs --out.");
 

@@ -6,7 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import {makeModel} from "../models/makeModel.js";
-import {OptionError, throwIfAborted} from "../errors.js";
+import {z} from "zod";
+import {OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import {sft} from "../train/sft.js";
 import {type RunConfig, parseRunConfig} from "../loop/config.js";
 import {demoProblems, firstLine, plainAnswer, teacherResponse, workedSteps} from "./demoTask.js";
@@ -14,11 +15,13 @@ import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
 
-export type DemoOptions = {
-    /** Folder for the model, the data and the run (default runs/demo). */
-    out?: string,
-    seed?: number,
-    threads?: number,
+export const demoOptionsSchema = z.object({
+    out: z.string().min(1).describe("Folder for the model, the data and the run").default(path.join("runs", "demo")),
+    seed: z.number().int().min(0).describe("Seed of the task's problem order, the teacher, the base model and every run step").default(1),
+    threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU")
+});
+
+export type DemoOptions = z.input<typeof demoOptionsSchema> & {
     signal?: AbortSignal,
     onEvent?: (e: LoopEvent) => void,
     /** Smaller or larger sizes than demoPlan (the test suite runs a miniature). */
@@ -49,8 +52,8 @@ export type DemoPlan = typeof demoPlan;
 /** Runs the demo; the summary's seconds count everything this call did, pre-training included. */
 export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const started = performance.now();
-    const out = path.resolve(options.out ?? path.join("runs", "demo"));
-    const seed = options.seed ?? 1;
+    const {out: outDir, seed} = parseOptions(demoOptionsSchema, {out: options.out, seed: options.seed, threads: options.threads}, "demo options");
+    const out = path.resolve(outDir);
     const plan: DemoPlan = {...demoPlan, ...options.plan};
     const signal = options.signal;
     const emit = options.onEvent;

@@ -4,36 +4,32 @@ import {ModelError, OptionError, StillError, parseOptions, throwIfAborted} from 
 import type {ChatMessage} from "../format/chatMessage.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
 import {type Backend, getBackend, withAbortFlag} from "./binding.js";
-import {Adapter} from "./Adapter.js";
+import {Adapter, type AdapterChoice} from "./Adapter.js";
 import {ChatTemplateRefusal, renderChatTemplate} from "./chatTemplate.js";
-import {defaultThreads, nativeDecodeOptions} from "./decodeOptions.js";
+import {decodeOptionFields, defaultThreads, nativeDecodeOptions} from "./decodeOptions.js";
 import {type GgufInspection, inspectGguf} from "./inspectGguf.js";
 import type {ModelFacts, ModelHandle, Prompt} from "./ModelHandle.js";
 import {type NativeErrorContext, type NativeFacts, type NativeModel, nativeError, nativeFactsSchema} from "./native.js";
 import {probeModel} from "./probeModel.js";
 import {RolloutEngine, type RolloutEngineOptions, rolloutEngineOptionsSchema} from "./Rollouts.js";
-import {type PerplexityResult, Scorer, type ScorerOptions, scorerOptionsSchema} from "./Scorer.js";
+import {type PerplexityOptions, type PerplexityResult, Scorer, type ScorerOptions, perplexityOptionsSchema, scorerOptionsSchema} from "./Scorer.js";
 import type {ScoreStats} from "./native.js";
 
 export type {ChatMessage, ModelFacts, Prompt};
 
+/** Layers to offload to the GPU (one definition for every option that takes it). */
+export const gpuLayersSchema = z.union([z.number().int().min(0), z.enum(["auto", "max"])])
+    .describe("Layers to offload to the GPU: a count, max for all, auto (all when a GPU is present, else none)").default("auto");
+
 export const loadModelOptionsSchema = z.object({
-    /** Layers to offload to the GPU: a count, "max" for all, "auto" (all when a GPU is present, else none). */
-    gpuLayers: z.union([z.number().int().min(0), z.enum(["auto", "max"])]).default("auto"),
-    /** Memory-map the file instead of reading it into memory. */
-    useMmap: z.boolean().default(true),
-    /**
-     * Skip the check that runs llama.cpp's loader on the file in a child process first
-     * (it guards against files on which llama.cpp would abort this process). Only for
-     * files already known to load.
-     */
-    trusted: z.boolean().default(false),
-    /** Load the tokenizer and facts only, no weights. */
-    vocabOnly: z.boolean().default(false),
-    /** Let llama.cpp check tensor data for NaN/Inf while loading (slower). */
-    checkTensors: z.boolean().default(false),
-    /** llama.cpp variant to use ("cpu", "cuda", a source build name); defaults to STILL_VARIANT or the best for this machine. */
+    gpuLayers: gpuLayersSchema,
+    useMmap: z.boolean().describe("Memory-map the file instead of reading it into memory").default(true),
+    trusted: z.boolean().describe("Skip the check that runs llama.cpp's loader on the file in a child process first (it guards " +
+        "against files on which llama.cpp would abort this process). Only for files already known to load").default(false),
+    vocabOnly: z.boolean().describe("Load the tokenizer and facts only, no weights").default(false),
+    checkTensors: z.boolean().describe("Let llama.cpp check tensor data for NaN/Inf while loading (slower)").default(false),
     variant: z.string().optional()
+        .describe("llama.cpp variant to use (cpu, cuda, a source build's name); default: STILL_VARIANT or the best for this machine")
 });
 export type LoadModelOptions = z.input<typeof loadModelOptionsSchema> & {
     signal?: AbortSignal,
@@ -269,11 +265,10 @@ export class Model implements ModelHandle {
      * second half of each scored, batchSize / ctx chunks decoded together), so the two can
      * be compared on the same file.
      */
-    async perplexity(text: string, options: {ctx?: number, chunks?: number, batchSize?: number, threads?: number,
-        adapters?: readonly {adapter: Adapter, scale?: number}[], signal?: AbortSignal,
-        onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
-        const ctx = options.ctx ?? 512;
-        const batchSize = options.batchSize ?? 2048;
+    async perplexity(text: string, options: PerplexityOptions & {batchSize?: number, threads?: number, adapters?: AdapterChoice,
+        signal?: AbortSignal, onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
+        const {ctx} = parseOptions(perplexityOptionsSchema, {ctx: options.ctx}, "perplexity options");
+        const batchSize = options.batchSize ?? decodeOptionFields.batchSize.parse(undefined);
         const scorer = this.scorer({
             parallel: Math.max(1, Math.floor(batchSize / ctx)),
             contextSize: ctx,

@@ -12,40 +12,33 @@ import {type NativeRolloutRequest, type NativeRollouts, type RolloutStats, event
 export type {RolloutStats};
 
 export const rolloutEngineOptionsSchema = z.object({
-    parallel: z.number().int().min(1).max(128).default(8).describe("Samples decoded together in each batch (slots of the continuous batch)"),
+    parallel: z.number().int().min(1).max(128).describe("Samples decoded together in each batch (slots of the continuous batch)").default(8),
     contextSize: z.number().int().min(256).optional()
         .describe("KV cache cells; default: sized per run as parallel × (the longest prompt + maxTokens + 1)"),
     ...decodeOptionFields,
-    kvCache: z.enum(["split", "unified"]).default("split").describe(
+    kvCache: z.enum(["split", "unified"]).describe(
         "split: a KV buffer per slot; a token attends to its own sequence only, and a prompt shared by samples is copied (once per " +
         "sample start). unified: one buffer; samples share their prompt's cells, but every token's attention runs over all slots' " +
-        "cells (slower as sequences grow)"),
-    flashAttention: flashAttentionSchema.default("auto").describe(
+        "cells (slower as sequences grow)").default("split"),
+    flashAttention: flashAttentionSchema.describe(
         "llama.cpp's choice by default (on, on the CPU): faster as sequences grow. CPU flash attention accumulates in F16, so " +
-        "reported log-probabilities differ from the scorer's (which has it off) by up to a few 1e-3 per token; off matches them within 1e-3")
+        "reported log-probabilities differ from the scorer's (which has it off) by up to a few 1e-3 per token; off matches them within 1e-3").default("auto")
 });
 export type RolloutEngineOptions = z.input<typeof rolloutEngineOptionsSchema>;
 
 export const samplingSchema = z.object({
-    /** Samples per request. */
-    samples: z.number().int().min(1).default(1),
-    /** 0 is greedy. */
-    temperature: z.number().min(0).max(100).default(1),
-    /** 0 is off. */
-    topK: z.number().int().min(0).default(0),
-    /** 1 is off. */
-    topP: z.number().gt(0).max(1).default(1),
-    /** 0 is off. */
-    minP: z.number().min(0).max(1).default(0),
-    /** Base seed; each request's samples derive theirs from it, the request's id and the sample index. */
-    seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
-    maxTokens: z.number().int().min(0).default(512),
-    /** Stop strings, matched across token boundaries and cut from the text. */
-    stop: z.array(z.string().min(1)).default([]),
-    /** Texts that end a sample and stay in its text: single tokens become stop tokens. */
-    stopAfter: z.array(z.string().min(1)).default([MARKERS.endSolution]),
-    /** End a sample at the model's end-of-generation tokens (not kept). */
-    stopAtEog: z.boolean().default(true)
+    samples: z.number().int().min(1).describe("Samples per request").default(1),
+    temperature: z.number().min(0).max(100).describe("Sampling temperature; 0 is greedy").default(1),
+    topK: z.number().int().min(0).describe("Top-k cut; 0 is off").default(0),
+    topP: z.number().gt(0).max(1).describe("Nucleus (top-p) cut; 1 is off").default(1),
+    minP: z.number().min(0).max(1).describe("Min-p cut; 0 is off").default(0),
+    seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+        .describe("Base seed; each request's samples derive theirs from it, the request's id and the sample index").default(0),
+    maxTokens: z.number().int().min(0).describe("Most tokens per sample").default(512),
+    stop: z.array(z.string().min(1)).describe("Stop strings, matched across token boundaries and cut from the text").default([]),
+    stopAfter: z.array(z.string().min(1)).describe("Texts that end a sample and stay in its text (single tokens become stop tokens)")
+        .default([MARKERS.endSolution]),
+    stopAtEog: z.boolean().describe("End a sample at the model's end-of-generation tokens (not kept)").default(true)
 });
 export type SamplingOptions = z.input<typeof samplingSchema>;
 

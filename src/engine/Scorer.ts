@@ -12,17 +12,24 @@ import {type NativeScoreRecord, type NativeScorer, type ScoreStats, eventHandler
 export type {ScoreStats};
 
 export const scorerOptionsSchema = z.object({
-    parallel: z.number().int().min(1).max(64).default(4).describe("Sequences decoded together"),
+    parallel: z.number().int().min(1).max(64).describe("Sequences decoded together").default(4),
     contextSize: z.number().int().min(2).optional()
         .describe("KV cells per sequence (the longest record scored whole); default: the longest record, at most the model's training context"),
     ...decodeOptionFields,
-    overflow: z.enum(["error", "truncate"]).default("error").describe(
+    overflow: z.enum(["error", "truncate"]).describe(
         "A record longer than a sequence holds: error refuses the call naming the record; truncate drops prompt tokens from the " +
-        "left, then completion tokens from the right, and marks the record's result truncated"),
-    flashAttention: flashAttentionSchema.default("off").describe(
+        "left, then completion tokens from the right, and marks the record's result truncated").default("error"),
+    flashAttention: flashAttentionSchema.describe(
         "Off by default: llama.cpp's CPU flash attention accumulates in F16, so a token's log-probability would move (by up to " +
-        "~2e-3) with how records are split across decodes")
+        "~2e-3) with how records are split across decodes").default("off")
 });
+/** llama-perplexity's protocol over plain text. */
+export const perplexityOptionsSchema = z.object({
+    ctx: z.number().int().min(4).describe("Chunk size in tokens, as llama-perplexity's -c; the second half of each chunk is scored").default(512),
+    chunks: z.number().int().min(1).optional().describe("At most this many chunks, as llama-perplexity's --chunks")
+});
+export type PerplexityOptions = z.input<typeof perplexityOptionsSchema>;
+
 export type ScorerOptions = z.input<typeof scorerOptionsSchema>;
 
 export const scoreRecordSchema = z.object({
@@ -99,17 +106,15 @@ export class Scorer extends BatchEngine<NativeScorer> {
      * as the model asks) in chunks of `ctx`, each chunk's first token replaced by BOS, and
      * only the second half of each chunk scored. Needs at least 2 × ctx tokens.
      */
-    async perplexity(text: string, options: {ctx?: number, chunks?: number, signal?: AbortSignal,
-        onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
-        const ctx = options.ctx ?? 512;
-        if (!Number.isInteger(ctx) || ctx < 4) throw new OptionError(`ctx must be a whole number ≥ 4, got ${ctx}.`);
+    async perplexity(text: string, options: PerplexityOptions & {signal?: AbortSignal, onProgress?: (s: ScoreStats) => void} = {}): Promise<PerplexityResult> {
+        const {ctx, chunks: maxChunks} = parseOptions(perplexityOptionsSchema, {ctx: options.ctx, chunks: options.chunks}, "perplexity options");
         const tokens = this.model.tokenize(text, {special: false, addSpecial: true});
         if (tokens.length < 2 * ctx)
             throw new OptionError(`perplexity with a context of ${ctx} needs at least ${2 * ctx} tokens; the text has ${tokens.length}.`);
         const bos = this.model.facts.addBos ? this.model.facts.tokens.bos : null;
         const first = Math.floor(ctx / 2);
         // At most `chunks` of them, like llama-perplexity's --chunks.
-        const chunks = Math.min(Math.floor(tokens.length / ctx), options.chunks ?? Infinity);
+        const chunks = Math.min(Math.floor(tokens.length / ctx), maxChunks ?? Infinity);
         const records = Array.from({length: chunks}, (_, c) => {
             const chunk = tokens.slice(c * ctx, (c + 1) * ctx);
             if (bos != null) chunk[0] = bos;

@@ -5,9 +5,9 @@ import {z} from "zod";
 import type {NativeDecodeOptions} from "./native.js";
 
 export const decodeOptionFields = {
-    batchSize: z.number().int().min(1).default(2048).describe("Most tokens per llama_decode call"),
-    ubatchSize: z.number().int().min(1).default(512).describe("Most tokens per compute graph inside a decode"),
-    threads: z.number().int().min(1).optional().describe("CPU threads for llama.cpp; default: STILL_THREADS, else every available CPU")
+    batchSize: z.number().int().min(1).describe("Most tokens per llama_decode call").default(2048),
+    ubatchSize: z.number().int().min(1).describe("Most tokens per compute graph inside a decode").default(512),
+    threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU")
 };
 
 export const flashAttentionSchema = z.enum(["auto", "on", "off"]);

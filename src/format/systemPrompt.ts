@@ -24,3 +24,9 @@ export async function loadSystemPrompt(file: string): Promise<string> {
     if (text === "") throw new DataError(file, "the system prompt file is empty");
     return text;
 }
+
+/** The system prompt a run uses: `systemFile`'s text, else `system` (null: none), else the built-in one. */
+export async function resolveSystemPrompt(o: {system?: string | null | undefined, systemFile?: string | undefined}): Promise<string | null> {
+    if (o.systemFile != null) return loadSystemPrompt(o.systemFile);
+    return o.system === undefined ? DEFAULT_SYSTEM_PROMPT : o.system;
+}

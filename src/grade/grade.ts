@@ -5,7 +5,7 @@
 //  - exact: the extracted answer against the gold text, ignoring case, spacing, LaTeX
 //    wrappers and trailing punctuation.
 import {z} from "zod";
-import {OptionError} from "../errors.js";
+import {OptionError, parseOptions} from "../errors.js";
 import {answerTypes, answerTypeSchema, type AnswerType} from "./answerType.js";
 import {extractGoldAnswer, extractMathAnswer} from "./extractAnswer.js";
 import {extractChoice, gradeChoice, parseChoiceGold} from "./gradeChoice.js";
@@ -15,13 +15,10 @@ import {normalizeAnswer, stripMathDelimiters, unbox} from "./normalizeAnswer.js"
 export {answerTypes, answerTypeSchema, type AnswerType};
 
 export const gradeOptionsSchema = z.object({
-    type: answerTypeSchema.default("math"),
-    /** For choice problems: the options' texts in letter order. */
-    choices: z.array(z.string()).optional(),
-    /** Letters that can be answers (default A–J). */
-    letters: z.string().regex(/^[A-Z]+$/).optional(),
-    /** Time allowed for one math comparison, in milliseconds. */
-    timeoutMs: z.number().positive().optional()
+    type: answerTypeSchema.describe(`How the answer is graded: ${answerTypes.join(", ")}`).default("math"),
+    choices: z.array(z.string()).optional().describe("For choice problems: the options' texts in letter order"),
+    letters: z.string().regex(/^[A-Z]+$/).optional().describe("Letters that can be answers (default A–J)"),
+    timeoutMs: z.number().positive().optional().describe("Time allowed for one math comparison, in milliseconds")
 });
 export type GradeOptions = z.input<typeof gradeOptionsSchema>;
 
@@ -38,9 +35,7 @@ export function grade(response: string, gold: string | number, options: GradeOpt
     if (typeof response !== "string") throw new OptionError("grade needs the response as a string.");
     if (typeof gold === "number") gold = String(gold);
     if (typeof gold !== "string") throw new OptionError("grade needs the gold answer as a string or a number.");
-    const parsed = gradeOptionsSchema.safeParse(options);
-    if (!parsed.success) throw new OptionError(`invalid grade options: ${z.prettifyError(parsed.error)}`);
-    const opts = parsed.data;
+    const opts = parseOptions(gradeOptionsSchema, options, "grade options");
     const choiceOptions = {
         ...(opts.letters == null ? {} : {letters: opts.letters}),
         ...(opts.choices == null ? {} : {choices: opts.choices})

@@ -1,146 +1,101 @@
 // The run configuration: one JSON file, validated strictly (a misspelt key is an error),
-// every default documented where it is declared. `still schema` prints it as JSON Schema.
+// every field described and given its default where it is declared (shared fields come
+// from the engine's and trainer's own schemas). `still schema` prints it as JSON Schema,
+// descriptions included.
 import fs from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
+import {gpuLayersSchema} from "../engine/Model.js";
+import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {DataError} from "../errors.js";
+import {loraOptionsSchema} from "../train/trainingOptions.js";
 
-const sampling = {
-    /** Sampling temperature (0 is greedy). */
-    temperature: z.number().min(0).max(10),
-    /** Top-k cut; 0 is off. */
-    topK: z.number().int().min(0).default(40),
-    /** Nucleus cut; 1 is off. */
-    topP: z.number().gt(0).max(1).default(1),
-    /** Most tokens per response. */
-    maxTokens: z.number().int().min(1),
-    /** Samples decoded together. */
-    parallel: z.number().int().min(1).max(128).default(8)
+// Sampling fields of explore and evaluate: the engine's own, with the loop's defaults.
+const sampling = samplingSchema.shape;
+const samplingFields = {
+    topK: sampling.topK.unwrap().default(40),
+    topP: sampling.topP,
+    parallel: rolloutEngineOptionsSchema.shape.parallel
 };
 
-export const loraSchema = z.strictObject({
-    /** LoRA rank. */
-    rank: z.number().int().min(1).max(512).default(16),
-    /** LoRA alpha (the update is scaled by alpha / rank). */
-    alpha: z.number().positive().default(32),
-    /** Projections that get adapters. */
-    modules: z.array(z.enum(["q", "k", "v", "o", "gate", "up", "down"])).min(1).default(["q", "k", "v", "o", "gate", "up", "down"])
-});
-
 export const trainSchema = z.strictObject({
-    /** Peak learning rate (AdamW), after linear warmup, then cosine decay. */
-    learningRate: z.number().positive().default(1e-4),
-    /** Passes over the data. */
-    epochs: z.number().positive().default(1),
-    /** Tokens per optimizer step (examples are packed into sequences up to the context). */
-    batchTokens: z.number().int().min(16).default(4096),
-    /** Sequence length examples are packed into. */
-    context: z.number().int().min(16).default(2048),
-    /** Warmup, as a share of all steps. */
-    warmup: z.number().min(0).max(1).default(0.05),
-    weightDecay: z.number().min(0).default(0),
-    /** Checkpoint every N optimizer steps, so that a killed run loses at most N (0: only when stopped and at the end). */
-    saveEvery: z.number().int().min(0).default(20),
-    lora: loraSchema.prefault({})
-});
+    learningRate: z.number().positive().describe("Peak learning rate (AdamW), after linear warmup, then cosine decay").default(1e-4),
+    epochs: z.number().int().min(1).describe("Passes over the data").default(1),
+    batchTokens: z.number().int().min(16).describe("Tokens per optimizer step (examples are packed into rows up to the context)").default(4096),
+    context: z.number().int().min(16).describe("Row length examples are packed into, in tokens").default(2048),
+    warmup: z.number().min(0).max(1).describe("Warmup, as a share of all steps").default(0.05),
+    weightDecay: z.number().min(0).describe("AdamW weight decay").default(0),
+    saveEvery: z.number().int().min(0)
+        .describe("Checkpoint every N optimizer steps, so that a killed run loses at most N (0: only when stopped and at the end)").default(20),
+    lora: loraOptionsSchema.describe("The LoRA adapter trained").prefault({})
+}).describe("How a phase trains: the step's size, its schedule and the adapter");
 
 export const evalSetSchema = z.strictObject({
-    /** Name in reports. */
-    name: z.string().min(1),
-    /** JSONL problems (MATH500 / AIME layout, or {id, question, answer, type?, choices?}), or a GPQA CSV. */
-    path: z.string().min(1),
-    format: z.enum(["math", "gpqa"]).default("math"),
-    /** Only the first N problems. */
-    limit: z.number().int().min(1).optional()
+    name: z.string().min(1).describe("The set's name in reports"),
+    path: z.string().min(1).describe("JSONL problems (MATH500 / AIME layout, or {id, question, answer}), or a GPQA CSV"),
+    format: z.enum(["math", "gpqa"]).describe("math: a JSONL problem file; gpqa: the GPQA CSV").default("math"),
+    limit: z.number().int().min(1).optional().describe("Only the first N problems")
 });
 
 export const runConfigSchema = z.strictObject({
-    /** The run's name: its folder is <runsDir>/<name>. */
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, dot, dash and underscore"),
-    /** Where run folders go (relative to the config file). */
-    runsDir: z.string().default("runs"),
-    /** Seeds every sampling and training step. */
-    seed: z.number().int().min(0).default(0),
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, dot, dash and underscore")
+        .describe("The run's name: its folder is <runsDir>/<name>"),
+    runsDir: z.string().describe("Where run folders go (relative to the config file)").default("runs"),
+    seed: z.number().int().min(0).describe("Seeds every sampling and training step").default(0),
     model: z.strictObject({
-        /** The base model (GGUF). */
-        path: z.string().min(1),
-        /** Layers on the GPU: a number, "max" or "auto". */
-        gpuLayers: z.union([z.number().int().min(0), z.enum(["auto", "max"])]).default("auto"),
-        /** CPU threads; default all. */
-        threads: z.number().int().min(1).optional()
-    }),
+        path: z.string().min(1).describe("The base model (GGUF)"),
+        gpuLayers: gpuLayersSchema,
+        threads: z.number().int().min(1).optional().describe("CPU threads; default all")
+    }).describe("The base model and how it runs"),
     prompt: z.strictObject({
-        /** System prompt asking for the thought format; null for none; default: the built-in one. */
-        system: z.string().nullable().optional(),
-        /** Read the system prompt from this file instead. */
-        systemFile: z.string().optional()
-    }).prefault({}),
+        system: z.string().nullable().optional().describe("System prompt asking for the thought format; null for none; default: the built-in one"),
+        systemFile: z.string().optional().describe("Read the system prompt from this file instead")
+    }).describe("The prompt around each problem").prefault({}),
     data: z.strictObject({
-        /** Long-form thought examples for imitate (JSONL or Parquet, STILL-2 layout or {question, response}). */
-        thoughts: z.string().optional(),
-        /** Problems with answers that explore samples (JSONL, MATH500 layout or {id, question, answer}). */
-        problems: z.string().min(1),
-        /** Evaluation sets, scored after every phase. */
-        eval: z.array(evalSetSchema).default([])
-    }),
+        thoughts: z.string().optional().describe("Long-form thought examples for imitate (JSONL or Parquet, STILL-2 layout or {question, response})"),
+        problems: z.string().min(1).describe("Problems with answers that explore samples (JSONL, MATH500 layout or {id, question, answer})"),
+        eval: z.array(evalSetSchema).describe("Evaluation sets, scored after every phase").default([])
+    }).describe("The run's data files"),
     imitate: z.strictObject({
-        /** Runs when data.thoughts is given. */
-        enabled: z.boolean().default(true),
-        /** Loss on every response token, or only the thought's. */
-        mask: z.enum(["completion", "thought"]).default("completion"),
+        enabled: z.boolean().describe("Runs when data.thoughts is given").default(true),
+        mask: z.enum(["completion", "thought"]).describe("Loss on every response token (completion), or only the thought's").default("completion"),
         train: trainSchema.prefault({})
-    }).prefault({}),
+    }).describe("Imitation: LoRA SFT on the long-form thoughts").prefault({}),
     explore: z.strictObject({
-        /** Samples per problem (STILL-2 used up to 20). */
-        samples: z.number().int().min(1).default(8),
-        ...sampling,
-        temperature: sampling.temperature.default(0.8),
-        maxTokens: sampling.maxTokens.default(4096),
-        /** Problems sampled per round; default all that are left. */
-        problemsPerRound: z.number().int().min(1).optional(),
-        /** Drop problems every sample solved: hard problems matter most. */
-        dropSolved: z.boolean().default(true),
-        /** Problems per unit of resumable work. */
-        chunk: z.number().int().min(1).default(64)
-    }).prefault({}),
+        samples: z.number().int().min(1).describe("Samples per problem (STILL-2 used up to 20)").default(8),
+        ...samplingFields,
+        temperature: sampling.temperature.unwrap().default(0.8),
+        maxTokens: sampling.maxTokens.unwrap().default(4096),
+        problemsPerRound: z.number().int().min(1).optional().describe("Problems sampled per round; default all that are left"),
+        dropSolved: z.boolean().describe("Drop problems every sample solved: hard problems matter most").default(true),
+        chunk: z.number().int().min(1).describe("Problems per unit of resumable work").default(64)
+    }).describe("Exploration: sampling problems and grading the answers").prefault({}),
     select: z.strictObject({
-        /** Which correct trajectories to keep by perplexity under the current model. */
-        policy: z.enum(["lowest", "highest", "band"]).default("lowest"),
-        /** For "band": the perplexity quantiles kept. */
-        band: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).default([0.25, 0.75]),
-        /** Most trajectories kept per problem. */
-        maxPerProblem: z.number().int().min(1).default(2),
-        /** Response length bounds, in tokens. */
-        minTokens: z.number().int().min(0).default(0),
-        maxTokens: z.number().int().min(1).optional()
-    }).prefault({}),
-    /** One entry per self-improvement round. */
+        policy: z.enum(["lowest", "highest", "band"]).describe("Which correct trajectories to keep by perplexity under the current model").default("lowest"),
+        band: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).describe("For band: the perplexity quantiles kept").default([0.25, 0.75]),
+        maxPerProblem: z.number().int().min(1).describe("Most trajectories kept per problem").default(2),
+        minTokens: z.number().int().min(0).describe("Shortest response kept, in tokens").default(0),
+        maxTokens: z.number().int().min(1).optional().describe("Longest response kept, in tokens")
+    }).describe("Selection of trajectories for training").prefault({}),
     rounds: z.array(z.strictObject({
-        method: z.enum(["sft", "dpo"]),
+        method: z.enum(["sft", "dpo"]).describe("sft: on the selected correct trajectories; dpo: on correct/incorrect pairs"),
         train: trainSchema.prefault({}),
-        /** SFT: also train on the original thought data again. */
-        keepImitationData: z.boolean().default(true),
+        keepImitationData: z.boolean().describe("SFT: also train on the original thought data again").default(true),
         dpo: z.strictObject({
-            /** Strength of the preference (β). */
-            beta: z.number().positive().default(0.1),
-            /** Weight of the SFT term on the chosen response. */
-            alpha: z.number().min(0).default(0.1),
-            /** Align the whole response, or the thought only. */
-            align: z.enum(["response", "thought"]).default("response"),
-            /** Most pairs per problem. */
-            maxPairsPerProblem: z.number().int().min(1).default(2)
-        }).prefault({})
-    })).prefault([{method: "sft"}, {method: "dpo"}]),
+            beta: z.number().positive().describe("Strength of the preference (β)").default(0.1),
+            alpha: z.number().min(0).describe("Weight of the SFT term on the chosen response").default(0.1),
+            align: z.enum(["response", "thought"]).describe("Align the whole response, or the thought only").default("response"),
+            maxPairsPerProblem: z.number().int().min(1).describe("Most pairs per problem").default(2)
+        }).describe("DPO settings").prefault({})
+    })).describe("One entry per self-improvement round").prefault([{method: "sft"}, {method: "dpo"}]),
     evaluate: z.strictObject({
-        /** Greedy pass@1. */
-        greedy: z.boolean().default(true),
-        /** Also k samples per problem for maj@k / pass@k (0: none). */
-        samples: z.number().int().min(0).default(0),
-        ...sampling,
-        temperature: sampling.temperature.default(0.6),
-        maxTokens: sampling.maxTokens.default(4096)
-    }).prefault({})
-});
+        greedy: z.boolean().describe("Greedy pass@1").default(true),
+        samples: z.number().int().min(0).describe("Also k samples per problem for maj@k / pass@k (0: none)").default(0),
+        ...samplingFields,
+        temperature: sampling.temperature.unwrap().default(0.6),
+        maxTokens: sampling.maxTokens.unwrap().default(4096)
+    }).describe("Evaluation after every phase").prefault({})
+}).describe("A still run: the loop of imitate, explore, select, improve, evaluate");
 
 export type RunConfig = z.infer<typeof runConfigSchema>;
 export type TrainConfig = z.infer<typeof trainSchema>;

@@ -125,7 +125,7 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
         const out = run.path(phase, "adapter.gguf");
         const info = await step(`${phase}/train`, () => go({
             model: config.model.path, out, workDir: run.path(phase, "train"), resume: true, seed: config.seed,
-            epochs: Math.max(1, Math.round(t.epochs)), ctx: t.context, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
+            epochs: t.epochs, ctx: t.context, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
             saveEvery: t.saveEvery, lora: t.lora, optimizer: {lr: t.learningRate, warmupRatio: t.warmup, weightDecay: t.weightDecay},
             systemPrompt: data.systemPrompt, overflow: "truncate" as const,
             ...(threads == null ? {} : {threads}),

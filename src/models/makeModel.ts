@@ -1,5 +1,6 @@
 // The tiny-model maker: writes a preset as a deterministic F32 GGUF, then converts it
 // to F16 or Q8_0 with llama.cpp's own quantizer.
+import {z} from "zod";
 import fs from "node:fs/promises";
 import path from "node:path";
 import {getBackend} from "../engine/binding.js";
@@ -20,6 +21,12 @@ export const chatMlTemplate =
     "{%- endfor %}" +
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
 
+/** The model maker's choices that the command line shares. */
+export const makeModelFields = {
+    type: z.enum(modelTypes).describe(`Tensor type: ${modelTypes.join(", ")} (f16 and q8_0 converted from F32 by llama.cpp's quantizer)`).default("f32"),
+    seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).describe("Seed of the random weights").default(0)
+};
+
 export type MakeModelOptions = {
     preset: PresetName | Preset,
     out: string,
@@ -37,9 +44,9 @@ export async function makeModel(options: MakeModelOptions): Promise<MadeModel> {
     const started = performance.now();
     const preset = typeof options.preset === "string" ? presets[options.preset] as Preset | undefined : options.preset;
     if (preset == null) throw new OptionError(`unknown preset '${String(options.preset)}'; choose one of: ${presetNames.join(", ")}.`);
-    const type = options.type ?? "f32";
+    const type = options.type ?? makeModelFields.type.parse(undefined);
     if (!modelTypes.includes(type)) throw new OptionError(`unknown model type '${type}'; choose one of: ${modelTypes.join(", ")}.`);
-    const seed = options.seed ?? 0;
+    const seed = options.seed ?? makeModelFields.seed.parse(undefined);
     if (!Number.isSafeInteger(seed) || seed < 0) throw new OptionError(`seed must be a whole number ≥ 0, got ${seed}.`);
 
     const out = path.resolve(options.out);

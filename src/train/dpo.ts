@@ -28,19 +28,13 @@ export const dpoPairSchema = z.object({
 export type DpoPair = z.input<typeof dpoPairSchema>;
 
 export const dpoOptionsSchema = trainingOptionsSchema.extend({
-    /** Temperature of the implicit reward β · (log π − log π_ref). */
-    beta: z.number().positive().default(0.1),
-    /** Weight of the SFT term (mean NLL of the chosen answer) added to the DPO loss. */
-    alpha: z.number().min(0).default(0),
-    /** Tokens whose log-probabilities enter the DPO term: the whole answer or only its thought. */
-    align: z.enum(["response", "thought"]).default("response"),
-    /** sigmoid (DPO), ipo, or hinge. */
-    loss: z.enum(["sigmoid", "ipo", "hinge"]).default("sigmoid"),
-    /**
-     * Reference log-probabilities per pair (summed over the aligned tokens), instead of the
-     * trainer's forward pass over the starting policy.
-     */
+    beta: z.number().positive().describe("Temperature of the implicit reward β · (log π − log π_ref)").default(0.1),
+    alpha: z.number().min(0).describe("Weight of the SFT term (mean NLL of the chosen answer) added to the DPO loss").default(0),
+    align: z.enum(["response", "thought"]).describe("Tokens whose log-probabilities enter the DPO term: the whole answer or only its thought")
+        .default("response"),
+    loss: z.enum(["sigmoid", "ipo", "hinge"]).describe("sigmoid (DPO), ipo, or hinge").default("sigmoid"),
     referenceLogps: z.array(z.object({chosen: z.number(), rejected: z.number()})).optional()
+        .describe("Reference log-probabilities per pair (summed over the aligned tokens), instead of the trainer's forward pass over the starting policy")
 });
 export type DpoOptions = z.input<typeof dpoOptionsSchema> & RunHooks & {
     /** A JSONL file of pairs, or the pairs. */

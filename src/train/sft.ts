@@ -23,8 +23,7 @@ export const sftExampleSchema = z.union([
 export type SftExample = z.input<typeof sftExampleSchema>;
 
 export const sftOptionsSchema = trainingOptionsSchema.extend({
-    /** Loss on every answer token ("completion") or only on the thought ("thought"). */
-    mask: z.enum(["completion", "thought"]).default("completion")
+    mask: z.enum(["completion", "thought"]).describe("Tokens with loss: every answer token (completion) or only the thought's").default("completion")
 });
 export type SftOptions = z.input<typeof sftOptionsSchema> & RunHooks & {
     /** A JSONL file of examples, or the examples. */
