@@ -1,6 +1,7 @@
 // Evaluation of the current model (base + adapter) on the configured sets: greedy pass@1,
 // optionally maj@k / pass@k over k samples, format adherence and response length.
 import path from "node:path";
+import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
@@ -10,21 +11,24 @@ import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
 
 export type EvalSet = {name: string, problems: readonly Problem[]};
 
-export type EvalMetrics = {
-    set: string,
-    problems: number,
+export const evalMetricsSchema = z.object({
+    set: z.string(),
+    problems: z.number().int(),
     /** Greedy pass@1 (the sampled mean@1 when greedy is off). */
-    accuracy: number,
-    /** Share of greedy responses in the thought format. */
-    formatAdherence: number,
+    accuracy: z.number(),
+    /** Share of those responses in the thought format. */
+    formatAdherence: z.number(),
     /** Mean response length, in tokens. */
-    meanTokens: number,
+    meanTokens: z.number(),
     /** Share of responses cut by the length limit. */
-    truncated: number,
-    majAtK?: number,
-    passAtK?: number,
-    k?: number
-};
+    truncated: z.number(),
+    /** Each response's length in tokens, in problem order. */
+    lengths: z.array(z.number().int()),
+    k: z.number().int().optional(),
+    majAtK: z.number().optional(),
+    passAtK: z.number().optional()
+});
+export type EvalMetrics = z.infer<typeof evalMetricsSchema>;
 
 export async function evaluate(o: {
     model: Model,
@@ -60,7 +64,8 @@ export async function evaluate(o: {
             accuracy: share(responses, (s) => s.correct),
             formatAdherence: share(responses, (s) => s.wellFormed),
             meanTokens: responses.length === 0 ? 0 : responses.reduce((n, s) => n + s.tokens.length, 0) / responses.length,
-            truncated: share(responses, (s) => s.finish === "length")
+            truncated: share(responses, (s) => s.finish === "length"),
+            lengths: responses.map((s) => s.tokens.length)
         };
         if (sampled != null) {
             const perProblem = set.problems.map((p) => sampled.filter((s) => s.id === p.id).sort((a, b) => a.sample - b.sample));

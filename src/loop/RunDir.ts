@@ -9,6 +9,7 @@ import {z} from "zod";
 import {DataError} from "../errors.js";
 import {appendJsonl, writeJsonAtomic} from "../io/jsonl.js";
 import {type RunConfig, runConfigSchema} from "./config.js";
+import type {Metric} from "./records.js";
 
 const stateSchema = z.object({
     version: z.literal(1),
@@ -66,8 +67,22 @@ export class RunDir {
         return this.state.steps[step] != null;
     }
 
-    info(step: string): Record<string, unknown> | undefined {
-        return this.state.steps[step]?.info;
+    /**
+     * A step of the run: its record from state.json when it is done already, else what
+     * `work` returns, recorded once it has finished.
+     */
+    async step<S extends z.ZodType<Record<string, unknown>>>(name: string, schema: S, work: () => Promise<z.output<S>>): Promise<{record: z.output<S>, ran: boolean}> {
+        const done = this.state.steps[name];
+        if (done != null) {
+            const parsed = schema.safeParse(done.info);
+            if (!parsed.success)
+                throw new DataError(this.path("state.json"), `the record of step ${name} is not valid (${z.prettifyError(parsed.error)}); ` +
+                    "the run folder was written by another version of still");
+            return {record: parsed.data, ran: false};
+        }
+        const record = await work();
+        await this.markDone(name, record);
+        return {record, ran: true};
     }
 
     get completed(): string[] {
@@ -82,18 +97,14 @@ export class RunDir {
 
     /**
      * Appends metric lines once per run under `key`: a resumed run that wrote them before
-     * does not repeat them (nor compute them).
+     * does not repeat them.
      */
-    async metricsOnce(key: string, records: () => Promise<Record<string, unknown>[]>) {
+    async metricsOnce(key: string, metrics: readonly Metric[]) {
         const step = `metrics/${key}`;
         if (this.isDone(step)) return;
-        for (const r of await records()) await this.metric(r);
+        const at = new Date().toISOString();
+        await appendJsonl(this.path("metrics.jsonl"), metrics.map((m) => ({at, ...m})));
         await this.markDone(step);
-    }
-
-    /** Appends one line to metrics.jsonl. */
-    async metric(record: Record<string, unknown>) {
-        await appendJsonl(this.path("metrics.jsonl"), [{at: new Date().toISOString(), ...record}]);
     }
 }
 

@@ -1,31 +1,29 @@
 // report.html: one self-contained page (inline SVG, no scripts, no downloads) from a
 // run's metrics.jsonl: accuracy and format adherence per phase and eval set, response
 // length and perplexity distributions, throughput.
-import fsp from "node:fs/promises";
 import fs from "node:fs";
 import path from "node:path";
-
-type Metric = Record<string, unknown> & {kind?: string};
+import {readJsonlFile} from "../io/jsonl.js";
+import {writeFileAtomic} from "../io/atomicFile.js";
+import {type Metric, metricLineSchema} from "./records.js";
 
 export async function writeReport(dir: string, title: string): Promise<string> {
     const file = path.join(dir, "metrics.jsonl");
-    const metrics: Metric[] = fs.existsSync(file)
-        ? (await fsp.readFile(file, "utf8")).split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Metric)
-        : [];
-    const html = renderReport(title, metrics);
+    const metrics = fs.existsSync(file) ? await readJsonlFile(file, metricLineSchema) : [];
     const out = path.join(dir, "report.html");
-    await fsp.writeFile(out, html);
+    await writeFileAtomic(out, renderReport(title, metrics));
     return out;
 }
 
+type Of<K extends Metric["kind"]> = Extract<Metric, {kind: K}>;
+
 export function renderReport(title: string, metrics: readonly Metric[]): string {
-    const evals = metrics.filter((m) => m.kind === "eval");
-    const phases = unique(evals.map((m) => String(m.phase)));
-    const sets = unique(evals.map((m) => String(m.set)));
-    const value = (phase: string, set: string, key: string) => {
-        const m = evals.filter((e) => e.phase === phase && e.set === set).at(-1);
-        return typeof m?.[key] === "number" ? m[key] as number : null;
-    };
+    const of = <K extends Metric["kind"]>(kind: K) => metrics.filter((m): m is Of<K> => m.kind === kind);
+    const evals = of("eval");
+    const phases = unique(evals.map((m) => m.phase));
+    const sets = unique(evals.map((m) => m.set));
+    const value = (phase: string, set: string, key: "accuracy" | "formatAdherence" | "meanTokens") =>
+        evals.filter((e) => e.phase === phase && e.set === set).at(-1)?.[key] ?? null;
     const sections: string[] = [];
 
     if (evals.length > 0) {
@@ -41,31 +39,31 @@ export function renderReport(title: string, metrics: readonly Metric[]): string 
 ${rows}</table>
 ${lineChart("Accuracy (held-out)", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "accuracy"))})))}
 ${lineChart("Format adherence", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "formatAdherence"))})))}`);
-        const extra = evals.filter((m) => typeof m.majAtK === "number");
+        const extra = evals.filter((m) => m.majAtK != null);
         if (extra.length > 0)
             sections.push(`<h2>Sampled evaluation</h2><table><tr><th>phase</th><th>set</th><th>k</th><th>maj@k</th><th>pass@k</th></tr>
-${extra.map((m) => `<tr><td>${esc(String(m.phase))}</td><td>${esc(String(m.set))}</td><td>${m.k}</td><td>${pct(m.majAtK as number)}</td><td>${pct(m.passAtK as number)}</td></tr>`).join("\n")}</table>`);
+${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pct(m.majAtK)}</td><td>${pct(m.passAtK)}</td></tr>`).join("\n")}</table>`);
     }
 
-    const lengths = evals.filter((m) => Array.isArray(m.lengths));
+    const lengths = evals.filter((m) => m.lengths.length > 0);
     if (lengths.length > 0)
         sections.push(`<h2>Response length (tokens, greedy, held-out)</h2>${lengths.map((m) =>
-            histogram(`${m.phase} · ${m.set}`, m.lengths as number[])).join("\n")}`);
+            histogram(`${m.phase} · ${m.set}`, m.lengths)).join("\n")}`);
 
-    const selects = metrics.filter((m) => m.kind === "select" && Array.isArray(m.perplexities));
+    const selects = of("select");
     if (selects.length > 0)
         sections.push(`<h2>Perplexity of correct trajectories</h2>${selects.map((m) =>
-            histogram(`round ${m.round} (${m.selected} kept, ${m.pairs} pairs)`, m.perplexities as number[], true)).join("\n")}`);
+            histogram(`round ${m.round} (${m.selected} kept, ${m.pairs} pairs)`, m.perplexities, true)).join("\n")}`);
 
-    const explores = metrics.filter((m) => m.kind === "explore");
+    const explores = of("explore");
     if (explores.length > 0)
-        sections.push(`<h2>Exploration</h2><table><tr><th>round</th><th>problems</th><th>samples</th><th>correct</th><th>solved by all</th><th>tokens/s</th></tr>
-${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samples}</td><td>${pct(m.correctShare as number)}</td><td>${m.solvedByAll}</td><td>${num(m.tokensPerSecond)}</td></tr>`).join("\n")}</table>`);
+        sections.push(`<h2>Exploration</h2><table><tr><th>round</th><th>problems</th><th>samples</th><th>correct</th><th>solved by all</th></tr>
+${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samples}</td><td>${pct(m.correctShare)}</td><td>${m.solvedByAll}</td></tr>`).join("\n")}</table>`);
 
-    const trains = metrics.filter((m) => m.kind === "train");
+    const trains = of("train");
     if (trains.length > 0)
         sections.push(`<h2>Training</h2><table><tr><th>phase</th><th>method</th><th>records</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens/s</th><th>seconds</th></tr>
-${trains.map((m) => `<tr><td>${esc(String(m.phase))}</td><td>${esc(String(m.method))}</td><td>${m.records}</td><td>${m.steps}</td><td>${num(m.firstLoss)}</td><td>${num(m.lastLoss)}</td><td>${num(m.tokensPerSecond)}</td><td>${num(m.seconds)}</td></tr>`).join("\n")}</table>`);
+${trains.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.method)}</td><td>${m.records}</td><td>${m.steps}</td><td>${num(m.firstLoss)}</td><td>${num(m.lastLoss)}</td><td>${num(m.tokensPerSecond)}</td><td>${num(m.seconds)}</td></tr>`).join("\n")}</table>`);
 
     return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>

@@ -1,7 +1,8 @@
 // The loop: imitate → (explore → select → improve)×rounds, evaluating after every phase.
-// Each step is recorded in the run folder's state.json when it is done; a resumed run
-// skips done steps, and a step cut short redoes itself from what it left (sampling in
-// whole chunks, training from its checkpoint), so the results match an uninterrupted run.
+// Each step is recorded in the run folder's state.json when it is done, with a typed record
+// (records.ts); a resumed run skips done steps, and a step cut short redoes itself from
+// what it left (sampling in whole chunks, training from its checkpoint), so the results
+// match an uninterrupted run.
 import fs from "node:fs";
 import path from "node:path";
 import {z} from "zod";
@@ -13,26 +14,27 @@ import type {ThoughtExample} from "../data/thoughtExampleSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import {loadModel, type Model} from "../engine/Model.js";
 import {DataError, throwIfAborted} from "../errors.js";
-import {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "../format/systemPrompt.js";
+import {type EvalSet, evaluate} from "../evaluate/evaluate.js";
+import {type GradedSample, type SampleAndGradeOptions, sampleAndGrade} from "../explore/sampleAndGrade.js";
+import {resolveSystemPrompt} from "../format/systemPrompt.js";
+import {readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
+import {select} from "../select/select.js";
 import {dpo} from "../train/dpo.js";
 import type {TrainerEvent} from "../train/runTrainer.js";
 import type {RunHooks, TrainResult} from "../train/runTraining.js";
-import type {TrainingOptions} from "../train/trainingOptions.js";
 import {sft} from "../train/sft.js";
+import type {TrainingOptions} from "../train/trainingOptions.js";
 import type {RunConfig, TrainConfig} from "./config.js";
-import {type EvalMetrics, type EvalSet, evaluate} from "../evaluate/evaluate.js";
+import {type PhaseSummary, evalStepSchema, exploreStepSchema, phaseSummary, selectStepSchema, type TrainStep, trainStepSchema} from "./records.js";
 import {writeReport} from "./report.js";
-import {readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
 import {RunDir} from "./RunDir.js";
-import {type GradedSample, gradedSampleSchema, sampleAndGrade} from "../explore/sampleAndGrade.js";
-import {select} from "../select/select.js";
 import {shuffle} from "./seeded.js";
+
+export type {PhaseSummary};
 
 export type LoopEvent =
     | {type: "step", step: string, status: "start" | "skip" | "done", message?: string}
     | {type: "progress", step: string, done: number, total: number, detail?: string};
-
-export type PhaseSummary = {name: string, accuracy: number, format_adherence: number, mean_tokens: number, sets: EvalMetrics[]};
 
 export type LoopSummary = {name: string, dir: string, phases: PhaseSummary[], seconds: number};
 
@@ -58,18 +60,15 @@ export async function loadInputs(config: RunConfig, signal?: AbortSignal): Promi
         evalSets.push({name: e.name, problems: loaded.items.slice(0, e.limit ?? Infinity)});
     }
     const thoughts = config.data.thoughts != null && config.imitate.enabled ? (await loadLongFormThoughts(config.data.thoughts, strict)).items : [];
-    const systemPrompt = config.prompt.systemFile != null ? await loadSystemPrompt(config.prompt.systemFile)
-        : config.prompt.system === undefined ? DEFAULT_SYSTEM_PROMPT : config.prompt.system;
+    const systemPrompt = await resolveSystemPrompt(config.prompt);
     return {problems, evalSets, thoughts, systemPrompt};
 }
 
 export async function runLoop(config: RunConfig, options: LoopOptions = {}, inputs?: LoopInputs): Promise<LoopSummary> {
     const started = performance.now();
-    const {signal, onEvent} = options;
-    const data = inputs ?? await loadInputs(config, signal);
-    const threads = config.model.threads;
+    const data = inputs ?? await loadInputs(config, options.signal);
     // the model is checked and loaded before the run folder is made: a bad file stops here
-    const model = await loadModel(config.model.path, {gpuLayers: config.model.gpuLayers, ...(signal == null ? {} : {signal})});
+    const model = await loadModel(config.model.path, {gpuLayers: config.model.gpuLayers, ...(options.signal == null ? {} : {signal: options.signal})});
     let run: RunDir;
     try {
         run = await RunDir.start(config);
@@ -77,177 +76,220 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
         await model.dispose();
         throw err;
     }
-    let adapter: Adapter | undefined;
-    let adapterPath: string | undefined;
-    const phases: PhaseSummary[] = [];
-
-    const step = async <T>(name: string, work: () => Promise<T>,
-                           info: (result: T) => Record<string, unknown> | Promise<Record<string, unknown>>): Promise<Record<string, unknown>> => {
-        if (run.isDone(name)) {
-            onEvent?.({type: "step", step: name, status: "skip"});
-            return run.info(name) ?? {};
-        }
-        throwIfAborted(signal, name);
-        onEvent?.({type: "step", step: name, status: "start"});
-        const result = await work();
-        const record = await info(result);
-        await run.markDone(name, record);
-        onEvent?.({type: "step", step: name, status: "done"});
-        return record;
-    };
-    const progress = (name: string) => (done: number, total: number, detail?: string) =>
-        onEvent?.({type: "progress", step: name, done, total, ...(detail == null ? {} : {detail})});
-    const useAdapter = async (file: string) => {
-        adapter?.dispose();
-        adapter = await model.loadAdapter(file);
-        adapterPath = file;
-    };
-
-    const evalPhase = async (phase: string) => {
-        const info = await step(`eval/${phase}`, () => evaluate({
-            model, adapter, sets: data.evalSets, config: config.evaluate, systemPrompt: data.systemPrompt, seed: config.seed, threads,
-            dir: run.path("eval", phase), signal, onProgress: (set, done, total) => progress(`eval/${phase}`)(done, total, set)
-        }), (metrics) => ({metrics}));
-        const metrics = info.metrics as EvalMetrics[];
-        await run.metricsOnce(`eval/${phase}`, () => Promise.all(metrics.map(async (m) => {
-            const lengths = await greedyLengths(run.path("eval", phase, m.set, "greedy"));
-            return {kind: "eval", phase, ...m, ...(lengths.length > 0 ? {lengths} : {})};
-        })));
-        const first = metrics[0];
-        phases.push({name: phase, accuracy: first?.accuracy ?? 0, format_adherence: first?.formatAdherence ?? 0, mean_tokens: first?.meanTokens ?? 0, sets: metrics});
-        await writeSummary();
-    };
-    const writeSummary = async () => {
-        await writeJsonAtomic(run.path("summary.json"), {name: config.name, phases, completed: run.completed});
-        await writeReport(run.dir, `still run ${config.name}`);
-    };
-    const train = async (phase: string, method: "sft" | "dpo", t: TrainConfig, go: (common: TrainingOptions & RunHooks) => Promise<TrainResult>) => {
-        const out = run.path(phase, "adapter.gguf");
-        const info = await step(`${phase}/train`, () => go({
-            model: config.model.path, out, workDir: run.path(phase, "train"), resume: true, seed: config.seed,
-            epochs: t.epochs, ctx: t.context, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
-            saveEvery: t.saveEvery, lora: t.lora, optimizer: {lr: t.learningRate, warmupRatio: t.warmup, weightDecay: t.weightDecay},
-            systemPrompt: data.systemPrompt, overflow: "truncate" as const,
-            ...(threads == null ? {} : {threads}),
-            ...(signal == null ? {} : {signal}),
-            onProgress: (e: TrainerEvent) => {
-                if (e.type === "step") progress(`${phase}/train`)(e.step, e.steps, `loss ${e.loss.toFixed(4)}`);
-            }
-        }), async (r) => ({
-            adapter: r.out, records: r.records, steps: r.steps, seconds: r.seconds,
-            ...await lossEnds(path.join(r.workDir, "metrics.jsonl")),
-            tokensPerSecond: r.done.seconds > 0 ? r.done.tokens / r.done.seconds : null
-        }));
-        await run.metricsOnce(`${phase}/train`, async () => [{kind: "train", phase, method, ...info}]);
-        await useAdapter(info.adapter as string);
-    };
-
+    const loop = new Loop(config, data, model, run, options);
     try {
-        await evalPhase("base");
-
-        if (data.thoughts.length > 0) {
-            await train("imitate", "sft", config.imitate.train, (common) => sft({
-                ...common, mask: config.imitate.mask,
-                data: data.thoughts.map((t) => ({question: t.question, response: t.response}))
-            }));
-            await evalPhase("imitate");
-        }
-
-        const dropped = new Set<string>();
-        for (const [i, round] of config.rounds.entries()) {
-            const name = `round-${i + 1}`;
-            let pool = data.problems.filter((p) => !dropped.has(p.id));
-            if (pool.length === 0) {
-                onEvent?.({type: "step", step: name, status: "skip", message: "every problem is solved: the pool is exhausted"});
-                break;
-            }
-            if (config.explore.problemsPerRound != null) pool = shuffle(pool, config.seed * 1000 + i).slice(0, config.explore.problemsPerRound);
-
-            const e = config.explore;
-            const exploring = {
-                model, adapter, problems: pool, systemPrompt: data.systemPrompt,
-                sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: config.seed + i},
-                engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
-                dir: run.path(name, "explore"), chunk: e.chunk, signal, onProgress: progress(`${name}/explore`)
-            };
-            let sampled: GradedSample[] | undefined;
-            const explored = await step(`${name}/explore`, async () => (sampled = await sampleAndGrade(exploring)), (all) => {
-                const solvedByAll = pool.filter((p) => {
-                    const mine = all.filter((s) => s.id === p.id);
-                    return mine.length > 0 && mine.every((s) => s.correct);
-                }).map((p) => p.id);
-                return {problems: pool.map((p) => p.id), samples: all.length, correct: all.filter((s) => s.correct).length, solvedByAll};
-            });
-            // a step done before: its chunk files, read back (no sampling)
-            const samples = sampled ?? await sampleAndGrade({...exploring, onProgress: undefined});
-            if (e.dropSolved) for (const id of explored.solvedByAll as string[]) dropped.add(id);
-            await run.metricsOnce(`${name}/explore`, async () => [{kind: "explore", round: i + 1, problems: pool.length, samples: samples.length,
-                correctShare: samples.length === 0 ? 0 : (explored.correct as number) / samples.length, solvedByAll: (explored.solvedByAll as string[]).length}]);
-
-            const chosen = await step(`${name}/select`, async () => {
-                const selection = await select({
-                    model, adapter, problems: pool, samples, systemPrompt: data.systemPrompt, config: config.select,
-                    maxPairsPerProblem: round.dpo.maxPairsPerProblem, threads, signal
-                });
-                const byId = new Map(pool.map((p) => [p.id, p]));
-                await writeJsonlAtomic(run.path(name, "selected.jsonl"), selection.selected.map((s) => ({
-                    id: s.id, sample: s.sample, question: byId.get(s.id)!.question, response: s.text, perplexity: s.perplexity
-                })));
-                await writeJsonlAtomic(run.path(name, "pairs.jsonl"), selection.pairs.map((p) => ({
-                    id: p.id, question: byId.get(p.id)!.question, chosen: p.chosen.text, rejected: p.rejected.text,
-                    chosen_perplexity: p.chosen.perplexity, rejected_perplexity: p.rejected.perplexity
-                })));
-                return selection;
-            }, (s) => ({selected: s.selected.length, pairs: s.pairs.length, perplexities: s.scored.filter((x) => x.correct).map((x) => x.perplexity)}));
-            await run.metricsOnce(`${name}/select`, async () => [{kind: "select", round: i + 1, selected: chosen.selected, pairs: chosen.pairs, perplexities: chosen.perplexities}]);
-
-            const previous = adapterPath;
-            // a round with nothing to learn from keeps the adapter it has and says why
-            const skipTraining = async (reason: string) => {
-                await step(`${name}/train`, async () => reason, (r) => ({skipped: r}));
-                onEvent?.({type: "step", step: `${name}/train`, status: "skip", message: reason});
-            };
-            if (round.method === "sft") {
-                // the accumulated data: every round's selected trajectories so far, and the original thoughts
-                const selected: z.infer<typeof selectedRowSchema>[] = [];
-                for (let r = 1; r <= i + 1; r++) selected.push(...await readJsonlFile(run.path(`round-${r}`, "selected.jsonl"), selectedRowSchema));
-                const examples = [
-                    ...selected.map((s) => ({question: s.question, response: s.response})),
-                    ...(round.keepImitationData ? data.thoughts.map((t) => ({question: t.question, response: t.response})) : [])
-                ];
-                if (examples.length === 0) await skipTraining("no correct trajectory to train on: exploration found none");
-                else await train(name, "sft", round.train, (common) => sft({
-                    ...common, mask: config.imitate.mask, data: examples, ...(previous == null ? {} : {adapter: previous})
-                }));
-            } else {
-                const pairs = await readJsonlFile(run.path(name, "pairs.jsonl"), pairRowSchema);
-                if (pairs.length === 0) await skipTraining("no preference pair: no problem had both a correct and an incorrect sample");
-                else await train(name, "dpo", round.train, (common) => dpo({
-                    ...common, beta: round.dpo.beta, alpha: round.dpo.alpha, align: round.dpo.align,
-                    pairs,
-                    ...(previous == null ? {} : {adapter: previous})
-                }));
-            }
-            await evalPhase(name);
-        }
-        return {name: config.name, dir: run.dir, phases, seconds: (performance.now() - started) / 1000};
+        await loop.run();
+        return {name: config.name, dir: run.dir, phases: loop.phases, seconds: (performance.now() - started) / 1000};
     } finally {
-        adapter?.dispose();
-        await model.dispose();
+        await loop.dispose();
     }
 }
 
-/** The fields of selected.jsonl and pairs.jsonl that training reads back. */
+/** The rows of selected.jsonl and pairs.jsonl that training reads back. */
 const selectedRowSchema = z.object({question: z.string(), response: z.string()});
 const pairRowSchema = z.object({question: z.string(), chosen: z.string(), rejected: z.string()});
 
-/** Token lengths of the greedy responses of one evaluation (its chunk files). */
-async function greedyLengths(dir: string): Promise<number[]> {
-    if (!fs.existsSync(dir)) return [];
-    const out: number[] = [];
-    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".jsonl")).sort())
-        for (const row of await readJsonlFile(path.join(dir, f), gradedSampleSchema)) out.push(row.tokens.length);
-    return out;
+/** One run of the loop: its phases in order, each a method. */
+class Loop {
+    readonly phases: PhaseSummary[] = [];
+    private adapter: Adapter | undefined;
+    private adapterPath: string | undefined;
+    /** Problems every sample solved in an earlier round (dropSolved). */
+    private readonly solved = new Set<string>();
+
+    constructor(private readonly config: RunConfig, private readonly data: LoopInputs, private readonly model: Model,
+                private readonly runDir: RunDir, private readonly options: LoopOptions) {}
+
+    async run() {
+        await this.evaluatePhase("base");
+        if (this.data.thoughts.length > 0) {
+            await this.imitate();
+            await this.evaluatePhase("imitate");
+        }
+        for (const [i, round] of this.config.rounds.entries()) {
+            const name = `round-${i + 1}`;
+            const pool = this.roundProblems(i);
+            if (pool.length === 0) {
+                this.emit({type: "step", step: name, status: "skip", message: "every problem is solved: the pool is exhausted"});
+                break;
+            }
+            const samples = await this.explore(name, i, pool);
+            await this.select(name, i, pool, samples, round.dpo.maxPairsPerProblem);
+            if (round.method === "sft") await this.improveBySft(name, i, round);
+            else await this.improveByDpo(name, round);
+            await this.evaluatePhase(name);
+        }
+    }
+
+    async dispose() {
+        this.adapter?.dispose();
+        await this.model.dispose();
+    }
+
+    // --- steps ---------------------------------------------------------------------
+
+    /** A step of the run, announced as it starts, is skipped, or ends. */
+    private async step<S extends z.ZodType<Record<string, unknown>>>(name: string, schema: S, work: () => Promise<z.output<S>>): Promise<z.output<S>> {
+        if (!this.runDir.isDone(name)) {
+            throwIfAborted(this.options.signal, name);
+            this.emit({type: "step", step: name, status: "start"});
+        }
+        const {record, ran} = await this.runDir.step(name, schema, work);
+        this.emit({type: "step", step: name, status: ran ? "done" : "skip"});
+        return record;
+    }
+
+    private emit(e: LoopEvent) {
+        this.options.onEvent?.(e);
+    }
+
+    private progress(step: string) {
+        return (done: number, total: number, detail?: string) =>
+            this.emit({type: "progress", step, done, total, ...(detail == null ? {} : {detail})});
+    }
+
+    // --- phases --------------------------------------------------------------------
+
+    /** Evaluation of the current model on every evaluation set; then summary.json and the report. */
+    private async evaluatePhase(phase: string) {
+        const name = `eval/${phase}`;
+        const {metrics} = await this.step(name, evalStepSchema, async () => ({
+            metrics: await evaluate({
+                model: this.model, adapter: this.adapter, sets: this.data.evalSets, config: this.config.evaluate,
+                systemPrompt: this.data.systemPrompt, seed: this.config.seed, threads: this.config.model.threads,
+                dir: this.runDir.path("eval", phase), signal: this.options.signal,
+                onProgress: (set, done, total) => this.progress(name)(done, total, set)
+            })
+        }));
+        await this.runDir.metricsOnce(name, metrics.map((m) => ({kind: "eval" as const, phase, ...m})));
+        this.phases.push(phaseSummary(phase, metrics));
+        await writeJsonAtomic(this.runDir.path("summary.json"), {name: this.config.name, phases: this.phases, completed: this.runDir.completed});
+        await writeReport(this.runDir.dir, `still run ${this.config.name}`);
+    }
+
+    /** Imitation: LoRA SFT on the long-form thoughts. */
+    private async imitate() {
+        await this.train("imitate", "sft", this.config.imitate.train, (common) => sft({
+            ...common, mask: this.config.imitate.mask, data: this.thoughtExamples()
+        }));
+    }
+
+    /** The problems a round samples: those not solved before, a seeded subset of them when asked. */
+    private roundProblems(round: number): Problem[] {
+        const pool = this.data.problems.filter((p) => !this.solved.has(p.id));
+        const n = this.config.explore.problemsPerRound;
+        return n == null ? pool : shuffle(pool, this.config.seed * 1000 + round).slice(0, n);
+    }
+
+    /** Exploration: samples of every problem, graded. A done step reads its chunk files back. */
+    private async explore(name: string, round: number, pool: readonly Problem[]): Promise<GradedSample[]> {
+        const e = this.config.explore;
+        const threads = this.config.model.threads;
+        const exploring: SampleAndGradeOptions = {
+            model: this.model, adapter: this.adapter, problems: pool, systemPrompt: this.data.systemPrompt,
+            sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: this.config.seed + round},
+            engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
+            dir: this.runDir.path(name, "explore"), chunk: e.chunk, signal: this.options.signal, onProgress: this.progress(`${name}/explore`)
+        };
+        let sampled: GradedSample[] | undefined;
+        const explored = await this.step(`${name}/explore`, exploreStepSchema, async () => {
+            const all = sampled = await sampleAndGrade(exploring);
+            const solvedByAll = pool.filter((p) => {
+                const mine = all.filter((s) => s.id === p.id);
+                return mine.length > 0 && mine.every((s) => s.correct);
+            }).map((p) => p.id);
+            return {problems: pool.map((p) => p.id), samples: all.length, correct: all.filter((s) => s.correct).length, solvedByAll};
+        });
+        const samples = sampled ?? await sampleAndGrade({...exploring, onProgress: undefined});
+        if (e.dropSolved) for (const id of explored.solvedByAll) this.solved.add(id);
+        await this.runDir.metricsOnce(`${name}/explore`, [{
+            kind: "explore", round: round + 1, problems: pool.length, samples: samples.length,
+            correctShare: samples.length === 0 ? 0 : explored.correct / samples.length, solvedByAll: explored.solvedByAll.length
+        }]);
+        return samples;
+    }
+
+    /** Selection: perplexity of the candidates under the current model; selected.jsonl and pairs.jsonl. */
+    private async select(name: string, round: number, pool: readonly Problem[], samples: readonly GradedSample[], maxPairsPerProblem: number) {
+        const chosen = await this.step(`${name}/select`, selectStepSchema, async () => {
+            const selection = await select({
+                model: this.model, adapter: this.adapter, problems: pool, samples, systemPrompt: this.data.systemPrompt,
+                config: this.config.select, maxPairsPerProblem, threads: this.config.model.threads, signal: this.options.signal
+            });
+            const question = new Map(pool.map((p) => [p.id, p.question]));
+            await writeJsonlAtomic(this.runDir.path(name, "selected.jsonl"), selection.selected.map((s) => ({
+                id: s.id, sample: s.sample, question: question.get(s.id)!, response: s.text, perplexity: s.perplexity
+            })));
+            await writeJsonlAtomic(this.runDir.path(name, "pairs.jsonl"), selection.pairs.map((p) => ({
+                id: p.id, question: question.get(p.id)!, chosen: p.chosen.text, rejected: p.rejected.text,
+                chosen_perplexity: p.chosen.perplexity, rejected_perplexity: p.rejected.perplexity
+            })));
+            return {selected: selection.selected.length, pairs: selection.pairs.length, perplexities: selection.scored.filter((x) => x.correct).map((x) => x.perplexity)};
+        });
+        await this.runDir.metricsOnce(`${name}/select`, [{kind: "select", round: round + 1, ...chosen}]);
+    }
+
+    /** Self-improvement by SFT on every round's selected trajectories so far (and the thoughts again, when asked). */
+    private async improveBySft(name: string, round: number, r: RunConfig["rounds"][number]) {
+        const selected: z.infer<typeof selectedRowSchema>[] = [];
+        for (let k = 1; k <= round + 1; k++) selected.push(...await readJsonlFile(this.runDir.path(`round-${k}`, "selected.jsonl"), selectedRowSchema));
+        const examples = [...selected.map((s) => ({question: s.question, response: s.response})), ...(r.keepImitationData ? this.thoughtExamples() : [])];
+        if (examples.length === 0) return this.skipTraining(name, "no correct trajectory to train on: exploration found none");
+        const previous = this.adapterPath;
+        await this.train(name, "sft", r.train, (common) => sft({
+            ...common, mask: this.config.imitate.mask, data: examples, ...(previous == null ? {} : {adapter: previous})
+        }));
+    }
+
+    /** Self-improvement by DPO on the round's correct/incorrect pairs. */
+    private async improveByDpo(name: string, r: RunConfig["rounds"][number]) {
+        const pairs = await readJsonlFile(this.runDir.path(name, "pairs.jsonl"), pairRowSchema);
+        if (pairs.length === 0) return this.skipTraining(name, "no preference pair: no problem had both a correct and an incorrect sample");
+        const previous = this.adapterPath;
+        await this.train(name, "dpo", r.train, (common) => dpo({
+            ...common, beta: r.dpo.beta, alpha: r.dpo.alpha, align: r.dpo.align, pairs, ...(previous == null ? {} : {adapter: previous})
+        }));
+    }
+
+    // --- training --------------------------------------------------------------------
+
+    private thoughtExamples() {
+        return this.data.thoughts.map((t) => ({question: t.question, response: t.response}));
+    }
+
+    /** A round with nothing to learn from keeps the adapter it has and says why. */
+    private async skipTraining(name: string, reason: string) {
+        await this.runDir.step(`${name}/train`, trainStepSchema, async () => ({skipped: reason}));
+        this.emit({type: "step", step: `${name}/train`, status: "skip", message: reason});
+    }
+
+    /** A training step of `phase` with the shared options from its train config; the adapter it writes is used from then on. */
+    private async train(phase: string, method: "sft" | "dpo", t: TrainConfig, go: (common: TrainingOptions & RunHooks) => Promise<TrainResult>) {
+        const threads = this.config.model.threads;
+        const signal = this.options.signal;
+        const record: TrainStep = await this.step(`${phase}/train`, trainStepSchema, async () => {
+            const r = await go({
+                model: this.config.model.path, out: this.runDir.path(phase, "adapter.gguf"), workDir: this.runDir.path(phase, "train"),
+                resume: true, seed: this.config.seed, epochs: t.epochs, ctx: t.context, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
+                saveEvery: t.saveEvery, lora: t.lora, optimizer: {lr: t.learningRate, warmupRatio: t.warmup, weightDecay: t.weightDecay},
+                systemPrompt: this.data.systemPrompt, overflow: "truncate",
+                ...(threads == null ? {} : {threads}),
+                ...(signal == null ? {} : {signal}),
+                onProgress: (e: TrainerEvent) => {
+                    if (e.type === "step") this.progress(`${phase}/train`)(e.step, e.steps, `loss ${e.loss.toFixed(4)}`);
+                }
+            });
+            return {
+                adapter: r.out, records: r.records, steps: r.steps, seconds: r.seconds, ...await lossEnds(path.join(r.workDir, "metrics.jsonl")),
+                tokensPerSecond: r.done.seconds > 0 ? r.done.tokens / r.done.seconds : null
+            };
+        });
+        if ("skipped" in record) return;
+        await this.runDir.metricsOnce(`${phase}/train`, [{kind: "train", phase, method, ...record}]);
+        this.adapter?.dispose();
+        this.adapter = await this.model.loadAdapter(record.adapter);
+        this.adapterPath = record.adapter;
+    }
 }
 
 /** The first and last logged loss of a training run (all its steps, also across a resume). */
