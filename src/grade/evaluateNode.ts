@@ -79,12 +79,6 @@ function numberText(node: MathNode): string | null {
     return null;
 }
 
-/** The node's value as an exact rational, when it has no free symbols and is rational. */
-export function exactValue(node: MathNode, point: Point, budget: Budget): Q | null {
-    const v = evaluateNode(node, exactField, point, budget);
-    return v != null && v.im.n === 0n ? v.re : null;
-}
-
 function ev<T>(node: MathNode, f: Field<T>, s: Scope): T | null {
     spend(s.budget);
     const text = numberText(node);

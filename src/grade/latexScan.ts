@@ -136,16 +136,6 @@ export function isWrapped(s: string, open: string, close: string): boolean {
     return false;
 }
 
-/** Bracket depth never goes negative and ends at zero. */
-export function isBalanced(s: string): boolean {
-    let depth = 0;
-    for (const {text} of tokenize(s)) {
-        if (OPENERS.has(text)) depth++;
-        else if (CLOSERS.has(text) && --depth < 0) return false;
-    }
-    return depth === 0;
-}
-
 /** Replaces every `\name{…}` (with the group matched) by `replace(content)`. */
 export function replaceCommandGroups(s: string, names: readonly string[], replace: (content: string, name: string) => string): string {
     const re = new RegExp(`\\\\(${names.join("|")})(?![a-zA-Z])\\s*\\{`, "g");

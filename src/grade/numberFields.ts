@@ -73,8 +73,6 @@ export const qAdd = (a: Q, b: Q): Q => (a.d === b.d ? q(a.n + b.n, a.d) : q(a.n 
 export const qSub = (a: Q, b: Q): Q => qAdd(a, {n: -b.n, d: b.d});
 export const qMul = (a: Q, b: Q): Q => q(a.n * b.n, a.d * b.d);
 export const qEq = (a: Q, b: Q): boolean => a.n === b.n && a.d === b.d;
-export const qIsZero = (a: Q): boolean => a.n === 0n;
-export const qIsInt = (a: Q): boolean => a.d === 1n;
 
 export function qDiv(a: Q, b: Q): Q | null {
     return b.n === 0n ? null : q(a.n * b.d, a.d * b.n);
