@@ -14,6 +14,7 @@
 #include "data.h"
 #include "ggml-backend.h"
 #include "ggml.h"
+#include "loss.h"
 #include "model.h"
 
 namespace st {
@@ -67,18 +68,6 @@ struct Batch {
 };
 
 Batch make_batch(const Dataset & data, const Row & row);
-
-// How a batch's terms become the scalar that is minimised.
-enum class DpoLoss { SIGMOID, IPO, HINGE };
-struct LossSpec {
-    Task task = Task::SFT;
-    double scale = 1.0;          // SFT: 1 / (weight of the step); DPO: 1 / (pairs in the step)
-    float beta = 0.1f;           // DPO temperature
-    float sft_alpha = 0.0f;      // DPO: weight of the SFT term on the chosen completion
-    DpoLoss dpo_loss = DpoLoss::SIGMOID;
-    const std::vector<double> * ref_chosen = nullptr;   // reference log-probs per item
-    const std::vector<double> * ref_rejected = nullptr;
-};
 
 struct BatchResult {
     double loss = 0;                  // the scaled loss of this batch

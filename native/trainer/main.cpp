@@ -218,8 +218,8 @@ static int run(int argc, char ** argv) {
         else if (a == "--max-grad-norm") tc.max_grad_norm = (float) float_in(0, 1e12);
         else if (a == "--save-every") tc.save_every = int_in(0, BIG);
         else if (a == "--log-every") tc.log_every = int_in(1, BIG);
-        else if (a == "--beta") tc.beta = gc.beta = (float) float_in(1e-6, 1e6);
-        else if (a == "--sft-alpha") tc.sft_alpha = gc.sft_alpha = (float) float_in(0, 1e6);
+        else if (a == "--beta") tc.dpo.beta = gc.dpo.beta = (float) float_in(1e-6, 1e6);
+        else if (a == "--sft-alpha") tc.dpo.sft_alpha = gc.dpo.sft_alpha = (float) float_in(0, 1e6);
         else if (a == "--loss") {
             const std::string l = value();
             DpoLoss v;
@@ -230,7 +230,7 @@ static int run(int argc, char ** argv) {
                 fprintf(stderr, "main: error: --loss must be sigmoid, ipo or hinge, got '%s'\n", l.c_str());
                 return EXIT_ERROR;
             }
-            tc.dpo_loss = gc.dpo_loss = v;
+            tc.dpo.loss = gc.dpo.loss = v;
         }
         else if (a == "--ref-logps") tc.ref_logps = value();
         else if (a == "--entries") gc.entries = int_in(1, 1 << 20);

@@ -22,10 +22,6 @@ static std::string fmt(double v) {
     return buf;
 }
 
-static const char * loss_name(DpoLoss l) {
-    return l == DpoLoss::SIGMOID ? "sigmoid" : l == DpoLoss::IPO ? "ipo" : "hinge";
-}
-
 static std::string modules_string(const LoraConfig & lc) {
     std::string s;
     for (int m = 0; m < MOD_COUNT; m++) {
@@ -44,14 +40,17 @@ static double lr_at(const TrainConfig & tc, int64_t s, int64_t total, int64_t wa
     return tc.min_lr + (tc.lr - tc.min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
+// The base model as a resumed run must find it again: architecture, name, shape, vocabulary.
+static std::string model_signature(const BaseModel & m) {
+    return m.hp.arch + "/" + m.hp.name + "/" + std::to_string(m.hp.n_layer) + "x" + std::to_string(m.hp.n_embd) + "/" + std::to_string(m.hp.n_vocab);
+}
+
 // The options a resumed run must share with the run that wrote the checkpoint.
 static KeyValues run_identity(const Engine & e, const TrainConfig & tc, const Dataset & d, int64_t total, uint64_t init_fp) {
     const EngineOptions & eo = e.options();
-    const BaseModel & m = e.model();
     KeyValues kv = {
         {"task", tc.task == Task::SFT ? "sft" : "dpo"},
-        {"model", m.hp.arch + "/" + m.hp.name + "/" + std::to_string(m.hp.n_layer) + "x" + std::to_string(m.hp.n_embd) +
-                  "/" + std::to_string(m.hp.n_vocab)},
+        {"model", model_signature(e.model())},
         {"data", std::to_string(d.fingerprint)},
         {"mode", eo.full ? "full" : "lora"},
         {"epochs", std::to_string(tc.epochs)},
@@ -72,9 +71,9 @@ static KeyValues run_identity(const Engine & e, const TrainConfig & tc, const Da
         kv.push_back({"init", eo.init_adapter.empty() ? "seed " + std::to_string(eo.seed) : "adapter " + std::to_string(init_fp)});
     }
     if (tc.task == Task::DPO) {
-        kv.push_back({"beta", fmt(tc.beta)});
-        kv.push_back({"sft_alpha", fmt(tc.sft_alpha)});
-        kv.push_back({"loss", loss_name(tc.dpo_loss)});
+        kv.push_back({"beta", fmt(tc.dpo.beta)});
+        kv.push_back({"sft_alpha", fmt(tc.dpo.sft_alpha)});
+        kv.push_back({"loss", dpo_loss_name(tc.dpo.loss)});
     }
     return kv;
 }
@@ -86,269 +85,323 @@ static bool compute_refs(Engine & e, const Dataset & d, int64_t ctx, std::vector
     rejected.assign(d.items.size(), 0.0);
     const std::vector<Step> plan = make_plan(d, 1, ctx, 1, 0);
     LossSpec spec;  // SFT-shaped: only the per-term sums are read
-    spec.task = Task::SFT;
     for (const Step & s : plan) {
         for (const Row & r : s.rows) {
             const Batch b = make_batch(d, r);
             BatchResult res;
             if (!e.eval(b, spec, false, res)) return false;
             for (const Batch::Pair & p : b.pairs) {
-                chosen[p.item] = -res.term_nll[p.chosen];
-                rejected[p.item] = -res.term_nll[p.rejected];
+                chosen[(size_t) p.item] = -res.term_nll[(size_t) p.chosen];
+                rejected[(size_t) p.item] = -res.term_nll[(size_t) p.rejected];
             }
         }
     }
     return true;
 }
 
-int run_train(const EngineOptions & eo_in, const TrainConfig & tc, const std::atomic<bool> & stop) {
-    const double t_start = now_seconds();
-    Engine e;
-    e.set_abort_flag(&stop);
-    if (!e.init(eo_in)) return EXIT_ERROR;
-    const EngineOptions & eo = e.options();
+// The batches of one optimizer step and the loss spec that weighs them: SFT averages over
+// the step's loss weight, DPO over its pairs.
+static std::vector<Batch> step_batches(const Dataset & d, const Step & s, Task task, const DpoConfig & dpo,
+                                       const std::vector<double> & ref_c, const std::vector<double> & ref_r, LossSpec & spec) {
+    std::vector<Batch> batches;
+    batches.reserve(s.rows.size());
+    double weight = 0;
+    int64_t pairs = 0;
+    for (const Row & r : s.rows) {
+        batches.push_back(make_batch(d, r));
+        for (const Batch::Term & t : batches.back().terms) weight += t.weight_sum;
+        pairs += (int64_t) batches.back().pairs.size();
+    }
+    spec.task = task;
+    spec.dpo = dpo;
+    spec.ref_chosen = &ref_c;
+    spec.ref_rejected = &ref_r;
+    spec.scale = task == Task::SFT ? (weight > 0 ? 1.0 / weight : 0.0) : 1.0 / (double) std::max<int64_t>(1, pairs);
+    return batches;
+}
 
-    Dataset d;
-    if (!read_dataset(tc.data, e.model().hp.n_vocab, tc.ctx, d)) return EXIT_ERROR;
-    if (d.task != tc.task) {
-        fprintf(stderr, "run_train: error: %s holds %s records, but this is a %s run\n", tc.data.c_str(),
-                d.task == Task::SFT ? "SFT" : "DPO", tc.task == Task::SFT ? "SFT" : "DPO");
-        return EXIT_ERROR;
+namespace {
+
+// One still-train run: set-up (data, plan, reference log-probs, resume), then steps, each
+// logged, checkpointed and stoppable, then the adapter (or full model).
+class TrainRun {
+public:
+    TrainRun(const TrainConfig & tc, const std::atomic<bool> & stop) : tc_(tc), stop_(stop) {}
+
+    int run(const EngineOptions & eo) {
+        t_start_ = now_seconds();
+        e_.set_abort_flag(&stop_);
+        if (!e_.init(eo) || !read_data() || !make_schedule()) return EXIT_ERROR;
+        uint64_t init_fp = 0;
+        if (!e_.options().init_adapter.empty() && !file_fingerprint(e_.options().init_adapter, init_fp)) {
+            fprintf(stderr, "run_train: error: cannot read %s\n", e_.options().init_adapter.c_str());
+            return EXIT_ERROR;
+        }
+        identity_ = run_identity(e_, tc_, d_, total_, init_fp);
+        ckpt_ = tc_.checkpoint.empty() ? tc_.out + ".ckpt.gguf" : tc_.checkpoint;
+        // DPO: reference log-probs, with the initial parameters (before any checkpoint is loaded)
+        if (tc_.task == Task::DPO) {
+            const int rc = reference_logps(init_fp);
+            if (rc != EXIT_OK) return rc;
+        }
+        if (!resume()) return EXIT_ERROR;
+        announce();
+        t_loop_ = now_seconds();
+        win_.t0 = t_loop_;
+        for (int64_t step = cs_.step; step < total_; step++) {
+            const int rc = train_step(step);
+            if (rc != EXIT_OK) return rc;
+        }
+        return finish();
     }
 
-    // the plan: every step of every epoch, rebuilt identically on resume
-    const std::vector<Step> plan = make_plan(d, tc.epochs, tc.ctx, tc.grad_accum, tc.seed);
-    const int64_t total = tc.max_steps > 0 ? std::min<int64_t>(tc.max_steps, (int64_t) plan.size()) : (int64_t) plan.size();
-    const int64_t warmup = std::min<int64_t>(total, tc.warmup_steps >= 0 ? tc.warmup_steps : (int64_t) std::llround(tc.warmup_ratio * total));
-    int64_t weighted = 0, epoch_tokens = 0;
-    for (const Item & it : d.items) {
-        epoch_tokens += it.length();
-        for (float w : it.a.weights) weighted += w > 0;
-        for (float w : it.b.weights) weighted += w > 0;
-    }
-    if (weighted == 0) {
-        fprintf(stderr, "run_train: error: %s has no token with a loss weight above 0; nothing to train on\n", tc.data.c_str());
-        return EXIT_ERROR;
+private:
+    bool read_data() {
+        if (!read_dataset(tc_.data, e_.model().hp.n_vocab, tc_.ctx, d_)) return false;
+        if (d_.task != tc_.task) {
+            fprintf(stderr, "run_train: error: %s holds %s records, but this is a %s run\n", tc_.data.c_str(),
+                    d_.task == Task::SFT ? "SFT" : "DPO", tc_.task == Task::SFT ? "SFT" : "DPO");
+            return false;
+        }
+        int64_t weighted = 0;
+        for (const Item & it : d_.items) {
+            epoch_tokens_ += it.length();
+            for (float w : it.a.weights) weighted += w > 0;
+            for (float w : it.b.weights) weighted += w > 0;
+        }
+        if (weighted == 0) {
+            fprintf(stderr, "run_train: error: %s has no token with a loss weight above 0; nothing to train on\n", tc_.data.c_str());
+            return false;
+        }
+        return true;
     }
 
-    uint64_t init_fp = 0;
-    if (!eo.init_adapter.empty() && !file_fingerprint(eo.init_adapter, init_fp)) {
-        fprintf(stderr, "run_train: error: cannot read %s\n", eo.init_adapter.c_str());
-        return EXIT_ERROR;
+    // Every step of every epoch, rebuilt identically on resume; warmup; fractional epochs for the progress lines.
+    bool make_schedule() {
+        plan_ = make_plan(d_, tc_.epochs, tc_.ctx, tc_.grad_accum, tc_.seed);
+        total_ = tc_.max_steps > 0 ? std::min<int64_t>(tc_.max_steps, (int64_t) plan_.size()) : (int64_t) plan_.size();
+        warmup_ = std::min<int64_t>(total_, tc_.warmup_steps >= 0 ? tc_.warmup_steps : (int64_t) std::llround(tc_.warmup_ratio * total_));
+        epoch_first_.assign(tc_.epochs + 1, total_);
+        epoch_steps_.assign(tc_.epochs, 0);
+        for (int64_t i = (int64_t) plan_.size() - 1; i >= 0; i--) {
+            epoch_first_[plan_[i].epoch] = std::min<int64_t>(epoch_first_[plan_[i].epoch], i);
+            epoch_steps_[plan_[i].epoch]++;
+        }
+        return true;
     }
-    const KeyValues identity = run_identity(e, tc, d, total, init_fp);
-    const std::string ckpt = tc.checkpoint.empty() ? tc.out + ".ckpt.gguf" : tc.checkpoint;
 
-    // DPO: reference log-probs, with the initial parameters (before any checkpoint is loaded)
-    std::vector<double> ref_c, ref_r;
-    if (tc.task == Task::DPO) {
-        const std::string ref_path = tc.ref_logps.empty() ? ckpt + ".ref" : tc.ref_logps;
-        uint64_t ref_fp = fnv1a64(&d.fingerprint, sizeof(d.fingerprint));
+    int reference_logps(uint64_t init_fp) {
+        const std::string ref_path = tc_.ref_logps.empty() ? ckpt_ + ".ref" : tc_.ref_logps;
+        const std::string model = model_signature(e_.model());
+        uint64_t ref_fp = fnv1a64(&d_.fingerprint, sizeof(d_.fingerprint));
         ref_fp = fnv1a64(&init_fp, sizeof(init_fp), ref_fp);
-        ref_fp = fnv1a64(identity[1].second.data(), identity[1].second.size(), ref_fp);
+        ref_fp = fnv1a64(model.data(), model.size(), ref_fp);
+        const EngineOptions & eo = e_.options();
         if (eo.init_adapter.empty() && !eo.full) ref_fp = fnv1a64(&eo.seed, sizeof(eo.seed), ref_fp);
         bool missing = false;
         const double t0 = now_seconds();
-        if (read_ref_logps(ref_path, ref_fp, d.items.size(), ref_c, ref_r, &missing)) {
-            JsonLine().str("type", "reference").integer("pairs", (int64_t) d.items.size()).boolean("cached", true).str("path", ref_path).print();
-        } else if (!missing) {
-            return EXIT_ERROR;
-        } else {
-            if (!compute_refs(e, d, tc.ctx, ref_c, ref_r)) {
-                if (e.aborted()) {
-                    JsonLine().str("type", "stopped").integer("step", 0).str("checkpoint", "").print();
-                    return EXIT_STOPPED;
-                }
-                return EXIT_ERROR;
-            }
-            if (!write_ref_logps(ref_path, ref_fp, ref_c, ref_r)) return EXIT_ERROR;
-            JsonLine().str("type", "reference").integer("pairs", (int64_t) d.items.size()).boolean("cached", false)
-                .str("path", ref_path).num("seconds", now_seconds() - t0).print();
+        if (read_ref_logps(ref_path, ref_fp, d_.items.size(), ref_c_, ref_r_, &missing)) {
+            JsonLine().str("type", "reference").integer("pairs", (int64_t) d_.items.size()).boolean("cached", true).str("path", ref_path).print();
+            return EXIT_OK;
         }
+        if (!missing) return EXIT_ERROR;
+        if (!compute_refs(e_, d_, tc_.ctx, ref_c_, ref_r_)) {
+            if (!e_.aborted()) return EXIT_ERROR;
+            JsonLine().str("type", "stopped").integer("step", 0).str("checkpoint", "").print();
+            return EXIT_STOPPED;
+        }
+        if (!write_ref_logps(ref_path, ref_fp, ref_c_, ref_r_)) return EXIT_ERROR;
+        JsonLine().str("type", "reference").integer("pairs", (int64_t) d_.items.size()).boolean("cached", false)
+            .str("path", ref_path).num("seconds", now_seconds() - t0).print();
+        return EXIT_OK;
     }
 
-    // resume
-    CheckpointState cs;
-    cs.steps = total;
-    cs.config = identity;
-    bool resumed = false;
-    if (tc.resume && file_exists(ckpt)) {
-        if (!read_checkpoint(e, ckpt, identity, cs)) return EXIT_ERROR;
-        resumed = true;
-    }
-    const int64_t start_step = cs.step;
-
-    JsonLine().str("type", "start")
-        .str("task", tc.task == Task::SFT ? "sft" : "dpo")
-        .str("mode", eo.full ? "full" : "lora")
-        .str("architecture", e.model().hp.arch)
-        .integer("layers", e.model().hp.n_layer)
-        .integer("trainable_params", e.trainable_count())
-        .integer("rank", eo.full ? 0 : eo.lora.rank)
-        .num("alpha", eo.full ? 0 : eo.lora.alpha)
-        .str("modules", eo.full ? "all" : modules_string(eo.lora))
-        .integer(tc.task == Task::SFT ? "examples" : "pairs", (int64_t) d.items.size())
-        .integer("tokens_per_epoch", epoch_tokens)
-        .integer("epochs", tc.epochs)
-        .integer("steps", total)
-        .integer("warmup_steps", warmup)
-        .integer("step", start_step)
-        .boolean("resumed", resumed)
-        .str("checkpoint", ckpt)
-        .print();
-
-    const double t_loop = now_seconds();
-    const double elapsed_before = cs.elapsed;
-    const int64_t tokens_before = cs.tokens;
-    int64_t tokens_here = 0;
-    int64_t step = start_step;
-
-    auto save = [&](int64_t at) {
-        cs.step = at;
-        cs.elapsed = elapsed_before + (now_seconds() - t_loop);
-        cs.tokens = tokens_before + tokens_here;
-        if (!write_checkpoint(e, ckpt, cs)) return false;
-        JsonLine().str("type", "checkpoint").integer("step", at).str("path", ckpt).print();
+    bool resume() {
+        cs_.steps = total_;
+        cs_.config = identity_;
+        if (tc_.resume && file_exists(ckpt_)) {
+            if (!read_checkpoint(e_, ckpt_, identity_, cs_)) return false;
+            resumed_ = true;
+        }
+        elapsed_before_ = cs_.elapsed;
+        tokens_before_ = cs_.tokens;
+        start_step_ = cs_.step;
         return true;
-    };
-
-    // fractional epochs for the progress lines
-    std::vector<int64_t> epoch_first(tc.epochs + 1, total), epoch_steps(tc.epochs, 0);
-    for (int64_t i = (int64_t) plan.size() - 1; i >= 0; i--) {
-        epoch_first[plan[i].epoch] = std::min<int64_t>(epoch_first[plan[i].epoch], i);
-        epoch_steps[plan[i].epoch]++;
     }
 
-    // window for averaged progress lines
-    struct Window {
-        int64_t steps = 0, tokens = 0, pairs = 0;
-        double loss = 0, grad_norm = 0, rc = 0, rr = 0, acc = 0, lpc = 0, lpr = 0, nll = 0;
-        double t0 = 0;
-    } win;
-    win.t0 = now_seconds();
+    void announce() const {
+        const EngineOptions & eo = e_.options();
+        JsonLine().str("type", "start")
+            .str("task", tc_.task == Task::SFT ? "sft" : "dpo")
+            .str("mode", eo.full ? "full" : "lora")
+            .str("architecture", e_.model().hp.arch)
+            .integer("layers", e_.model().hp.n_layer)
+            .integer("trainable_params", e_.trainable_count())
+            .integer("rank", eo.full ? 0 : eo.lora.rank)
+            .num("alpha", eo.full ? 0 : eo.lora.alpha)
+            .str("modules", eo.full ? "all" : modules_string(eo.lora))
+            .integer(tc_.task == Task::SFT ? "examples" : "pairs", (int64_t) d_.items.size())
+            .integer("tokens_per_epoch", epoch_tokens_)
+            .integer("epochs", tc_.epochs)
+            .integer("steps", total_)
+            .integer("warmup_steps", warmup_)
+            .integer("step", start_step_)
+            .boolean("resumed", resumed_)
+            .str("checkpoint", ckpt_)
+            .print();
+    }
 
-    for (; step < total; step++) {
-        const Step & s = plan[step];
-        std::vector<Batch> batches;
-        batches.reserve(s.rows.size());
-        double step_weight = 0;
-        int64_t step_pairs = 0;
-        for (const Row & r : s.rows) {
-            batches.push_back(make_batch(d, r));
-            for (const Batch::Term & t : batches.back().terms) step_weight += t.weight_sum;
-            step_pairs += (int64_t) batches.back().pairs.size();
-        }
+    // One optimizer step: every row's gradients, clipping, AdamW; then the progress line
+    // and checkpoints. Stopped in the middle, the step's gradients are dropped and the
+    // checkpoint holds the parameters after the last whole step.
+    int train_step(int64_t step) {
+        const Step & s = plan_[(size_t) step];
         LossSpec spec;
-        spec.task = tc.task;
-        spec.beta = tc.beta;
-        spec.sft_alpha = tc.sft_alpha;
-        spec.dpo_loss = tc.dpo_loss;
-        spec.ref_chosen = &ref_c;
-        spec.ref_rejected = &ref_r;
-        spec.scale = tc.task == Task::SFT ? (step_weight > 0 ? 1.0 / step_weight : 0.0) : 1.0 / (double) std::max<int64_t>(1, step_pairs);
-
+        const std::vector<Batch> batches = step_batches(d_, s, tc_.task, tc_.dpo, ref_c_, ref_r_, spec);
         double step_loss = 0;
         bool failed = false;
         for (const Batch & b : batches) {
             BatchResult res;
-            if (!e.eval(b, spec, true, res)) {
+            if (!e_.eval(b, spec, true, res)) {
                 failed = true;
                 break;
             }
             step_loss += res.loss;
-            tokens_here += b.real_tokens;
-            win.tokens += b.real_tokens;
-            for (const Batch::Pair & p : b.pairs) {
-                const double lpc = -res.term_nll[p.chosen], lpr = -res.term_nll[p.rejected];
-                const double rc = tc.beta * (lpc - ref_c[p.item]), rr = tc.beta * (lpr - ref_r[p.item]);
-                win.rc += rc;
-                win.rr += rr;
-                win.acc += rc > rr ? 1.0 : 0.0;
-                win.lpc += lpc;
-                win.lpr += lpr;
-                win.nll += res.term_nll[p.sft] / std::max(1e-12, b.terms[p.sft].weight_sum);
-                win.pairs++;
-            }
-            if (stop.load()) break;
+            tokens_here_ += b.real_tokens;
+            win_.tokens += b.real_tokens;
+            if (tc_.task == Task::DPO) add_rewards(b, res);
+            if (stop_.load()) break;
         }
-        if (failed && !e.aborted()) return EXIT_ERROR;
-        if (failed || stop.load()) {
-            // the step did not finish: its gradients are dropped and the checkpoint holds
-            // the parameters after the last whole step
-            e.zero_grads();
-            if (!save(step)) return EXIT_ERROR;
-            JsonLine().str("type", "stopped").integer("step", step).str("checkpoint", ckpt).print();
-            return EXIT_STOPPED;
+        if (failed && !e_.aborted()) return EXIT_ERROR;
+        if (failed || stop_.load()) {
+            e_.zero_grads();
+            return stopped(step);
         }
 
         double gnorm = 0;
-        if (!e.grad_norm(gnorm)) return EXIT_ERROR;
+        if (!e_.grad_norm(gnorm)) return EXIT_ERROR;
         if (!std::isfinite(gnorm) || !std::isfinite(step_loss)) {
             fprintf(stderr, "run_train: error: the loss or the gradient is not finite at step %lld (loss %g, gradient norm %g); "
                     "lower the learning rate\n", (long long) step + 1, step_loss, gnorm);
             return EXIT_ERROR;
         }
-        const float clip = tc.max_grad_norm > 0 && gnorm > tc.max_grad_norm ? (float) (tc.max_grad_norm / gnorm) : 1.0f;
-        const double lr = lr_at(tc, step, total, warmup);
-        Engine::Adam adam = {(float) lr, tc.beta1, tc.beta2, tc.eps, tc.weight_decay, step + 1};
-        if (!e.opt_step(adam, clip)) return EXIT_ERROR;
+        const float clip = tc_.max_grad_norm > 0 && gnorm > tc_.max_grad_norm ? (float) (tc_.max_grad_norm / gnorm) : 1.0f;
+        const double lr = lr_at(tc_, step, total_, warmup_);
+        Engine::Adam adam = {(float) lr, tc_.beta1, tc_.beta2, tc_.eps, tc_.weight_decay, step + 1};
+        if (!e_.opt_step(adam, clip)) return EXIT_ERROR;
 
-        win.steps++;
-        win.loss += step_loss;
-        win.grad_norm += gnorm;
+        win_.steps++;
+        win_.loss += step_loss;
+        win_.grad_norm += gnorm;
         const int64_t done = step + 1;
-        if (done % tc.log_every == 0 || done == total) {
-            const double now = now_seconds();
-            const double elapsed_here = now - t_loop;
-            const double per_step = elapsed_here / (double) (done - start_step);
-            JsonLine j;
-            j.str("type", "step")
-                .integer("step", done)
-                .integer("steps", total)
-                .num("epoch", (double) s.epoch + (double) (done - epoch_first[s.epoch]) / (double) epoch_steps[s.epoch])
-                .num("loss", win.loss / win.steps)
-                .num("learning_rate", lr)
-                .num("grad_norm", win.grad_norm / win.steps)
-                .integer("tokens", win.tokens)
-                .num("tokens_per_s", win.tokens / std::max(1e-9, now - win.t0))
-                .num("elapsed", elapsed_before + elapsed_here)
-                .num("eta", per_step * (double) (total - done));
-            if (tc.task == Task::DPO && win.pairs > 0) {
-                const double n = (double) win.pairs;
-                j.num("rewards/chosen", win.rc / n)
-                    .num("rewards/rejected", win.rr / n)
-                    .num("rewards/margins", (win.rc - win.rr) / n)
-                    .num("rewards/accuracies", win.acc / n)
-                    .num("logps/chosen", win.lpc / n)
-                    .num("logps/rejected", win.lpr / n)
-                    .num("nll", win.nll / n);
-            }
-            j.print();
-            win = Window();
-            win.t0 = now_seconds();
-        }
-        if (tc.save_every > 0 && done % tc.save_every == 0 && done < total) {
-            if (!save(done)) return EXIT_ERROR;
-        }
-        if (stop.load()) {
-            if (!save(done)) return EXIT_ERROR;
-            JsonLine().str("type", "stopped").integer("step", done).str("checkpoint", ckpt).print();
-            return EXIT_STOPPED;
+        if (done % tc_.log_every == 0 || done == total_) log_step(s, done, lr);
+        if (tc_.save_every > 0 && done % tc_.save_every == 0 && done < total_ && !save(done)) return EXIT_ERROR;
+        if (stop_.load()) return stopped(done);
+        return EXIT_OK;
+    }
+
+    // DPO metrics of one batch, for the averaged progress line.
+    void add_rewards(const Batch & b, const BatchResult & res) {
+        for (const Batch::Pair & p : b.pairs) {
+            const double lpc = -res.term_nll[(size_t) p.chosen], lpr = -res.term_nll[(size_t) p.rejected];
+            const double rc = tc_.dpo.beta * (lpc - ref_c_[(size_t) p.item]), rr = tc_.dpo.beta * (lpr - ref_r_[(size_t) p.item]);
+            win_.rc += rc;
+            win_.rr += rr;
+            win_.acc += rc > rr ? 1.0 : 0.0;
+            win_.lpc += lpc;
+            win_.lpr += lpr;
+            win_.nll += res.term_nll[(size_t) p.sft] / std::max(1e-12, b.terms[(size_t) p.sft].weight_sum);
+            win_.pairs++;
         }
     }
 
-    // the result, then a final checkpoint so that a resume of a finished run only rewrites it
-    KeyValues info = {{"task", identity[0].second}, {"steps", std::to_string(total)}};
-    const bool ok = eo.full ? write_full_model(e, tc.out, info) : write_adapter(e, tc.out, info);
-    if (!ok || !save(total)) return EXIT_ERROR;
-    JsonLine().str("type", "done")
-        .integer("step", total)
-        .str("out", tc.out)
-        .num("seconds", now_seconds() - t_start)
-        .integer("tokens", cs.tokens)
-        .num("peak_rss_mb", peak_rss_mb())
-        .print();
-    return EXIT_OK;
+    void log_step(const Step & s, int64_t done, double lr) {
+        const double now = now_seconds();
+        const double elapsed_here = now - t_loop_;
+        const double per_step = elapsed_here / (double) (done - start_step_);
+        JsonLine j;
+        j.str("type", "step")
+            .integer("step", done)
+            .integer("steps", total_)
+            .num("epoch", (double) s.epoch + (double) (done - epoch_first_[s.epoch]) / (double) epoch_steps_[s.epoch])
+            .num("loss", win_.loss / win_.steps)
+            .num("learning_rate", lr)
+            .num("grad_norm", win_.grad_norm / win_.steps)
+            .integer("tokens", win_.tokens)
+            .num("tokens_per_s", win_.tokens / std::max(1e-9, now - win_.t0))
+            .num("elapsed", elapsed_before_ + elapsed_here)
+            .num("eta", per_step * (double) (total_ - done));
+        if (tc_.task == Task::DPO && win_.pairs > 0) {
+            const double n = (double) win_.pairs;
+            j.num("rewards/chosen", win_.rc / n)
+                .num("rewards/rejected", win_.rr / n)
+                .num("rewards/margins", (win_.rc - win_.rr) / n)
+                .num("rewards/accuracies", win_.acc / n)
+                .num("logps/chosen", win_.lpc / n)
+                .num("logps/rejected", win_.lpr / n)
+                .num("nll", win_.nll / n);
+        }
+        j.print();
+        win_ = Window();
+        win_.t0 = now_seconds();
+    }
+
+    bool save(int64_t at) {
+        cs_.step = at;
+        cs_.elapsed = elapsed_before_ + (now_seconds() - t_loop_);
+        cs_.tokens = tokens_before_ + tokens_here_;
+        if (!write_checkpoint(e_, ckpt_, cs_)) return false;
+        JsonLine().str("type", "checkpoint").integer("step", at).str("path", ckpt_).print();
+        return true;
+    }
+
+    int stopped(int64_t at) {
+        if (!save(at)) return EXIT_ERROR;
+        JsonLine().str("type", "stopped").integer("step", at).str("checkpoint", ckpt_).print();
+        return EXIT_STOPPED;
+    }
+
+    // The result, then a final checkpoint so that a resume of a finished run only rewrites it.
+    int finish() {
+        KeyValues info = {{"task", tc_.task == Task::SFT ? "sft" : "dpo"}, {"steps", std::to_string(total_)}};
+        const bool ok = e_.options().full ? write_full_model(e_, tc_.out, info) : write_adapter(e_, tc_.out, info);
+        if (!ok || !save(total_)) return EXIT_ERROR;
+        JsonLine().str("type", "done")
+            .integer("step", total_)
+            .str("out", tc_.out)
+            .num("seconds", now_seconds() - t_start_)
+            .integer("tokens", cs_.tokens)
+            .num("peak_rss_mb", peak_rss_mb())
+            .print();
+        return EXIT_OK;
+    }
+
+    const TrainConfig & tc_;
+    const std::atomic<bool> & stop_;
+    Engine e_;
+    Dataset d_;
+    std::vector<Step> plan_;
+    int64_t total_ = 0, warmup_ = 0, epoch_tokens_ = 0;
+    std::vector<int64_t> epoch_first_, epoch_steps_;
+    KeyValues identity_;
+    std::string ckpt_;
+    std::vector<double> ref_c_, ref_r_;
+    CheckpointState cs_;
+    bool resumed_ = false;
+    int64_t start_step_ = 0, tokens_before_ = 0, tokens_here_ = 0;
+    double t_start_ = 0, t_loop_ = 0, elapsed_before_ = 0;
+    // a window of steps whose metrics one progress line averages
+    struct Window {
+        int64_t steps = 0, tokens = 0, pairs = 0;
+        double loss = 0, grad_norm = 0, rc = 0, rr = 0, acc = 0, lpc = 0, lpr = 0, nll = 0;
+        double t0 = 0;
+    } win_;
+};
+
+} // namespace
+
+int run_train(const EngineOptions & eo, const TrainConfig & tc, const std::atomic<bool> & stop) {
+    return TrainRun(tc, stop).run(eo);
 }
 
 // --- gradient check ------------------------------------------------------------------------
@@ -359,29 +412,15 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     Dataset d;
     if (!read_dataset(gc.data, e.model().hp.n_vocab, gc.ctx, d)) return EXIT_ERROR;
 
-    // the whole file as one step
-    const std::vector<Step> plan = make_plan(d, 1, gc.ctx, 1 << 30, 0);
-    std::vector<Batch> batches;
-    double weight = 0;
-    int64_t pairs = 0;
-    for (const Row & r : plan[0].rows) {
-        batches.push_back(make_batch(d, r));
-        for (const Batch::Term & t : batches.back().terms) weight += t.weight_sum;
-        pairs += (int64_t) batches.back().pairs.size();
-    }
     std::vector<double> ref_c, ref_r;
     if (d.task == Task::DPO) {
         if (!compute_refs(e, d, gc.ctx, ref_c, ref_r)) return EXIT_ERROR;
         for (double & r : ref_c) r += gc.ref_shift;
     }
+    // the whole file as one step
+    const std::vector<Step> plan = make_plan(d, 1, gc.ctx, 1 << 30, 0);
     LossSpec spec;
-    spec.task = d.task;
-    spec.beta = gc.beta;
-    spec.sft_alpha = gc.sft_alpha;
-    spec.dpo_loss = gc.dpo_loss;
-    spec.ref_chosen = &ref_c;
-    spec.ref_rejected = &ref_r;
-    spec.scale = d.task == Task::SFT ? 1.0 / weight : 1.0 / (double) pairs;
+    const std::vector<Batch> batches = step_batches(d, plan[0], d.task, gc.dpo, ref_c, ref_r, spec);
 
     auto total_loss = [&](bool backward, double & out) {
         out = 0;

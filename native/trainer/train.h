@@ -43,9 +43,7 @@ struct TrainConfig {
     int64_t log_every = 1;        // progress line every N steps
 
     // DPO
-    float beta = 0.1f;            // temperature of the implicit reward
-    float sft_alpha = 0.0f;       // weight of the SFT term on the chosen completion
-    DpoLoss dpo_loss = DpoLoss::SIGMOID;
+    DpoConfig dpo;
     std::string ref_logps;        // cache of the reference log-probs (default: <checkpoint>.ref)
 };
 
@@ -60,9 +58,7 @@ struct GradCheckConfig {
     int64_t ctx = 1024;
     int64_t entries = 4;          // entries per tensor, those with the largest gradients
     double step = 1e-3;           // finite-difference step: the relative change of the loss it aims for
-    float beta = 0.1f;
-    float sft_alpha = 0.0f;
-    DpoLoss dpo_loss = DpoLoss::SIGMOID;
+    DpoConfig dpo;
     double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0
     bool finite_differences = true; // false: report the loss and gradient norms only
 };
