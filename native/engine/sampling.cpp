@@ -30,18 +30,31 @@ uint32_t sample_seed(uint64_t seed, int32_t index) {
 #define STILL_VECTOR_CLONES
 #endif
 
-// exp(x) for x <= 0: Cephes' expf (range reduction by ln 2, degree-7 polynomial).
-static inline float exp_nonpositive(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    const float n = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f - 0.5f));
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define STILL_INLINE __attribute__((always_inline)) inline
+#else
+#define STILL_INLINE inline
+#endif
+
+// exp(x) for x <= 0: Cephes' expf (range reduction by ln 2, degree-7 polynomial). The
+// polynomial on the reduced argument r, for a float or a vector of floats; `p` holds its
+// leading coefficient (1.9875691500e-4) on entry.
+template <typename F>
+static STILL_INLINE F exp_polynomial(F r, F p) {
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    return p * r * r + r + 1.0f;
+}
+
+static inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float n = static_cast<float>(static_cast<int32_t>(x * 1.44269504088896341f - 0.5f));
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    const float p = exp_polynomial(r, 1.9875691500e-4f);
     const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, sizeof(scale));
@@ -51,7 +64,6 @@ static inline float exp_nonpositive(float x) {
 #if defined(__GNUC__) || defined(__clang__)
 // The same in GCC/Clang vector extensions, 16 lanes (AVX-512, or 2×AVX2, 4×SSE). These
 // helpers are always inlined into their callers, so the vector ABI never crosses a call.
-#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t vi16 __attribute__((vector_size(64), aligned(4)));
 
@@ -62,14 +74,7 @@ static inline vf16 exp_nonpositive(vf16 x) {
     const vi16 ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, vi16);
     const vf16 n = __builtin_convertvector(ni, vf16);
     const vf16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    vf16 p = vf16{} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * (vf16) ((ni + 127) << 23);
+    return exp_polynomial(r, vf16{} + 1.9875691500e-4f) * (vf16) ((ni + 127) << 23);
 }
 #endif
 
