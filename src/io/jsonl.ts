@@ -246,3 +246,34 @@ async function endsWithNewline(file: string, size: number): Promise<boolean> {
     }
 }
 
+
+/** A record and where it came from, to name it in errors. */
+export type Sourced<T> = {
+    value: T,
+    /** "file.jsonl:12", or "examples[3]" for the caller's own records. */
+    where: string,
+    /** An error about this record: file and line, or its position in the caller's list. */
+    fail: (message: string) => DataError
+};
+
+/**
+ * Records from a JSONL file (each line checked by `schema`) or from the caller's own
+ * iterable (each checked the same way), in order. `item` names one record in errors
+ * ("example"), `items` the caller's list ("examples").
+ */
+export async function* readRecords<S extends z.ZodType>(input: string | Iterable<z.input<S>> | AsyncIterable<z.input<S>>, schema: S,
+                                                        names: {item: string, items: string}, signal?: AbortSignal): AsyncGenerator<Sourced<z.output<S>>> {
+    if (typeof input === "string") {
+        for await (const {line, value} of readJsonl(input, {schema, policy: "strict", ...(signal == null ? {} : {signal})}))
+            yield {value, where: `${input}:${line}`, fail: (message) => new DataError(input, message, line)};
+        return;
+    }
+    let index = 0;
+    for await (const raw of input) {
+        const i = index++;
+        const fail = (message: string) => new DataError(names.items, `${names.item} ${i}: ${message}`);
+        const parsed = schema.safeParse(raw);
+        if (!parsed.success) throw fail(z.prettifyError(parsed.error));
+        yield {value: parsed.data, where: `${names.items}[${i}]`, fail};
+    }
+}

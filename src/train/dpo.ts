@@ -6,7 +6,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
-import {readJsonl} from "../io/jsonl.js";
+import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
@@ -80,9 +80,7 @@ async function writeReferenceLogps(file: string, refs: readonly {chosen: number,
 export async function writeDpoData(model: Model, file: TrainingFile, pairs: DpoOptions["pairs"], align: "response" | "thought", ctx: number,
                             overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
     const out: WrittenData = {records: 0, truncated: 0, sources: []};
-    const source = typeof pairs === "string" ? pairs : "pairs";
-    for await (const {where, value} of readPairs(pairs, signal)) {
-        const fail = (message: string) => new DataError(source, where.line == null ? `pair ${where.index}: ${message}` : message, where.line);
+    for await (const {where, value, fail} of readRecords(pairs, dpoPairSchema, {item: "pair", items: "pairs"}, signal)) {
         const prefix: readonly ChatMessage[] | string = value.prompt ?? value.messages
             ?? buildChatMessages(value.question!, systemPrompt === undefined ? {} : {systemPrompt});
         let c: TokenizedAnswer, r: TokenizedAnswer;
@@ -113,23 +111,8 @@ export async function writeDpoData(model: Model, file: TrainingFile, pairs: DpoO
             rejected: r.completion.slice(0, nr!), rejectedWeights
         });
         out.records++;
-        out.sources.push(where.line == null ? `${source}[${where.index}]` : `${source}:${where.line}`);
+        out.sources.push(where);
     }
-    if (out.records === 0) throw new DataError(source, "no preference pairs.");
+    if (out.records === 0) throw new DataError(typeof pairs === "string" ? pairs : "pairs", "no preference pairs.");
     return out;
-}
-
-async function* readPairs(pairs: DpoOptions["pairs"], signal?: AbortSignal): AsyncGenerator<{where: {index: number, line?: number}, value: z.output<typeof dpoPairSchema>}> {
-    if (typeof pairs === "string") {
-        let index = 0;
-        for await (const row of readJsonl(pairs, {schema: dpoPairSchema, policy: "strict", ...(signal == null ? {} : {signal})}))
-            yield {where: {index: index++, line: row.line}, value: row.value};
-        return;
-    }
-    let index = 0;
-    for await (const raw of pairs as AsyncIterable<DpoPair>) {
-        const parsed = dpoPairSchema.safeParse(raw);
-        if (!parsed.success) throw new DataError("pairs", `pair ${index}: ${z.prettifyError(parsed.error)}`);
-        yield {where: {index: index++}, value: parsed.data};
-    }
 }

@@ -1,7 +1,7 @@
 // Supervised fine-tuning (STILL-2's imitate step): LoRA (or full) training on chat
 // examples with the loss on the whole answer or only on its thought.
 import {z} from "zod";
-import {readJsonl} from "../io/jsonl.js";
+import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
@@ -43,9 +43,7 @@ export async function sft(options: SftOptions): Promise<TrainResult> {
 export async function writeSftData(model: Model, file: TrainingFile, data: SftOptions["data"], mask: LossMask, ctx: number,
                             overflow: "error" | "truncate", systemPrompt: string | null | undefined, signal?: AbortSignal): Promise<WrittenData> {
     const out: WrittenData = {records: 0, truncated: 0, sources: []};
-    const source = typeof data === "string" ? data : "examples";
-    for await (const {where, value} of examples(data, signal)) {
-        const fail = (message: string) => new DataError(source, where.line == null ? `example ${where.index}: ${message}` : message, where.line, where.field);
+    for await (const {where, value, fail} of readRecords(data, sftExampleSchema, {item: "example", items: "examples"}, signal)) {
         let t: TokenizedAnswer;
         try {
             t = "messages" in value ? tokenizeChat(model, value.messages as ChatMessage[])
@@ -67,26 +65,8 @@ export async function writeSftData(model: Model, file: TrainingFile, data: SftOp
         weights[0] = 0;
         await file.addSft({tokens, weights});
         out.records++;
-        out.sources.push(where.line == null ? `${source}[${where.index}]` : `${source}:${where.line}`);
+        out.sources.push(where);
     }
-    if (out.records === 0) throw new DataError(source, "no training examples.");
+    if (out.records === 0) throw new DataError(typeof data === "string" ? data : "examples", "no training examples.");
     return out;
-}
-
-type Where = {index: number, line?: number, field?: string};
-
-/** Examples from a JSONL file (each line checked) or from the caller, with where each came from. */
-async function* examples(data: SftOptions["data"], signal?: AbortSignal): AsyncGenerator<{where: Where, value: z.output<typeof sftExampleSchema>}> {
-    if (typeof data === "string") {
-        let index = 0;
-        for await (const row of readJsonl(data, {schema: sftExampleSchema, policy: "strict", ...(signal == null ? {} : {signal})}))
-            yield {where: {index: index++, line: row.line}, value: row.value};
-        return;
-    }
-    let index = 0;
-    for await (const raw of data as AsyncIterable<SftExample>) {
-        const parsed = sftExampleSchema.safeParse(raw);
-        if (!parsed.success) throw new DataError("examples", `example ${index}: ${z.prettifyError(parsed.error)}`);
-        yield {where: {index: index++}, value: parsed.data};
-    }
 }
