@@ -4,14 +4,16 @@
 import fs from "node:fs";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
+import {z} from "zod";
+import {parseArgv} from "../cli/cliOptions.js";
 import {grade} from "../grade/grade.js";
 import {warmParser} from "../grade/parseLatex.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const roundsAt = args.indexOf("--rounds");
-const rounds = roundsAt >= 0 ? Math.max(1, Number(args[roundsAt + 1]) || 1) : 3;
+const {json, rounds} = parseArgv(z.object({
+    rounds: z.number().int().min(1).describe("Timed rounds over the pairs (the median is reported)").default(3),
+    json: z.boolean().describe("Print one JSON object").default(false)
+}), ["--rounds <n>", "--json"]);
 
 type Pair = {pred: string, gold: string, type: "math" | "choice" | "exact"};
 

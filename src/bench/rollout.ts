@@ -12,9 +12,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
+import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
 import {benchModel, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
@@ -22,25 +22,17 @@ import {benchModel, llamaTool, median as mid, runMeasured, toolCwd} from "./llam
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null};
 type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures};
 
-const options = z.object({
-    model: z.string().optional(),
-    parallel: z.string().default("1,8,32"),
-    threads: z.coerce.number().int().min(1).default(os.availableParallelism()),
-    runs: z.coerce.number().int().min(1).default(3),
-    promptTokens: z.coerce.number().int().min(1).default(128),
-    genTokens: z.coerce.number().int().min(1).default(128),
-    shared: z.coerce.number().int().min(0).default(32),
-    json: z.boolean().default(false)
-}).parse(new Command()
-    .option("--model <file>", "GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)")
-    .option("--parallel <list>", "sequence counts", "1,8,32")
-    .option("--threads <n>", "threads for every engine")
-    .option("--runs <n>", "runs per configuration (medians are reported)", "3")
-    .option("--prompt-tokens <n>", "prompt tokens per sequence", "128")
-    .option("--gen-tokens <n>", "generated tokens per sequence", "128")
-    .option("--shared <n>", "samples of the one-prompt case (0 skips it)", "32")
-    .option("--json", "print one JSON object")
-    .parse().opts());
+const optionsSchema = z.object({
+    model: z.string().optional().describe("GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)"),
+    parallel: z.string().describe("Sequence counts").default("1,8,32"),
+    threads: z.number().int().min(1).describe("Threads for every engine").default(os.availableParallelism()),
+    runs: z.number().int().min(1).describe("Runs per configuration (medians are reported)").default(3),
+    promptTokens: z.number().int().min(1).describe("Prompt tokens per sequence").default(128),
+    genTokens: z.number().int().min(1).describe("Generated tokens per sequence").default(128),
+    shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
+    json: z.boolean().describe("Print one JSON object").default(false)
+});
+const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>", "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);

@@ -9,33 +9,25 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {Command} from "commander";
 import {execa} from "execa";
 import {z} from "zod";
+import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
 import {benchModel, llamaTool, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Figures = {tokens_per_s: number, scored_tokens_per_s: number, ppl: number, peak_rss_mb: number | null};
 
-const options = z.object({
-    model: z.string().optional(),
-    text: z.string().optional(),
-    ctx: z.coerce.number().int().min(4).default(512),
-    batchSize: z.coerce.number().int().min(1).default(2048),
-    chunks: z.coerce.number().int().min(1).default(16),
-    threads: z.coerce.number().int().min(1).default(os.availableParallelism()),
-    runs: z.coerce.number().int().min(1).default(3),
-    json: z.boolean().default(false)
-}).parse(new Command()
-    .option("--model <file>", "GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)")
-    .option("--text <file>", "text to score (default: MATH500 problems and solutions from the test fixtures)")
-    .option("--ctx <n>", "chunk size", "512")
-    .option("--batch-size <n>", "tokens per decode", "2048")
-    .option("--chunks <n>", "chunks scored", "16")
-    .option("--threads <n>", "threads for every engine")
-    .option("--runs <n>", "runs per engine (medians are reported)", "3")
-    .option("--json", "print one JSON object")
-    .parse().opts());
+const optionsSchema = z.object({
+    model: z.string().optional().describe("GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)"),
+    text: z.string().optional().describe("Text to score (default: MATH500 problems and solutions from the test fixtures)"),
+    ctx: z.number().int().min(4).describe("Chunk size").default(512),
+    batchSize: z.number().int().min(1).describe("Tokens per decode").default(2048),
+    chunks: z.number().int().min(1).describe("Chunks scored").default(16),
+    threads: z.number().int().min(1).describe("Threads for every engine").default(os.availableParallelism()),
+    runs: z.number().int().min(1).describe("Runs per engine (medians are reported)").default(3),
+    json: z.boolean().describe("Print one JSON object").default(false)
+});
+const options = parseArgv(optionsSchema, ["--model <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--chunks <n>", "--threads <n>", "--runs <n>", "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "scoreWorker.js");

@@ -12,9 +12,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {Command} from "commander";
 import {z} from "zod";
-import {makeModel, type ModelType} from "../models/makeModel.js";
+import {parseArgv} from "../cli/cliOptions.js";
+import {makeModel, type ModelType, modelTypes} from "../models/makeModel.js";
 import {type PresetName, presetNames} from "../models/presets.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
@@ -22,26 +22,20 @@ import {type TrainerEvent, trainerBinary, trainerEventSchema} from "../train/run
 import {TrainingFile} from "../train/TrainingFile.js";
 import {llamaTool, logSeconds, median, runMeasured, toolCwd} from "./llamaTools.js";
 
-const options = z.object({
-    presets: z.string().default("tiny,qwen2.5-0.5b"),
-    types: z.string().default("f16,q8_0"),
+const optionsSchema = z.object({
+    presets: z.array(z.enum(presetNames)).describe("Model presets").default(["tiny", "qwen2.5-0.5b"]),
+    types: z.array(z.enum(modelTypes)).describe("Base types for still-train").default(["f16", "q8_0"]),
     // one core left to the system: on small machines ggml's thread hand-offs cost more than they give
-    threads: z.coerce.number().int().min(1).default(Math.max(1, os.availableParallelism() - 1)),
-    runs: z.coerce.number().int().min(1).default(3),
-    ctx: z.coerce.number().int().min(32).default(256),
-    steps: z.coerce.number().int().min(2).default(6),
-    dpo: z.boolean().default(true),
-    json: z.boolean().default(false)
-}).parse(new Command()
-    .option("--presets <list>", `model presets among ${presetNames.join(", ")}`, "tiny,qwen2.5-0.5b")
-    .option("--types <list>", "base types for still-train (f32, f16, q8_0)", "f16,q8_0")
-    .option("--threads <n>", "CPU threads for both trainers (default: all cores but one)")
-    .option("--runs <n>", "runs per configuration (medians are reported)", "3")
-    .option("--ctx <n>", "tokens per row (one row per step)", "256")
-    .option("--steps <n>", "measured steps per run (after one warm-up step)", "6")
-    .option("--no-dpo", "skip the DPO-versus-SFT comparison")
-    .option("--json", "print one JSON object")
-    .parse().opts());
+    threads: z.number().int().min(1).describe("CPU threads for both trainers: all cores but one")
+        .default(Math.max(1, os.availableParallelism() - 1)),
+    runs: z.number().int().min(1).describe("Runs per configuration (medians are reported)").default(3),
+    ctx: z.number().int().min(32).describe("Tokens per row (one row per step)").default(256),
+    steps: z.number().int().min(2).describe("Measured steps per run (after one warm-up step)").default(6),
+    dpo: z.boolean().describe("The DPO-versus-SFT comparison").default(true),
+    json: z.boolean().describe("Print one JSON object").default(false)
+});
+const options = parseArgv(optionsSchema, ["--presets <list>", "--types <list>", "--threads <n>", "--runs <n>", "--ctx <n>", "--steps <n>",
+    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--json"]);
 
 type Figures = {tokens_per_s: number | null, peak_rss_mb: number | null, error?: string};
 type Result = {model: string, base_type: string, mode: "lora", still: Figures, llama_finetune: Figures & {base_type: "f32", mode: "full"}};
@@ -49,9 +43,7 @@ type DpoResult = {model: string, base_type: string, sft_s_per_step: number, dpo_
     sft_peak_rss_mb: number | null, dpo_peak_rss_mb: number | null};
 
 const log = (line: string) => process.stderr.write(line + "\n");
-const presets = options.presets.split(",").map((s) => s.trim()).filter((s) => s !== "") as PresetName[];
-const types = options.types.split(",").map((s) => s.trim()) as ModelType[];
-for (const p of presets) if (!presetNames.includes(p)) throw new Error(`unknown preset ${p}`);
+const {presets, types} = options;
 const variant = getBackend().variant;
 const {command: trainBin, backendDir} = trainerBinary();
 const {binary: finetuneBin, variant: ftVariant} = await llamaTool("llama-finetune", variant, log);

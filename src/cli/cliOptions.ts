@@ -2,7 +2,7 @@
 // help text is the field's description, its default the field's default, and the values
 // commander collects are coerced and checked by that schema. No default or meaning is
 // written twice.
-import {type Command, Option} from "commander";
+import {Command, Option} from "commander";
 import {z} from "zod";
 import {parseOptions} from "../errors.js";
 
@@ -150,3 +150,10 @@ export const systemFlags: CliOption[] = [
     {flags: "--system-file <file>"},
     {flags: "--no-system", field: "systemPrompt", help: "No system message"}
 ];
+
+/** A script's own command line (the benchmarks): its options from `schema`, parsed from process.argv (--help exits). */
+export function parseArgv<S extends z.ZodType>(schema: S, flags: readonly (string | CliOption)[]): z.output<S> {
+    const cmd = addOptions(new Command(), schema, flags);
+    cmd.parse(process.argv);
+    return parseCli(schema, cmd.opts(), flags);
+}

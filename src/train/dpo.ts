@@ -8,7 +8,7 @@ import path from "node:path";
 import {z} from "zod";
 import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
-import {DataError, OptionError} from "../errors.js";
+import {DataError, OptionError, parseOptions} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
@@ -43,9 +43,7 @@ export type DpoOptions = z.input<typeof dpoOptionsSchema> & RunHooks & {
 
 export async function dpo(options: DpoOptions): Promise<TrainResult> {
     const {pairs, signal, onProgress, ...rest} = options;
-    const parsed = dpoOptionsSchema.safeParse(rest);
-    if (!parsed.success) throw new OptionError(`invalid DPO options: ${z.prettifyError(parsed.error)}`);
-    const o = parsed.data;
+    const o = parseOptions(dpoOptionsSchema, rest, "DPO options");
     const extra = ["--beta", String(o.beta), "--sft-alpha", String(o.alpha), "--loss", o.loss];
     let written: WrittenData | undefined;
     return runTraining("dpo", o, extra, {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},

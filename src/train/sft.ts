@@ -3,7 +3,7 @@
 import {z} from "zod";
 import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
-import {DataError, OptionError} from "../errors.js";
+import {DataError, parseOptions} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
 import {buildTrainingMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
@@ -32,9 +32,7 @@ export type SftOptions = z.input<typeof sftOptionsSchema> & RunHooks & {
 
 export async function sft(options: SftOptions): Promise<TrainResult> {
     const {data, signal, onProgress, ...rest} = options;
-    const parsed = sftOptionsSchema.safeParse(rest);
-    if (!parsed.success) throw new OptionError(`invalid training options: ${z.prettifyError(parsed.error)}`);
-    const o = parsed.data;
+    const o = parseOptions(sftOptionsSchema, rest, "training options");
     return runTraining("sft", o, [], {...(signal == null ? {} : {signal}), ...(onProgress == null ? {} : {onProgress})},
         (model, file) => writeSftData(model, file, data, o.mask, o.ctx, o.overflow, o.systemPrompt, signal));
 }
