@@ -19,12 +19,13 @@ const optionsSchema = scorerOptionsSchema.pick({parallel: true, batchSize: true,
         out: z.string().optional().describe("JSONL scores, one line per record in input order; a rerun continues an interrupted file"),
         text: z.string().optional().describe("Plain text: its perplexity by llama-perplexity's protocol"),
         ctx: perplexityOptionsSchema.shape.ctx,
+        chunks: perplexityOptionsSchema.shape.chunks,
         logprobs: z.boolean().describe("Write every token's log-probability too").default(false),
         ...adapterFields(),
         gpuLayers: gpuLayersSchema,
         json: commonFields.json
     });
-const flags = ["--model <file>", "--data <file>", "--out <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--parallel <n>",
+const flags = ["--model <file>", "--data <file>", "--out <file>", "--text <file>", "--ctx <n>", "--chunks <n>", "--batch-size <n>", "--parallel <n>",
     "--context-size <n>", "--overflow <policy>", "--logprobs", ...adapterFlags, "--gpu-layers <n>", "--threads <n>", "--json"];
 
 /** Records per call of the scorer: bounds memory on large files, and what a rerun can skip. */
@@ -46,7 +47,7 @@ export function scoreCommand(program: Command, signal: AbortSignal) {
                 if (text != null) {
                     const bar = o.json ? undefined : new Progress("scoring", 1, "auto", () => "");
                     const r = await model.perplexity(text, {
-                        ctx: o.ctx, batchSize: o.batchSize, adapters, signal,
+                        ctx: o.ctx, batchSize: o.batchSize, adapters, signal, ...(o.chunks == null ? {} : {chunks: o.chunks}),
                         ...(o.threads == null ? {} : {threads: o.threads}),
                         onProgress: (s) => bar?.update(s.recordsDone / Math.max(1, s.recordsTotal), `${s.recordsDone}/${s.recordsTotal} chunks`)
                     }).finally(() => bar?.stop());
