@@ -1,5 +1,5 @@
-// A packed row as the graphs take it: tokens, positions, the packing mask, and the loss
-// rows grouped by term and weight.
+// A packed row as the graphs take it: tokens, positions, where each token's sequence
+// starts (the packing mask), and the loss rows grouped by term and weight.
 #include <algorithm>
 #include <cmath>
 
@@ -18,7 +18,7 @@ Batch make_batch(const Dataset & data, const Row & row) {
     b.real_tokens = row.tokens;
     b.tokens.reserve(T);
     b.pos.reserve(T);
-    b.mask.assign((size_t) T * T, -INFINITY);
+    b.seq_start.reserve(T);
 
     // lays out one sequence; returns its offset in the row
     auto place = [&](const Sequence & s) {
@@ -27,8 +27,7 @@ Batch make_batch(const Dataset & data, const Row & row) {
         for (int64_t j = 0; j < n; j++) {
             b.tokens.push_back(s.tokens[j]);
             b.pos.push_back((int32_t) j);
-            float * mrow = b.mask.data() + (size_t) (off + j) * T;  // query off+j
-            for (int64_t k = 0; k <= j; k++) mrow[off + k] = 0.0f;
+            b.seq_start.push_back(off);
         }
         return off;
     };
@@ -85,10 +84,27 @@ Batch make_batch(const Dataset & data, const Row & row) {
     for (int64_t i = (int64_t) b.tokens.size(); i < T; i++) {
         b.tokens.push_back(0);
         b.pos.push_back(0);
-        b.mask[(size_t) i * T + i] = 0.0f;
+        b.seq_start.push_back(i);
     }
     b.loss_tokens = (int64_t) b.rows.size();
     return b;
+}
+
+void Batch::mask(int64_t q0, int64_t nq, int64_t k0, int64_t nk, float * out) const {
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t q = q0 + i;
+        float * row = out + (size_t) i * (size_t) nk;
+        for (int64_t j = 0; j < nk; j++) {
+            const int64_t k = k0 + j;
+            row[j] = k >= seq_start[(size_t) q] && k <= q ? 0.0f : -INFINITY;
+        }
+    }
+}
+
+int64_t Batch::first_key(int64_t q0, int64_t q1) const {
+    int64_t k0 = q0;
+    for (int64_t q = q0; q < q1; q++) k0 = std::min<int64_t>(k0, seq_start[(size_t) q]);
+    return k0;
 }
 
 } // namespace st

@@ -6,6 +6,7 @@
 
 #if defined(__linux__) || defined(__APPLE__)
 #include <sys/resource.h>
+#include <unistd.h>
 #endif
 
 namespace st {
@@ -133,6 +134,19 @@ double peak_rss_mb() {
     return ru.ru_maxrss / (1024.0 * 1024.0); // bytes on macOS
 #else
     return 0;
+#endif
+}
+
+size_t current_rss_bytes() {
+#if defined(__linux__)
+    FILE * f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    const int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (size_t) resident * (size_t) sysconf(_SC_PAGESIZE) : 0;
+#else
+    return (size_t) (peak_rss_mb() * 1024 * 1024);
 #endif
 }
 

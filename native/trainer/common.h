@@ -58,4 +58,7 @@ double now_seconds();
 // Peak resident set size of this process in MB (0 where unknown).
 double peak_rss_mb();
 
+// Resident set size of this process now, in bytes (0 where unknown).
+size_t current_rss_bytes();
+
 } // namespace st

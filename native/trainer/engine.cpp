@@ -12,6 +12,7 @@ namespace st {
 // --- set-up ------------------------------------------------------------------------------
 
 Engine::~Engine() {
+    free_activations();
     if (sched_) ggml_backend_sched_free(sched_);
     if (buf_lora_) ggml_backend_buffer_free(buf_lora_);
     if (buf_grad_) ggml_backend_buffer_free(buf_grad_);

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,14 @@ struct EngineOptions {
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
     bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
+    int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
+    int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
+    size_t chunk_bytes = 256u << 20; // chunked steps: the compute memory one chunk's graph aims for
 };
+
+// How a step is taken: one graph over the whole row (its memory grows with the square of
+// the row's length), or chunked with recomputation (memory linear in it; see chunked.cpp).
+enum class Recompute { OFF, ON, AUTO };
 
 // A tensor the optimizer updates, with its gradient accumulator and AdamW moments.
 struct Trainable {
@@ -55,7 +63,7 @@ struct Batch {
     int64_t real_tokens = 0;         // without
     std::vector<int32_t> tokens;
     std::vector<int32_t> pos;
-    std::vector<float> mask;         // [n_tokens, n_tokens]: 0 where a query may see a key, -inf elsewhere
+    std::vector<int64_t> seq_start;  // per token: where its sequence starts (a padding token: itself)
     // loss rows: the positions whose output predicts a weighted token, grouped by term
     std::vector<int32_t> rows;
     std::vector<int32_t> labels;     // the token predicted at each loss row
@@ -65,6 +73,13 @@ struct Batch {
     struct Pair { int64_t item; int chosen, rejected, sft; };
     std::vector<Pair> pairs;         // DPO: term indices per pair (sft may equal chosen)
     int64_t loss_tokens = 0;
+
+    // The packing mask of queries [q0, q0+nq) against keys [k0, k0+nk), as ggml's soft_max
+    // takes it ([nk, nq], query-major): 0 where the query may see the key (its own sequence,
+    // causally), -inf elsewhere.
+    void mask(int64_t q0, int64_t nq, int64_t k0, int64_t nk, float * out) const;
+    // The first key any query of [q0, q1) may see: keys before it are masked for all of them.
+    int64_t first_key(int64_t q0, int64_t q1) const;
 };
 
 Batch make_batch(const Dataset & data, const Row & row);
@@ -83,8 +98,11 @@ public:
 
     bool init(const EngineOptions & opt);
 
-    // Forward (and backward, accumulating into the gradients) over one batch.
+    // Forward (and backward, accumulating into the gradients) over one batch, by the way
+    // set_recompute() chose.
     bool eval(const Batch & batch, const LossSpec & spec, bool backward, BatchResult & out);
+    void set_recompute(bool on) { recompute_ = on; }
+    bool recompute() const { return recompute_; }
     // Logits for every position of one sequence: rows of n_vocab floats.
     bool logits(const std::vector<int32_t> & tokens, std::vector<float> & out);
     // L2 norm of the accumulated gradients.
@@ -114,11 +132,97 @@ public:
     std::vector<Trainable> & trainables() { return train_; }
     int64_t trainable_count() const;
 
+    // Memory a step over rows of `tokens` tokens needs beyond what is allocated now: the
+    // activations kept between graphs, the largest graph's compute buffer (measured by
+    // ggml's allocator without allocating it) and host buffers, for either way of stepping.
+    struct StepMemory {
+        size_t activations = 0, compute = 0, host = 0;
+        size_t total() const { return activations + compute + host; }
+    };
+    StepMemory step_memory(int64_t tokens, bool recompute);
+    // Free memory where the step's tensors go (the GPU's, or the machine's).
+    size_t free_memory() const;
+
 private:
     struct LoraPair { ggml_tensor * a = nullptr; ggml_tensor * b = nullptr; };
 
+    // One graph to build and run: its context (over the reusable metadata buffer), the
+    // inputs to fill once it is allocated, the outputs to compute, and the accumulators
+    // that the gradients of its parameters (besides the trainables) go to.
+    struct Graph {
+        ggml_context * ctx = nullptr;
+        int size = 0;
+        std::vector<std::pair<ggml_tensor *, std::function<void(ggml_tensor *)>>> inputs;
+        std::vector<ggml_tensor *> outputs;
+        std::vector<std::pair<ggml_tensor *, ggml_tensor *>> accumulators;
+        ~Graph();
+        ggml_tensor * input(ggml_tensor * t, std::function<void(ggml_tensor *)> fill);
+        ggml_tensor * input(ggml_tensor * t, const void * data); // `data` must outlive run()
+        ggml_tensor * labels(const int32_t * ids, int64_t n, int64_t n_vocab); // one-hot rows
+    };
+    bool begin(Graph & g, int size);
+    ggml_cgraph * build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_grad);
+    // Runs the graph: forward only when `loss` is null, else forward and backward.
+    bool run(Graph & g, ggml_tensor * loss);
+    // The compute buffer the graph would need, measured without allocating it.
+    size_t measure(Graph & g, ggml_tensor * loss);
+
+    // pieces of the model's graph (graph.cpp)
     ggml_tensor * linear(ggml_context * ctx, int il, int mod, ggml_tensor * x);
+    ggml_tensor * attn_norm(ggml_context * ctx, int il, ggml_tensor * x);
+    ggml_tensor * rope(ggml_context * ctx, ggml_tensor * t, ggml_tensor * pos);
+    ggml_tensor * queries(ggml_context * ctx, int il, ggml_tensor * cur, ggml_tensor * pos);
+    ggml_tensor * keys(ggml_context * ctx, int il, ggml_tensor * cur, ggml_tensor * pos);
+    ggml_tensor * values(ggml_context * ctx, int il, ggml_tensor * cur);
+    ggml_tensor * values_by_token(ggml_context * ctx, ggml_tensor * v);
+    ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * vt, ggml_tensor * mask);
+    ggml_tensor * after_attention(ggml_context * ctx, int il, ggml_tensor * x, ggml_tensor * attn);
+    ggml_tensor * final_norm(ggml_context * ctx, ggml_tensor * x);
     ggml_tensor * forward(ggml_context * ctx, ggml_tensor * tokens, ggml_tensor * pos, ggml_tensor * mask);
+    void group_nll(ggml_context * ctx, ggml_tensor * h, ggml_tensor * labels, const std::vector<Batch::Group> & groups,
+                   std::vector<ggml_tensor *> & out);
+
+    // the one-graph step (graph.cpp)
+    ggml_tensor * whole_row(Graph & g, const Batch & batch, const LossSpec & spec, const float * mask,
+                            std::vector<ggml_tensor *> & nll);
+    bool eval_whole(const Batch & batch, const LossSpec & spec, bool backward, BatchResult & out);
+
+    // the chunked step (chunked.cpp)
+    struct Chunk { int64_t q0, q1, k0; }; // queries [q0, q1), the keys they may see from k0 on
+    struct LossChunk { int64_t r0, r1; }; // loss rows [r0, r1)
+    std::vector<Chunk> attention_chunks(const Batch & b) const;
+    std::vector<Chunk> token_chunks(int64_t T) const;
+    std::vector<LossChunk> loss_chunks(int64_t n_rows) const;
+    bool ensure_activations(int64_t T);
+    size_t activation_bytes(int64_t T) const;
+    bool eval_chunked(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out);
+    bool forward_layers(const Batch & b);
+    bool loss_pass(const Batch & b, const std::vector<double> * coef, std::vector<double> & term_nll);
+    bool backward_layer(const Batch & b, int il);
+    bool embedding_backward(const Batch & b);
+    ggml_tensor * rows_of(ggml_context * ctx, ggml_tensor * t, int64_t r0, int64_t r1);
+    ggml_tensor * value_rows(ggml_context * ctx, ggml_tensor * t, int64_t r0, int64_t r1);
+    struct ChunkLeaves { ggml_tensor * x, * k, * v; };
+    ChunkLeaves kept_rows(ggml_context * ctx, int il, const Chunk & c);
+    ggml_tensor * attention_chunk(Graph & g, const Batch & b, int il, const Chunk & c, std::vector<float> & mask,
+                                  ggml_tensor * x, ggml_tensor * k, ggml_tensor * v);
+    void loss_chunk(Graph & g, const Batch & b, const LossChunk & c, std::vector<std::pair<int, ggml_tensor *>> & parts);
+
+    // Tensors kept between the graphs of one row's chunked step, for rows of up to T tokens.
+    struct Activations {
+        int64_t T = 0;
+        ggml_context * ctx = nullptr;
+        ggml_backend_buffer_t buf = nullptr;
+        std::vector<ggml_tensor *> x;    // the input of each layer, and the last layer's output [n_embd, T]
+        std::vector<ggml_tensor *> k;    // each layer's keys (after rope) [head_dim, n_head_kv, T]
+        std::vector<ggml_tensor *> v;    // each layer's values, by token [T, head_dim, n_head_kv]
+        ggml_tensor * gx[2] = {nullptr, nullptr}; // ∂loss/∂x of a layer's output and of its input, in turn
+        ggml_tensor * gk = nullptr;      // ∂loss/∂K, ∂loss/∂V of the layer being differentiated (laid out as k, v)
+        ggml_tensor * gv = nullptr;
+    } act_;
+    void free_activations();
+    bool recompute_ = false;
+
     ggml_cgraph * rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, int graph_size);
     void chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor * node);
     bool compute(ggml_cgraph * gf, bool abortable);

@@ -61,7 +61,7 @@ static void usage(const char * argv0) {
         "  --init-random-b       LoRA B random instead of 0 (gradient checks)\n"
         "data and schedule:\n"
         "  --data FILE           pre-tokenized data (see native/trainer/data.h)\n"
-        "  --ctx N               longest packed row in tokens (1024)\n"
+        "  --ctx N               longest packed row in tokens, up to the model's context (1024)\n"
         "  --epochs N            passes over the data (1)\n"
         "  --grad-accum N        rows per optimizer step (1)\n"
         "  --max-steps N         stop after N steps (0: all)\n"
@@ -86,6 +86,14 @@ static void usage(const char * argv0) {
         "  --poll N              threads busy-wait between tasks, 0 (sleep) to 100 (spin) (50)\n"
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
         "  --no-gpu              stay on the CPU\n"
+        "memory (long rows):\n"
+        "  --recompute M         auto (default: chunked with recomputation when one graph does not fit), on, off\n"
+        "  --block-tokens N      chunked steps: queries per attention chunk, tokens per chunk (0: sized by --chunk-mb)\n"
+        "  --loss-rows N         chunked steps: loss rows per chunk (0: sized by --chunk-mb)\n"
+        "  --chunk-mb N          chunked steps: compute memory one chunk's graph aims for (256)\n"
+        "  --memory-budget MB    memory a step may use (default: what is free)\n"
+        "  --plan-only           print the memory plan (one JSON line) and stop\n"
+        "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
         "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n",
         argv0, argv0, argv0);
@@ -201,7 +209,7 @@ static int run(int argc, char ** argv) {
         }
         else if (a == "--adapter") eo.init_adapter = value();
         else if (a == "--init-random-b") eo.init_random_b = true;
-        else if (a == "--ctx") tc.ctx = gc.ctx = int_in(2, 1 << 16);
+        else if (a == "--ctx") tc.ctx = gc.ctx = int_in(2, 1 << 17);
         else if (a == "--epochs") tc.epochs = int_in(1, 1 << 20);
         else if (a == "--grad-accum") tc.grad_accum = int_in(1, 1 << 20);
         else if (a == "--max-steps") tc.max_steps = int_in(0, BIG);
@@ -242,6 +250,22 @@ static int run(int argc, char ** argv) {
         else if (a == "--poll") eo.poll = (int) int_in(0, 100);
         else if (a == "--backend-dir") eo.backend_dir = value();
         else if (a == "--no-gpu") eo.use_gpu = false;
+        else if (a == "--recompute") {
+            const std::string m = value();
+            if (m == "auto") tc.recompute = Recompute::AUTO;
+            else if (m == "on") tc.recompute = gc.recompute = Recompute::ON;
+            else if (m == "off") tc.recompute = gc.recompute = Recompute::OFF;
+            else {
+                fprintf(stderr, "main: error: --recompute must be auto, on or off, got '%s'\n", m.c_str());
+                return EXIT_ERROR;
+            }
+        }
+        else if (a == "--block-tokens") eo.block_tokens = int_in(0, 1 << 17);
+        else if (a == "--loss-rows") eo.loss_rows = int_in(0, 1 << 17);
+        else if (a == "--chunk-mb") eo.chunk_bytes = (size_t) int_in(1, 1 << 20) << 20;
+        else if (a == "--memory-budget") tc.memory_budget = (size_t) int_in(1, (int64_t) 1 << 30) << 20;
+        else if (a == "--plan-only") tc.plan_only = true;
+        else if (a == "--dump-grads") gc.dump_grads = value();
         else if (a == "--backward-products") {
             const std::string m = value();
             if (m != "mul_mat" && m != "out_prod") {

@@ -120,6 +120,57 @@ static std::vector<Batch> step_batches(const Dataset & d, const Step & s, Task t
     return batches;
 }
 
+static int64_t longest_row(const std::vector<Step> & plan) {
+    int64_t longest = 0;
+    for (const Step & s : plan)
+        for (const Row & r : s.rows) longest = std::max(longest, r.tokens);
+    return longest;
+}
+
+static double gb(size_t bytes) {
+    return (double) bytes / 1e9;
+}
+
+// Chooses how steps are taken for rows of up to `tokens` tokens and prints the plan (one
+// "plan" line): the one-graph step when asked or, in auto mode, when it fits; the chunked
+// step otherwise. When the chosen way does not fit the free memory (or `budget`), says so
+// in one line with the longest rows that would fit, and returns false.
+bool plan_memory(Engine & e, int64_t tokens, Recompute mode, size_t budget) {
+    const size_t avail = budget > 0 ? budget : e.free_memory();
+    const size_t room = (size_t) ((double) avail * 0.9);
+    const Engine::StepMemory whole = e.step_memory(tokens, false);
+    const Engine::StepMemory chunked = e.step_memory(tokens, true);
+    const bool whole_fits = whole.total() <= room, chunked_fits = chunked.total() <= room;
+    const bool recompute = mode == Recompute::ON || (mode == Recompute::AUTO && !whole_fits);
+    const Engine::StepMemory & chosen = recompute ? chunked : whole;
+    const size_t rss = current_rss_bytes();
+    JsonLine().str("type", "plan").integer("tokens", tokens).boolean("recompute", recompute)
+        .num("estimated_peak_mb", (double) (rss + chosen.total()) / 1048576.0).num("step_mb", (double) chosen.total() / 1048576.0)
+        .num("activations_mb", (double) chosen.activations / 1048576.0).num("compute_mb", (double) chosen.compute / 1048576.0)
+        .num("one_graph_mb", (double) whole.total() / 1048576.0).num("chunked_mb", (double) chunked.total() / 1048576.0)
+        .num("available_mb", (double) avail / 1048576.0).print();
+    if (recompute ? chunked_fits : whole_fits) {
+        e.set_recompute(recompute);
+        return true;
+    }
+    // the longest rows (in whole vector blocks) that the best allowed way fits
+    const bool best = mode != Recompute::OFF;
+    int64_t lo = 0, hi = tokens / 16;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (mid > 0 && e.step_memory(mid * 16, best).total() <= room) lo = mid;
+        else hi = mid - 1;
+    }
+    fprintf(stderr, "plan_memory: error: training rows of %lld tokens needs about %.1f GB more memory (%.1f GB kept between graphs, %.1f GB for "
+            "the largest graph, %s) but %.1f GB are free; ",
+            (long long) tokens, gb(chosen.total()), gb(chosen.activations), gb(chosen.compute + chosen.host),
+            recompute ? "chunked with recomputation" : "in one graph", gb(avail));
+    if (lo > 0) fprintf(stderr, "the longest rows that fit are %lld tokens (--ctx %lld)%s\n", (long long) (lo * 16), (long long) (lo * 16),
+                        !best && chunked_fits ? ", or train with --recompute on" : "");
+    else fprintf(stderr, "no row length fits; free memory or use a smaller model\n");
+    return false;
+}
+
 namespace {
 
 // One still-train run: set-up (data, plan, reference log-probs, resume), then steps, each
@@ -131,7 +182,9 @@ public:
     int run(const EngineOptions & eo) {
         t_start_ = now_seconds();
         e_.set_abort_flag(&stop_);
-        if (!e_.init(eo) || !read_data() || !make_schedule()) return EXIT_ERROR;
+        if (!e_.init(eo) || !check_context() || !read_data() || !make_schedule()) return EXIT_ERROR;
+        if (!plan_memory(e_, longest_row(plan_), tc_.recompute, tc_.memory_budget)) return EXIT_ERROR;
+        if (tc_.plan_only) return EXIT_OK;
         uint64_t init_fp = 0;
         if (!e_.options().init_adapter.empty() && !file_fingerprint(e_.options().init_adapter, init_fp)) {
             fprintf(stderr, "run_train: error: cannot read %s\n", e_.options().init_adapter.c_str());
@@ -156,6 +209,16 @@ public:
     }
 
 private:
+    bool check_context() const {
+        const int64_t n_ctx = e_.model().hp.n_ctx_train;
+        if (n_ctx > 0 && tc_.ctx > n_ctx) {
+            fprintf(stderr, "run_train: error: --ctx %lld is longer than the model's context (%lld tokens); lower --ctx\n",
+                    (long long) tc_.ctx, (long long) n_ctx);
+            return false;
+        }
+        return true;
+    }
+
     bool read_data() {
         if (!read_dataset(tc_.data, e_.model().hp.n_vocab, tc_.ctx, d_)) return false;
         if (d_.task != tc_.task) {
@@ -406,9 +469,28 @@ int run_train(const EngineOptions & eo, const TrainConfig & tc, const std::atomi
 
 // --- gradient check ------------------------------------------------------------------------
 
+// Every trainable's gradient, F32, one after the other in trainable order (for comparing two
+// ways of computing them).
+static bool dump_gradients(Engine & e, const std::string & path) {
+    FILE * f = fopen(path.c_str(), "wb");
+    if (!f) {
+        fprintf(stderr, "dump_gradients: error: cannot create %s\n", path.c_str());
+        return false;
+    }
+    bool ok = true;
+    std::vector<float> grad;
+    for (const Trainable & t : e.trainables()) {
+        ok = ok && e.get(t.grad, grad) && fwrite(grad.data(), sizeof(float), grad.size(), f) == grad.size();
+    }
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) fprintf(stderr, "dump_gradients: error: could not write %s\n", path.c_str());
+    return ok;
+}
+
 int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     Engine e;
     if (!e.init(eo)) return EXIT_ERROR;
+    e.set_recompute(gc.recompute == Recompute::ON);
     Dataset d;
     if (!read_dataset(gc.data, e.model().hp.n_vocab, gc.ctx, d)) return EXIT_ERROR;
 
@@ -435,6 +517,7 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     e.zero_grads();
     double loss0 = 0;
     if (!total_loss(true, loss0)) return EXIT_ERROR;
+    if (!gc.dump_grads.empty() && !dump_gradients(e, gc.dump_grads)) return EXIT_ERROR;
 
     // Per tensor, the directional derivative along two unit directions u, against g·u:
     // the gradient's own direction (the strongest signal: |g| when g is right) and that

@@ -42,6 +42,11 @@ struct TrainConfig {
     int64_t save_every = 0;       // checkpoint every N steps (0: only when stopped and at the end)
     int64_t log_every = 1;        // progress line every N steps
 
+    // memory
+    Recompute recompute = Recompute::AUTO; // chunked steps with recomputation: when the one-graph step does not fit
+    size_t memory_budget = 0;     // bytes a step may use (0: the free memory of the machine or GPU)
+    bool plan_only = false;       // print the memory plan and stop
+
     // DPO
     DpoConfig dpo;
     std::string ref_logps;        // cache of the reference log-probs (default: <checkpoint>.ref)
@@ -59,6 +64,8 @@ struct GradCheckConfig {
     int64_t entries = 4;          // entries per tensor, those with the largest gradients
     double step = 1e-3;           // finite-difference step: the relative change of the loss it aims for
     DpoConfig dpo;
+    Recompute recompute = Recompute::OFF;
+    std::string dump_grads;       // write every gradient (F32, in trainable order) to this file
     double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0
     bool finite_differences = true; // false: report the loss and gradient norms only
 };
