@@ -201,8 +201,8 @@ describe("sampling", () => {
 
     it("refuses what cannot fit, in one sentence", async () => {
         const engine = model.rollouts({parallel: 2});
-        expect(() => engine.generate([{prompt: "x"}], {maxTokens: 5000})).toThrow(OptionError);
-        expect(() => engine.generate([{prompt: "x"}], {maxTokens: 5000})).toThrow(/exceeds the model's training context of 4096 tokens/);
+        expect(() => engine.generate([{prompt: "x"}], {maxTokens: 140_000})).toThrow(OptionError);
+        expect(() => engine.generate([{prompt: "x"}], {maxTokens: 140_000})).toThrow(/exceeds the model.s training context of 131072 tokens/);
         expect(() => engine.generate([{prompt: []}], {})).toThrow(/no tokens|prompt/);
         expect(() => engine.generate([{prompt: "x"}], {temperature: -1})).toThrow(/invalid sampling options/);
         const huge = model.rollouts({parallel: 128, contextSize: 100_000_000});

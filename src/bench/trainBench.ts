@@ -32,10 +32,13 @@ const optionsSchema = z.object({
     ctx: z.number().int().min(32).describe("Tokens per row (one row per step)").default(256),
     steps: z.number().int().min(2).describe("Measured steps per run (after one warm-up step)").default(6),
     dpo: z.boolean().describe("The DPO-versus-SFT comparison").default(true),
+    ctxSweep: z.array(z.number().int().min(16)).optional()
+        .describe("Instead: train rows of each of these lengths (one row per step, LoRA r 16 on all modules), chunked with recomputation " +
+            "and in one graph where it fits, and report tokens/s, peak RSS and the memory plan's estimate (presets default to qwen2.5-0.5b, types to q8_0)"),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--presets <list>", "--types <list>", "--threads <n>", "--runs <n>", "--ctx <n>", "--steps <n>",
-    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--json"]);
+    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--ctx-sweep <list>", "--json"]);
 
 type Figures = {tokens_per_s: number | null, peak_rss_mb: number | null, error?: string};
 type Result = {model: string, base_type: string, mode: "lora", still: Figures, llama_finetune: Figures & {base_type: "f32", mode: "full"}};
@@ -43,10 +46,12 @@ type DpoResult = {model: string, base_type: string, sft_s_per_step: number, dpo_
     sft_peak_rss_mb: number | null, dpo_peak_rss_mb: number | null};
 
 const log = (line: string) => process.stderr.write(line + "\n");
-const {presets, types} = options;
+const sweeping = options.ctxSweep != null;
+const presets = sweeping && !process.argv.includes("--presets") ? ["qwen2.5-0.5b" as const] : options.presets;
+const types = sweeping && !process.argv.includes("--types") ? ["q8_0" as const] : options.types;
 const variant = getBackend().variant;
 const {command: trainBin, backendDir} = trainerBinary();
-const {binary: finetuneBin, variant: ftVariant} = await llamaTool("llama-finetune", variant, log);
+const {binary: finetuneBin, variant: ftVariant} = sweeping ? {binary: "", variant} : await llamaTool("llama-finetune", variant, log);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-train-"));
 process.on("exit", () => fs.rmSync(work, {recursive: true, force: true}));
 
@@ -120,6 +125,95 @@ const medianFigures = (fs_: Figures[]): Figures => {
     return {tokens_per_s: tps.length === 0 ? null : Math.round(median(tps) * 10) / 10, peak_rss_mb: rss.length === 0 ? null : Math.max(...rss),
         ...(error == null || tps.length > 0 ? {} : {error})};
 };
+
+// --- the ctx sweep ------------------------------------------------------------------------
+
+type SweepFigures = {tokens_per_s: number | null, peak_rss_mb: number | null, estimated_peak_mb: number | null, error?: string};
+type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFigures, one_graph: SweepFigures};
+
+/** One still-train run over `rows` rows of `ctx` tokens taken one way: the memory plan's estimate, tokens/s after the first step, peak RSS. */
+async function sweepRun(modelPath: string, data: string, ctx: number, recompute: "on" | "off", steps: number): Promise<SweepFigures> {
+    const out = path.join(work, `sweep-${runNo++}.gguf`);
+    const {res, peakRssMb} = await runMeasured(trainBin, ["sft", "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
+        "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--rank", "16", "--alpha", "32",
+        "--recompute", recompute, "--backend-dir", backendDir]);
+    const evs = events(res.stdout);
+    const plan = evs.find((e) => e.type === "plan");
+    const estimated = plan?.type === "plan" ? Math.round(plan.estimated_peak_mb) : null;
+    if (res.exitCode !== 0) {
+        const reason = res.stderr.split("\n").reverse().find((l) => /error: /.test(l))?.replace(/^.*?error: /, "") ?? `exit code ${res.exitCode}`;
+        return {tokens_per_s: null, peak_rss_mb: null, estimated_peak_mb: estimated, error: reason};
+    }
+    return {tokens_per_s: Math.round(stepFigures(evs).tokensPerS * 100) / 100, peak_rss_mb: peakRssMb == null ? null : Math.round(peakRssMb),
+        estimated_peak_mb: estimated};
+}
+
+async function sweep(): Promise<SweepRow[]> {
+    const rows: SweepRow[] = [];
+    for (const preset of presets) {
+        const f32 = await model(preset, "f32");
+        const vocab = await loadModel(f32, {vocabOnly: true});
+        const steps = Math.max(2, options.steps);
+        let words = 400;
+        let tokens = vocab.tokenize(corpus(words));
+        const longest = Math.max(...options.ctxSweep!);
+        while (tokens.length < steps * longest) tokens = vocab.tokenize(corpus((words *= 2)));
+        const files = new Map<number, string>();
+        for (const ctx of options.ctxSweep!) {
+            const file = path.join(work, `${preset}-sweep-${ctx}.bin`);
+            const f = await TrainingFile.create(file, "sft", vocab.facts.vocabSize);
+            for (let r = 0; r < steps; r++) {
+                const t = tokens.slice(r * ctx, (r + 1) * ctx);
+                await f.addSft({tokens: t, weights: t.map((_, i) => (i === 0 ? 0 : 1))});
+            }
+            await f.close();
+            files.set(ctx, file);
+        }
+        await vocab.dispose();
+        for (const type of types) {
+            const modelPath = type === "f32" ? f32 : await model(preset, type);
+            for (const ctx of options.ctxSweep!) {
+                log(`${preset} ${type}, rows of ${ctx} tokens: chunked`);
+                const chunked = await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps);
+                log(`${preset} ${type}, rows of ${ctx} tokens: one graph`);
+                const oneGraph = await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps);
+                rows.push({model: preset, base_type: type, ctx, chunked, one_graph: oneGraph});
+                log(`  chunked ${chunked.tokens_per_s ?? chunked.error} tokens/s, ${chunked.peak_rss_mb} MB; one graph ${oneGraph.tokens_per_s ?? oneGraph.error}`);
+            }
+        }
+    }
+    return rows;
+}
+
+function printSweep(rows: SweepRow[]) {
+    const mb = (v: number | null) => (v == null ? "-" : (v / 1024).toFixed(2));
+    const tps = (f: SweepFigures) => f.tokens_per_s ?? (f.error != null ? `not run: ${f.error.length > 60 ? f.error.slice(0, 60) + "…" : f.error}` : "-");
+    const est = (f: SweepFigures) => (f.estimated_peak_mb == null || f.peak_rss_mb == null ? "-" : `${(f.estimated_peak_mb / f.peak_rss_mb).toFixed(2)}`);
+    process.stdout.write(`still-train LoRA SFT (r 16, all seven modules), one row per step, ${options.threads} threads, llama.cpp ${variant.name} libraries; ` +
+        `tokens/s after the first step\n\n`);
+    process.stdout.write("| model | ctx | chunked tokens/s | ×first ctx | peak RSS GB | plan estimate / peak | one graph tokens/s | peak RSS GB | estimate / peak |\n" +
+        "|---|---|---|---|---|---|---|---|---|\n");
+    for (const r of rows) {
+        const first = rows.find((x) => x.model === r.model && x.base_type === r.base_type)!;
+        const ratio = r.chunked.tokens_per_s != null && first.chunked.tokens_per_s != null ? (r.chunked.tokens_per_s / first.chunked.tokens_per_s).toFixed(2) : "-";
+        process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.chunked)} | ${ratio} | ${mb(r.chunked.peak_rss_mb)} | ${est(r.chunked)} | ` +
+            `${tps(r.one_graph)} | ${mb(r.one_graph.peak_rss_mb)} | ${est(r.one_graph)} |\n`);
+    }
+    // linear memory: the growth of the peak from 8k to 32k tokens against 4k to 8k (6 when linear, 20 when quadratic)
+    for (const m of new Set(rows.map((r) => `${r.model} ${r.base_type}`))) {
+        const at = (ctx: number) => rows.find((r) => `${r.model} ${r.base_type}` === m && r.ctx === ctx)?.chunked.peak_rss_mb;
+        const [a, b, c] = [at(4096), at(8192), at(32768)];
+        if (a != null && b != null && c != null && b > a)
+            process.stdout.write(`\n${m}: (peak(32k) − peak(8k)) / (peak(8k) − peak(4k)) = ${((c - b) / (b - a)).toFixed(2)} (linear: 6, quadratic: 20)\n`);
+    }
+}
+
+if (sweeping) {
+    const rows = await sweep();
+    if (options.json) process.stdout.write(JSON.stringify({variant: variant.name, threads: options.threads, sweep: rows}) + "\n");
+    else printSweep(rows);
+    process.exit(0);
+}
 
 const results: Result[] = [];
 const dpoResults: DpoResult[] = [];

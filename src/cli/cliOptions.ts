@@ -120,8 +120,10 @@ function coerce(base: z.ZodType, value: unknown): unknown {
             return value.trim() === "" ? Number.NaN : Number(value);
         case "union":
             return numeric && def.options!.some((o) => unwrap(o).base._zod.def.type === "number") ? Number(value) : value;
-        case "array":
-            return value.split(",").map((v) => v.trim()).filter((v) => v !== "");
+        case "array": {
+            const element = unwrap((def as unknown as {element: z.ZodType}).element).base;
+            return value.split(",").map((v) => v.trim()).filter((v) => v !== "").map((v) => coerce(element, v));
+        }
         default:
             return value;
     }

@@ -16,7 +16,7 @@ const commonFlags: (string | CliOption)[] = [
     {flags: "--lr <x>", field: "optimizer.lr"}, {flags: "--min-lr <x>", field: "optimizer.minLr"}, {flags: "--schedule <s>", field: "optimizer.schedule"},
     {flags: "--warmup-steps <n>", field: "optimizer.warmupSteps"}, {flags: "--warmup-ratio <x>", field: "optimizer.warmupRatio"},
     {flags: "--weight-decay <x>", field: "optimizer.weightDecay"}, {flags: "--max-grad-norm <x>", field: "optimizer.maxGradNorm"},
-    "--epochs <n>", "--ctx <n>", "--grad-accum <n>", "--max-steps <n>", "--seed <n>", "--save-every <n>", "--log-every <n>",
+    "--epochs <n>", "--ctx <n>", "--recompute <mode>", "--grad-accum <n>", "--max-steps <n>", "--seed <n>", "--save-every <n>", "--log-every <n>",
     "--resume", "--work-dir <dir>",
     {flags: "--system <text>", field: "systemPrompt"}, {flags: "--no-system", field: "systemPrompt", help: "No system prompt"},
     "--overflow <policy>", "--threads <n>", {flags: "--no-gpu", field: "gpu", help: "Train on the CPU even when a GPU backend is present"},
@@ -45,6 +45,9 @@ function progressReporter(json: boolean) {
             if (e.type === "start") {
                 bar = new Progress("training", e.steps, "auto", (v, t) => `step ${v}/${t}${last}`);
                 bar.update(e.step);
+            } else if (e.type === "plan") {
+                process.stderr.write(`memory: rows of up to ${e.tokens} tokens, ${e.recompute ? "chunked with recomputation" : "one graph per row"}, ` +
+                    `about ${(e.estimated_peak_mb / 1024).toFixed(1)} GB at the peak (${(e.available_mb / 1024).toFixed(1)} GB free)\n`);
             } else if (e.type === "reference" && !e.cached) {
                 process.stderr.write(`reference log-probs of ${e.pairs} pairs computed in ${(e.seconds ?? 0).toFixed(1)} s\n`);
             } else if (e.type === "step") {

@@ -8,7 +8,7 @@ import {z} from "zod";
 import {gpuLayersSchema} from "../engine/Model.js";
 import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {DataError} from "../errors.js";
-import {loraOptionsSchema} from "../train/trainingOptions.js";
+import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
 
 // Sampling fields of explore and evaluate: the engine's own, with the loop's defaults.
 const sampling = samplingSchema.shape;
@@ -23,6 +23,7 @@ export const trainSchema = z.strictObject({
     epochs: z.number().int().min(1).describe("Passes over the data").default(1),
     batchTokens: z.number().int().min(16).describe("Tokens per optimizer step (examples are packed into rows up to the context)").default(4096),
     context: z.number().int().min(16).describe("Row length examples are packed into, in tokens").default(2048),
+    recompute: trainingOptionsSchema.shape.recompute,
     warmup: z.number().min(0).max(1).describe("Warmup, as a share of all steps").default(0.05),
     weightDecay: z.number().min(0).describe("AdamW weight decay").default(0),
     saveEvery: z.number().int().min(0)

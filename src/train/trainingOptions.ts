@@ -34,7 +34,11 @@ export const trainingOptionsSchema = z.object({
     lora: loraOptionsSchema.describe("The LoRA adapter: rank, alpha and the modules it adapts").prefault({}),
     optimizer: optimizerOptionsSchema.describe("AdamW and its learning-rate schedule").prefault({}),
     epochs: z.number().int().min(1).describe("Passes over the data").default(1),
-    ctx: z.number().int().min(16).max(1 << 16).describe("Longest packed row in tokens: short examples share a row, each attending only to itself").default(1024),
+    ctx: z.number().int().min(16).max(1 << 17)
+        .describe("Longest packed row in tokens, up to the model's context: short examples share a row, each attending only to itself").default(1024),
+    recompute: z.enum(["auto", "on", "off"]).describe("How a step is taken: in one graph (off: fastest, memory grows with the square " +
+        "of the row's length), or chunked with recomputation (on: memory linear in it); auto picks one graph when the memory plan " +
+        "says it fits").default("auto"),
     gradAccum: z.number().int().min(1).describe("Rows per optimizer step").default(1),
     maxSteps: z.number().int().min(0).describe("Stop after this many optimizer steps (0: all epochs); the schedule spans them").default(0),
     seed: z.number().int().min(0).describe("Data order and LoRA initialisation").default(0),
@@ -70,6 +74,7 @@ export function trainerArgs(o: ResolvedTrainingOptions, files: {data: string, ch
     if (o.full) args.push("--full");
     else args.push("--rank", String(o.lora.rank), "--alpha", String(o.lora.alpha), "--modules", o.lora.modules.join(","));
     if (o.resume) args.push("--resume");
+    args.push("--recompute", o.recompute);
     if (o.threads != null) args.push("--threads", String(o.threads));
     if (!o.gpu) args.push("--no-gpu");
     return args;

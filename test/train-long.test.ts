@@ -1,0 +1,185 @@
+// Long rows: the chunked step with recomputation (--recompute on) against the one-graph
+// step on the made tiny models. Its gradients equal the one-graph step's (1e-4 relative,
+// F32) on llama, qwen2 and qwen3, for SFT and DPO, packed rows and thought masks, with
+// chunks small enough that every attention, token and loss chunk boundary is crossed; they
+// agree with finite differences; 20 steps give the same loss curve and adapter; the memory
+// plan refuses rows that do not fit in one sentence, with the longest that would; and
+// 8k-token thoughts train end to end, the scorer's NLL on them falling.
+import fs from "node:fs";
+import path from "node:path";
+import {describe, expect, it} from "vitest";
+import {readGgufHeader} from "../src/engine/readGguf.js";
+import {loadModel} from "../src/engine/Model.js";
+import {TrainerError} from "../src/errors.js";
+import {formatThought} from "../src/format/formatThought.js";
+import {sft} from "../src/train/sft.js";
+import type {StepEvent, TrainerEvent} from "../src/train/runTrainer.js";
+import {testModel, tmpDir} from "./helpers/models.js";
+import {randomDpoData, randomSftData, trainer} from "./helpers/trainer.js";
+
+/** Largest |a − b| over the largest |a|: the relative difference of two gradient dumps. */
+function relDiff(a: Float32Array, b: Float32Array): number {
+    expect(b.length).toBe(a.length);
+    let diff = 0, scale = 0;
+    for (let i = 0; i < a.length; i++) {
+        diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+        scale = Math.max(scale, Math.abs(a[i]!));
+    }
+    expect(scale).toBeGreaterThan(0);
+    return diff / scale;
+}
+
+/** ‖a − b‖ / ‖a‖: a tensor's relative error. (Twenty AdamW steps turn last-place differences
+ * of near-zero gradients into differences of a few lr in single entries, so the largest
+ * entry's difference is not the measure for weights.) */
+function normDiff(a: Float32Array, b: Float32Array): number {
+    expect(b.length).toBe(a.length);
+    let diff = 0, norm = 0;
+    for (let i = 0; i < a.length; i++) {
+        diff += (a[i]! - b[i]!) ** 2;
+        norm += a[i]! ** 2;
+    }
+    return Math.sqrt(diff / norm);
+}
+
+const floats = (file: string) => {
+    const buf = fs.readFileSync(file);
+    return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+};
+
+let dumps = 0;
+/** The gradients of one grad-check pass over the whole data file, with the step taken one way. */
+async function gradients(model: string, data: string, recompute: "on" | "off", extra: string[] = []): Promise<Float32Array> {
+    const out = path.join(tmpDir, `grads-${dumps++}.bin`);
+    await trainer(["grad-check", "--model", model, "--data", data, "--init-random-b", "--no-finite-differences", "--recompute", recompute,
+        "--dump-grads", out, ...extra]);
+    return floats(out);
+}
+
+/** The F32 tensors of a GGUF file by name. */
+async function tensors(file: string): Promise<Map<string, Float32Array>> {
+    const header = await readGgufHeader(file);
+    const bytes = fs.readFileSync(file);
+    const out = new Map<string, Float32Array>();
+    for (const t of header.tensors) {
+        expect(t.type).toBe(0); // F32
+        const n = t.dims.reduce((a, b) => a * b, 1);
+        const at = header.dataOffset + Number(t.offset);
+        out.set(t.name, new Float32Array(bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + 4 * n)));
+    }
+    return out;
+}
+
+describe("chunked steps with recomputation", () => {
+    for (const preset of ["tiny", "tiny-qwen2", "tiny-qwen3"] as const) {
+        it(`gives the one-graph step's gradients on ${preset}: SFT (packed rows, weights 0 / 0.5 / 1) and DPO`, async () => {
+            const model = await testModel(preset);
+            const vocab = 263;
+            // rows of 64 tokens hold several examples; chunks of 16 queries and 5 loss rows cross every boundary
+            const chunks = ["--ctx", "64", "--block-tokens", "16", "--loss-rows", "5"];
+            const sftData = await randomSftData(vocab, 7, 11);
+            expect(relDiff(await gradients(model, sftData, "off", chunks), await gradients(model, sftData, "on", chunks))).toBeLessThan(1e-4);
+            const dpoData = await randomDpoData(vocab, 5, 12);
+            expect(relDiff(await gradients(model, dpoData, "off", chunks), await gradients(model, dpoData, "on", chunks))).toBeLessThan(1e-4);
+            // chunks sized by the memory budget (one chunk here) give the same
+            expect(relDiff(await gradients(model, sftData, "off", ["--ctx", "64"]), await gradients(model, sftData, "on", ["--ctx", "64"])))
+                .toBeLessThan(1e-4);
+        }, 120_000);
+    }
+
+    it("gives every weight's gradient in full fine-tuning too, and agrees with finite differences", async () => {
+        const model = await testModel("tiny-qwen3");
+        const data = await randomSftData(263, 6, 13);
+        const chunks = ["--ctx", "64", "--block-tokens", "16", "--loss-rows", "7"];
+        expect(relDiff(await gradients(model, data, "off", [...chunks, "--full"]), await gradients(model, data, "on", [...chunks, "--full"])))
+            .toBeLessThan(1e-4);
+        const events = await trainer(["grad-check", "--model", model, "--data", data, "--init-random-b", "--recompute", "on", ...chunks]);
+        const check = events.find((e) => e.type === "grad_check");
+        expect(check?.type === "grad_check" && check.worst_rel_error).toBeLessThan(1e-2);
+    }, 120_000);
+
+    it("trains 20 steps to the same loss curve and the same adapter as the one-graph step", async () => {
+        const model = await testModel("tiny");
+        const data = await randomSftData(263, 40, 14);
+        const run = async (recompute: "on" | "off") => {
+            const out = path.join(tmpDir, `twenty-${recompute}.gguf`);
+            const events = await trainer(["sft", "--model", model, "--data", data, "--out", out, "--ctx", "64", "--max-steps", "20",
+                "--lr", "3e-3", "--seed", "4", "--epochs", "2", "--recompute", recompute, "--block-tokens", "16", "--loss-rows", "9"]);
+            return {losses: events.filter((e): e is StepEvent => e.type === "step").map((e) => e.loss), adapter: await tensors(out)};
+        };
+        const whole = await run("off");
+        const chunked = await run("on");
+        expect(whole.losses).toHaveLength(20);
+        expect(whole.losses.at(-1)!).toBeLessThan(whole.losses[0]!);
+        whole.losses.forEach((l, i) => expect(Math.abs(chunked.losses[i]! - l) / Math.abs(l)).toBeLessThan(1e-4));
+        expect([...chunked.adapter.keys()]).toEqual([...whole.adapter.keys()]);
+        for (const [name, w] of whole.adapter) expect(normDiff(w, chunked.adapter.get(name)!), name).toBeLessThan(1e-4);
+    }, 180_000);
+});
+
+describe("the memory plan", () => {
+    it("says how a step is taken before training, and refuses rows that do not fit with the longest that would", async () => {
+        const model = await testModel("tiny");
+        const long = path.join(tmpDir, "long-4k.bin");
+        const {TrainingFile} = await import("../src/train/TrainingFile.js");
+        const file = await TrainingFile.create(long, "sft", 263);
+        const tokens = Array.from({length: 4096}, (_, i) => (i * 7) % 263);
+        await file.addSft({tokens, weights: tokens.map((_, i) => (i === 0 ? 0 : 1))});
+        await file.close();
+        const planned = (await trainer(["sft", "--model", model, "--data", long, "--out", path.join(tmpDir, "p.gguf"), "--ctx", "4096", "--plan-only"]))
+            .find((e): e is Extract<TrainerEvent, {type: "plan"}> => e.type === "plan")!;
+        expect(planned).toMatchObject({tokens: 4096});
+        // the one-graph step holds every layer's scores: far more than the chunked one at 4k tokens
+        expect(planned.one_graph_mb).toBeGreaterThan(4 * planned.chunked_mb);
+
+        // with 1 GB to spend, auto takes the chunked step; off is refused in one sentence
+        const auto = (await trainer(["sft", "--model", model, "--data", long, "--out", path.join(tmpDir, "p.gguf"), "--ctx", "4096", "--plan-only",
+            "--memory-budget", "1024"])).find((e) => e.type === "plan");
+        expect(auto).toMatchObject({type: "plan", recompute: true});
+        const refused = await trainer(["sft", "--model", model, "--data", long, "--out", path.join(tmpDir, "p.gguf"), "--ctx", "4096", "--plan-only",
+            "--memory-budget", "1024", "--recompute", "off"]).catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(TrainerError);
+        const message = (refused as TrainerError).message;
+        expect(message.split("\n")).toHaveLength(1);
+        expect(message).toMatch(/^training rows of 4096 tokens needs about [\d.]+ GB more memory .* but 1\.1 GB are free; the longest rows that fit are (\d+) tokens \(--ctx \1\), or train with --recompute on$/);
+        const fits = Number(/fit are (\d+) tokens/.exec(message)![1]);
+        expect(fits).toBeGreaterThan(256);
+        expect(fits).toBeLessThan(4096);
+    }, 60_000);
+
+    it("refuses a row longer than the model's context", async () => {
+        const err = await trainer(["sft", "--model", await testModel("tiny"), "--data", await randomSftData(263, 2, 15),
+            "--out", path.join(tmpDir, "c.gguf"), "--ctx", "131073"]).catch((e: unknown) => e);
+        expect((err as Error).message).toMatch(/--ctx must be a whole number from 2 to 131072|longer than the model's context/);
+    });
+});
+
+describe("long-form thoughts of 8k tokens", () => {
+    it("train end to end (still's sft(), chunked), and the scorer's NLL on them falls", async () => {
+        const modelFile = await testModel("tiny");
+        // thoughts of about 8,000 characters (one token each in the tiny model's vocabulary)
+        const lines = (n: number, seed: number) => Array.from({length: n}, (_, i) => `step ${(i * seed) % 997}: carry ${(i + seed) % 10} and go on.`).join("\n");
+        const examples = [3, 5].map((seed) => ({question: `Count on from ${seed}.`, response: formatThought({thought: lines(280, seed), solution: `\\boxed{${seed}}`})}));
+        const model = await loadModel(modelFile);
+        try {
+            const scorer = model.scorer({contextSize: 8800});
+            const nll = async (adapter?: string) => {
+                scorer.setAdapters(adapter == null ? [] : [{adapter: await model.loadAdapter(adapter)}]);
+                const scored = await scorer.score(examples.map((e) => ({prompt: e.question, completion: e.response})));
+                expect(scored[0]!.tokens).toBeGreaterThan(8000);
+                return scored.reduce((s, r) => s - r.mean, 0) / scored.length;
+            };
+            const before = await nll();
+            const out = path.join(tmpDir, "long-thoughts.gguf");
+            const events: TrainerEvent[] = [];
+            const result = await sft({model: modelFile, data: examples, out, systemPrompt: null, ctx: 8800, recompute: "on", epochs: 3,
+                lora: {rank: 8, alpha: 16}, optimizer: {lr: 3e-3}, threads: 2, onProgress: (e) => events.push(e)});
+            expect(result.steps).toBe(6);
+            expect(events.find((e) => e.type === "plan")).toMatchObject({recompute: true});
+            const after = await nll(out);
+            expect(after).toBeLessThan(before - 0.05);
+        } finally {
+            await model.dispose();
+        }
+    }, 600_000);
+});
