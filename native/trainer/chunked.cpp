@@ -55,7 +55,7 @@ std::vector<Engine::Chunk> Engine::attention_chunks(const Batch & b) const {
         if (opt_.block_tokens <= 0) {
             for (;;) {
                 const int64_t nk = q0 + nq - b.first_key(q0, q0 + nq);
-                const double bytes = (double) nq * ((double) nk * (double) hp.n_head * 16.0 + (double) hp.n_ff * 24.0 + (double) hp.n_embd * 48.0);
+                const double bytes = (double) nq * ((double) nk * (double) hp.n_head * 8.0 + (double) hp.n_ff * 24.0 + (double) hp.n_embd * 48.0);
                 if (bytes <= (double) opt_.chunk_bytes || nq <= CHUNK_ALIGN) break;
                 nq = std::max(CHUNK_ALIGN, (nq / 2) / CHUNK_ALIGN * CHUNK_ALIGN);
             }
@@ -67,7 +67,7 @@ std::vector<Engine::Chunk> Engine::attention_chunks(const Batch & b) const {
 }
 
 std::vector<Engine::Chunk> Engine::token_chunks(int64_t T) const {
-    const int64_t n = opt_.block_tokens > 0 ? opt_.block_tokens : 4 * MAX_CHUNK;
+    const int64_t n = opt_.block_tokens > 0 ? opt_.block_tokens : MAX_CHUNK;
     std::vector<Chunk> out;
     for (int64_t t0 = 0; t0 < T; t0 += n) out.push_back({t0, std::min(T, t0 + n), t0});
     return out;
@@ -205,7 +205,9 @@ bool Engine::forward_layers(const Batch & b) {
             if (!run(g, nullptr)) return false;
         }
         std::vector<float> mask;
-        for (const Chunk & c : chunks) {
+        // the chunk that sees the most keys first: the compute buffer grows once, not at every chunk
+        for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {
+            const Chunk & c = *it;
             Graph g;
             if (!begin(g, 2048)) return false;
             const ChunkLeaves in = kept_rows(g.ctx, il, c);
@@ -224,8 +226,11 @@ bool Engine::loss_pass(const Batch & b, const std::vector<double> * coef, std::v
     term_nll.assign(b.terms.size(), 0.0);
     std::vector<std::pair<int, ggml_tensor *>> parts;
     for (const LossChunk & c : loss_chunks((int64_t) b.rows.size())) {
+        int groups = 0;
+        for (const Batch::Term & t : b.terms)
+            for (const Batch::Group & gr : t.groups) groups += gr.first < c.r1 && gr.first + gr.count > c.r0;
         Graph g;
-        if (!begin(g, 4096 + 96 * (int) b.terms.size() * 2 + 96 * (int) (c.r1 - c.r0))) return false;
+        if (!begin(g, 1024 + 96 * groups)) return false;
         loss_chunk(g, b, c, parts);
         ggml_tensor * loss = nullptr;
         for (const auto & [t, nll] : parts) {
@@ -252,7 +257,9 @@ bool Engine::backward_layer(const Batch & b, int il) {
     ggml_tensor * g_in = act_.gx[il % 2];
     for (ggml_tensor * t : {g_in, act_.gk, act_.gv}) ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
     std::vector<float> mask;
-    for (const Chunk & c : attention_chunks(b)) {
+    const std::vector<Chunk> chunks = attention_chunks(b);
+    for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {
+        const Chunk & c = *it;
         Graph g;
         if (!begin(g, 2048)) return false;
         const ChunkLeaves in = kept_rows(g.ctx, il, c);
@@ -264,15 +271,21 @@ bool Engine::backward_layer(const Batch & b, int il) {
     for (const Chunk & c : token_chunks(b.n_tokens)) {
         Graph g;
         if (!begin(g, 1024)) return false;
-        ggml_tensor * pos = g.input(ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, c.q1 - c.q0), b.pos.data() + c.q0);
-        ggml_tensor * cur = attn_norm(g.ctx, il, rows_of(g.ctx, act_.x[il], c.q0, c.q1));
-        ggml_tensor * lk = ggml_sum(g.ctx, ggml_mul(g.ctx, keys(g.ctx, il, cur, pos), rows_of(g.ctx, act_.gk, c.q0, c.q1)));
-        ggml_tensor * vt = ggml_cont(g.ctx, values_by_token(g.ctx, values(g.ctx, il, cur)));
-        ggml_tensor * lv = ggml_sum(g.ctx, ggml_mul(g.ctx, vt, value_rows(g.ctx, act_.gv, c.q0, c.q1)));
         g.accumulators = {{act_.x[il], g_in}};
-        if (!run(g, ggml_add(g.ctx, lk, lv))) return false;
+        if (!run(g, key_value_loss(g, b, il, c, act_.x[il], act_.gk, act_.gv))) return false;
     }
     return true;
+}
+
+// The keys and values of the tokens of chunk c recomputed from the layer's input x, dotted
+// with their gradients gk, gv: a loss whose backward pass gives their share of ∂loss/∂x.
+ggml_tensor * Engine::key_value_loss(Graph & g, const Batch & b, int il, const Chunk & c, ggml_tensor * x, ggml_tensor * gk, ggml_tensor * gv) {
+    ggml_tensor * pos = g.input(ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, c.q1 - c.q0), b.pos.data() + c.q0);
+    ggml_tensor * cur = attn_norm(g.ctx, il, rows_of(g.ctx, x, c.q0, c.q1));
+    ggml_tensor * lk = ggml_sum(g.ctx, ggml_mul(g.ctx, keys(g.ctx, il, cur, pos), rows_of(g.ctx, gk, c.q0, c.q1)));
+    ggml_tensor * vt = ggml_cont(g.ctx, values_by_token(g.ctx, values(g.ctx, il, cur)));
+    ggml_tensor * lv = ggml_sum(g.ctx, ggml_mul(g.ctx, vt, value_rows(g.ctx, gv, c.q0, c.q1)));
+    return ggml_add(g.ctx, lk, lv);
 }
 
 // Full fine-tuning: the token embeddings' gradient from ∂loss/∂x of the first layer's input.

@@ -206,6 +206,7 @@ private:
     ChunkLeaves kept_rows(ggml_context * ctx, int il, const Chunk & c);
     ggml_tensor * attention_chunk(Graph & g, const Batch & b, int il, const Chunk & c, std::vector<float> & mask,
                                   ggml_tensor * x, ggml_tensor * k, ggml_tensor * v);
+    ggml_tensor * key_value_loss(Graph & g, const Batch & b, int il, const Chunk & c, ggml_tensor * x, ggml_tensor * gk, ggml_tensor * gv);
     void loss_chunk(Graph & g, const Batch & b, const LossChunk & c, std::vector<std::pair<int, ggml_tensor *>> & parts);
 
     // Tensors kept between the graphs of one row's chunked step, for rows of up to T tokens.

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 
+#include "common.h"
 #include "engine.h"
 
 namespace st {
@@ -203,6 +204,8 @@ bool Engine::run(Graph & g, ggml_tensor * loss) {
         return false;
     }
     for (auto & in : g.inputs) in.second(in.first);
+    if (getenv("STILL_DEBUG_MEM")) fprintf(stderr, "graph %d nodes: cpu buffer %.1f MB, rss %.1f MB\n", ggml_graph_n_nodes(gf),
+        ggml_backend_sched_get_buffer_size(sched_, cpu_) / 1048576.0, current_rss_bytes() / 1048576.0);
     if (loss_grad) {
         const float one = 1.0f;
         ggml_backend_tensor_set(loss_grad, &one, 0, sizeof(float));

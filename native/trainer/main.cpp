@@ -87,7 +87,7 @@ static void usage(const char * argv0) {
         "  --backend-dir DIR     folder of the ggml backend modules (STILL_BACKEND_DIR)\n"
         "  --no-gpu              stay on the CPU\n"
         "memory (long rows):\n"
-        "  --recompute M         auto (default: chunked with recomputation when one graph does not fit), on, off\n"
+        "  --recompute M         auto (default: one graph for rows up to 2048 tokens when it fits, else chunked with recomputation), on, off\n"
         "  --block-tokens N      chunked steps: queries per attention chunk, tokens per chunk (0: sized by --chunk-mb)\n"
         "  --loss-rows N         chunked steps: loss rows per chunk (0: sized by --chunk-mb)\n"
         "  --chunk-mb N          chunked steps: compute memory one chunk's graph aims for (256)\n"

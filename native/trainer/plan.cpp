@@ -55,40 +55,64 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute) {
     out.activations = activation_bytes(T);
     size_t compute = 0;
     std::vector<float> mask;
-    {
-        // the last query chunk: it sees the most keys
-        const Chunk c = attention_chunks(b).back();
-        const int64_t nq = c.q1 - c.q0, nk = c.q1 - c.k0;
+    // The graphs as a step builds them, over stand-ins for the kept tensors and their
+    // gradients' accumulators. Those live outside the compute buffer: the stand-ins claim a
+    // place in an existing buffer so that the allocator leaves them out (nothing is computed).
+    auto kept = [&](Graph & g, int64_t ne0, int64_t ne1, int64_t ne2, bool param) {
+        ggml_tensor * t = ne2 > 0 ? ggml_new_tensor_3d(g.ctx, GGML_TYPE_F32, ne0, ne1, ne2) : ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, ne0, ne1);
+        if (param) ggml_set_param(t);
+        t->buffer = buf_grad_;
+        t->data = ggml_backend_buffer_get_base(buf_grad_);
+        return t;
+    };
+    // the backward graphs of the query chunks with the most queries, the most keys, and the
+    // most scores (queries × keys)
+    const std::vector<Chunk> chunks = attention_chunks(b);
+    auto most = [&](auto size) {
+        return *std::max_element(chunks.begin(), chunks.end(), [&](const Chunk & x, const Chunk & y) { return size(x) < size(y); });
+    };
+    const Chunk widest = most([](const Chunk & c) { return c.q1 - c.q0; });
+    const Chunk deepest = most([](const Chunk & c) { return c.q1 - c.k0; });
+    const Chunk largest = most([](const Chunk & c) { return (c.q1 - c.q0) * (c.q1 - c.k0); });
+    for (const Chunk & c : {widest, deepest, largest}) {
         Graph g;
         if (!begin(g, 2048)) return out;
-        auto leaf = [&](int64_t ne0, int64_t ne1, int64_t ne2) {
-            ggml_tensor * t = ggml_new_tensor_3d(g.ctx, GGML_TYPE_F32, ne0, ne1, ne2);
-            ggml_set_param(t);
-            return t;
-        };
-        ggml_tensor * x = ggml_reshape_2d(g.ctx, leaf(hp.n_embd, nq, 1), hp.n_embd, nq);
-        ggml_tensor * y = attention_chunk(g, b, 0, c, mask, x, leaf(hp.head_dim, hp.n_head_kv, nk), leaf(nk, hp.head_dim, hp.n_head_kv));
-        ggml_tensor * grad = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, hp.n_embd, nq);
-        ggml_set_input(grad);
-        compute = std::max(compute, measure(g, ggml_sum(g.ctx, ggml_mul(g.ctx, y, grad))));
-        out.host += mask.size() * sizeof(float);
+        ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
+        ggml_tensor * k = kept(g, hp.head_dim, hp.n_head_kv, T, true);
+        ggml_tensor * v = kept(g, T, hp.head_dim, hp.n_head_kv, true);
+        ggml_tensor * grad = kept(g, hp.n_embd, T, 0, false);
+        g.accumulators = {{x, kept(g, hp.n_embd, T, 0, false)}, {k, kept(g, hp.head_dim, hp.n_head_kv, T, false)},
+                          {v, kept(g, T, hp.head_dim, hp.n_head_kv, false)}};
+        ggml_tensor * y = attention_chunk(g, b, 0, c, mask, rows_of(g.ctx, x, c.q0, c.q1), rows_of(g.ctx, k, c.k0, c.q1), value_rows(g.ctx, v, c.k0, c.q1));
+        compute = std::max(compute, measure(g, ggml_sum(g.ctx, ggml_mul(g.ctx, y, rows_of(g.ctx, grad, c.q0, c.q1)))));
+        out.host = std::max(out.host, (size_t) T * 24 + mask.size() * sizeof(float));
     }
     {
-        // the loss rows' chunk, over the kept output of the last layer (counted above, not here)
+        // the backward graph of the keys and values of a chunk of tokens
+        const Chunk c = token_chunks(T).front();
         Graph g;
-        if (!begin(g, 4096 + 96 * 4)) return out;
+        if (!begin(g, 1024)) return out;
+        ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
+        ggml_tensor * gk = kept(g, hp.head_dim, hp.n_head_kv, T, false);
+        ggml_tensor * gv = kept(g, T, hp.head_dim, hp.n_head_kv, false);
+        g.accumulators = {{x, kept(g, hp.n_embd, T, 0, false)}};
+        compute = std::max(compute, measure(g, key_value_loss(g, b, 0, c, x, gk, gv)));
+    }
+    {
+        // the backward graph of a chunk of loss rows
+        Graph g;
+        if (!begin(g, 1024 + 96)) return out;
         const LossChunk c = loss_chunks((int64_t) b.rows.size()).front();
         const int64_t n = c.r1 - c.r0;
-        ggml_tensor * x = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, hp.n_embd, T);
-        ggml_set_param(x);
+        ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
+        g.accumulators = {{x, kept(g, hp.n_embd, T, 0, false)}};
         ggml_tensor * rows = ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, n);
         ggml_tensor * labels = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, hp.n_vocab, n);
         ggml_set_input(rows);
         ggml_set_input(labels);
         std::vector<ggml_tensor *> nll;
         group_nll(g.ctx, final_norm(g.ctx, ggml_get_rows(g.ctx, x, rows)), labels, {{0, n, 1.0f}}, nll);
-        const size_t measured = measure(g, nll[0]);
-        compute = std::max(compute, measured > ggml_nbytes(x) ? measured - ggml_nbytes(x) : measured);
+        compute = std::max(compute, measure(g, nll[0]));
     }
     out.compute = compute;
     return out;

@@ -36,9 +36,9 @@ export const trainingOptionsSchema = z.object({
     epochs: z.number().int().min(1).describe("Passes over the data").default(1),
     ctx: z.number().int().min(16).max(1 << 17)
         .describe("Longest packed row in tokens, up to the model's context: short examples share a row, each attending only to itself").default(1024),
-    recompute: z.enum(["auto", "on", "off"]).describe("How a step is taken: in one graph (off: fastest, memory grows with the square " +
-        "of the row's length), or chunked with recomputation (on: memory linear in it); auto picks one graph when the memory plan " +
-        "says it fits").default("auto"),
+    recompute: z.enum(["auto", "on", "off"]).describe("How a step is taken: in one graph (off: fastest on short rows, memory grows " +
+        "with the square of the row's length), or chunked with recomputation (on: memory linear in it, gradients the same); auto " +
+        "takes one graph for rows up to 2,048 tokens when the memory plan says it fits, else chunked").default("auto"),
     gradAccum: z.number().int().min(1).describe("Rows per optimizer step").default(1),
     maxSteps: z.number().int().min(0).describe("Stop after this many optimizer steps (0: all epochs); the schedule spans them").default(0),
     seed: z.number().int().min(0).describe("Data order and LoRA initialisation").default(0),
