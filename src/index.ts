@@ -46,3 +46,6 @@ export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeO
 export {evaluate, type EvalMetrics, type EvalSet} from "./evaluate/evaluate.js";
 export {select, type Selection, type ScoredSample} from "./select/select.js";
 export {writeReport} from "./loop/report.js";
+export {grpo, grpoConfigSchema, checkGrpoConfig, type GrpoConfig, type GrpoEvent, type GrpoOptions, type GrpoResult, type GrpoStepMetrics} from "./rl/grpo.js";
+export {ResidentTrainer, policyLossSchema, residentTrainerOptionsSchema, type ResidentTrainerOptions, type PolicyStepEvent} from "./rl/ResidentTrainer.js";
+export {rewardSample, rewardSchemeSchema, unfinishedReason, overlongPenalty, type RewardFunction, type RewardInput, type RewardScheme, type RewardedSample} from "./rl/rewards.js";

@@ -59,6 +59,18 @@ Batch make_batch(const Dataset & data, const Row & row) {
             picks_of(s, s.weights, place(s), picks);
         }
         add_term(picks);
+    } else if (data.task == Task::POLICY) {
+        // every completion token is a loss row of its own; no terms
+        for (int64_t idx : row.items) {
+            const Item & it = data.items[idx];
+            const int64_t off = place(it.a);
+            const int64_t first = (int64_t) b.rows.size();
+            for (size_t j = (size_t) it.n_prompt; j < it.a.tokens.size(); j++) {
+                b.rows.push_back((int32_t) (off + (int64_t) j - 1));
+                b.labels.push_back(it.a.tokens[j]);
+            }
+            b.spans.push_back({idx, first, (int64_t) b.rows.size() - first});
+        }
     } else {
         for (int64_t idx : row.items) {
             const Item & it = data.items[idx];

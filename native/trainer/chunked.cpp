@@ -73,9 +73,11 @@ std::vector<Engine::Chunk> Engine::token_chunks(int64_t T) const {
     return out;
 }
 
-std::vector<Engine::LossChunk> Engine::loss_chunks(int64_t n_rows) const {
-    // the logits, their softmax and gradients, and the one-hot labels of a chunk's rows
-    const int64_t fit = std::max<int64_t>(1, (int64_t) (opt_.chunk_bytes / ((size_t) model_.hp.n_vocab * sizeof(float) * 5)));
+std::vector<Engine::LossChunk> Engine::loss_chunks(int64_t n_rows, bool per_row) const {
+    // the logits, their softmax and gradients, and the one-hot labels of a chunk's rows (policy
+    // rows: also the products with the labels, and the entropy's log and product)
+    const size_t per_token = (size_t) model_.hp.n_vocab * sizeof(float) * (per_row ? 8 : 5);
+    const int64_t fit = std::max<int64_t>(1, (int64_t) (opt_.chunk_bytes / per_token));
     const int64_t n = opt_.loss_rows > 0 ? opt_.loss_rows : std::min<int64_t>(fit, MAX_CHUNK);
     std::vector<LossChunk> out;
     for (int64_t r0 = 0; r0 < n_rows; r0 += n) out.push_back({r0, std::min(n_rows, r0 + n)});
@@ -225,7 +227,7 @@ bool Engine::loss_pass(const Batch & b, const std::vector<double> * coef, std::v
     const int L = (int) model_.hp.n_layer;
     term_nll.assign(b.terms.size(), 0.0);
     std::vector<std::pair<int, ggml_tensor *>> parts;
-    for (const LossChunk & c : loss_chunks((int64_t) b.rows.size())) {
+    for (const LossChunk & c : loss_chunks((int64_t) b.rows.size(), false)) {
         int groups = 0;
         for (const Batch::Term & t : b.terms)
             for (const Batch::Group & gr : t.groups) groups += gr.first < c.r1 && gr.first + gr.count > c.r0;
@@ -245,6 +247,34 @@ bool Engine::loss_pass(const Batch & b, const std::vector<double> * coef, std::v
             float v = 0;
             ggml_backend_tensor_get(nll, &v, 0, sizeof(float));
             term_nll[(size_t) t] += v;
+        }
+    }
+    return true;
+}
+
+// Policy rows, chunk by chunk: every row's NLL (and entropy), and with `backward` the
+// gradient of Σ coef · NLL into ∂loss/∂x of the last layer's output.
+bool Engine::row_loss_pass(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out) {
+    const int L = (int) model_.hp.n_layer;
+    out.loss = 0;
+    for (const LossChunk & c : loss_chunks((int64_t) b.rows.size(), true)) {
+        const int64_t n = c.r1 - c.r0;
+        Graph g;
+        if (!begin(g, 1024)) return false;
+        ggml_tensor * rows = g.input(ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, n), b.rows.data() + c.r0);
+        ggml_tensor * labels = g.labels(b.labels.data() + c.r0, n, model_.hp.n_vocab);
+        ggml_tensor * h = final_norm(g.ctx, ggml_get_rows(g.ctx, act_.x[L], rows));
+        const RowLoss rl = row_loss(g, h, labels, backward ? spec.row_coef->data() + c.r0 : nullptr, spec.entropy);
+        if (backward) {
+            g.outputs.push_back(rl.loss);
+            g.accumulators.push_back({act_.x[L], act_.gx[L % 2]});
+        }
+        if (!run(g, backward ? rl.loss : nullptr)) return false;
+        read_rows(rl, c.r0, out);
+        if (backward) {
+            float v = 0;
+            ggml_backend_tensor_get(rl.loss, &v, 0, sizeof(float));
+            out.loss += v;
         }
     }
     return true;
@@ -301,8 +331,12 @@ bool Engine::embedding_backward(const Batch & b) {
     return true;
 }
 
-bool Engine::eval_chunked(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out) {
-    if (!ensure_activations(b.n_tokens) || !forward_layers(b)) return false;
+// The gradient of the loss with respect to the last layer's output, into gx[L % 2] (with
+// `backward`), and the batch's results.
+bool Engine::output_loss(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out) {
+    const int L = (int) model_.hp.n_layer;
+    if (backward) ggml_backend_tensor_memset(act_.gx[L % 2], 0, 0, ggml_nbytes(act_.gx[L % 2]));
+    if (spec.task == Task::POLICY) return row_loss_pass(b, spec, backward, out);
     std::vector<double> coef;
     if (!backward || spec.task != Task::SFT) {
         // the terms' sums first: the loss, and ∂loss/∂nll for the backward pass
@@ -312,15 +346,19 @@ bool Engine::eval_chunked(const Batch & b, const LossSpec & spec, bool backward,
     } else {
         coef.assign(b.terms.size(), spec.scale);
     }
-    const int L = (int) model_.hp.n_layer;
-    ggml_backend_tensor_memset(act_.gx[L % 2], 0, 0, ggml_nbytes(act_.gx[L % 2]));
     std::vector<double> term_nll;
     if (!loss_pass(b, &coef, term_nll)) return false;
     if (spec.task == Task::SFT) {
         out.term_nll = term_nll;
         out.loss = loss_value(b, spec, term_nll, nullptr);
     }
-    for (int il = L - 1; il >= 0; il--)
+    return true;
+}
+
+bool Engine::eval_chunked(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out) {
+    if (!ensure_activations(b.n_tokens) || !forward_layers(b) || !output_loss(b, spec, backward, out)) return false;
+    if (!backward) return true;
+    for (int il = (int) model_.hp.n_layer - 1; il >= 0; il--)
         if (!backward_layer(b, il)) return false;
     return embedding_backward(b);
 }

@@ -10,6 +10,10 @@
 
 namespace st {
 
+const char * task_name(Task t) {
+    return t == Task::SFT ? "sft" : t == Task::DPO ? "dpo" : "policy";
+}
+
 namespace {
 
 // Reads little-endian values from a file, remembering whether it ran short.
@@ -94,7 +98,7 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
         fprintf(stderr, "%s: error: %s: data format version %u is not supported (expected 1)\n", __func__, path.c_str(), version);
         return false;
     }
-    if (kind != 1 && kind != 2) {
+    if (kind < 1 || kind > 3) {
         fprintf(stderr, "%s: error: %s: unknown record kind %u\n", __func__, path.c_str(), kind);
         return false;
     }
@@ -107,7 +111,7 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
         fprintf(stderr, "%s: error: %s holds no records\n", __func__, path.c_str());
         return false;
     }
-    out.task = kind == 1 ? Task::SFT : Task::DPO;
+    out.task = (Task) kind;
     out.n_vocab = n_vocab;
 
     // a record count beyond what the file can hold is damage, not a reason to allocate
@@ -148,6 +152,34 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
                         __func__, path.c_str(), (unsigned long long) i);
                 return false;
             }
+        } else if (out.task == Task::POLICY) {
+            uint32_t np = 0, nc = 0;
+            if (!r.u32(np) || !r.u32(nc)) return truncated();
+            if (np == 0 || nc == 0) {
+                fprintf(stderr, "%s: error: %s: record %llu: a policy sample needs a prompt and a completion (%u and %u tokens)\n",
+                        __func__, path.c_str(), (unsigned long long) i, np, nc);
+                return false;
+            }
+            if ((int64_t) np + nc > max_len) return too_long((uint64_t) np + nc);
+            if (!read_seq(r, np + nc, it.a.tokens, nullptr) || !r.bytes(&it.reward, 4) || !r.u32(it.group)) return truncated();
+            it.sampler_logps.resize(nc);
+            if (!r.bytes(it.sampler_logps.data(), nc * sizeof(float))) return truncated();
+            if (!ck.tokens("tokens", it.a.tokens)) return false;
+            if (!std::isfinite(it.reward)) {
+                fprintf(stderr, "%s: error: %s: record %llu: reward = %g; a reward must be finite\n", __func__, path.c_str(), (unsigned long long) i, it.reward);
+                return false;
+            }
+            for (size_t j = 0; j < it.sampler_logps.size(); j++) {
+                const float lp = it.sampler_logps[j];
+                if (!std::isnan(lp) && !(lp <= 0)) {
+                    fprintf(stderr, "%s: error: %s: record %llu: sampler_logprobs[%zu] = %g; a log-probability is <= 0 (or NaN: unknown)\n",
+                            __func__, path.c_str(), (unsigned long long) i, j, lp);
+                    return false;
+                }
+            }
+            it.n_prompt = np;
+            it.a.weights.assign(np, 0.0f);
+            it.a.weights.resize((size_t) np + nc, 1.0f);
         } else {
             uint32_t np = 0, nc = 0, nr = 0;
             if (!r.u32(np) || !r.u32(nc) || !r.u32(nr)) return truncated();
@@ -198,6 +230,8 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
         if (out.task == Task::SFT) {
             it.weights = distinct(it.a.weights);
             it.groups = (int) it.weights.size();
+        } else if (out.task == Task::POLICY) {
+            it.groups = 0; // policy rows score every completion token on its own
         } else {
             it.groups = (int) (distinct(it.a.weights).size() + distinct(it.b.weights).size() +
                                (it.a.sft_weights == it.a.weights ? 0 : distinct(it.a.sft_weights).size()));
@@ -218,32 +252,36 @@ bool read_dataset(const std::string & path, int64_t model_vocab, int64_t max_len
     return true;
 }
 
+std::vector<Row> pack_rows(const Dataset & data, const std::vector<int64_t> & items, int64_t max_len) {
+    std::vector<Row> rows;
+    Row cur;
+    std::vector<float> weights; // SFT: the distinct weights in the current row
+    int groups = 0;             // DPO: loss groups in the current row
+    for (int64_t idx : items) {
+        const Item & it = data.items[idx];
+        const int64_t len = it.length();
+        std::vector<float> merged;
+        std::set_union(weights.begin(), weights.end(), it.weights.begin(), it.weights.end(), std::back_inserter(merged));
+        const int row_groups = data.task == Task::SFT ? (int) merged.size() : groups + it.groups;
+        if (cur.tokens > 0 && (cur.tokens + len > max_len || row_groups > MAX_ROW_GROUPS)) {
+            rows.push_back(cur);
+            cur = Row();
+            merged = it.weights;
+            groups = 0;
+        }
+        cur.items.push_back(idx);
+        cur.tokens += len;
+        weights = merged;
+        groups += it.groups;
+    }
+    if (cur.tokens > 0) rows.push_back(cur);
+    return rows;
+}
+
 std::vector<Step> make_plan(const Dataset & data, int64_t epochs, int64_t max_len, int64_t accum, uint64_t seed) {
     std::vector<Step> plan;
     for (int64_t e = 0; e < epochs; e++) {
-        const std::vector<int64_t> order = shuffled_indices((int64_t) data.items.size(), seed, (uint64_t) e);
-        std::vector<Row> rows;
-        Row cur;
-        std::vector<float> weights; // SFT: the distinct weights in the current row
-        int groups = 0;             // DPO: loss groups in the current row
-        for (int64_t idx : order) {
-            const Item & it = data.items[idx];
-            const int64_t len = it.length();
-            std::vector<float> merged;
-            std::set_union(weights.begin(), weights.end(), it.weights.begin(), it.weights.end(), std::back_inserter(merged));
-            const int row_groups = data.task == Task::SFT ? (int) merged.size() : groups + it.groups;
-            if (cur.tokens > 0 && (cur.tokens + len > max_len || row_groups > MAX_ROW_GROUPS)) {
-                rows.push_back(cur);
-                cur = Row();
-                merged = it.weights;
-                groups = 0;
-            }
-            cur.items.push_back(idx);
-            cur.tokens += len;
-            weights = merged;
-            groups += it.groups;
-        }
-        if (cur.tokens > 0) rows.push_back(cur);
+        const std::vector<Row> rows = pack_rows(data, shuffled_indices((int64_t) data.items.size(), seed, (uint64_t) e), max_len);
         for (size_t r = 0; r < rows.size(); r += accum) {
             Step s;
             s.epoch = e;

@@ -3,7 +3,7 @@
 //
 // File layout (little-endian):
 //   header, 32 bytes:
-//     char[8] magic "STILLTRN"; u32 version = 1; u32 kind (1 = sft, 2 = dpo);
+//     char[8] magic "STILLTRN"; u32 version = 1; u32 kind (1 = sft, 2 = dpo, 3 = policy);
 //     u32 n_vocab (every token id must be below it); u32 reserved = 0; u64 n_records
 //   sft record:
 //     u32 n; i32 tokens[n]; f32 weights[n]
@@ -15,6 +15,10 @@
 //     i32 rejected[n_rejected]; f32 rejected_weights[n_rejected]
 //       the *_weights select the tokens whose log-probabilities enter the DPO term (the
 //       whole response or only the thought); chosen_sft_weights those of the SFT term.
+//   policy record (online RL: one sampled completion of a prompt):
+//     u32 n_prompt (>= 1), n_completion (>= 1); i32 tokens[n_prompt + n_completion];
+//     f32 reward; u32 group (samples of one prompt share it);
+//     f32 sampler_logprobs[n_completion] (the sampler's log p of each completion token; NaN: unknown)
 #pragma once
 
 #include <cstdint>
@@ -23,7 +27,8 @@
 
 namespace st {
 
-enum class Task { SFT = 1, DPO = 2 };
+enum class Task { SFT = 1, DPO = 2, POLICY = 3 };
+const char * task_name(Task t);
 
 // One sequence as the model sees it: tokens and per-token loss weights.
 struct Sequence {
@@ -32,10 +37,16 @@ struct Sequence {
     std::vector<float> sft_weights; // DPO chosen only: weights of the SFT term
 };
 
-// One training item: an SFT example (one sequence) or a DPO pair (chosen, rejected).
+// One training item: an SFT example (one sequence), a DPO pair (chosen, rejected), or a
+// policy sample (prompt + completion, every completion token weighted 1).
 struct Item {
-    Sequence a; // example, or prompt + chosen
+    Sequence a; // example, prompt + chosen, or prompt + completion
     Sequence b; // prompt + rejected (DPO)
+    // policy samples
+    int64_t n_prompt = 0;
+    float reward = 0;
+    uint32_t group = 0;
+    std::vector<float> sampler_logps; // per completion token
     std::vector<float> weights; // SFT: its distinct loss weights above 0, sorted
     int groups = 0;             // DPO: the loss groups it adds to a row (one per distinct weight of each term)
     int64_t length() const { return (int64_t) a.tokens.size() + (int64_t) b.tokens.size(); }
@@ -58,6 +69,10 @@ struct Row {
     std::vector<int64_t> items;
     int64_t tokens = 0;
 };
+
+// Packs `items` in the order given into rows of at most `max_len` tokens and
+// MAX_ROW_GROUPS loss groups.
+std::vector<Row> pack_rows(const Dataset & data, const std::vector<int64_t> & items, int64_t max_len);
 
 // One optimizer step: `accum` rows (the last step of an epoch may have fewer).
 struct Step {

@@ -72,6 +72,8 @@ struct Batch {
     std::vector<Term> terms;         // each term sums weight · NLL over its groups
     struct Pair { int64_t item; int chosen, rejected, sft; };
     std::vector<Pair> pairs;         // DPO: term indices per pair (sft may equal chosen)
+    struct Span { int64_t item, first, count; };
+    std::vector<Span> spans;         // policy: each sample's completion, as loss rows [first, first + count)
     int64_t loss_tokens = 0;
 
     // The packing mask of queries [q0, q0+nq) against keys [k0, k0+nk), as ggml's soft_max
@@ -87,6 +89,8 @@ Batch make_batch(const Dataset & data, const Row & row);
 struct BatchResult {
     double loss = 0;                  // the scaled loss of this batch
     std::vector<double> term_nll;     // Σ weight · NLL per term
+    std::vector<float> row_nll;       // policy: the NLL of every loss row
+    std::vector<float> row_entropy;   // policy, when asked: the entropy of the distribution at every loss row
 };
 
 class Engine {
@@ -134,12 +138,13 @@ public:
 
     // Memory a step over rows of `tokens` tokens needs beyond what is allocated now: the
     // activations kept between graphs, the largest graph's compute buffer (measured by
-    // ggml's allocator without allocating it) and host buffers, for either way of stepping.
+    // ggml's allocator without allocating it) and host buffers, for either way of stepping;
+    // `per_row`: with policy rows' loss (every token scored on its own, entropy too).
     struct StepMemory {
         size_t activations = 0, compute = 0, host = 0;
         size_t total() const { return activations + compute + host; }
     };
-    StepMemory step_memory(int64_t tokens, bool recompute);
+    StepMemory step_memory(int64_t tokens, bool recompute, bool per_row = false);
     // Free memory where the step's tensors go (the GPU's, or the machine's).
     size_t free_memory() const;
 
@@ -181,10 +186,15 @@ private:
     ggml_tensor * forward(ggml_context * ctx, ggml_tensor * tokens, ggml_tensor * pos, ggml_tensor * mask);
     void group_nll(ggml_context * ctx, ggml_tensor * h, ggml_tensor * labels, const std::vector<Batch::Group> & groups,
                    std::vector<ggml_tensor *> & out);
+    // Policy rows: the NLL of each row ([1, n]), its entropy when `entropy` is given, and
+    // the loss Σ coef · NLL when `coef` is (else null).
+    struct RowLoss { ggml_tensor * nll = nullptr, * entropy = nullptr, * loss = nullptr; };
+    RowLoss row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy);
+    void read_rows(const RowLoss & rl, int64_t r0, BatchResult & out);
 
     // the one-graph step (graph.cpp)
     ggml_tensor * whole_row(Graph & g, const Batch & batch, const LossSpec & spec, const float * mask,
-                            std::vector<ggml_tensor *> & nll);
+                            std::vector<ggml_tensor *> & nll, RowLoss & rl);
     bool eval_whole(const Batch & batch, const LossSpec & spec, bool backward, BatchResult & out);
 
     // the chunked step (chunked.cpp)
@@ -192,12 +202,14 @@ private:
     struct LossChunk { int64_t r0, r1; }; // loss rows [r0, r1)
     std::vector<Chunk> attention_chunks(const Batch & b) const;
     std::vector<Chunk> token_chunks(int64_t T) const;
-    std::vector<LossChunk> loss_chunks(int64_t n_rows) const;
+    std::vector<LossChunk> loss_chunks(int64_t n_rows, bool per_row) const;
     bool ensure_activations(int64_t T);
     size_t activation_bytes(int64_t T) const;
     bool eval_chunked(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out);
     bool forward_layers(const Batch & b);
     bool loss_pass(const Batch & b, const std::vector<double> * coef, std::vector<double> & term_nll);
+    bool row_loss_pass(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out);
+    bool output_loss(const Batch & b, const LossSpec & spec, bool backward, BatchResult & out);
     bool backward_layer(const Batch & b, int il);
     bool embedding_backward(const Batch & b);
     ggml_tensor * rows_of(ggml_context * ctx, ggml_tensor * t, int64_t r0, int64_t r1);

@@ -119,6 +119,35 @@ void Engine::group_nll(ggml_context * ctx, ggml_tensor * h, ggml_tensor * labels
     }
 }
 
+Engine::RowLoss Engine::row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy) {
+    ggml_context * ctx = g.ctx;
+    RowLoss rl;
+    ggml_tensor * p = ggml_soft_max(ctx, ggml_mul_mat(ctx, model_.output, h)); // [n_vocab, n]
+    // −log p(label). The floor keeps the log finite where the softmax underflows (p < 1e-37,
+    // a token no sampler would have drawn); above it, value and gradient are exact.
+    rl.nll = ggml_scale(ctx, ggml_log(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, p, labels)), 1.0f, 1e-37f)), -1.0f);
+    g.outputs.push_back(rl.nll);
+    if (entropy) {
+        rl.entropy = ggml_scale(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, p, ggml_log(ctx, ggml_scale_bias(ctx, p, 1.0f, 1e-37f)))), -1.0f);
+        g.outputs.push_back(rl.entropy);
+    }
+    if (coef) {
+        ggml_tensor * c = g.input(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, h->ne[1]), coef);
+        rl.loss = ggml_sum(ctx, ggml_mul(ctx, rl.nll, c));
+    }
+    return rl;
+}
+
+void Engine::read_rows(const RowLoss & rl, int64_t r0, BatchResult & out) {
+    const int64_t n = rl.nll->ne[1];
+    if ((int64_t) out.row_nll.size() < r0 + n) out.row_nll.resize((size_t) (r0 + n));
+    ggml_backend_tensor_get(rl.nll, out.row_nll.data() + r0, 0, (size_t) n * sizeof(float));
+    if (rl.entropy) {
+        if ((int64_t) out.row_entropy.size() < r0 + n) out.row_entropy.resize((size_t) (r0 + n));
+        ggml_backend_tensor_get(rl.entropy, out.row_entropy.data() + r0, 0, (size_t) n * sizeof(float));
+    }
+}
+
 int Engine::graph_size(size_t n_groups) const {
     return (int) (model_.hp.n_layer * 640 + n_groups * 96 + 4096);
 }
@@ -235,7 +264,7 @@ size_t Engine::measure(Graph & g, ggml_tensor * loss) {
 // loss rows, and (in run()) ggml's backward pass. `mask` holds the row's packing mask
 // ([T, T], Batch::mask). Returns the loss node (null on error).
 ggml_tensor * Engine::whole_row(Graph & g, const Batch & batch, const LossSpec & spec, const float * mask,
-                                std::vector<ggml_tensor *> & nll) {
+                                std::vector<ggml_tensor *> & nll, RowLoss & rl) {
     const int64_t T = batch.n_tokens;
     const int64_t N = (int64_t) batch.rows.size();
     ggml_context * ctx = g.ctx;
@@ -247,6 +276,10 @@ ggml_tensor * Engine::whole_row(Graph & g, const Batch & batch, const LossSpec &
 
     // the hidden states of the loss rows only: logits are computed where a token is scored
     ggml_tensor * h = ggml_get_rows(ctx, forward(ctx, tokens, pos, m), rows); // [n_embd, N]
+    if (spec.task == Task::POLICY) {
+        rl = row_loss(g, h, labels, spec.row_coef ? spec.row_coef->data() : nullptr, spec.entropy);
+        return rl.loss ? rl.loss : rl.nll;
+    }
     nll.assign(batch.terms.size(), nullptr);
     std::vector<ggml_tensor *> parts;
     for (size_t ti = 0; ti < batch.terms.size(); ti++) {
@@ -265,10 +298,18 @@ bool Engine::eval_whole(const Batch & batch, const LossSpec & spec, bool backwar
     std::vector<float> mask((size_t) batch.n_tokens * (size_t) batch.n_tokens);
     batch.mask(0, batch.n_tokens, 0, batch.n_tokens, mask.data());
     std::vector<ggml_tensor *> nll;
-    ggml_tensor * loss = whole_row(g, batch, spec, mask.data(), nll);
+    RowLoss rl;
+    ggml_tensor * loss = whole_row(g, batch, spec, mask.data(), nll, rl);
     if (!loss) return false;
     if (!backward) g.outputs.push_back(loss);
     if (!run(g, backward ? loss : nullptr)) return false;
+    if (spec.task == Task::POLICY) {
+        read_rows(rl, 0, out);
+        float v = 0;
+        if (rl.loss) ggml_backend_tensor_get(rl.loss, &v, 0, sizeof(float));
+        out.loss = v;
+        return true;
+    }
     float v = 0;
     ggml_backend_tensor_get(loss, &v, 0, sizeof(float));
     out.loss = v;
@@ -286,6 +327,14 @@ bool Engine::eval(const Batch & batch, const LossSpec & spec, bool backward, Bat
         out.loss = 0;
         out.term_nll.assign(batch.terms.size(), 0.0);
         return true;
+    }
+    if (spec.task == Task::POLICY) {
+        if (backward && (!spec.row_coef || spec.row_coef->size() != batch.rows.size())) {
+            fprintf(stderr, "%s: error: a policy step needs one coefficient per loss row (%zu rows)\n", __func__, batch.rows.size());
+            return false;
+        }
+        out.row_nll.assign(batch.rows.size(), 0.0f);
+        out.row_entropy.assign(spec.entropy ? batch.rows.size() : 0, 0.0f);
     }
     return recompute_ ? eval_chunked(batch, spec, backward, out) : eval_whole(batch, spec, backward, out);
 }

@@ -9,6 +9,9 @@
 //           hinge (SLiC):               ℓ = max(0, 1 − β d)
 //         α · the chosen completion's mean NLL is the optional SFT term.
 //
+//   policy (online RL): Σ_rows coef · nll, with coef = ∂loss/∂nll of each completion token
+//         computed on the host by policy_loss (policy.h) from the rows' log-probs.
+//
 // The one-graph path builds this in ggml (loss_graph) and lets autodiff differentiate it;
 // the chunked path computes it on the host from the terms' sums (loss_value) with ∂loss/∂nll
 // of every term, which then weight the tokens of a second, linear pass: the same gradient.
@@ -39,6 +42,8 @@ struct LossSpec {
     DpoConfig dpo;
     const std::vector<double> * ref_chosen = nullptr;   // DPO: reference log-probs per item
     const std::vector<double> * ref_rejected = nullptr;
+    const std::vector<float> * row_coef = nullptr;      // policy: ∂loss/∂nll per loss row (null: forward only)
+    bool entropy = false;                               // policy: also the entropy at every loss row
 };
 
 // The loss as a graph node, from the terms' NLL nodes (null for a term without tokens).

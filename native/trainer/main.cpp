@@ -1,9 +1,12 @@
-// still-train: LoRA (or full) fine-tuning of llama-family GGUF models on ggml, with SFT
-// and DPO losses. main() only parses arguments; the work is in train.cpp.
+// still-train: LoRA (or full) fine-tuning of llama-family GGUF models on ggml, with SFT,
+// DPO and policy-gradient (GRPO family) losses. main() only parses arguments; the work is
+// in train.cpp and serve.cpp.
 //
 //   still-train sft  --model M --data D --out A.gguf [options]
 //   still-train dpo  --model M --data D --out A.gguf [--beta B] [--sft-alpha A] [--loss sigmoid|ipo|hinge] [options]
+//   still-train serve --model M --checkpoint C [--policy-loss grpo|dr_grpo|dapo] [options]   (commands on stdin)
 //   still-train grad-check --model M --data D [options]
+//   still-train policy-loss [policy options] < samples.json
 //   still-train logits --model M --tokens 1,2,3 --out logits.f32
 //
 // Progress: one JSON object per line on stdout. Errors: stderr, exit code 1.
@@ -48,7 +51,9 @@ static void install_signal_handlers() {
 static void usage(const char * argv0) {
     fprintf(stderr,
         "usage: %s sft|dpo --model M --data D --out OUT [options]\n"
+        "       %s serve --model M --checkpoint FILE [options]   (the resident trainer of online RL; see serve.cpp)\n"
         "       %s grad-check --model M --data D [options]\n"
+        "       %s policy-loss [policy options] < samples.json\n"
         "       %s logits --model M --tokens 1,2,3 --out FILE\n"
         "\n"
         "model and adapter:\n"
@@ -72,6 +77,13 @@ static void usage(const char * argv0) {
         "  --max-grad-norm X     clip the gradient norm (1; 0: off)\n"
         "DPO:\n"
         "  --beta X (0.1)  --sft-alpha X (0)  --loss sigmoid|ipo|hinge  --ref-logps FILE\n"
+        "policy (serve, grad-check and policy-loss on policy samples):\n"
+        "  --policy-loss L       grpo (default), dr_grpo or dapo (see policy.h)\n"
+        "  --scale-rewards S     group: advantages divided by the group's reward std (grpo, dapo); none (dr_grpo)\n"
+        "  --clip-low X (0.2)  --clip-high X (0.2; DAPO 0.28)   the ratio's band [1 - low, 1 + high]\n"
+        "  --kl-beta X (0)       weight of the KL term to the starting policy\n"
+        "  --tis-cap X (0)       truncated importance sampling against the sampler's log-probs (0: off)\n"
+        "  --max-completion N    dr_grpo's length normaliser (0: the longest completion of the step)\n"
         "output:\n"
         "  --out FILE            adapter GGUF (or full model with --full)\n"
         "  --checkpoint FILE     checkpoint (OUT.ckpt.gguf)\n"
@@ -96,7 +108,7 @@ static void usage(const char * argv0) {
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
         "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n",
-        argv0, argv0, argv0);
+        argv0, argv0, argv0, argv0, argv0);
 }
 
 static bool parse_int(const char * s, int64_t & out) {
@@ -136,16 +148,18 @@ static int run(int argc, char ** argv) {
         return argc < 2 ? EXIT_ERROR : EXIT_OK;
     }
     const std::string cmd = argv[1];
-    if (cmd != "sft" && cmd != "dpo" && cmd != "grad-check" && cmd != "logits") {
-        fprintf(stderr, "main: error: unknown command '%s' (sft, dpo, grad-check, logits)\n", cmd.c_str());
+    if (cmd != "sft" && cmd != "dpo" && cmd != "serve" && cmd != "grad-check" && cmd != "policy-loss" && cmd != "logits") {
+        fprintf(stderr, "main: error: unknown command '%s' (sft, dpo, serve, grad-check, policy-loss, logits)\n", cmd.c_str());
         return EXIT_ERROR;
     }
 
     EngineOptions eo;
     TrainConfig tc;
     GradCheckConfig gc;
+    PolicyConfig pc;
+    std::string scale_rewards;
     std::string tokens_arg;
-    tc.task = cmd == "dpo" ? Task::DPO : Task::SFT;
+    tc.task = cmd == "dpo" ? Task::DPO : cmd == "serve" ? Task::POLICY : Task::SFT;
     if (const char * env = getenv("STILL_BACKEND_DIR")) eo.backend_dir = env;
     eo.threads = (int) std::max(1u, std::thread::hardware_concurrency());
     if (const char * env = getenv("STILL_THREADS")) {
@@ -241,6 +255,25 @@ static int run(int argc, char ** argv) {
             tc.dpo.loss = gc.dpo.loss = v;
         }
         else if (a == "--ref-logps") tc.ref_logps = value();
+        else if (a == "--policy-loss") {
+            const std::string l = value();
+            if (!parse_policy_loss(l, pc.loss)) {
+                fprintf(stderr, "main: error: --policy-loss must be grpo, dr_grpo or dapo, got '%s'\n", l.c_str());
+                return EXIT_ERROR;
+            }
+        }
+        else if (a == "--scale-rewards") {
+            scale_rewards = value();
+            if (scale_rewards != "group" && scale_rewards != "none") {
+                fprintf(stderr, "main: error: --scale-rewards must be group or none, got '%s'\n", scale_rewards.c_str());
+                return EXIT_ERROR;
+            }
+        }
+        else if (a == "--clip-low") pc.clip_low = float_in(0, 0.999999);
+        else if (a == "--clip-high") pc.clip_high = float_in(0, 1e6);
+        else if (a == "--kl-beta") pc.beta = float_in(0, 1e6);
+        else if (a == "--tis-cap") pc.tis_cap = float_in(0, 1e6);
+        else if (a == "--max-completion") pc.max_completion = int_in(0, BIG);
         else if (a == "--entries") gc.entries = int_in(1, 1 << 20);
         else if (a == "--fd-step") gc.step = float_in(1e-9, 1);
         else if (a == "--ref-shift") gc.ref_shift = float_in(-1e6, 1e6);
@@ -289,6 +322,10 @@ static int run(int argc, char ** argv) {
         }
     }
 
+    pc.scale_rewards = scale_rewards.empty() ? pc.loss != PolicyLoss::DR_GRPO : scale_rewards == "group";
+    gc.policy = pc;
+    if (cmd == "policy-loss") return run_policy_loss(pc);
+
     if (eo.model_path.empty()) {
         fprintf(stderr, "main: error: --model is required\n");
         return EXIT_ERROR;
@@ -320,6 +357,10 @@ static int run(int argc, char ** argv) {
             p = q + 1;
         }
         return run_logits(eo, tokens, tc.out);
+    }
+    if (cmd == "serve") {
+        install_signal_handlers();
+        return run_serve(eo, tc, pc, g_stop);
     }
     if (tc.data.empty()) {
         fprintf(stderr, "main: error: --data is required\n");

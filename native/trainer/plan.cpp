@@ -14,13 +14,15 @@
 namespace st {
 
 namespace {
-// The worst row of `T` tokens a plan sizes a step for: one sequence, every position scored.
-Batch worst_row(int64_t T, int64_t n_vocab) {
+// The worst row of `T` tokens a plan sizes a step for: one sequence, every position scored
+// (as one SFT term, or as policy rows).
+Batch worst_row(int64_t T, int64_t n_vocab, bool per_row) {
     Batch b;
     b.n_tokens = b.real_tokens = T;
     Batch::Term term;
     term.groups.push_back({0, T - 1, 1.0f});
     term.weight_sum = (double) (T - 1);
+    if (per_row) b.spans.push_back({0, 0, T - 1});
     for (int64_t i = 0; i < T; i++) {
         b.tokens.push_back((int32_t) (i % n_vocab));
         b.pos.push_back((int32_t) i);
@@ -30,25 +32,30 @@ Batch worst_row(int64_t T, int64_t n_vocab) {
             b.labels.push_back((int32_t) ((i + 1) % n_vocab));
         }
     }
-    b.terms.push_back(term);
+    if (!per_row) b.terms.push_back(term);
     b.loss_tokens = T - 1;
     return b;
 }
 } // namespace
 
-Engine::StepMemory Engine::step_memory(int64_t T, bool recompute) {
+Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) {
     const Hparams & hp = model_.hp;
     T = (T + 15) / 16 * 16;
-    const Batch b = worst_row(T, hp.n_vocab);
+    const Batch b = worst_row(T, hp.n_vocab, per_row);
+    const std::vector<float> coef(per_row ? (size_t) T : 0); // never read: nothing is computed
     LossSpec spec;
+    spec.task = per_row ? Task::POLICY : Task::SFT;
     spec.scale = 1.0 / (double) (T - 1);
+    spec.row_coef = &coef;
+    spec.entropy = per_row;
     StepMemory out;
-    out.host = (size_t) T * 24; // the row's tokens, positions, sequence starts, loss rows and labels
+    out.host = (size_t) T * (per_row ? 36 : 24); // the row's tokens, positions, sequence starts, loss rows and labels (and row values)
     if (!recompute) {
         Graph g;
         std::vector<ggml_tensor *> nll;
+        RowLoss rl;
         if (!begin(g, graph_size(1))) return out;
-        out.compute = measure(g, whole_row(g, b, spec, nullptr, nll));
+        out.compute = measure(g, whole_row(g, b, spec, nullptr, nll, rl));
         out.host += (size_t) T * (size_t) T * sizeof(float); // the mask
         return out;
     }
@@ -102,7 +109,7 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute) {
         // the backward graph of a chunk of loss rows
         Graph g;
         if (!begin(g, 1024 + 96)) return out;
-        const LossChunk c = loss_chunks((int64_t) b.rows.size()).front();
+        const LossChunk c = loss_chunks((int64_t) b.rows.size(), per_row).front();
         const int64_t n = c.r1 - c.r0;
         ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
         g.accumulators = {{x, kept(g, hp.n_embd, T, 0, false)}};
@@ -110,9 +117,14 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute) {
         ggml_tensor * labels = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, hp.n_vocab, n);
         ggml_set_input(rows);
         ggml_set_input(labels);
-        std::vector<ggml_tensor *> nll;
-        group_nll(g.ctx, final_norm(g.ctx, ggml_get_rows(g.ctx, x, rows)), labels, {{0, n, 1.0f}}, nll);
-        compute = std::max(compute, measure(g, nll[0]));
+        ggml_tensor * h = final_norm(g.ctx, ggml_get_rows(g.ctx, x, rows));
+        if (per_row) {
+            compute = std::max(compute, measure(g, row_loss(g, h, labels, coef.data(), true).loss));
+        } else {
+            std::vector<ggml_tensor *> nll;
+            group_nll(g.ctx, h, labels, {{0, n, 1.0f}}, nll);
+            compute = std::max(compute, measure(g, nll[0]));
+        }
     }
     out.compute = compute;
     return out;

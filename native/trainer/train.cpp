@@ -49,7 +49,7 @@ static std::string model_signature(const BaseModel & m) {
 static KeyValues run_identity(const Engine & e, const TrainConfig & tc, const Dataset & d, int64_t total, uint64_t init_fp) {
     const EngineOptions & eo = e.options();
     KeyValues kv = {
-        {"task", tc.task == Task::SFT ? "sft" : "dpo"},
+        {"task", task_name(tc.task)},
         {"model", model_signature(e.model())},
         {"data", std::to_string(d.fingerprint)},
         {"mode", eo.full ? "full" : "lora"},
@@ -135,15 +135,22 @@ static double gb(size_t bytes) {
     return (double) bytes / 1e9;
 }
 
-// Chooses how steps are taken for rows of up to `tokens` tokens and prints the plan (one
-// "plan" line): the one-graph step when asked or, in auto mode, when it fits; the chunked
-// step otherwise. When the chosen way does not fit the free memory (or `budget`), says so
-// in one line with the longest rows that would fit, and returns false.
-bool plan_memory(Engine & e, int64_t tokens, Recompute mode, size_t budget) {
+bool context_fits(const Engine & e, int64_t ctx) {
+    const int64_t n_ctx = e.model().hp.n_ctx_train;
+    if (n_ctx > 0 && ctx > n_ctx) {
+        fprintf(stderr, "context_fits: error: --ctx %lld is longer than the model's context (%lld tokens); lower --ctx\n",
+                (long long) ctx, (long long) n_ctx);
+        return false;
+    }
+    return true;
+}
+
+// The one-graph step when asked or, in auto mode, when it fits; the chunked step otherwise.
+bool plan_memory(Engine & e, int64_t tokens, Recompute mode, size_t budget, bool per_row) {
     const size_t avail = budget > 0 ? budget : e.free_memory();
     const size_t room = (size_t) ((double) avail * 0.9);
-    const Engine::StepMemory whole = e.step_memory(tokens, false);
-    const Engine::StepMemory chunked = e.step_memory(tokens, true);
+    const Engine::StepMemory whole = e.step_memory(tokens, false, per_row);
+    const Engine::StepMemory chunked = e.step_memory(tokens, true, per_row);
     const bool whole_fits = whole.total() <= room, chunked_fits = chunked.total() <= room;
     // auto: one graph for short rows when it fits; beyond ONE_GRAPH_MAX_TOKENS the chunked step
     // is faster too (the one graph's rows² attention tensors cost more than the recomputation)
@@ -164,7 +171,7 @@ bool plan_memory(Engine & e, int64_t tokens, Recompute mode, size_t budget) {
     int64_t lo = 0, hi = tokens / 16;
     while (lo < hi) {
         const int64_t mid = (lo + hi + 1) / 2;
-        if (mid > 0 && e.step_memory(mid * 16, best).total() <= room) lo = mid;
+        if (mid > 0 && e.step_memory(mid * 16, best, per_row).total() <= room) lo = mid;
         else hi = mid - 1;
     }
     fprintf(stderr, "plan_memory: error: training rows of %lld tokens needs about %.1f GB more memory (%.1f GB kept between graphs, %.1f GB for "
@@ -188,7 +195,7 @@ public:
     int run(const EngineOptions & eo) {
         t_start_ = now_seconds();
         e_.set_abort_flag(&stop_);
-        if (!e_.init(eo) || !check_context() || !read_data() || !make_schedule()) return EXIT_ERROR;
+        if (!e_.init(eo) || !context_fits(e_, tc_.ctx) || !read_data() || !make_schedule()) return EXIT_ERROR;
         if (!plan_memory(e_, longest_row(plan_), tc_.recompute, tc_.memory_budget)) return EXIT_ERROR;
         if (tc_.plan_only) return EXIT_OK;
         uint64_t init_fp = 0;
@@ -215,21 +222,11 @@ public:
     }
 
 private:
-    bool check_context() const {
-        const int64_t n_ctx = e_.model().hp.n_ctx_train;
-        if (n_ctx > 0 && tc_.ctx > n_ctx) {
-            fprintf(stderr, "run_train: error: --ctx %lld is longer than the model's context (%lld tokens); lower --ctx\n",
-                    (long long) tc_.ctx, (long long) n_ctx);
-            return false;
-        }
-        return true;
-    }
-
     bool read_data() {
         if (!read_dataset(tc_.data, e_.model().hp.n_vocab, tc_.ctx, d_)) return false;
         if (d_.task != tc_.task) {
-            fprintf(stderr, "run_train: error: %s holds %s records, but this is a %s run\n", tc_.data.c_str(),
-                    d_.task == Task::SFT ? "SFT" : "DPO", tc_.task == Task::SFT ? "SFT" : "DPO");
+            fprintf(stderr, "run_train: error: %s holds %s records, but this is a %s run%s\n", tc_.data.c_str(), task_name(d_.task),
+                    task_name(tc_.task), d_.task == Task::POLICY ? " (policy samples train through still-train serve)" : "");
             return false;
         }
         int64_t weighted = 0;
@@ -301,7 +298,7 @@ private:
     void announce() const {
         const EngineOptions & eo = e_.options();
         JsonLine().str("type", "start")
-            .str("task", tc_.task == Task::SFT ? "sft" : "dpo")
+            .str("task", task_name(tc_.task))
             .str("mode", eo.full ? "full" : "lora")
             .str("architecture", e_.model().hp.arch)
             .integer("layers", e_.model().hp.n_layer)
@@ -432,7 +429,7 @@ private:
 
     // The result, then a final checkpoint so that a resume of a finished run only rewrites it.
     int finish() {
-        KeyValues info = {{"task", tc_.task == Task::SFT ? "sft" : "dpo"}, {"steps", std::to_string(total_)}};
+        KeyValues info = {{"task", task_name(tc_.task)}, {"steps", std::to_string(total_)}};
         const bool ok = e_.options().full ? write_full_model(e_, tc_.out, info) : write_adapter(e_, tc_.out, info);
         if (!ok || !save(total_)) return EXIT_ERROR;
         JsonLine().str("type", "done")
@@ -510,7 +507,45 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     LossSpec spec;
     const std::vector<Batch> batches = step_batches(d, plan[0], d.task, gc.dpo, ref_c, ref_r, spec);
 
+    // policy samples: advantages from the file; old and reference log-probs moved off the
+    // current ones by up to ref_shift per token (0: the old policy is the current one)
+    std::vector<int64_t> items(d.items.size());
+    for (size_t i = 0; i < items.size(); i++) items[i] = (int64_t) i;
+    std::vector<double> adv;
+    TokenValues old, ref;
+    PolicyPass pp;
+    if (d.task == Task::POLICY) {
+        if (!check_policy_config(gc.policy)) return EXIT_ERROR;
+        std::vector<float> rewards;
+        std::vector<uint32_t> groups;
+        for (const Item & it : d.items) {
+            rewards.push_back(it.reward);
+            groups.push_back(it.group);
+        }
+        std::string error;
+        if (!policy_advantages(gc.policy, rewards, groups, adv, error)) {
+            fprintf(stderr, "run_grad_check: error: %s: %s\n", gc.data.c_str(), error.c_str());
+            return EXIT_ERROR;
+        }
+        TokenValues lp;
+        if (!policy_logps(e, d, items, gc.ctx, lp, nullptr)) return EXIT_ERROR;
+        Rng shift(0x01d);
+        old = ref = lp;
+        for (size_t i = 0; i < lp.size(); i++) {
+            for (size_t t = 0; t < lp[i].size(); t++) {
+                old[i][t] = (float) std::min(0.0, lp[i][t] + gc.ref_shift * (2 * shift.uniform() - 1));
+                ref[i][t] = (float) std::min(0.0, lp[i][t] + gc.ref_shift * (2 * shift.uniform() - 1));
+            }
+        }
+        pp = {&gc.policy, &adv, gc.ref_shift != 0 ? &old : nullptr, &ref, false};
+    }
+
     auto total_loss = [&](bool backward, double & out) {
+        if (d.task == Task::POLICY) {
+            PolicyStats stats;
+            double entropy = 0;
+            return backward ? policy_gradient(e, d, items, gc.ctx, pp, stats, entropy, out) : policy_objective(e, d, items, gc.ctx, pp, out);
+        }
         out = 0;
         for (const Batch & b : batches) {
             BatchResult res;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "policy.h"
 
 namespace st {
 
@@ -55,8 +56,54 @@ struct TrainConfig {
 // Exit codes of the commands.
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_STOPPED = 130 };
 
+// false, with an error line, when rows of `ctx` tokens are longer than the model's context.
+bool context_fits(const Engine & e, int64_t ctx);
+
+// Chooses how steps over rows of up to `tokens` tokens are taken (one graph or chunked, per
+// `mode` and the memory plan), prints the plan (one "plan" line) and returns false, with one
+// error line naming the longest rows that fit, when the chosen way does not fit.
+// `per_row`: policy rows (every completion token scored on its own).
+bool plan_memory(Engine & e, int64_t tokens, Recompute mode, size_t budget, bool per_row = false);
+
 // Trains per `tc`; `stop` (set by SIGINT/SIGTERM) makes it checkpoint and return EXIT_STOPPED.
 int run_train(const EngineOptions & eo, const TrainConfig & tc, const std::atomic<bool> & stop);
+
+// --- policy samples (online RL) -------------------------------------------------------------
+
+// Per dataset item, one value per completion token (empty for items not computed).
+using TokenValues = std::vector<std::vector<float>>;
+
+// What a policy pass compares against.
+struct PolicyPass {
+    const PolicyConfig * config = nullptr;
+    const std::vector<double> * advantages = nullptr; // per dataset item
+    const TokenValues * old = nullptr;  // the old policy's log-probs (null: the current policy's, ratio 1)
+    const TokenValues * ref = nullptr;  // the reference policy's (with β > 0)
+    bool entropy = false;               // also sum the entropy of every completion token
+};
+
+// Forward passes over `items` (packed in order into rows of up to `ctx` tokens): every
+// completion token's log-prob, and its entropy when asked.
+bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, TokenValues & lp, TokenValues * entropy);
+
+// The loss of one optimizer step over `items` at the current parameters (forward only).
+bool policy_objective(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, const PolicyPass & p, double & loss);
+
+// The gradient of that loss, accumulated into the engine's gradients; the loss, the
+// metrics' sums and the entropy's sum at the current parameters.
+bool policy_gradient(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, const PolicyPass & p,
+                     PolicyStats & stats, double & entropy_sum, double & loss);
+
+// The resident trainer for online RL: loads the model once, then takes commands on stdin
+// (one JSON object per line) and answers each with one JSON line on stdout; see serve.cpp.
+// Uses tc's schedule-free fields (ctx, checkpoint, resume, AdamW's betas, ε, weight decay,
+// gradient clipping, memory) and `pc` for the loss.
+int run_serve(const EngineOptions & eo, const TrainConfig & tc, const PolicyConfig & pc, const std::atomic<bool> & stop);
+
+// Evaluates the policy loss of numbers given as JSON (one object on stdin: the loss's
+// options and samples with their rewards, groups and per-token log-probs) and prints the
+// advantages, the loss and every coefficient: the loss function alone, for checks by hand.
+int run_policy_loss(const PolicyConfig & pc);
 
 struct GradCheckConfig {
     std::string data;
@@ -66,7 +113,9 @@ struct GradCheckConfig {
     DpoConfig dpo;
     Recompute recompute = Recompute::OFF;
     std::string dump_grads;       // write every gradient (F32, in trainable order) to this file
-    double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0
+    double ref_shift = 0.5;       // DPO: reference log-probs moved off the policy's, so d ≠ 0;
+                                  // policy: old and reference log-probs moved off by up to this, so ratios leave their band
+    PolicyConfig policy;
     bool finite_differences = true; // false: report the loss and gradient norms only
 };
 

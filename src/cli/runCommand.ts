@@ -18,7 +18,7 @@ const runSchema = z.object({
 const runFlags = ["--config <file>", "--resume <dir>", "--json"];
 
 const demoSchema = demoOptionsSchema.extend({json: commonFields.json});
-const demoFlags = ["--out <dir>", "--seed <n>", "--threads <n>", "--json"];
+const demoFlags = ["--out <dir>", "--seed <n>", "--threads <n>", "--rl", "--json"];
 
 export function runCommand(program: Command, signal: AbortSignal) {
     addOptions(program.command("run")

@@ -1,8 +1,8 @@
 // `still demo`: the whole recipe offline on the built-in tiny model and the clock
 // counting task (demoTask.ts). It makes the model, the data (a scripted teacher's
 // long-form thoughts), teaches the model what a base model would know first (a full
-// fine-tune: the "base"), then runs the loop: imitate, one SFT round and one DPO round,
-// evaluating on held-out problems.
+// fine-tune: the "base"), then runs the loop: imitate, one SFT round and one DPO round
+// (or, with rl, one round of online RL), evaluating on held-out problems.
 import fs from "node:fs";
 import path from "node:path";
 import {makeModel} from "../models/makeModel.js";
@@ -14,11 +14,13 @@ import {demoProblems, firstLine, plainAnswer, teacherResponse, workedSteps} from
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
+import type {GrpoConfig} from "../rl/grpo.js";
 
 export const demoOptionsSchema = z.object({
     out: z.string().min(1).describe("Folder for the model, the data and the run").default(path.join("runs", "demo")),
     seed: z.number().int().min(0).describe("Seed of the task's problem order, the teacher, the base model and every run step").default(1),
-    threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU")
+    threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU"),
+    rl: z.boolean().describe("After imitation, one round of online RL (GRPO) instead of the SFT and DPO rounds (run folder demo-rl)").default(false)
 });
 
 export type DemoOptions = z.input<typeof demoOptionsSchema> & {
@@ -45,16 +47,18 @@ export const demoPlan = {
     /** Samples per problem in explore. */
     samples: 4,
     /** Self-improvement rounds, in order. */
-    rounds: ["sft", "dpo"] as ("sft" | "dpo")[]
+    rounds: ["sft", "dpo"] as ("sft" | "dpo" | "grpo")[],
+    /** The GRPO round of `still demo --rl`. */
+    grpo: {steps: 30, promptsPerStep: 8, samplesPerPrompt: 8, learningRate: 2e-3} as GrpoConfig
 };
 export type DemoPlan = typeof demoPlan;
 
 /** Runs the demo; the summary's seconds count everything this call did, pre-training included. */
 export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const started = performance.now();
-    const {out: outDir, seed} = parseOptions(demoOptionsSchema, {out: options.out, seed: options.seed, threads: options.threads}, "demo options");
+    const {out: outDir, seed, rl} = parseOptions(demoOptionsSchema, {out: options.out, seed: options.seed, threads: options.threads, rl: options.rl}, "demo options");
     const out = path.resolve(outDir);
-    const plan: DemoPlan = {...demoPlan, ...options.plan};
+    const plan: DemoPlan = {...demoPlan, ...(rl ? {rounds: ["grpo" as const]} : {}), ...options.plan};
     const signal = options.signal;
     const emit = options.onEvent;
     fs.mkdirSync(path.join(out, "data"), {recursive: true});
@@ -111,7 +115,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
 
     const train = {learningRate: 5e-3, epochs: 3, batchTokens: 2048, context: 1024, warmup: 0.05, lora: {rank: 16, alpha: 32}};
     const raw = {
-        name: "demo",
+        name: rl ? "demo-rl" : "demo",
         runsDir: ".",
         seed,
         model: {path: base, ...(options.threads == null ? {} : {threads: options.threads})},
@@ -124,6 +128,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         explore: {samples: plan.samples, temperature: 0.7, topK: 20, maxTokens: plan.maxTokens, parallel: 16, chunk: 100},
         select: {policy: "lowest", maxPerProblem: 2},
         rounds: plan.rounds.map((method) => method === "sft" ? {method, train: {...train, learningRate: 3e-3, epochs: 1}}
+            : method === "grpo" ? {method, grpo: {maxTokens: plan.maxTokens, temperature: 1, parallel: 16, ...plan.grpo}}
             // 5e-4 with an SFT weight of 0.2 unlearnt the format (pairs differ in a few digits
             // of long, shared working): a smaller step and a full SFT term keep it.
             : {method, train: {...train, learningRate: 1e-4, epochs: 1}, dpo: {beta: 0.1, alpha: 1}}),

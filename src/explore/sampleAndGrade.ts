@@ -9,7 +9,7 @@ import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
-import type {RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
+import type {RolloutEngine, RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
 import {throwIfAborted} from "../errors.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {parseThought} from "../format/parseThought.js";
@@ -25,7 +25,9 @@ export const gradedSampleSchema = z.object({
     correct: z.boolean(),
     extracted: z.string().nullable(),
     /** The response follows the thought format. */
-    wellFormed: z.boolean()
+    wellFormed: z.boolean(),
+    /** The sampler's log p of each token (with keepLogprobs). */
+    logprobs: z.array(z.number().nullable().transform((v) => v ?? Number.NaN)).optional()
 });
 export type GradedSample = z.infer<typeof gradedSampleSchema>;
 
@@ -36,6 +38,10 @@ export type SampleAndGradeOptions = {
     systemPrompt: string | null,
     sampling: SamplingOptions,
     engine: RolloutEngineOptions,
+    /** An engine to sample with as it is (its adapters set), instead of one made from `engine` and `adapter`. */
+    rollouts?: RolloutEngine | undefined,
+    /** Keep each token's log-prob in the samples. */
+    keepLogprobs?: boolean | undefined,
     /** Folder for the chunk files. */
     dir: string,
     chunk: number,
@@ -47,7 +53,7 @@ export type SampleAndGradeOptions = {
 export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSample[]> {
     await fsp.mkdir(o.dir, {recursive: true});
     // made when a chunk is missing: reading back a finished step allocates no context
-    let engine: ReturnType<Model["rollouts"]> | undefined;
+    let engine: RolloutEngine | undefined = o.rollouts;
     const samples = o.sampling.samples ?? 1;
     const total = o.problems.length * samples;
     const out: GradedSample[] = [];
@@ -77,7 +83,8 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
                 const g = grade(s.text, p.answer, {type: p.type, ...(p.choices == null ? {} : {choices: p.choices})});
                 chunk.push({
                     id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish: s.finish,
-                    correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text).wellFormed
+                    correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text).wellFormed,
+                    ...(o.keepLogprobs === true ? {logprobs: s.logprobs} : {})
                 });
                 o.onProgress?.(out.length + chunk.length, total);
             }
@@ -89,7 +96,7 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             out.push(...chunk);
         }
     } finally {
-        engine?.dispose();
+        if (engine !== o.rollouts) engine?.dispose();
     }
     return out;
 }

@@ -8,6 +8,7 @@ import {z} from "zod";
 import {gpuLayersSchema} from "../engine/Model.js";
 import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {DataError} from "../errors.js";
+import {grpoConfigSchema} from "../rl/grpo.js";
 import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
 
 // Sampling fields of explore and evaluate: the engine's own, with the loop's defaults.
@@ -79,7 +80,8 @@ export const runConfigSchema = z.strictObject({
         maxTokens: z.number().int().min(1).optional().describe("Longest response kept, in tokens")
     }).describe("Selection of trajectories for training").prefault({}),
     rounds: z.array(z.strictObject({
-        method: z.enum(["sft", "dpo"]).describe("sft: on the selected correct trajectories; dpo: on correct/incorrect pairs"),
+        method: z.enum(["sft", "dpo", "grpo"]).describe("sft: on the selected correct trajectories; dpo: on correct/incorrect pairs; " +
+            "grpo: online RL with verifiable rewards (samples, rewards and updates of its own: no explore or select)"),
         train: trainSchema.prefault({}),
         keepImitationData: z.boolean().describe("SFT: also train on the original thought data again").default(true),
         dpo: z.strictObject({
@@ -87,7 +89,8 @@ export const runConfigSchema = z.strictObject({
             alpha: z.number().min(0).describe("Weight of the SFT term on the chosen response").default(0.1),
             align: z.enum(["response", "thought"]).describe("Align the whole response, or the thought only").default("response"),
             maxPairsPerProblem: z.number().int().min(1).describe("Most pairs per problem").default(2)
-        }).describe("DPO settings").prefault({})
+        }).describe("DPO settings").prefault({}),
+        grpo: grpoConfigSchema.prefault({})
     })).describe("One entry per self-improvement round").prefault([{method: "sft"}, {method: "dpo"}]),
     evaluate: z.strictObject({
         greedy: z.boolean().describe("Greedy pass@1").default(true),

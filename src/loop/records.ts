@@ -38,6 +38,16 @@ export const trainStepSchema = z.union([
 ]);
 export type TrainStep = z.infer<typeof trainStepSchema>;
 
+export const grpoStepSchema = z.object({
+    adapter: z.string(),
+    steps: z.number().int(),
+    /** Problems the steps drew from (after curation). */
+    problems: z.number().int(),
+    seconds: z.number(),
+    firstReward: z.number().nullable(),
+    lastReward: z.number().nullable()
+});
+
 // --- metrics.jsonl -----------------------------------------------------------------------
 
 export const metricSchema = z.discriminatedUnion("kind", [
@@ -47,7 +57,13 @@ export const metricSchema = z.discriminatedUnion("kind", [
         correctShare: z.number(), solvedByAll: z.number().int()
     }),
     selectStepSchema.extend({kind: z.literal("select"), round: z.number().int()}),
-    trainStepSchema.options[0].extend({kind: z.literal("train"), phase: z.string(), method: z.enum(["sft", "dpo"])})
+    trainStepSchema.options[0].extend({kind: z.literal("train"), phase: z.string(), method: z.enum(["sft", "dpo"])}),
+    /** One online-RL step of a grpo round. */
+    z.object({
+        kind: z.literal("grpo"), round: z.number().int(), step: z.number().int(), reward: z.number(), rewardStd: z.number(),
+        accuracy: z.number(), unfinished: z.number(), meanLength: z.number(), maxLength: z.number(), clippedRatio: z.number(),
+        kl: z.number().nullable(), entropy: z.number().nullable(), seconds: z.number()
+    })
 ]);
 export type Metric = z.infer<typeof metricSchema>;
 /** A line of metrics.jsonl: a metric and when it was written. */

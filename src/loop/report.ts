@@ -65,6 +65,19 @@ ${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samp
         sections.push(`<h2>Training</h2><table><tr><th>phase</th><th>method</th><th>records</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens/s</th><th>seconds</th></tr>
 ${trains.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.method)}</td><td>${m.records}</td><td>${m.steps}</td><td>${num(m.firstLoss)}</td><td>${num(m.lastLoss)}</td><td>${num(m.tokensPerSecond)}</td><td>${num(m.seconds)}</td></tr>`).join("\n")}</table>`);
 
+    const rl = of("grpo");
+    if (rl.length > 0) {
+        const rounds = unique(rl.map((m) => String(m.round)));
+        const steps = unique(rl.map((m) => String(m.step))).sort((a, b) => Number(a) - Number(b));
+        const curve = (key: "reward" | "accuracy" | "meanLength") => rounds.map((r) => ({
+            name: `round ${r}`, values: steps.map((k) => rl.find((m) => String(m.round) === r && String(m.step) === k)?.[key] ?? null)
+        }));
+        sections.push(`<h2>Online RL (per step)</h2>
+${lineChart("Reward (mean over the step's samples)", steps, curve("reward"), {scale: "auto"})}
+${lineChart("Accuracy of the step's samples", steps, curve("accuracy"))}
+${lineChart("Mean completion length (tokens)", steps, curve("meanLength"), {scale: "auto"})}`);
+    }
+
     return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
 <style>
@@ -82,13 +95,22 @@ ${sections.join("\n") || "<p>No metrics yet.</p>"}
 
 const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
-function lineChart(title: string, labels: readonly string[], series: {name: string, values: (number | null)[]}[]): string {
+/** Lines over labelled points; y in [0, 1] shown as percentages, or (scale auto) over the values' own range. */
+function lineChart(title: string, labels: readonly string[], series: {name: string, values: (number | null)[]}[],
+                   options: {scale?: "share" | "auto"} = {}): string {
     const w = 640, h = 220, left = 40, bottom = 40, top = 10;
+    const all = series.flatMap((s) => s.values).filter((v): v is number => v != null && Number.isFinite(v));
+    const auto = options.scale === "auto" && all.length > 0;
+    let lo = auto ? Math.min(...all) : 0, hi = auto ? Math.max(...all) : 1;
+    if (hi - lo < 1e-9) [lo, hi] = [lo - 1, hi + 1];
     const x = (i: number) => left + (labels.length <= 1 ? (w - left) / 2 : (i * (w - left - 20)) / (labels.length - 1));
-    const y = (v: number) => top + (1 - v) * (h - top - bottom);
-    const grid = [0, 0.25, 0.5, 0.75, 1].map((v) =>
-        `<line x1="${left}" x2="${w}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${(v * 100).toFixed(0)}%</text>`).join("");
-    const xs = labels.map((l, i) => `<text x="${x(i)}" y="${h - bottom + 16}" text-anchor="middle">${esc(l)}</text>`).join("");
+    const y = (v: number) => top + (1 - (v - lo) / (hi - lo)) * (h - top - bottom);
+    const tick = (v: number) => auto ? v.toPrecision(3) : `${(v * 100).toFixed(0)}%`;
+    const grid = [0, 0.25, 0.5, 0.75, 1].map((f) => lo + f * (hi - lo)).map((v) =>
+        `<line x1="${left}" x2="${w}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${tick(v)}</text>`).join("");
+    // at most ~16 x labels
+    const every = Math.max(1, Math.ceil(labels.length / 16));
+    const xs = labels.map((l, i) => i % every === 0 ? `<text x="${x(i)}" y="${h - bottom + 16}" text-anchor="middle">${esc(l)}</text>` : "").join("");
     const lines = series.map((s, k) => {
         const pts = s.values.map((v, i) => (v == null ? null : `${x(i)},${y(v)}`)).filter((p) => p != null);
         const color = palette[k % palette.length];

@@ -25,7 +25,8 @@ import type {RunHooks, TrainResult} from "../train/runTraining.js";
 import {sft} from "../train/sft.js";
 import type {TrainingOptions} from "../train/trainingOptions.js";
 import type {RunConfig, TrainConfig} from "./config.js";
-import {type PhaseSummary, evalStepSchema, exploreStepSchema, phaseSummary, selectStepSchema, type TrainStep, trainStepSchema} from "./records.js";
+import {type GrpoStepMetrics, grpo} from "../rl/grpo.js";
+import {type PhaseSummary, evalStepSchema, exploreStepSchema, grpoStepSchema, phaseSummary, selectStepSchema, type TrainStep, trainStepSchema} from "./records.js";
 import {writeReport} from "./report.js";
 import {RunDir} from "./RunDir.js";
 import {shuffle} from "./seeded.js";
@@ -85,6 +86,9 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
     }
 }
 
+/** A grpo round's metrics.jsonl read back (when the round was done before this process). */
+const grpoMetricsRowSchema = z.object({step: z.number().int()}).passthrough();
+
 /** The rows of selected.jsonl and pairs.jsonl that training reads back. */
 const selectedRowSchema = z.object({question: z.string(), response: z.string()});
 const pairRowSchema = z.object({question: z.string(), chosen: z.string(), rejected: z.string()});
@@ -108,6 +112,11 @@ class Loop {
         }
         for (const [i, round] of this.config.rounds.entries()) {
             const name = `round-${i + 1}`;
+            if (round.method === "grpo") {
+                await this.improveByGrpo(name, i, round);
+                await this.evaluatePhase(name);
+                continue;
+            }
             const pool = this.roundProblems(i);
             if (pool.length === 0) {
                 this.emit({type: "step", step: name, status: "skip", message: "every problem is solved: the pool is exhausted"});
@@ -249,6 +258,49 @@ class Loop {
         await this.train(name, "dpo", r.train, (common) => dpo({
             ...common, beta: r.dpo.beta, alpha: r.dpo.alpha, align: r.dpo.align, pairs, ...(previous == null ? {} : {adapter: previous})
         }));
+    }
+
+    /** Self-improvement by online RL: samples, rewards and updates of its own (resumable inside; see rl/grpo.ts). */
+    private async improveByGrpo(name: string, round: number, r: RunConfig["rounds"][number]) {
+        const pool = this.roundProblems(round);
+        if (pool.length === 0) return this.skipTraining(name, "every problem is solved: the pool is exhausted");
+        const threads = this.config.model.threads;
+        const step = `${name}/grpo`;
+        let steps: GrpoStepMetrics[] = [];
+        const record = await this.step(step, grpoStepSchema, async () => {
+            const result = await grpo({
+                model: this.model, problems: pool, systemPrompt: this.data.systemPrompt, dir: this.runDir.path(name, "grpo"),
+                config: r.grpo, adapter: this.adapterPath, seed: this.config.seed + round, threads, signal: this.options.signal,
+                evaluate: (adapter, at) => this.evaluateDuring(name, adapter, at),
+                onEvent: (e) => {
+                    if (e.type === "progress") this.progress(step)(e.step - 1 + (e.total > 0 ? e.done / e.total : 0), e.steps, e.phase);
+                    if (e.type === "step") this.progress(step)(e.metrics.step, r.grpo.steps ?? e.metrics.step,
+                        `reward ${e.metrics.reward.toFixed(3)}, accuracy ${(100 * e.metrics.accuracy).toFixed(1)}%`);
+                }
+            });
+            steps = result.steps;
+            return {adapter: result.adapter, steps: result.steps.length, problems: result.problems, seconds: result.seconds,
+                firstReward: result.steps[0]?.reward ?? null, lastReward: result.steps.at(-1)?.reward ?? null};
+        });
+        if (steps.length === 0) steps = await readJsonlFile(this.runDir.path(name, "grpo", "metrics.jsonl"), grpoMetricsRowSchema) as GrpoStepMetrics[];
+        await this.runDir.metricsOnce(step, steps.map((m) => ({
+            kind: "grpo" as const, round: round + 1, step: m.step, reward: m.reward, rewardStd: m.reward_std, accuracy: m.accuracy,
+            unfinished: m.unfinished, meanLength: m["completions/mean_length"], maxLength: m["completions/max_length"],
+            clippedRatio: m["completions/clipped_ratio"], kl: m.trainer?.kl ?? null, entropy: m.trainer?.entropy ?? null, seconds: m.seconds.step
+        })));
+        this.adapter?.dispose();
+        this.adapter = await this.model.loadAdapter(record.adapter);
+        this.adapterPath = record.adapter;
+    }
+
+    /** Evaluation inside a grpo round (evalEvery): accuracy per set, into that step's metrics. */
+    private async evaluateDuring(name: string, adapter: Adapter, at: number): Promise<Record<string, number>> {
+        const metrics = await evaluate({
+            model: this.model, adapter, sets: this.data.evalSets, config: this.config.evaluate, systemPrompt: this.data.systemPrompt,
+            seed: this.config.seed, threads: this.config.model.threads, dir: this.runDir.path(name, "grpo", "eval", `step-${at}`),
+            signal: this.options.signal
+        });
+        return Object.fromEntries(metrics.map((m) => [`${m.set}/accuracy`, m.accuracy]));
     }
 
     // --- training --------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // Writes the pre-tokenized input of still-train (layout in native/trainer/data.h):
-// a 32-byte header, then one record per SFT example or DPO pair. Written atomically, so a
-// trainer never reads half a file.
+// a 32-byte header, then one record per SFT example, DPO pair or policy sample. Written
+// atomically, so a trainer never reads half a file.
 import {StillError} from "../errors.js";
 import {AtomicFile} from "../io/atomicFile.js";
 
@@ -11,7 +11,14 @@ export type DpoRecord = {
     rejected: readonly number[], rejectedWeights: readonly number[]
 };
 
-const KIND = {sft: 1, dpo: 2} as const;
+/** One sampled completion for online RL: its prompt, completion, reward and group (the samples of one prompt). */
+export type PolicyRecord = {
+    prompt: readonly number[], completion: readonly number[], reward: number, group: number,
+    /** The sampler's log p of each completion token (NaN where unknown). */
+    samplerLogprobs: readonly number[]
+};
+
+const KIND = {sft: 1, dpo: 2, policy: 3} as const;
 
 export class TrainingFile {
     private records = 0;
@@ -34,20 +41,37 @@ export class TrainingFile {
     }
 
     async addSft(r: SftRecord) {
-        if (this.kind !== "sft") throw new StillError("an SFT record cannot go into a DPO training file.");
+        this.expect("sft");
         checkSame(r.tokens, r.weights, "weights");
         this.push(u32(r.tokens.length), i32s(r.tokens), f32s(r.weights));
         await this.maybeFlush();
     }
 
     async addDpo(r: DpoRecord) {
-        if (this.kind !== "dpo") throw new StillError("a DPO record cannot go into an SFT training file.");
+        this.expect("dpo");
         checkSame(r.chosen, r.chosenWeights, "chosen weights");
         checkSame(r.chosen, r.chosenSftWeights, "chosen SFT weights");
         checkSame(r.rejected, r.rejectedWeights, "rejected weights");
         this.push(u32(r.prompt.length), u32(r.chosen.length), u32(r.rejected.length), i32s(r.prompt),
             i32s(r.chosen), f32s(r.chosenWeights), f32s(r.chosenSftWeights), i32s(r.rejected), f32s(r.rejectedWeights));
         await this.maybeFlush();
+    }
+
+    async addPolicy(r: PolicyRecord) {
+        this.expect("policy");
+        checkSame(r.completion, r.samplerLogprobs, "sampler log-probs");
+        if (r.prompt.length === 0 || r.completion.length === 0)
+            throw new StillError(`a policy sample needs a prompt and a completion (${r.prompt.length} and ${r.completion.length} tokens).`);
+        if (!Number.isFinite(r.reward)) throw new StillError(`a policy sample's reward must be finite, not ${r.reward}.`);
+        const tail = Buffer.alloc(8);
+        tail.writeFloatLE(r.reward, 0);
+        tail.writeUInt32LE(r.group, 4);
+        this.push(u32(r.prompt.length), u32(r.completion.length), i32s(r.prompt), i32s(r.completion), tail, f32s(r.samplerLogprobs));
+        await this.maybeFlush();
+    }
+
+    private expect(kind: keyof typeof KIND) {
+        if (this.kind !== kind) throw new StillError(`a ${kind} record cannot go into a ${this.kind} training file.`);
     }
 
     /** Writes the header and moves the file into place. */

@@ -11,6 +11,12 @@ import {AbortError, NativeError, TrainerError} from "../errors.js";
 
 const num = z.number().nullable().transform((v) => v ?? Number.NaN);
 
+/** The memory plan the trainer prints before its first step. */
+export const planEventSchema = z.object({
+    type: z.literal("plan"), tokens: z.number(), recompute: z.boolean(), estimated_peak_mb: z.number(), step_mb: z.number(),
+    activations_mb: z.number(), compute_mb: z.number(), one_graph_mb: z.number(), chunked_mb: z.number(), available_mb: z.number()
+});
+
 export const trainerEventSchema = z.discriminatedUnion("type", [
     z.object({
         type: z.literal("start"), task: z.enum(["sft", "dpo"]), mode: z.enum(["lora", "full"]), architecture: z.string(),
@@ -25,10 +31,7 @@ export const trainerEventSchema = z.discriminatedUnion("type", [
         "rewards/accuracies": num.optional(), "logps/chosen": num.optional(), "logps/rejected": num.optional(), nll: num.optional()
     }),
     z.object({type: z.literal("reference"), pairs: z.number(), cached: z.boolean(), path: z.string(), seconds: z.number().optional()}),
-    z.object({
-        type: z.literal("plan"), tokens: z.number(), recompute: z.boolean(), estimated_peak_mb: z.number(), step_mb: z.number(),
-        activations_mb: z.number(), compute_mb: z.number(), one_graph_mb: z.number(), chunked_mb: z.number(), available_mb: z.number()
-    }),
+    planEventSchema,
     z.object({type: z.literal("checkpoint"), step: z.number(), path: z.string()}),
     z.object({type: z.literal("stopped"), step: z.number(), checkpoint: z.string()}),
     z.object({type: z.literal("done"), step: z.number(), out: z.string(), seconds: z.number(), tokens: z.number(), peak_rss_mb: z.number()}),
