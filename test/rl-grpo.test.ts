@@ -27,7 +27,7 @@ describe("rewards", () => {
         expect((await r(finished("42"))).reward).toBe(1);
         expect((await r(finished("41"))).reward).toBe(-1);
         expect((await r(finished("42"), "length"))).toMatchObject({reward: -2, unfinished: true, correct: false});
-        expect((await r("I think")).reward).toBe(-2); // no final answer
+        expect((await r("I think we should look at the question again,\nand then again, more slowly")).reward).toBe(-2); // no final answer
     });
 
     it("an unfinished response never counts as correct, whatever its last line holds", async () => {

@@ -35,12 +35,13 @@ async function policyLossError(samples: Sample[], args: string[] = []): Promise<
 }
 
 // Two prompts, three samples each. Group 0 has rewards 1, −1, −1; group 1 is all 1 (equal).
-// Sample 0's first token moved up since sampling (ratio e^0.1), sample 1's down (e^−0.1),
-// sample 2's second token up by 0.3 (ratio e^0.3 = 1.35, outside 1 ± 0.2, but A < 0 there).
+// Sample 0's first token moved up since sampling (ratio e^0.125), sample 1's down (e^−0.125),
+// sample 2's second token up by 0.25 (ratio 1.28, outside 1 ± 0.2, but A < 0 there). (Log-probs
+// the trainer holds in F32: these are exact in it.)
 const batch: Sample[] = [
-    {group: 0, reward: 1, lp: [-0.5, -1.0], old: [-0.6, -1.0]},
-    {group: 0, reward: -1, lp: [-0.2], old: [-0.1]},
-    {group: 0, reward: -1, lp: [-2.0, -0.1, -0.3], old: [-2.0, -0.4, -0.3]},
+    {group: 0, reward: 1, lp: [-0.5, -1.0], old: [-0.625, -1.0]},
+    {group: 0, reward: -1, lp: [-0.25], old: [-0.125]},
+    {group: 0, reward: -1, lp: [-2.0, -0.125, -0.375], old: [-2.0, -0.375, -0.375]},
     {group: 1, reward: 1, lp: [-0.1], old: [-0.1]},
     {group: 1, reward: 1, lp: [-0.3, -0.3], old: [-0.3, -0.3]},
     {group: 1, reward: 1, lp: [-0.7], old: [-0.7]}
@@ -51,12 +52,12 @@ describe("policy losses by hand (2 prompts × 3 samples)", () => {
     const std = Math.sqrt(4 / 3);
     const scaled = [(4 / 3) / (std + 1e-4), (-2 / 3) / (std + 1e-4), (-2 / 3) / (std + 1e-4), 0, 0, 0];
     const plain = [4 / 3, -2 / 3, -2 / 3, 0, 0, 0];
-    const r = {a: Math.exp(0.1), b: Math.exp(-0.1), c: Math.exp(0.3)};
+    const r = {a: Math.exp(0.125), b: Math.exp(-0.125), c: Math.exp(0.25)};
     // −min(ρA, clip(ρ)A) per token of group 0 (group 1 has A = 0)
     const terms = (A: number[]) => [
         [-r.a * A[0]!, -A[0]!],
-        [-r.b * A[1]!], // ρ = 0.905 inside the band
-        [-A[2]!, -r.c * A[2]!, -A[2]!] // ρ = 1.35 above the band, but A < 0: the unclipped ρA is the min's choice
+        [-r.b * A[1]!], // ρ = 0.88 inside the band
+        [-A[2]!, -r.c * A[2]!, -A[2]!] // ρ = 1.28 above the band, but A < 0: the unclipped ρA is the min's choice
     ];
 
     it("grpo: per-sequence mean, then mean over the 6 samples; coefficients −norm·∂ℓ/∂lp", async () => {
@@ -91,12 +92,12 @@ describe("policy losses by hand (2 prompts × 3 samples)", () => {
         // one group of two: rewards 1 and 0 → A = ±0.5 / (std 0.7071 + 1e-4)
         const A = 0.5 / (Math.SQRT1_2 + 1e-4);
         const s: Sample[] = [
-            {group: 0, reward: 1, lp: [-1.0], old: [-1.1], ref: [-1.3], sampler: [-1.5]},
-            {group: 0, reward: 0, lp: [-0.4], old: [-0.4], ref: [-0.4], sampler: [-0.4]}
+            {group: 0, reward: 1, lp: [-1.0], old: [-1.125], ref: [-1.25], sampler: [-1.5]},
+            {group: 0, reward: 0, lp: [-0.375], old: [-0.375], ref: [-0.375], sampler: [-0.375]}
         ];
         const out = await policyLoss(s, ["--kl-beta", "0.1", "--tis-cap", "1.2"]);
-        const rho = Math.exp(0.1), w = Math.min(Math.exp(-1.1 + 1.5), 1.2); // w capped at 1.2
-        const d = -1.3 + 1.0, kl = Math.exp(d) - d - 1;
+        const rho = Math.exp(0.125), w = Math.min(Math.exp(-1.125 + 1.5), 1.2); // w capped at 1.2
+        const d = -1.25 + 1.0, kl = Math.exp(d) - d - 1;
         const l0 = -rho * A * w + 0.1 * kl, l1 = A * 1; // sample 1: ρ = 1, w = 1, A = −A
         expect(out.loss).toBeCloseTo((l0 + l1) / 2, 10);
         expect(out.coef[0]![0]).toBeCloseTo(-(1 / 2) * (-A * rho * w + 0.1 * (1 - Math.exp(d))), 7);

@@ -513,7 +513,7 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     for (size_t i = 0; i < items.size(); i++) items[i] = (int64_t) i;
     std::vector<double> adv;
     TokenValues old, ref;
-    PolicyPass pp;
+    PolicyPass pp_loss, pp_grad;
     if (d.task == Task::POLICY) {
         if (!check_policy_config(gc.policy)) return EXIT_ERROR;
         std::vector<float> rewards;
@@ -537,14 +537,17 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
                 ref[i][t] = (float) std::min(0.0, lp[i][t] + gc.ref_shift * (2 * shift.uniform() - 1));
             }
         }
-        pp = {&gc.policy, &adv, gc.ref_shift != 0 ? &old : nullptr, &ref, false};
+        // with no shift the gradient pass takes the one-pass way (the old policy is the current
+        // one: ratio 1 by construction) while the loss holds the old log-probs fixed at the start
+        pp_loss = {&gc.policy, &adv, &old, &ref, false};
+        pp_grad = {&gc.policy, &adv, gc.ref_shift != 0 ? &old : nullptr, &ref, false};
     }
 
     auto total_loss = [&](bool backward, double & out) {
         if (d.task == Task::POLICY) {
             PolicyStats stats;
             double entropy = 0;
-            return backward ? policy_gradient(e, d, items, gc.ctx, pp, stats, entropy, out) : policy_objective(e, d, items, gc.ctx, pp, out);
+            return backward ? policy_gradient(e, d, items, gc.ctx, pp_grad, stats, entropy, out) : policy_objective(e, d, items, gc.ctx, pp_loss, out);
         }
         out = 0;
         for (const Batch & b : batches) {

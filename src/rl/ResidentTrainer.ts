@@ -1,6 +1,8 @@
 // The resident trainer: one `still-train serve` process that keeps the model, the adapter
 // and AdamW's moments loaded between online-RL steps. Commands go one JSON line at a time
 // on its stdin (native/trainer/serve.cpp has the protocol); each answer comes back typed.
+import fs from "node:fs";
+import path from "node:path";
 import readline from "node:readline";
 import {execa, type ResultPromise} from "execa";
 import {z} from "zod";
@@ -102,6 +104,7 @@ export class ResidentTrainer {
         if (!o.success) throw new OptionError(`invalid trainer options: ${z.prettifyError(o.error)}`);
         if (hooks.signal?.aborted) throw new AbortError("training was cancelled before it started");
         const {command, backendDir} = trainerBinary(getBackend(o.data.variant == null ? {} : {variant: o.data.variant}));
+        fs.mkdirSync(path.dirname(path.resolve(o.data.checkpoint)), {recursive: true});
         const child = execa(command, ["serve", ...serveArgs(o.data), "--backend-dir", backendDir], {
             reject: false, buffer: false, stdin: "pipe", stdout: "pipe", stderr: "pipe",
             cancelSignal: hooks.signal, killSignal: "SIGINT", forceKillAfterDelay: 60_000
