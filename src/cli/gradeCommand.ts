@@ -1,7 +1,10 @@
-// `still grade`: grade one prediction against a gold answer, or a JSONL file of them.
+// `still grade`: grade one prediction against a gold answer, or a JSONL file of them; code
+// lines (type "code", with tests) are checked in the sandbox, several at once, reported in order.
 import type {Command} from "commander";
 import {z} from "zod";
-import {OptionError, type DataError} from "../errors.js";
+import {DataError, OptionError} from "../errors.js";
+import {CodeVerifier, verifyOptionsSchema} from "../code/verifyCode.js";
+import {codeProblemFromRow} from "../data/codeProblems.js";
 import {readJsonl} from "../io/jsonl.js";
 import {answerTypeSchema, grade, gradeOptionsSchema, type GradeResult} from "../grade/grade.js";
 import {addOptions, parseCli} from "./cliOptions.js";
@@ -10,12 +13,16 @@ const optionsSchema = z.object({
     pred: z.string().optional().describe("The prediction (a model's response or just its answer)"),
     gold: z.string().optional().describe("The gold answer"),
     type: gradeOptionsSchema.shape.type,
-    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold, and optionally type and choices"),
+    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold, and optionally type and choices; " +
+        "code lines: response, type \"code\", language, tests (assert strings or {input, output}), or check and entry_point"),
+    codeTimeout: verifyOptionsSchema.shape.testTimeoutMs,
+    unsafeRunCodeWithoutSandbox: z.boolean().describe("Where no sandbox is available, run code lines unisolated (unsafe)").default(false),
     json: z.boolean().describe("Print one JSON object per graded item").default(false)
 });
-const flags = ["--pred <text>", "--gold <text>", "--type <type>", "--file <file.jsonl>", "--json"];
+const flags = ["--pred <text>", "--gold <text>", "--type <type>", "--file <file.jsonl>", "--code-timeout <ms>", "--unsafe-run-code-without-sandbox", "--json"];
 
 const text = z.union([z.string(), z.number().transform(String)]);
+const codeLineSchema = z.object({response: z.string(), type: z.literal("code")}).loose();
 const lineSchema = z.object({
     pred: text.optional(),
     response: text.optional(),
@@ -32,7 +39,8 @@ export function gradeCommand(program: Command, signal: AbortSignal) {
             const opts = parseCli(optionsSchema, raw, flags);
             if (opts.file != null) {
                 if (opts.pred != null || opts.gold != null) throw new OptionError("grade takes either --file or --pred and --gold, not both.");
-                await gradeFile(opts.file, opts.type, opts.json, signal);
+                const verifier = new CodeVerifier({testTimeoutMs: opts.codeTimeout, unsafe: opts.unsafeRunCodeWithoutSandbox});
+                await gradeFile(opts.file, opts.type, opts.json, verifier, signal);
                 return;
             }
             if (opts.pred == null || opts.gold == null) throw new OptionError("grade needs --pred and --gold, or --file.");
@@ -42,24 +50,64 @@ export function gradeCommand(program: Command, signal: AbortSignal) {
         });
 }
 
-async function gradeFile(file: string, defaultType: GradeResult["type"], json: boolean, signal: AbortSignal) {
+type Verdict = {line: number, text: string, correct: boolean} | {line: number, text: string, unreadable: true};
+
+async function gradeFile(file: string, defaultType: GradeResult["type"], json: boolean, verifier: CodeVerifier, signal: AbortSignal) {
     let graded = 0;
     let correct = 0;
     let unreadable = 0;
     const out = (s: string) => process.stdout.write(s + "\n");
-    const onIssue = (issue: DataError) => {
-        unreadable++;
-        if (json) out(JSON.stringify({line: issue.line ?? null, correct: false, extracted: null, error: issue.message}));
-        else out(`line ${issue.line ?? "?"}: unreadable  ${issue.message}`);
+    const unreadableLine = (line: number | null, message: string): Verdict => ({
+        line: line ?? 0, unreadable: true,
+        text: json ? JSON.stringify({line, correct: false, extracted: null, error: message}) : `line ${line ?? "?"}: unreadable  ${message}`
+    });
+    // verdicts in line order; code checks run concurrently (the verifier bounds how many)
+    const pending: Promise<Verdict>[] = [];
+    let checked = false;
+    const flush = async (all: boolean) => {
+        while (pending.length > (all ? 0 : 64)) {
+            const v = await pending.shift()!;
+            if ("unreadable" in v) unreadable++;
+            else {
+                graded++;
+                if (v.correct) correct++;
+            }
+            out(v.text);
+        }
     };
-    for await (const {line, value} of readJsonl(file, {schema: lineSchema, policy: "skip", onIssue, signal})) {
-        const type = value.type ?? defaultType;
-        const result = grade(value.pred ?? value.response!, value.gold, {type, ...(value.choices == null ? {} : {choices: value.choices})});
-        graded++;
-        if (result.correct) correct++;
-        if (json) out(JSON.stringify({line, ...result}));
-        else out(`line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}`);
+    const onIssue = (issue: DataError) => { pending.push(Promise.resolve(unreadableLine(issue.line ?? null, issue.message))); };
+    for await (const {line, value} of readJsonl(file, {schema: z.record(z.string(), z.unknown()), policy: "skip", onIssue, signal})) {
+        if (value.type === "code") {
+            const row = codeLineSchema.safeParse(value);
+            const problem = row.success ? codeProblemFromRow(value, {id: String(line), source: file}) : {field: "response", message: "missing"};
+            if ("field" in problem) {
+                pending.push(Promise.resolve(unreadableLine(line, new DataError(file, problem.message, line, problem.field || undefined).message)));
+                continue;
+            }
+            if (!checked) {
+                await verifier.ready([problem.code!.language ?? "python"]);
+                checked = true;
+            }
+            pending.push(verifier.verifyResponse(row.data!.response, problem.code!, signal).then(({code: _code, ...r}) => {
+                const ok = r.status === "passed";
+                return {line, correct: ok, text: json ? JSON.stringify({line, correct: ok, type: "code", ...r})
+                    : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r.status}: ${r.message}`};
+            }, (err: Error) => unreadableLine(line, `the check failed to run: ${err.message}`)));
+        } else {
+            const parsed = lineSchema.safeParse(value);
+            if (!parsed.success) {
+                const issue = parsed.error.issues[0];
+                pending.push(Promise.resolve(unreadableLine(line, new DataError(file, issue?.message ?? "not readable", line, issue?.path.join(".") || undefined).message)));
+                continue;
+            }
+            const v = parsed.data;
+            const result = grade(v.pred ?? v.response!, v.gold, {type: v.type ?? defaultType, ...(v.choices == null ? {} : {choices: v.choices})});
+            pending.push(Promise.resolve({line, correct: result.correct, text: json ? JSON.stringify({line, ...result})
+                : `line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}`}));
+        }
+        await flush(false);
     }
+    await flush(true);
     if (!json) {
         const pct = graded === 0 ? 0 : (100 * correct) / graded;
         out(`${graded} graded, ${correct} correct (${pct.toFixed(1)}%)${unreadable > 0 ? `, ${unreadable} unreadable lines` : ""}`);

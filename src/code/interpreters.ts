@@ -6,11 +6,10 @@ import fs from "node:fs";
 import path from "node:path";
 import {promisify} from "node:util";
 import {z} from "zod";
+import type {CodeLanguage} from "./codeSpec.js";
 import {CodeExecutionError} from "./sandbox.js";
 
-export const codeLanguages = ["python", "javascript"] as const;
-export const codeLanguageSchema = z.enum(codeLanguages);
-export type CodeLanguage = z.infer<typeof codeLanguageSchema>;
+export type {CodeLanguage};
 
 export type Interpreter = {language: CodeLanguage, executable: string, readOnly: string[]};
 

@@ -7,43 +7,10 @@ import os from "node:os";
 import {z} from "zod";
 import {parseThought} from "../format/parseThought.js";
 import {JAVASCRIPT_HARNESS, PYTHON_HARNESS} from "./harness.js";
-import {type CodeLanguage, codeLanguageSchema, interpreter} from "./interpreters.js";
-import {detectIsolation, runSandboxed, type RunResult, type SandboxLimits, sandboxLimitsSchema} from "./sandbox.js";
-
-export const codeTestSchema = z.union([
-    z.string().min(1).describe("A test statement (an assert), run after the solution"),
-    z.object({input: z.string(), output: z.string()}).strict()
-        .describe("Standard input and the expected standard output; with `call`, JSON arguments (one per line) and the JSON result")
-]);
-
-export const codeSpecSchema = z.object({
-    language: codeLanguageSchema.describe("The language the solution is written in").default("python"),
-    tests: z.array(codeTestSchema).describe("Assert statements, or {input, output} cases").default([]),
-    check: z.string().min(1).optional().describe("Test code defining check(candidate), called with the entry point (HumanEval)"),
-    entryPoint: z.string().min(1).optional().describe("The function that check() is given"),
-    call: z.string().min(1).optional().describe("With {input, output} cases: the function called (a method of class Solution where there is one)"),
-    setup: z.string().optional().describe("Code run after the solution and before the tests (MBPP's test_setup_code)")
-}).refine((s) => s.tests.length > 0 || s.check != null, {message: "a code problem needs tests or a check harness", path: ["tests"]})
-    .refine((s) => s.check == null || s.entryPoint != null, {message: "a check harness needs entryPoint", path: ["entryPoint"]})
-    .refine((s) => s.tests.every((t) => typeof t === "string") || s.tests.every((t) => typeof t !== "string"),
-        {message: "tests are either all assert statements or all {input, output} cases", path: ["tests"]})
-    .refine((s) => s.call == null || s.tests.every((t) => typeof t !== "string"), {message: "call goes with {input, output} cases", path: ["call"]});
-export type CodeSpec = z.input<typeof codeSpecSchema>;
-export type ResolvedCodeSpec = z.output<typeof codeSpecSchema>;
-
-export const codeStatuses = ["passed", "failed", "timeout", "crashed", "no_code"] as const;
-export const codeResultSchema = z.object({
-    status: z.enum(codeStatuses),
-    tests: z.number().int(),
-    passed: z.number().int(),
-    /** The failing (or timed-out) test, counted from 1. */
-    test: z.number().int().nullable(),
-    expected: z.string().nullable(),
-    got: z.string().nullable(),
-    message: z.string(),
-    isolation: z.enum(["namespaces", "none"])
-});
-export type CodeResult = z.infer<typeof codeResultSchema>;
+import {type CodeResult, type CodeSpec, codeSpecSchema, type ResolvedCodeSpec} from "./codeSpec.js";
+import {type CodeLanguage, interpreter} from "./interpreters.js";
+import {CodeExecutionError, codeExecutionDisabled, detectIsolation, type Isolation, runSandboxed, type RunResult, type SandboxLimits,
+    sandboxLimitsSchema} from "./sandbox.js";
 
 export const verifyOptionsSchema = z.object({
     testTimeoutMs: z.number().int().min(100).describe("Wall-clock limit per test (LiveCodeBench uses 6 s)").default(6000),
@@ -149,6 +116,21 @@ export class CodeVerifier {
         const {concurrency, ...rest} = options;
         this.options = verifyOptionsSchema.parse(rest);
         this.slots = new Slots(Math.max(1, concurrency ?? os.availableParallelism()));
+    }
+
+    /**
+     * Throws (CodeExecutionError) unless code in these languages can run here: isolated, or
+     * unisolated when the verifier was made with `unsafe`. Runs must call it before any work.
+     */
+    async ready(languages: Iterable<CodeLanguage>): Promise<Isolation> {
+        const iso = await detectIsolation();
+        if (codeExecutionDisabled()) throw new CodeExecutionError("code problems cannot be checked: code execution is turned off (STILL_CODE_EXECUTION=off).");
+        if (iso.kind === "none" && !this.options.unsafe)
+            throw new CodeExecutionError(`code problems cannot be checked: ${iso.reason}. ` +
+                "Possible solutions: run on Linux with user namespaces enabled, or opt in to running model code unisolated " +
+                "(code.unsafeRunWithoutSandbox in the run config, --unsafe-run-code-without-sandbox).");
+        for (const language of new Set(languages)) await interpreter(language);
+        return iso;
     }
 
     /** Checks the program in `response` (see extractCode) against `spec`. */

@@ -1,11 +1,15 @@
 // Problem files: JSONL in the shape of MATH500 (problem, solution, answer, subject, level,
-// unique_id), AIME (id, problem, answer, answer_raw, url), or plain {id, question, answer}.
-// One reader gives every problem its id by one rule, for `still generate` and the loop alike.
+// unique_id), AIME (id, problem, answer, answer_raw, url), plain {id, question, answer}
+// (with `type` choice/exact/math, `choices`, `domain`), or code problems in the layouts of
+// codeProblems.ts; one file may mix them, line by line. One reader gives every problem
+// its id by one rule, for `still generate` and the loop alike.
 import path from "node:path";
 import {z} from "zod";
 import {DataError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
 import {issueReporter, type ReadPolicy, readJsonl} from "../io/jsonl.js";
+import {answerTypeSchema} from "../grade/answerType.js";
+import {codeLayout, codeProblemFromRow} from "./codeProblems.js";
 import {problemSchema, type Problem} from "./problemSchema.js";
 
 export const problemRowSchema = z.object({
@@ -22,7 +26,11 @@ export const problemRowSchema = z.object({
     choices: z.array(z.string()).min(2).optional(),
     solution: z.string().optional(),
     subject: z.string().optional(),
-    level: z.union([z.number(), z.string()]).optional()
+    level: z.union([z.number(), z.string()]).optional(),
+    /** How the answer is graded (default math). */
+    type: answerTypeSchema.optional(),
+    /** The problem's domain, for per-domain figures (default math). */
+    domain: z.string().min(1).optional()
 }).refine((r) => r.problem != null || r.question != null || r.prompt != null || r.messages != null,
     {message: "missing (problem or question)", path: ["problem"]});
 export type ProblemRow = z.output<typeof problemRowSchema>;
@@ -35,27 +43,54 @@ export type LoadOptions = {
 
 export type Loaded<T> = {items: T[], issues: DataError[]};
 
+const ID_KEYS = ["id", "unique_id", "task_id", "question_id", "problem_id", "name"] as const;
+
+/** The id rule: `id`, else `unique_id`, else a code release's own key (task_id, question_id, problem_id, name), else "<file name>:<line>". */
+export function rowId(row: Record<string, unknown>, file: string, line: number): string {
+    for (const key of ID_KEYS) {
+        const v = row[key];
+        if ((typeof v === "string" && v.length > 0) || typeof v === "number") return String(v);
+    }
+    return `${path.basename(file, path.extname(file))}:${line}`;
+}
+
+const objectRow = z.record(z.string(), z.unknown());
+
 /**
- * The rows of a problem file with their ids: `id`, else `unique_id`, else
- * "<file name>:<line>". A repeated id is a bad line like any other.
+ * The rows of a problem file with their ids (rowId), each checked by `parse`; a repeated
+ * id is a bad line like any other.
  */
-export async function* readProblemRows(file: string, options: LoadOptions = {}): AsyncGenerator<{line: number, id: string, row: ProblemRow}> {
+async function* rowsWithIds<T>(file: string, options: LoadOptions, parse: (row: Record<string, unknown>, line: number) => T | DataError): AsyncGenerator<{line: number, id: string, row: T}> {
     const report = issueReporter(options);
-    const source = path.basename(file, path.extname(file));
     const seen = new Set<string>();
-    for await (const {line, value} of readJsonl(file, {schema: problemRowSchema, ...options})) {
-        const id = value.id != null ? String(value.id) : value.unique_id ?? `${source}:${line}`;
+    for await (const {line, value} of readJsonl(file, {schema: objectRow, ...options})) {
+        const id = rowId(value, file, line);
+        const row = parse(value, line);
+        if (row instanceof DataError) {
+            report(row);
+            continue;
+        }
         if (seen.has(id)) {
             report(new DataError(file, `repeats id ${JSON.stringify(id)}`, line, "id"));
             continue;
         }
         seen.add(id);
-        yield {line, id, row: value};
+        yield {line, id, row};
     }
 }
 
-/** Reads a MATH500- or AIME-style JSONL file as problems with answers. */
-export async function loadMathProblems(file: string, options: LoadOptions & {source?: string} = {}): Promise<Loaded<Problem>> {
+/** The rows of a problem file (`still generate`'s prompts) with their ids. */
+export function readProblemRows(file: string, options: LoadOptions = {}): AsyncGenerator<{line: number, id: string, row: ProblemRow}> {
+    return rowsWithIds(file, options, (row, line) => {
+        const parsed = problemRowSchema.safeParse(row);
+        if (parsed.success) return parsed.data;
+        const issue = parsed.error.issues[0];
+        return new DataError(file, issue?.message ?? "not a problem", line, issue?.path.join(".") || undefined);
+    });
+}
+
+/** Reads a problem file (math, choice, exact and code lines, see above) as problems. */
+export async function loadProblems(file: string, options: LoadOptions & {source?: string} = {}): Promise<Loaded<Problem>> {
     const issues: DataError[] = [];
     const onIssue = (i: DataError) => {
         issues.push(i);
@@ -64,7 +99,22 @@ export async function loadMathProblems(file: string, options: LoadOptions & {sou
     const report = issueReporter({policy: options.policy, onIssue});
     const items: Problem[] = [];
     const source = options.source ?? path.basename(file, path.extname(file));
-    for await (const {line, id, row} of readProblemRows(file, {...options, onIssue})) {
+    type Line = {kind: "code", raw: Record<string, unknown>} | {kind: "answer", row: ProblemRow};
+    const lines = rowsWithIds(file, {...options, onIssue}, (raw, line): Line | DataError => {
+        if (codeLayout(raw) != null) return {kind: "code", raw};
+        const parsed = problemRowSchema.safeParse(raw);
+        if (parsed.success) return {kind: "answer", row: parsed.data};
+        const issue = parsed.error.issues[0];
+        return new DataError(file, issue?.message ?? "not a problem", line, issue?.path.join(".") || undefined);
+    });
+    for await (const {line, id, row: r} of lines) {
+        if (r.kind === "code") {
+            const p = codeProblemFromRow(r.raw, {id, source});
+            if ("field" in p) report(new DataError(file, p.message, line, p.field || undefined));
+            else items.push(p);
+            continue;
+        }
+        const row = r.row;
         const question = row.problem ?? row.question;
         if (question == null || row.answer == null) {
             report(new DataError(file, "missing", line, question == null ? "problem" : "answer"));
@@ -72,7 +122,8 @@ export async function loadMathProblems(file: string, options: LoadOptions & {sou
         }
         const level = typeof row.level === "number" ? row.level : Number(/\d+/.exec(row.level ?? "")?.[0] ?? NaN);
         const parsed = problemSchema.safeParse({
-            id, question, answer: row.answer.trim(), domain: "math", type: "math", source,
+            id, question, answer: row.answer.trim(), domain: row.domain ?? "math", type: row.type ?? "math", source,
+            ...(row.choices == null ? {} : {choices: row.choices}),
             ...(Number.isFinite(level) ? {difficulty: level} : {}),
             ...(row.solution == null ? {} : {solution: row.solution})
         });
@@ -84,6 +135,21 @@ export async function loadMathProblems(file: string, options: LoadOptions & {sou
         items.push(parsed.data);
     }
     return {items, issues};
+}
+
+/** The same reader as loadProblems (its earlier name). */
+export const loadMathProblems = loadProblems;
+
+/** Code problems only: a file in any of codeProblems.ts' layouts; other lines are bad lines. */
+export async function loadCodeProblems(file: string, options: LoadOptions & {source?: string} = {}): Promise<Loaded<Problem>> {
+    const loaded = await loadProblems(file, options);
+    const report = issueReporter({policy: options.policy, onIssue: (i) => loaded.issues.push(i)});
+    const items = loaded.items.filter((p) => {
+        if (p.type === "code") return true;
+        report(new DataError(file, "not a code problem in any known layout", undefined, p.id));
+        return false;
+    });
+    return {items, issues: loaded.issues};
 }
 
 /** MATH500 ("MATH-OAI", the PRM800K test split). */

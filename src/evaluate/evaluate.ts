@@ -5,11 +5,23 @@ import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
+import type {CodeVerifier} from "../code/verifyCode.js";
 import {majAtK, meanPassAtK} from "./metrics.js";
 import type {RunConfig} from "../loop/config.js";
 import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
 
 export type EvalSet = {name: string, problems: readonly Problem[]};
+
+/** One domain's figures within a set (math, code, physics, …: the problems' `domain`). */
+export const domainMetricsSchema = z.object({
+    domain: z.string(),
+    problems: z.number().int(),
+    accuracy: z.number(),
+    formatAdherence: z.number(),
+    meanTokens: z.number(),
+    truncated: z.number()
+});
+export type DomainMetrics = z.infer<typeof domainMetricsSchema>;
 
 export const evalMetricsSchema = z.object({
     set: z.string(),
@@ -24,6 +36,8 @@ export const evalMetricsSchema = z.object({
     truncated: z.number(),
     /** Each response's length in tokens, in problem order. */
     lengths: z.array(z.number().int()),
+    /** The same figures per domain, in order of first appearance. */
+    domains: z.array(domainMetricsSchema).default([]),
     k: z.number().int().optional(),
     majAtK: z.number().optional(),
     passAtK: z.number().optional()
@@ -38,6 +52,8 @@ export async function evaluate(o: {
     systemPrompt: string | null,
     seed: number,
     threads?: number | undefined,
+    /** Runs the checks of code problems (needed when there are any). */
+    verifier?: CodeVerifier | undefined,
     /** Folder for this evaluation's chunk files (a set per subfolder). */
     dir: string,
     signal?: AbortSignal | undefined,
@@ -48,7 +64,7 @@ export async function evaluate(o: {
     for (const set of o.sets) {
         const run = (kind: string, sampling: Parameters<typeof sampleAndGrade>[0]["sampling"]) => sampleAndGrade({
             model: o.model, adapter: o.adapter, problems: set.problems, systemPrompt: o.systemPrompt, sampling, engine,
-            dir: path.join(o.dir, set.name, kind), chunk: 64, signal: o.signal,
+            dir: path.join(o.dir, set.name, kind), chunk: 64, signal: o.signal, verifier: o.verifier,
             onProgress: (done, total) => o.onProgress?.(`${set.name} (${kind})`, done, total)
         });
         const base = {maxTokens: o.config.maxTokens, seed: o.seed};
@@ -61,11 +77,9 @@ export async function evaluate(o: {
         const metrics: EvalMetrics = {
             set: set.name,
             problems: set.problems.length,
-            accuracy: share(responses, (s) => s.correct),
-            formatAdherence: share(responses, (s) => s.wellFormed),
-            meanTokens: responses.length === 0 ? 0 : responses.reduce((n, s) => n + s.tokens.length, 0) / responses.length,
-            truncated: share(responses, (s) => s.finish === "length"),
-            lengths: responses.map((s) => s.tokens.length)
+            ...figures(responses),
+            lengths: responses.map((s) => s.tokens.length),
+            domains: byDomain(set.problems, responses).map(({domain, problems, samples}) => ({domain, problems: problems.length, ...figures(samples)}))
         };
         if (sampled != null) {
             const perProblem = set.problems.map((p) => sampled.filter((s) => s.id === p.id).sort((a, b) => a.sample - b.sample));
@@ -78,6 +92,28 @@ export async function evaluate(o: {
     return out;
 }
 
-function share(samples: readonly GradedSample[], test: (s: GradedSample) => boolean) {
+/** The share of `samples` that pass `test` (0 of none). */
+export function share(samples: readonly GradedSample[], test: (s: GradedSample) => boolean) {
     return samples.length === 0 ? 0 : samples.filter(test).length / samples.length;
+}
+
+function figures(responses: readonly GradedSample[]) {
+    return {
+        accuracy: share(responses, (s) => s.correct),
+        formatAdherence: share(responses, (s) => s.wellFormed),
+        meanTokens: responses.length === 0 ? 0 : responses.reduce((n, s) => n + s.tokens.length, 0) / responses.length,
+        truncated: share(responses, (s) => s.finish === "length")
+    };
+}
+
+/** Problems and their samples grouped by the problems' domain, in order of first appearance. */
+export function byDomain(problems: readonly Problem[], samples: readonly GradedSample[]): {domain: string, problems: Problem[], samples: GradedSample[]}[] {
+    const domainOf = new Map(problems.map((p) => [p.id, p.domain]));
+    const groups = new Map<string, {domain: string, problems: Problem[], samples: GradedSample[]}>();
+    for (const p of problems) {
+        if (!groups.has(p.domain)) groups.set(p.domain, {domain: p.domain, problems: [], samples: []});
+        groups.get(p.domain)!.problems.push(p);
+    }
+    for (const s of samples) groups.get(domainOf.get(s.id) ?? "")?.samples.push(s);
+    return [...groups.values()];
 }

@@ -11,9 +11,11 @@ import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
 import type {RolloutEngine, RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
 import {throwIfAborted} from "../errors.js";
-import {buildChatMessages} from "../format/buildChatMessages.js";
+import {problemMessages} from "../format/buildChatMessages.js";
 import {parseThought} from "../format/parseThought.js";
-import {grade} from "../grade/grade.js";
+import {codeResultSchema} from "../code/codeSpec.js";
+import type {CodeVerifier} from "../code/verifyCode.js";
+import {gradeProblem} from "../grade/gradeProblem.js";
 import {readJsonlFile, writeJsonlAtomic} from "../io/jsonl.js";
 
 export const gradedSampleSchema = z.object({
@@ -26,6 +28,8 @@ export const gradedSampleSchema = z.object({
     extracted: z.string().nullable(),
     /** The response follows the thought format. */
     wellFormed: z.boolean(),
+    /** For code problems: how the sandboxed check ended. */
+    check: codeResultSchema.pick({status: true, test: true, message: true}).optional(),
     /** The sampler's log p of each token (with keepLogprobs). */
     logprobs: z.array(z.number().nullable().transform((v) => v ?? Number.NaN)).optional()
 });
@@ -40,6 +44,8 @@ export type SampleAndGradeOptions = {
     engine: RolloutEngineOptions,
     /** An engine to sample with as it is (its adapters set), instead of one made from `engine` and `adapter`. */
     rollouts?: RolloutEngine | undefined,
+    /** Runs the checks of code problems (needed when there are any). */
+    verifier?: CodeVerifier | undefined,
     /** Keep each token's log-prob in the samples. */
     keepLogprobs?: boolean | undefined,
     /** Folder for the chunk files. */
@@ -68,32 +74,37 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
                 continue;
             }
             const byId = new Map(problems.map((p) => [p.id, p]));
-            const chunk: GradedSample[] = [];
+            const chunk: Promise<GradedSample>[] = [];
             if (engine == null) {
                 engine = o.model.rollouts(o.engine);
                 if (o.adapter != null) engine.setAdapters([{adapter: o.adapter}]);
             }
             const run = engine.generate(problems.map((p) => ({
                 id: p.id,
-                prompt: buildChatMessages(p.question, {systemPrompt: o.systemPrompt, ...(p.choices == null ? {} : {choices: p.choices})})
+                prompt: problemMessages(p, o.systemPrompt)
             })), o.sampling, o.signal == null ? {} : {signal: o.signal});
             for await (const s of run) {
                 if (s.finish === "aborted") continue;
                 const p = byId.get(s.id!)!;
-                const g = grade(s.text, p.answer, {type: p.type, ...(p.choices == null ? {} : {choices: p.choices})});
-                chunk.push({
-                    id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish: s.finish,
+                const finish = s.finish;
+                // code checks run in the sandbox while sampling goes on
+                const graded = gradeProblem(p, s.text, {verifier: o.verifier, signal: o.signal}).then((g): GradedSample => ({
+                    id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish,
                     correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text).wellFormed,
+                    ...(g.code == null ? {} : {check: {status: g.code.status, test: g.code.test, message: g.code.message}}),
                     ...(o.keepLogprobs === true ? {logprobs: s.logprobs} : {})
-                });
+                }));
+                graded.catch(() => { /* seen by Promise.all below */ });
+                chunk.push(graded);
                 o.onProgress?.(out.length + chunk.length, total);
             }
             await run.stats;
+            const graded = await Promise.all(chunk);
             throwIfAborted(o.signal, "sampling");
             const order = new Map(problems.map((p, i) => [p.id, i]));
-            chunk.sort((a, b) => order.get(a.id)! - order.get(b.id)! || a.sample - b.sample);
-            await writeJsonlAtomic(file, chunk);
-            out.push(...chunk);
+            graded.sort((a, b) => order.get(a.id)! - order.get(b.id)! || a.sample - b.sample);
+            await writeJsonlAtomic(file, graded);
+            out.push(...graded);
         }
     } finally {
         if (engine !== o.rollouts) engine?.dispose();

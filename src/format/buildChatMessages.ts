@@ -1,4 +1,6 @@
 // Prompt assembly as chat messages for a model's chat template.
+import {codeInstruction} from "../code/codeSpec.js";
+import type {Problem} from "../data/problemSchema.js";
 import type {ChatMessage} from "./chatMessage.js";
 import {DEFAULT_SYSTEM_PROMPT} from "./systemPrompt.js";
 
@@ -24,6 +26,16 @@ export function buildChatMessages(question: string, options: PromptOptions = {})
     if (system != null && system.trim() !== "") messages.push({role: "system", content: system});
     messages.push({role: "user", content: formatQuestion(question, options.choices)});
     return messages;
+}
+
+/** A problem's question as the model is asked it: for code, with the language and shape asked for. */
+export function problemQuestion(problem: Problem): string {
+    return problem.code == null ? problem.question : `${problem.question.trim()}\n\n${codeInstruction(problem.code)}`;
+}
+
+/** [system?, user] for a problem: its question (problemQuestion) and its options. */
+export function problemMessages(problem: Problem, systemPrompt?: string | null): ChatMessage[] {
+    return buildChatMessages(problemQuestion(problem), {...(systemPrompt === undefined ? {} : {systemPrompt}), ...(problem.choices == null ? {} : {choices: problem.choices})});
 }
 
 /** [system?, user, assistant] for training on a long-form thought example. */

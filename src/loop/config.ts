@@ -4,6 +4,7 @@
 // descriptions included.
 import fs from "node:fs/promises";
 import path from "node:path";
+import {verifyOptionsSchema} from "../code/verifyCode.js";
 import {z} from "zod";
 import {gpuLayersSchema} from "../engine/Model.js";
 import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
@@ -69,6 +70,8 @@ export const runConfigSchema = z.strictObject({
         temperature: sampling.temperature.unwrap().default(0.8),
         maxTokens: sampling.maxTokens.unwrap().default(4096),
         problemsPerRound: z.number().int().min(1).optional().describe("Problems sampled per round; default all that are left"),
+        domainWeights: z.record(z.string(), z.number().min(0)).optional()
+            .describe("Shares of problemsPerRound by problem domain, e.g. {\"math\": 2, \"code\": 1}; a domain left out (or 0) is not sampled"),
         dropSolved: z.boolean().describe("Drop problems every sample solved: hard problems matter most").default(true),
         chunk: z.number().int().min(1).describe("Problems per unit of resumable work").default(64)
     }).describe("Exploration: sampling problems and grading the answers").prefault({}),
@@ -92,6 +95,13 @@ export const runConfigSchema = z.strictObject({
         }).describe("DPO settings").prefault({}),
         grpo: grpoConfigSchema.prefault({})
     })).describe("One entry per self-improvement round").prefault([{method: "sft"}, {method: "dpo"}]),
+    code: z.strictObject({
+        workers: z.number().int().min(1).optional().describe("Code checks run at once; default the CPU count"),
+        testTimeoutMs: verifyOptionsSchema.shape.testTimeoutMs,
+        problemTimeoutMs: verifyOptionsSchema.shape.problemTimeoutMs,
+        unsafeRunWithoutSandbox: z.boolean()
+            .describe("Where no sandbox is available, run model-written code in a plain subprocess (no isolation of files or network)").default(false)
+    }).describe("Checking code problems: sandboxed runs of the sampled programs against the problems' tests").prefault({}),
     evaluate: z.strictObject({
         greedy: z.boolean().describe("Greedy pass@1").default(true),
         samples: z.number().int().min(0).describe("Also k samples per problem for maj@k / pass@k (0: none)").default(0),

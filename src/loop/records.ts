@@ -54,7 +54,9 @@ export const metricSchema = z.discriminatedUnion("kind", [
     evalMetricsSchema.extend({kind: z.literal("eval"), phase: z.string()}),
     z.object({
         kind: z.literal("explore"), round: z.number().int(), problems: z.number().int(), samples: z.number().int(),
-        correctShare: z.number(), solvedByAll: z.number().int()
+        correctShare: z.number(), solvedByAll: z.number().int(),
+        /** The yield per domain: problems, samples and the share of them correct. */
+        domains: z.array(z.object({domain: z.string(), problems: z.number().int(), samples: z.number().int(), correctShare: z.number()})).default([])
     }),
     selectStepSchema.extend({kind: z.literal("select"), round: z.number().int()}),
     trainStepSchema.options[0].extend({kind: z.literal("train"), phase: z.string(), method: z.enum(["sft", "dpo"])}),
@@ -79,6 +81,10 @@ const setSummarySchema = z.object({
     format_adherence: z.number(),
     mean_tokens: z.number(),
     truncated: z.number(),
+    domains: z.array(z.object({
+        domain: z.string(), problems: z.number().int(), accuracy: z.number(), format_adherence: z.number(),
+        mean_tokens: z.number(), truncated: z.number()
+    })),
     k: z.number().int().optional(),
     maj_at_k: z.number().optional(),
     pass_at_k: z.number().optional()
@@ -98,7 +104,10 @@ export type PhaseSummary = z.infer<typeof phaseSummarySchema>;
 export function phaseSummary(name: string, metrics: readonly z.infer<typeof evalMetricsSchema>[]): PhaseSummary {
     const sets = metrics.map((m) => ({
         set: m.set, problems: m.problems, accuracy: m.accuracy, format_adherence: m.formatAdherence, mean_tokens: m.meanTokens,
-        truncated: m.truncated, ...(m.k == null ? {} : {k: m.k, maj_at_k: m.majAtK, pass_at_k: m.passAtK})
+        truncated: m.truncated,
+        domains: m.domains.map((d) => ({domain: d.domain, problems: d.problems, accuracy: d.accuracy, format_adherence: d.formatAdherence,
+            mean_tokens: d.meanTokens, truncated: d.truncated})),
+        ...(m.k == null ? {} : {k: m.k, maj_at_k: m.majAtK, pass_at_k: m.passAtK})
     }));
     const first = sets[0];
     return {name, accuracy: first?.accuracy ?? 0, format_adherence: first?.format_adherence ?? 0, mean_tokens: first?.mean_tokens ?? 0, sets};

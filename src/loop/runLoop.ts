@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import {z} from "zod";
+import {CodeVerifier} from "../code/verifyCode.js";
 import {loadGpqa} from "../data/loadGpqa.js";
 import {loadLongFormThoughts} from "../data/loadLongFormThoughts.js";
 import {loadMathProblems} from "../data/loadMathProblems.js";
@@ -14,8 +15,9 @@ import type {ThoughtExample} from "../data/thoughtExampleSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import {loadModel, type Model} from "../engine/Model.js";
 import {DataError, throwIfAborted} from "../errors.js";
-import {type EvalSet, evaluate} from "../evaluate/evaluate.js";
+import {byDomain, type EvalSet, evaluate, share} from "../evaluate/evaluate.js";
 import {type GradedSample, type SampleAndGradeOptions, sampleAndGrade} from "../explore/sampleAndGrade.js";
+import {problemQuestion} from "../format/buildChatMessages.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
 import {readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
 import {select} from "../select/select.js";
@@ -68,6 +70,13 @@ export async function loadInputs(config: RunConfig, signal?: AbortSignal): Promi
 export async function runLoop(config: RunConfig, options: LoopOptions = {}, inputs?: LoopInputs): Promise<LoopSummary> {
     const started = performance.now();
     const data = inputs ?? await loadInputs(config, options.signal);
+    // code problems are checked in the sandbox: a machine that cannot stops here, before any work
+    const languages = [...data.problems, ...data.evalSets.flatMap((s) => s.problems)].flatMap((p) => p.code == null ? [] : [p.code.language ?? "python"]);
+    const verifier = languages.length === 0 ? undefined : new CodeVerifier({
+        testTimeoutMs: config.code.testTimeoutMs, problemTimeoutMs: config.code.problemTimeoutMs,
+        unsafe: config.code.unsafeRunWithoutSandbox, ...(config.code.workers == null ? {} : {concurrency: config.code.workers})
+    });
+    await verifier?.ready(languages);
     // the model is checked and loaded before the run folder is made: a bad file stops here
     const model = await loadModel(config.model.path, {gpuLayers: config.model.gpuLayers, ...(options.signal == null ? {} : {signal: options.signal})});
     let run: RunDir;
@@ -77,7 +86,7 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
         await model.dispose();
         throw err;
     }
-    const loop = new Loop(config, data, model, run, options);
+    const loop = new Loop(config, data, model, run, options, verifier);
     try {
         await loop.run();
         return {name: config.name, dir: run.dir, phases: loop.phases, seconds: (performance.now() - started) / 1000};
@@ -102,7 +111,8 @@ class Loop {
     private readonly solved = new Set<string>();
 
     constructor(private readonly config: RunConfig, private readonly data: LoopInputs, private readonly model: Model,
-                private readonly runDir: RunDir, private readonly options: LoopOptions) {}
+                private readonly runDir: RunDir, private readonly options: LoopOptions,
+                private readonly verifier: CodeVerifier | undefined) {}
 
     async run() {
         await this.evaluatePhase("base");
@@ -166,7 +176,7 @@ class Loop {
             metrics: await evaluate({
                 model: this.model, adapter: this.adapter, sets: this.data.evalSets, config: this.config.evaluate,
                 systemPrompt: this.data.systemPrompt, seed: this.config.seed, threads: this.config.model.threads,
-                dir: this.runDir.path("eval", phase), signal: this.options.signal,
+                dir: this.runDir.path("eval", phase), signal: this.options.signal, verifier: this.verifier,
                 onProgress: (set, done, total) => this.progress(name)(done, total, set)
             })
         }));
@@ -183,11 +193,15 @@ class Loop {
         }));
     }
 
-    /** The problems a round samples: those not solved before, a seeded subset of them when asked. */
+    /** The problems a round samples: those not solved before, a seeded subset of them when asked (shared out by domain weights). */
     private roundProblems(round: number): Problem[] {
-        const pool = this.data.problems.filter((p) => !this.solved.has(p.id));
+        const weights = this.config.explore.domainWeights;
+        const pool = this.data.problems.filter((p) => !this.solved.has(p.id) && (weights == null || (weights[p.domain] ?? 0) > 0));
         const n = this.config.explore.problemsPerRound;
-        return n == null ? pool : shuffle(pool, this.config.seed * 1000 + round).slice(0, n);
+        if (n == null) return pool;
+        const shuffled = shuffle(pool, this.config.seed * 1000 + round);
+        if (weights == null) return shuffled.slice(0, n);
+        return shareOut(shuffled, weights, n);
     }
 
     /** Exploration: samples of every problem, graded. A done step reads its chunk files back. */
@@ -198,7 +212,8 @@ class Loop {
             model: this.model, adapter: this.adapter, problems: pool, systemPrompt: this.data.systemPrompt,
             sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: this.config.seed + round},
             engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
-            dir: this.runDir.path(name, "explore"), chunk: e.chunk, signal: this.options.signal, onProgress: this.progress(`${name}/explore`)
+            dir: this.runDir.path(name, "explore"), chunk: e.chunk, signal: this.options.signal, onProgress: this.progress(`${name}/explore`),
+            verifier: this.verifier
         };
         let sampled: GradedSample[] | undefined;
         const explored = await this.step(`${name}/explore`, exploreStepSchema, async () => {
@@ -213,7 +228,10 @@ class Loop {
         if (e.dropSolved) for (const id of explored.solvedByAll) this.solved.add(id);
         await this.runDir.metricsOnce(`${name}/explore`, [{
             kind: "explore", round: round + 1, problems: pool.length, samples: samples.length,
-            correctShare: samples.length === 0 ? 0 : explored.correct / samples.length, solvedByAll: explored.solvedByAll.length
+            correctShare: samples.length === 0 ? 0 : explored.correct / samples.length, solvedByAll: explored.solvedByAll.length,
+            domains: byDomain(pool, samples).map((d) => ({
+                domain: d.domain, problems: d.problems.length, samples: d.samples.length, correctShare: share(d.samples, (s) => s.correct)
+            }))
         }]);
         return samples;
     }
@@ -225,7 +243,8 @@ class Loop {
                 model: this.model, adapter: this.adapter, problems: pool, samples, systemPrompt: this.data.systemPrompt,
                 config: this.config.select, maxPairsPerProblem, threads: this.config.model.threads, signal: this.options.signal
             });
-            const question = new Map(pool.map((p) => [p.id, p.question]));
+            // what the model was asked: training prompts are the sampling prompts
+            const question = new Map(pool.map((p) => [p.id, problemQuestion(p)]));
             await writeJsonlAtomic(this.runDir.path(name, "selected.jsonl"), selection.selected.map((s) => ({
                 id: s.id, sample: s.sample, question: question.get(s.id)!, response: s.text, perplexity: s.perplexity
             })));
@@ -270,7 +289,7 @@ class Loop {
         const record = await this.step(step, grpoStepSchema, async () => {
             const result = await grpo({
                 model: this.model, problems: pool, systemPrompt: this.data.systemPrompt, dir: this.runDir.path(name, "grpo"),
-                config: r.grpo, adapter: this.adapterPath, seed: this.config.seed + round, threads, signal: this.options.signal,
+                config: r.grpo, adapter: this.adapterPath, seed: this.config.seed + round, threads, signal: this.options.signal, verifier: this.verifier,
                 evaluate: (adapter, at) => this.evaluateDuring(name, adapter, at),
                 onEvent: (e) => {
                     if (e.type === "progress") this.progress(step)(e.step - 1 + (e.total > 0 ? e.done / e.total : 0), e.steps, e.phase);
@@ -298,7 +317,7 @@ class Loop {
         const metrics = await evaluate({
             model: this.model, adapter, sets: this.data.evalSets, config: this.config.evaluate, systemPrompt: this.data.systemPrompt,
             seed: this.config.seed, threads: this.config.model.threads, dir: this.runDir.path(name, "grpo", "eval", `step-${at}`),
-            signal: this.options.signal
+            signal: this.options.signal, verifier: this.verifier
         });
         return Object.fromEntries(metrics.map((m) => [`${m.set}/accuracy`, m.accuracy]));
     }
@@ -342,6 +361,26 @@ class Loop {
         this.adapter = await this.model.loadAdapter(record.adapter);
         this.adapterPath = record.adapter;
     }
+}
+
+/** `n` problems shared out by domain weight (largest remainders), each domain's in `shuffled` order. */
+function shareOut(shuffled: readonly Problem[], weights: Readonly<Record<string, number>>, n: number): Problem[] {
+    const domains = Object.entries(weights).filter(([, w]) => w > 0);
+    const total = domains.reduce((t, [, w]) => t + w, 0);
+    const quota = domains.map(([d, w]) => ({d, exact: (n * w) / total, take: Math.floor((n * w) / total)}));
+    let left = n - quota.reduce((t, q) => t + q.take, 0);
+    for (const q of [...quota].sort((a, b) => (b.exact - b.take) - (a.exact - a.take) || a.d.localeCompare(b.d))) {
+        if (left <= 0) break;
+        q.take++;
+        left--;
+    }
+    const want = new Map(quota.map((q) => [q.d, q.take]));
+    return shuffled.filter((p) => {
+        const k = want.get(p.domain) ?? 0;
+        if (k <= 0) return false;
+        want.set(p.domain, k - 1);
+        return true;
+    });
 }
 
 /** The first and last logged loss of a training run (all its steps, also across a resume). */

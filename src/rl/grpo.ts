@@ -18,7 +18,8 @@ import type {Model} from "../engine/Model.js";
 import type {RolloutEngine} from "../engine/Rollouts.js";
 import {OptionError, TrainerError, parseOptions, throwIfAborted} from "../errors.js";
 import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
-import {buildChatMessages} from "../format/buildChatMessages.js";
+import type {CodeVerifier} from "../code/verifyCode.js";
+import {problemMessages} from "../format/buildChatMessages.js";
 import {appendJsonl, readJsonlFile, writeJsonlAtomic} from "../io/jsonl.js";
 import {shuffle} from "../loop/seeded.js";
 import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
@@ -100,6 +101,8 @@ export type GrpoOptions = {
     seed?: number,
     threads?: number | undefined,
     rewardFunctions?: readonly RewardFunction[],
+    /** Runs the checks of code problems (needed when there are any). */
+    verifier?: CodeVerifier | undefined,
     /** Called every evalEvery steps with the current adapter; its numbers go into that step's metrics. */
     evaluate?: ((adapter: Adapter, step: number) => Promise<Record<string, number>>) | undefined,
     signal?: AbortSignal | undefined,
@@ -212,7 +215,7 @@ class GrpoRun {
             model: this.o.model, problems: this.o.problems, systemPrompt: this.o.systemPrompt,
             sampling: {...this.sampling(this.seed * 1_000_003), samples: cur.samples ?? this.c.samplesPerPrompt},
             engine: {parallel: this.c.parallel, ...(this.o.threads == null ? {} : {threads: this.o.threads})},
-            rollouts: await this.rollouts(), dir: path.join(this.o.dir, "curation"), chunk: this.c.chunk, signal: this.o.signal,
+            rollouts: await this.rollouts(), dir: path.join(this.o.dir, "curation"), chunk: this.c.chunk, signal: this.o.signal, verifier: this.o.verifier,
             onProgress: (done, total) => this.o.onEvent?.({type: "progress", step: 0, steps: this.c.steps, phase: "curation", done, total})
         });
         const passRates: Record<string, number> = {};
@@ -314,7 +317,7 @@ class GrpoRun {
     }
 
     private promptTokens(p: Problem) {
-        return this.o.model.promptTokens(buildChatMessages(p.question, {systemPrompt: this.o.systemPrompt, ...(p.choices == null ? {} : {choices: p.choices})}));
+        return this.o.model.promptTokens(problemMessages(p, this.o.systemPrompt));
     }
 
     private sampling(seed: number) {
@@ -334,7 +337,7 @@ class GrpoRun {
         const t0 = performance.now();
         const samples = await sampleAndGrade({
             model: this.o.model, problems, systemPrompt: this.o.systemPrompt, sampling: this.sampling(this.seed * 1_000_003 + k),
-            engine: {}, rollouts: await this.rollouts(), keepLogprobs: true, dir: path.join(dir, "samples"), chunk: c.chunk,
+            engine: {}, rollouts: await this.rollouts(), keepLogprobs: true, dir: path.join(dir, "samples"), chunk: c.chunk, verifier: this.o.verifier,
             signal: this.o.signal, onProgress: (d, t) => emit("sampling", d, t)
         });
         const sampleSeconds = (performance.now() - t0) / 1000;
@@ -405,7 +408,8 @@ class GrpoRun {
         }
         const rows: RewardRow[] = [];
         for (const s of samples) {
-            const r: RewardedSample = await rewardSample(this.byId.get(s.id)!, {...s, completionTokens: s.tokens.length, finish: s.finish},
+            // the samples come graded: a code check is not run twice
+            const r: RewardedSample = await rewardSample(this.byId.get(s.id)!, {...s, completionTokens: s.tokens.length, finish: s.finish, grade: s},
                 this.c.rewards, this.c.maxTokens, this.o.rewardFunctions);
             rows.push({id: s.id, sample: s.sample, reward: r.reward, parts: r.parts, correct: r.correct, unfinished: r.unfinished});
         }

@@ -6,7 +6,8 @@ import type {Problem} from "../data/problemSchema.js";
 import {StillError} from "../errors.js";
 import {MARKERS} from "../format/markers.js";
 import {parseThought} from "../format/parseThought.js";
-import {grade} from "../grade/grade.js";
+import type {CodeVerifier} from "../code/verifyCode.js";
+import {gradeProblem} from "../grade/gradeProblem.js";
 
 export const rewardSchemeSchema = z.strictObject({
     correct: z.number().describe("Reward of a finished response whose answer is right").default(1),
@@ -67,9 +68,13 @@ export function overlongPenalty(tokens: number, maxTokens: number, o: {buffer: n
 }
 
 /** Grades and rewards one sample; a reward function that throws or gives a non-finite number stops with an error naming the sample. */
-export async function rewardSample(problem: Problem, s: {sample: number, text: string, completionTokens: number, finish: "stop" | "length"},
-                                   scheme: RewardScheme, maxTokens: number, functions: readonly RewardFunction[] = []): Promise<RewardedSample> {
-    const g = grade(s.text, problem.answer, {type: problem.type, ...(problem.choices == null ? {} : {choices: problem.choices})});
+export async function rewardSample(problem: Problem,
+                                   s: {sample: number, text: string, completionTokens: number, finish: "stop" | "length",
+                                       /** The grader's verdict when the sample was graded already. */
+                                       grade?: {correct: boolean, extracted: string | null}},
+                                   scheme: RewardScheme, maxTokens: number, functions: readonly RewardFunction[] = [],
+                                   verifier?: CodeVerifier): Promise<RewardedSample> {
+    const g = s.grade ?? await gradeProblem(problem, s.text, {verifier});
     const unfinished = unfinishedReason(s.text, s.finish, g.extracted) != null;
     const input: RewardInput = {
         problem, sample: s.sample, text: s.text, completionTokens: s.completionTokens, finish: s.finish,

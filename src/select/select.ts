@@ -6,7 +6,7 @@ import type {Problem} from "../data/problemSchema.js";
 import type {Adapter} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
 import {throwIfAborted} from "../errors.js";
-import {buildChatMessages} from "../format/buildChatMessages.js";
+import {problemMessages} from "../format/buildChatMessages.js";
 import type {RunConfig} from "../loop/config.js";
 import type {GradedSample} from "../explore/sampleAndGrade.js";
 
@@ -46,7 +46,7 @@ export async function select(o: {
             const p = byId.get(s.id)!;
             return {
                 id: `${s.id}/${s.sample}`,
-                prompt: buildChatMessages(p.question, {systemPrompt: o.systemPrompt, ...(p.choices == null ? {} : {choices: p.choices})}),
+                prompt: problemMessages(p, o.systemPrompt),
                 completion: s.tokens
             };
         }), o.signal == null ? {} : {signal: o.signal});
