@@ -79,7 +79,7 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
     for await (const {line, value} of readJsonl(file, {schema: z.record(z.string(), z.unknown()), policy: "skip", onIssue, signal})) {
         if (value.type === "code") {
             const row = codeLineSchema.safeParse(value);
-            const problem = row.success ? codeProblemFromRow(value, {id: String(line), source: file}) : {field: "response", message: "missing"};
+            const problem = row.success ? codeProblemFromRow(value, {id: String(line), source: file, questionOptional: true}) : {field: "response", message: "missing"};
             if ("field" in problem) {
                 pending.push(Promise.resolve(unreadableLine(line, new DataError(file, problem.message, line, problem.field || undefined).message)));
                 continue;

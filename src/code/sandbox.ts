@@ -70,6 +70,8 @@ export type RunOptions = {
     readOnly?: readonly string[] | undefined,
     /** Run without isolation where there is none (a subprocess with ulimits: unsafe). */
     unsafe?: boolean | undefined,
+    /** Where the run's temporary folder is made (default the system's); it is removed afterwards. */
+    tmpDir?: string | undefined,
     signal?: AbortSignal | undefined
 };
 
@@ -117,7 +119,7 @@ export async function runSandboxed(o: RunOptions): Promise<RunResult> {
             throw new CodeExecutionError(`code cannot run isolated here (${iso.reason}); it is refused. ` +
                 "Possible solutions: run on Linux with user namespaces enabled, or opt in to running it unisolated " +
                 "(--unsafe-run-code-without-sandbox, `unsafe: true`) on a machine you do not mind it harming.");
-        return unisolated(o, limits);
+        return runUnisolated(o);
     }
     const r = await sandboxed(o, limits);
     if (r.kind === "unavailable") throw new CodeExecutionError(`the sandbox failed to start: ${r.message}`);
@@ -126,8 +128,9 @@ export async function runSandboxed(o: RunOptions): Promise<RunResult> {
 
 type Outcome = {kind: "ran", result: RunResult} | {kind: "unavailable", message: string};
 
-async function withCodeDir<T>(files: Readonly<Record<string, string>>, work: (dir: string, code: string) => Promise<T>): Promise<T> {
-    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "still-code-"));
+async function withCodeDir<T>(o: RunOptions, work: (dir: string, code: string) => Promise<T>): Promise<T> {
+    const files = o.files;
+    const dir = await fsp.mkdtemp(path.join(o.tmpDir ?? os.tmpdir(), "still-code-"));
     try {
         const code = path.join(dir, "code");
         await fsp.mkdir(path.join(dir, "root"));
@@ -149,7 +152,7 @@ const ENVIRONMENT = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/
     "PYTHONDONTWRITEBYTECODE=1", "PYTHONHASHSEED=0", "PYTHONIOENCODING=utf-8", "PYTHONUNBUFFERED=1"];
 
 function sandboxed(o: RunOptions, limits: z.output<typeof sandboxLimitsSchema>): Promise<Outcome> {
-    return withCodeDir(o.files, (dir, code) => {
+    return withCodeDir(o, (dir, code) => {
         const args = [
             "--root", path.join(dir, "root"), "--code", code,
             "--cpu", String(limits.cpuSeconds), "--mem", String(limits.memoryBytes), "--fsize", String(limits.fileBytes),
@@ -162,12 +165,21 @@ function sandboxed(o: RunOptions, limits: z.output<typeof sandboxLimitsSchema>):
     });
 }
 
-function unisolated(o: RunOptions, limits: z.output<typeof sandboxLimitsSchema>): Promise<RunResult> {
-    return withCodeDir(o.files, async (_dir, code) => {
+/**
+ * What runSandboxed does with `unsafe` where there is no isolation: a subprocess in its own
+ * process group, under ulimits, in a temporary folder, with a built environment. It does
+ * not stop the program from reading or writing the user's files or using the network.
+ */
+export function runUnisolated(o: RunOptions): Promise<RunResult> {
+    if (codeExecutionDisabled()) throw new CodeExecutionError("code execution is turned off (STILL_CODE_EXECUTION=off).");
+    const limits = sandboxLimitsSchema.parse(o.limits ?? {});
+    return withCodeDir(o, async (_dir, code) => {
         // the code folder is the working folder; /code in argv points at it
         const argv = o.argv.map((a) => a.startsWith("/code/") ? path.join(code, a.slice(6)) : a);
         const kb = (n: number) => String(Math.max(1, Math.floor(n / 1024)));
-        const script = `ulimit -t ${limits.cpuSeconds} -v ${kb(limits.memoryBytes)} -f ${kb(limits.fileBytes)} -n ${limits.openFiles} -c 0; exec "$@"`;
+        // one limit per ulimit call: POSIX sh takes one
+        const script = `ulimit -t ${limits.cpuSeconds}; ulimit -v ${kb(limits.memoryBytes)}; ulimit -f ${kb(limits.fileBytes)}; ` +
+            `ulimit -n ${limits.openFiles}; ulimit -c 0; exec "$@"`;
         const env = Object.fromEntries(ENVIRONMENT.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
         env.HOME = code;
         env.TMPDIR = code;

@@ -112,8 +112,12 @@ export class CodeVerifier {
     private readonly slots: Slots;
     readonly options: z.output<typeof verifyOptionsSchema>;
 
-    constructor(options: VerifyOptions & {concurrency?: number} = {}) {
-        const {concurrency, ...rest} = options;
+    private readonly tmpDir: string | undefined;
+
+    /** `concurrency`: sandboxes at once (default the CPU count); `tmpDir`: where runs make their folders. */
+    constructor(options: VerifyOptions & {concurrency?: number, tmpDir?: string} = {}) {
+        const {concurrency, tmpDir, ...rest} = options;
+        this.tmpDir = tmpDir;
         this.options = verifyOptionsSchema.parse(rest);
         this.slots = new Slots(Math.max(1, concurrency ?? os.availableParallelism()));
     }
@@ -157,7 +161,7 @@ export class CodeVerifier {
         const argv = language === "python" ? [interp.executable, "-I", `/code/${file}`] : [interp.executable, `/code/${file}`];
         const limits: SandboxLimits = {...this.options.limits, wallMs: Math.max(100, Math.round(wallMs))};
         limits.cpuSeconds ??= Math.max(1, Math.ceil(wallMs / 1000));
-        return this.slots.use(() => runSandboxed({argv, files, stdin, limits, readOnly: interp.readOnly, unsafe: this.options.unsafe, signal}));
+        return this.slots.use(() => runSandboxed({argv, files, stdin, limits, readOnly: interp.readOnly, unsafe: this.options.unsafe, tmpDir: this.tmpDir, signal}));
     }
 
     private async verifyIo(code: string, s: ResolvedCodeSpec, total: number, result: (r: Partial<CodeResult> & Pick<CodeResult, "status" | "message">) => CodeResult, signal?: AbortSignal): Promise<CodeResult> {

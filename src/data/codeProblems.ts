@@ -65,7 +65,7 @@ const stillSchema = z.object({
     tests: z.array(codeTestSchema).default([]),
     check: z.string().optional(), entry_point: z.string().optional(), entryPoint: z.string().optional(),
     call: z.string().optional(), setup: z.string().optional()
-}).loose().refine((r) => r.question != null || r.problem != null, {message: "missing (question or problem)", path: ["question"]});
+}).loose();
 
 function firstIssue(e: z.ZodError): CodeRowError {
     const i = e.issues[0];
@@ -75,7 +75,9 @@ function firstIssue(e: z.ZodError): CodeRowError {
 const fenced = (language: CodeLanguage, code: string) => "```" + language + "\n" + code.trimEnd() + "\n```";
 
 /** A row of any code layout as a Problem (domain "code" unless the row names one), or what is wrong with it. */
-export function codeProblemFromRow(row: Row, o: {id: string, source: string, language?: CodeLanguage}): Problem | CodeRowError {
+export function codeProblemFromRow(row: Row, o: {id: string, source: string, language?: CodeLanguage,
+                                                  /** Grading a response needs only the tests (`still grade --file`). */
+                                                  questionOptional?: boolean}): Problem | CodeRowError {
     const layout = codeLayout(row);
     const domain = typeof row.domain === "string" && row.domain.length > 0 ? row.domain : "code";
     const base = {id: o.id, domain, type: "code" as const, answer: "", source: o.source};
@@ -92,8 +94,9 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
             const r = stillSchema.safeParse(row);
             if (!r.success) return firstIssue(r.error);
             const v = r.data;
+            if (v.question == null && v.problem == null && o.questionOptional !== true) return {field: "question", message: "missing (question or problem)"};
             const entryPoint = v.entryPoint ?? v.entry_point;
-            return build(v.question ?? v.problem!, {
+            return build(v.question ?? v.problem ?? "", {
                 language: v.language ?? language, tests: v.tests,
                 ...(v.check == null ? {} : {check: v.check}), ...(entryPoint == null ? {} : {entryPoint}),
                 ...(v.call == null ? {} : {call: v.call}), ...(v.setup == null ? {} : {setup: v.setup})

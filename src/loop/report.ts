@@ -45,6 +45,12 @@ ${lineChart("Format adherence", phases, sets.map((s) => ({name: s, values: phase
 ${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pct(m.majAtK)}</td><td>${pct(m.passAtK)}</td></tr>`).join("\n")}</table>`);
     }
 
+    // per domain, where a set mixes several (math, code, science, …)
+    const mixed = evals.filter((m) => m.domains.length > 1);
+    if (mixed.length > 0)
+        sections.push(`<h2>Accuracy per domain</h2><table><tr><th>phase</th><th>set</th><th>domain</th><th>problems</th><th>accuracy</th><th>format</th><th>mean tokens</th><th>truncated</th></tr>
+${mixed.flatMap((m) => m.domains.map((d) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${pct(d.accuracy)}</td><td>${pct(d.formatAdherence)}</td><td>${d.meanTokens.toFixed(0)}</td><td>${pct(d.truncated)}</td></tr>`)).join("\n")}</table>`);
+
     const lengths = evals.filter((m) => m.lengths.length > 0);
     if (lengths.length > 0)
         sections.push(`<h2>Response length (tokens, greedy, held-out)</h2>${lengths.map((m) =>
@@ -59,6 +65,10 @@ ${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}
     if (explores.length > 0)
         sections.push(`<h2>Exploration</h2><table><tr><th>round</th><th>problems</th><th>samples</th><th>correct</th><th>solved by all</th></tr>
 ${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samples}</td><td>${pct(m.correctShare)}</td><td>${m.solvedByAll}</td></tr>`).join("\n")}</table>`);
+    const exploreDomains = explores.filter((m) => m.domains.length > 1);
+    if (exploreDomains.length > 0)
+        sections.push(`<h2>Exploration yield per domain</h2><table><tr><th>round</th><th>domain</th><th>problems</th><th>samples</th><th>correct</th></tr>
+${exploreDomains.flatMap((m) => m.domains.map((d) => `<tr><td>${m.round}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${d.samples}</td><td>${pct(d.correctShare)}</td></tr>`)).join("\n")}</table>`);
 
     const trains = of("train");
     if (trains.length > 0)
