@@ -248,7 +248,9 @@ function parseArgs(input: string): unknown[] {
 
 function stderrTail(r: RunResult) {
     const lines = r.stderr.trim().split("\n").filter((l) => l.trim().length > 0);
-    return lines.length === 0 ? "" : ` (${cut(lines.at(-1)!.trim(), 200)})`;
+    // the error's own line (Node.js ends its report with a version line)
+    const line = lines.findLast((l) => /^\s*\w*(Error|Exception)\b/.test(l)) ?? lines.at(-1);
+    return line == null ? "" : ` (${cut(line.trim(), 200)})`;
 }
 
 const SIGNALS: Record<number, string> = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 24: "SIGXCPU", 25: "SIGXFSZ"};
