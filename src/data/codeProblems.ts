@@ -32,23 +32,13 @@ export function codeLayout(row: Row): CodeLayout | null {
 }
 
 const text = z.string().min(1);
-const jsonText = <S extends z.ZodType>(schema: S) => z.string().transform((s, ctx): z.output<S> => {
-    try {
-        const parsed = schema.safeParse(JSON.parse(s));
-        if (parsed.success) return parsed.data;
-        ctx.addIssue({code: "custom", message: `JSON of the wrong shape: ${parsed.error.issues[0]?.message ?? ""}`});
-    } catch {
-        ctx.addIssue({code: "custom", message: "not valid JSON"});
-    }
-    return z.NEVER;
-});
 const lines = z.union([z.string(), z.array(z.string()).transform((a) => a.join("\n"))]);
 const ioLists = z.object({input: z.array(lines), output: z.array(lines)}).loose();
 
 const humanEvalSchema = z.object({prompt: text, test: text, entry_point: text}).loose();
 const mbppSchema = z.object({text: text, test_list: z.array(text).min(1), test_setup_code: z.string().optional()}).loose();
 const appsIoSchema = z.object({inputs: z.array(z.unknown()), outputs: z.array(z.unknown()), fn_name: z.string().optional()}).loose();
-const appsSchema = z.object({question: text, input_output: z.union([jsonText(appsIoSchema), appsIoSchema])}).loose();
+const appsSchema = z.object({question: text, input_output: z.union([z.string(), z.record(z.string(), z.unknown())])}).loose();
 const codeContestsSchema = z.object({
     description: text, public_tests: ioLists.optional(), private_tests: ioLists.optional(), generated_tests: ioLists.optional()
 }).loose();
@@ -120,7 +110,12 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
         case "apps": {
             const r = appsSchema.safeParse(row);
             if (!r.success) return firstIssue(r.error);
-            const io = r.data.input_output;
+            // a JSON text in the releases, an object in some conversions
+            const raw = typeof r.data.input_output === "string" ? safeJson(r.data.input_output) : r.data.input_output;
+            if (raw == null) return {field: "input_output", message: "not valid JSON"};
+            const parsedIo = appsIoSchema.safeParse(raw);
+            if (!parsedIo.success) return {field: "input_output", message: `JSON of the wrong shape: ${firstIssue(parsedIo.error).message}`};
+            const io = parsedIo.data;
             if (io.inputs.length !== io.outputs.length) return {field: "input_output", message: "inputs and outputs differ in number"};
             if (io.fn_name != null) {
                 const tests = io.inputs.map((args, i) => ({
