@@ -18,13 +18,14 @@ export {formatThought} from "./format/formatThought.js";
 export {parseThought, type FormatIssue, type ThoughtParse} from "./format/parseThought.js";
 export {convertThinkTags, type ThinkConversion} from "./format/convertThinkTags.js";
 export {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "./format/systemPrompt.js";
-export {buildChatMessages, buildTrainingMessages, formatQuestion, type PromptOptions} from "./format/buildChatMessages.js";
+export {buildChatMessages, buildTrainingMessages, formatQuestion, problemMessages, problemQuestion, type PromptOptions} from "./format/buildChatMessages.js";
 export {problemSchema, type Problem} from "./data/problemSchema.js";
 export {thoughtExampleSchema, type ThoughtExample} from "./data/thoughtExampleSchema.js";
 export {JsonlAppender, readJsonl, readJsonlFile, writeJsonAtomic, writeJsonlAtomic, type JsonlRow, type ReadOptions, type ReadPolicy, type Row} from "./io/jsonl.js";
 export {readCsv} from "./io/readCsv.js";
 export {readParquet} from "./io/readParquet.js";
-export {loadAime, loadMath500, loadMathProblems, type LoadOptions, type Loaded} from "./data/loadMathProblems.js";
+export {loadAime, loadCodeProblems, loadMath500, loadMathProblems, loadProblems, rowId, type LoadOptions, type Loaded} from "./data/loadMathProblems.js";
+export {codeLayout, codeLayouts, codeProblemFromRow, type CodeLayout} from "./data/codeProblems.js";
 export {loadGpqa} from "./data/loadGpqa.js";
 export {loadLongFormThoughts} from "./data/loadLongFormThoughts.js";
 export {dedupe, type DedupeOptions, type Removal} from "./data/dedupe.js";
@@ -32,6 +33,14 @@ export {textQuality, type TextQuality} from "./data/textQuality.js";
 export {approximateTokenCount, filterByTokenLength} from "./data/filterByTokenLength.js";
 export {answerTypes, extractAnswer, grade, type AnswerType, type GradeOptions, type GradeResult} from "./grade/grade.js";
 export {mathEqual} from "./grade/mathEqual.js";
+export {gradeProblem, type GradeProblemOptions, type ProblemGrade} from "./grade/gradeProblem.js";
+export {problemTypes, type ProblemType} from "./grade/answerType.js";
+export {codeInstruction, codeLanguages, codeResultSchema, codeSpecSchema, type CodeLanguage, type CodeResult, type CodeSpec} from "./code/codeSpec.js";
+export {CodeVerifier, extractCode, normalizeOutput, verifyOptionsSchema, type VerifyOptions} from "./code/verifyCode.js";
+export {
+    CodeExecutionError, codeExecutionDisabled, detectIsolation, runSandboxed, runUnisolated, sandboxLimitsSchema,
+    type Isolation, type RunOptions as SandboxRunOptions, type RunResult as SandboxRunResult, type SandboxLimits
+} from "./code/sandbox.js";
 export {extractChoice, gradeChoice} from "./grade/gradeChoice.js";
 export {accuracy, formatAdherence, majAtK, majorityCorrect, meanAtK, meanPassAtK, passAtK, type GradedSample} from "./evaluate/metrics.js";
 export {sft, sftExampleSchema, sftOptionsSchema, type SftExample, type SftOptions} from "./train/sft.js";
@@ -43,7 +52,7 @@ export {runLoop, loadInputs, type LoopEvent, type LoopOptions, type LoopSummary,
 export {loadRunConfig, parseRunConfig, runConfigSchema, runConfigJsonSchema, type RunConfig, type TrainConfig} from "./loop/config.js";
 export {RunDir} from "./loop/RunDir.js";
 export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./explore/sampleAndGrade.js";
-export {evaluate, type EvalMetrics, type EvalSet} from "./evaluate/evaluate.js";
+export {byDomain, evaluate, type DomainMetrics, type EvalMetrics, type EvalSet} from "./evaluate/evaluate.js";
 export {select, type Selection, type ScoredSample} from "./select/select.js";
 export {writeReport} from "./loop/report.js";
 export {grpo, grpoConfigSchema, checkGrpoConfig, type GrpoConfig, type GrpoEvent, type GrpoOptions, type GrpoResult, type GrpoStepMetrics} from "./rl/grpo.js";
