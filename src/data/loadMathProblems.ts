@@ -8,6 +8,7 @@ import {z} from "zod";
 import {DataError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
 import {issueReporter, type ReadPolicy, readJsonl} from "../io/jsonl.js";
+import {problemQuestion} from "../format/buildChatMessages.js";
 import {answerTypeSchema} from "../grade/answerType.js";
 import {codeLayout, codeProblemFromRow} from "./codeProblems.js";
 import {problemSchema, type Problem} from "./problemSchema.js";
@@ -79,9 +80,13 @@ async function* rowsWithIds<T>(file: string, options: LoadOptions, parse: (row: 
     }
 }
 
-/** The rows of a problem file (`still generate`'s prompts) with their ids. */
+/** The rows of a problem file (`still generate`'s prompts) with their ids; a code problem's question is asked as the loop asks it. */
 export function readProblemRows(file: string, options: LoadOptions = {}): AsyncGenerator<{line: number, id: string, row: ProblemRow}> {
     return rowsWithIds(file, options, (row, line) => {
+        if (codeLayout(row) != null) {
+            const p = codeProblemFromRow(row, {id: rowId(row, file, line), source: path.basename(file, path.extname(file))});
+            return "field" in p ? new DataError(file, p.message, line, p.field || undefined) : {question: problemQuestion(p)};
+        }
         const parsed = problemRowSchema.safeParse(row);
         if (parsed.success) return parsed.data;
         const issue = parsed.error.issues[0];

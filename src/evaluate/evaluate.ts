@@ -12,19 +12,8 @@ import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
 
 export type EvalSet = {name: string, problems: readonly Problem[]};
 
-/** One domain's figures within a set (math, code, physics, …: the problems' `domain`). */
-export const domainMetricsSchema = z.object({
-    domain: z.string(),
-    problems: z.number().int(),
-    accuracy: z.number(),
-    formatAdherence: z.number(),
-    meanTokens: z.number(),
-    truncated: z.number()
-});
-export type DomainMetrics = z.infer<typeof domainMetricsSchema>;
-
-export const evalMetricsSchema = z.object({
-    set: z.string(),
+/** What an evaluation reports of a group of problems (a set, or one domain of it). */
+const figuresSchema = z.object({
     problems: z.number().int(),
     /** Greedy pass@1 (the sampled mean@1 when greedy is off). */
     accuracy: z.number(),
@@ -33,7 +22,15 @@ export const evalMetricsSchema = z.object({
     /** Mean response length, in tokens. */
     meanTokens: z.number(),
     /** Share of responses cut by the length limit. */
-    truncated: z.number(),
+    truncated: z.number()
+});
+
+/** One domain's figures within a set (math, code, physics, …: the problems' `domain`). */
+export const domainMetricsSchema = figuresSchema.extend({domain: z.string()});
+export type DomainMetrics = z.infer<typeof domainMetricsSchema>;
+
+export const evalMetricsSchema = figuresSchema.extend({
+    set: z.string(),
     /** Each response's length in tokens, in problem order. */
     lengths: z.array(z.number().int()),
     /** The same figures per domain, in order of first appearance. */
