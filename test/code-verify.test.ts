@@ -10,6 +10,7 @@ import {type CodeResult} from "../src/code/codeSpec.js";
 import {detectIsolation, runSandboxed, runUnisolated} from "../src/code/sandbox.js";
 import {CodeVerifier, extractCode, normalizeOutput} from "../src/code/verifyCode.js";
 import {loadCodeProblems} from "../src/data/loadMathProblems.js";
+import {grade} from "../src/grade/grade.js";
 import {fixtures, readJsonlFixture, repoRoot, scratchFile} from "./helpers/fixtures.js";
 
 type SuiteRow = {id: string, right: string, wrong: string, wrong_test: number, language: "python" | "javascript"};
@@ -115,6 +116,12 @@ describe.skipIf(isolation.kind !== "namespaces")("what a program cannot fake", (
         const broken = await verifier.verify("def f(:\n", asserts);
         expect(broken.status).toBe("crashed");
         expect(broken.message).toMatch(/SyntaxError/);
+    });
+});
+
+describe("grade()", () => {
+    it("points a code answer to the sandboxed graders", () => {
+        expect(() => grade("print(1)", "1", {type: "code" as "math"})).toThrow(/gradeProblem\(\) or a CodeVerifier/);
     });
 });
 

@@ -35,6 +35,8 @@ export function grade(response: string, gold: string | number, options: GradeOpt
     if (typeof response !== "string") throw new OptionError("grade needs the response as a string.");
     if (typeof gold === "number") gold = String(gold);
     if (typeof gold !== "string") throw new OptionError("grade needs the gold answer as a string or a number.");
+    if ((options as {type?: string}).type === "code")
+        throw new OptionError("grade() checks answers synchronously; a code answer is checked by running it: use gradeProblem() or a CodeVerifier (they run it in the sandbox).");
     const opts = parseOptions(gradeOptionsSchema, options, "grade options");
     const choiceOptions = {
         ...(opts.letters == null ? {} : {letters: opts.letters}),
