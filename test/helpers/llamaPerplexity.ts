@@ -7,7 +7,13 @@ import {getBackend} from "../../src/engine/binding.js";
 export async function llamaPerplexity(model: string, textFile: string, args: string[]): Promise<number> {
     const tool = await llamaTool("llama-perplexity", getBackend().variant, () => {});
     const res = await execa(tool.binary, ["-m", model, "-f", textFile, ...args], {cwd: toolCwd(tool.variant), all: true, reject: false});
-    const m = /Final estimate: PPL = ([\d.]+)/.exec(res.all ?? "");
-    if (m == null) throw new Error(`llama-perplexity (exit ${res.exitCode}) gave no estimate:\n${(res.all ?? "").slice(-2000)}`);
-    return Number(m[1]);
+    const all = res.all ?? "";
+    const m = /Final estimate: PPL = ([\d.]+)/.exec(all);
+    if (m != null) return Number(m[1]);
+    // Its log is written by a thread of its own, whose last lines a loaded machine can lose at
+    // exit; the running estimate after the last chunk is the final one.
+    const chunks = /calculating perplexity over (\d+) chunks/.exec(all)?.[1];
+    const last = chunks == null ? null : new RegExp(`\\[${chunks}\\]([\\d.]+)`).exec(all);
+    if (res.exitCode === 0 && last != null) return Number(last[1]);
+    throw new Error(`llama-perplexity (exit ${res.exitCode}) gave no estimate:\n${all.slice(-2000)}`);
 }
