@@ -46,8 +46,10 @@ function progressReporter(json: boolean) {
                 bar = new Progress("training", e.steps, "auto", (v, t) => `step ${v}/${t}${last}`);
                 bar.update(e.step);
             } else if (e.type === "plan") {
+                // MiB from the trainer; GB (10^9 bytes) as its own messages print them
+                const gb = (mib: number) => ((mib * 2 ** 20) / 1e9).toFixed(1);
                 process.stderr.write(`memory: rows of up to ${e.tokens} tokens, ${e.recompute ? "chunked with recomputation" : "one graph per row"}, ` +
-                    `about ${(e.estimated_peak_mb / 1024).toFixed(1)} GB at the peak (${(e.available_mb / 1024).toFixed(1)} GB free)\n`);
+                    `about ${gb(e.estimated_peak_mb)} GB at the peak (${gb(e.available_mb)} GB free)\n`);
             } else if (e.type === "reference" && !e.cached) {
                 process.stderr.write(`reference log-probs of ${e.pairs} pairs computed in ${(e.seconds ?? 0).toFixed(1)} s\n`);
             } else if (e.type === "step") {
