@@ -5,7 +5,7 @@ import {z} from "zod";
 import {DataError, OptionError} from "../errors.js";
 import {CodeVerifier, verifyOptionsSchema} from "../code/verifyCode.js";
 import {codeProblemFromRow} from "../data/codeProblems.js";
-import {readJsonl} from "../io/jsonl.js";
+import {readJsonl, validate} from "../io/jsonl.js";
 import {answerTypeSchema, grade, gradeOptionsSchema, type GradeResult} from "../grade/grade.js";
 import {addOptions, parseCli} from "./cliOptions.js";
 
@@ -77,30 +77,31 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
     };
     const onIssue = (issue: DataError) => { pending.push(Promise.resolve(unreadableLine(issue.line ?? null, issue.message))); };
     for await (const {line, value} of readJsonl(file, {schema: z.record(z.string(), z.unknown()), policy: "skip", onIssue, signal})) {
+        let issue: DataError | undefined;
+        const onBad = (i: DataError) => { issue = i; };
         if (value.type === "code") {
-            const row = codeLineSchema.safeParse(value);
-            const problem = row.success ? codeProblemFromRow(value, {id: String(line), source: file, questionOptional: true}) : {field: "response", message: "missing"};
-            if ("field" in problem) {
-                pending.push(Promise.resolve(unreadableLine(line, new DataError(file, problem.message, line, problem.field || undefined).message)));
+            const row = validate(value, codeLineSchema, file, line, onBad);
+            const problem = row == null ? issue! : codeProblemFromRow(value, {id: String(line), file, line, source: file, questionOptional: true});
+            if (problem instanceof DataError) {
+                pending.push(Promise.resolve(unreadableLine(line, problem.message)));
                 continue;
             }
             if (!checked) {
                 await verifier.ready([problem.code!.language ?? "python"]);
                 checked = true;
             }
-            pending.push(verifier.verifyResponse(row.data!.response, problem.code!, signal).then(({code: _code, ...r}) => {
+            pending.push(verifier.verifyResponse(row!.value.response, problem.code!, signal).then(({code: _code, ...r}) => {
                 const ok = r.status === "passed";
                 return {line, correct: ok, text: json ? JSON.stringify({line, correct: ok, type: "code", ...r})
                     : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r.status}: ${r.message}`};
             }, (err: Error) => unreadableLine(line, `the check failed to run: ${err.message}`)));
         } else {
-            const parsed = lineSchema.safeParse(value);
-            if (!parsed.success) {
-                const issue = parsed.error.issues[0];
-                pending.push(Promise.resolve(unreadableLine(line, new DataError(file, issue?.message ?? "not readable", line, issue?.path.join(".") || undefined).message)));
+            const parsed = validate(value, lineSchema, file, line, onBad);
+            if (parsed == null) {
+                pending.push(Promise.resolve(unreadableLine(line, issue!.message)));
                 continue;
             }
-            const v = parsed.data;
+            const v = parsed.value;
             const result = grade(v.pred ?? v.response!, v.gold, {type: v.type ?? defaultType, ...(v.choices == null ? {} : {choices: v.choices})});
             pending.push(Promise.resolve({line, correct: result.correct, text: json ? JSON.stringify({line, ...result})
                 : `line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}`}));

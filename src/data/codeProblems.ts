@@ -12,9 +12,10 @@
 import zlib from "node:zlib";
 import {z} from "zod";
 import {type CodeLanguage, codeLanguageSchema, codeSpecSchema, codeTestSchema} from "../code/codeSpec.js";
+import {DataError} from "../errors.js";
+import {schemaIssue} from "../io/jsonl.js";
 import type {Problem} from "./problemSchema.js";
 
-export type CodeRowError = {field: string, message: string};
 type Row = Record<string, unknown>;
 
 export const codeLayouts = ["still", "humaneval", "mbpp", "apps", "codecontests", "livecodebench"] as const;
@@ -57,21 +58,18 @@ const stillSchema = z.object({
     call: z.string().optional(), setup: z.string().optional()
 }).loose();
 
-function firstIssue(e: z.ZodError): CodeRowError {
-    const i = e.issues[0];
-    return {field: i?.path.join(".") || "", message: i?.message ?? "not readable"};
-}
-
 const fenced = (language: CodeLanguage, code: string) => "```" + language + "\n" + code.trimEnd() + "\n```";
 
-/** A row of any code layout as a Problem (domain "code" unless the row names one), or what is wrong with it. */
-export function codeProblemFromRow(row: Row, o: {id: string, source: string, language?: CodeLanguage,
+/** A row of any code layout as a Problem (domain "code" unless the row names one), or what is wrong with it (by file, line and field). */
+export function codeProblemFromRow(row: Row, o: {id: string, file: string, line: number, source: string, language?: CodeLanguage,
                                                   /** Grading a response needs only the tests (`still grade --file`). */
-                                                  questionOptional?: boolean}): Problem | CodeRowError {
+                                                  questionOptional?: boolean}): Problem | DataError {
+    const firstIssue = (e: z.ZodError) => schemaIssue(e, o.file, o.line);
+    const bad = (field: string, message: string) => new DataError(o.file, message, o.line, field);
     const layout = codeLayout(row);
     const domain = typeof row.domain === "string" && row.domain.length > 0 ? row.domain : "code";
     const base = {id: o.id, domain, type: "code" as const, answer: "", source: o.source};
-    const build = (question: string, spec: unknown, solution?: unknown): Problem | CodeRowError => {
+    const build = (question: string, spec: unknown, solution?: unknown): Problem | DataError => {
         const parsed = codeSpecSchema.safeParse(spec);
         if (!parsed.success) return firstIssue(parsed.error);
         return {...base, question, code: parsed.data, ...(typeof solution === "string" ? {solution} : {})};
@@ -79,12 +77,12 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
     const language = o.language ?? "python";
     switch (layout) {
         case null:
-            return {field: "type", message: "not a code problem in any known layout"};
+            return bad("type", "not a code problem in any known layout");
         case "still": {
             const r = stillSchema.safeParse(row);
             if (!r.success) return firstIssue(r.error);
             const v = r.data;
-            if (v.question == null && v.problem == null && o.questionOptional !== true) return {field: "question", message: "missing (question or problem)"};
+            if (v.question == null && v.problem == null && o.questionOptional !== true) return bad("question", "missing (question or problem)");
             const entryPoint = v.entryPoint ?? v.entry_point;
             return build(v.question ?? v.problem ?? "", {
                 language: v.language ?? language, tests: v.tests,
@@ -112,11 +110,11 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
             if (!r.success) return firstIssue(r.error);
             // a JSON text in the releases, an object in some conversions
             const raw = typeof r.data.input_output === "string" ? safeJson(r.data.input_output) : r.data.input_output;
-            if (raw == null) return {field: "input_output", message: "not valid JSON"};
+            if (raw == null) return bad("input_output", "not valid JSON");
             const parsedIo = appsIoSchema.safeParse(raw);
-            if (!parsedIo.success) return {field: "input_output", message: `JSON of the wrong shape: ${firstIssue(parsedIo.error).message}`};
+            if (!parsedIo.success) return bad("input_output", `JSON of the wrong shape: ${parsedIo.error.issues[0]?.message ?? ""}`);
             const io = parsedIo.data;
-            if (io.inputs.length !== io.outputs.length) return {field: "input_output", message: "inputs and outputs differ in number"};
+            if (io.inputs.length !== io.outputs.length) return bad("input_output", "inputs and outputs differ in number");
             if (io.fn_name != null) {
                 const tests = io.inputs.map((args, i) => ({
                     input: (Array.isArray(args) ? args : [args]).map((a) => JSON.stringify(a)).join("\n"),
@@ -134,7 +132,7 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
             for (const key of ["public_tests", "private_tests", "generated_tests"] as const) {
                 const t = r.data[key];
                 if (t == null) continue;
-                if (t.input.length !== t.output.length) return {field: key, message: "input and output differ in number"};
+                if (t.input.length !== t.output.length) return bad(key, "input and output differ in number");
                 t.input.forEach((input, i) => tests.push({input, output: t.output[i]!}));
             }
             return build(r.data.description, {language, tests});
@@ -147,15 +145,15 @@ export function codeProblemFromRow(row: Row, o: {id: string, source: string, lan
                 const v = r.data[key];
                 if (v == null || v === "") continue;
                 const decoded = typeof v === "string" ? decodeLcbCases(v) : v;
-                if (typeof decoded === "string") return {field: key, message: decoded};
+                if (typeof decoded === "string") return bad(key, decoded);
                 const parsed = z.array(lcbCaseSchema).safeParse(decoded);
-                if (!parsed.success) return {field: key, message: `test cases of the wrong shape: ${parsed.error.issues[0]?.message ?? ""}`};
+                if (!parsed.success) return bad(key, `test cases of the wrong shape: ${parsed.error.issues[0]?.message ?? ""}`);
                 cases.push(...parsed.data);
             }
             const meta = typeof r.data.metadata === "string" ? safeJson(r.data.metadata) : r.data.metadata;
             const funcName = meta != null && typeof meta === "object" && typeof (meta as Row).func_name === "string" ? (meta as Row).func_name as string : undefined;
             const functional = cases.some((c) => c.testtype === "functional");
-            if (functional && funcName == null) return {field: "metadata", message: "functional test cases need metadata.func_name"};
+            if (functional && funcName == null) return bad("metadata", "functional test cases need metadata.func_name");
             const starter = r.data.starter_code?.trim();
             const question = starter ? `${r.data.question_content.trim()}\n\nUse this starter code:\n\n${fenced(language, starter)}` : r.data.question_content;
             return build(question, {language, tests: cases.map((c) => ({input: c.input, output: c.output})), ...(functional ? {call: funcName} : {})});

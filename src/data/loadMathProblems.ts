@@ -7,7 +7,7 @@ import path from "node:path";
 import {z} from "zod";
 import {DataError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
-import {issueReporter, type ReadPolicy, readJsonl} from "../io/jsonl.js";
+import {issueReporter, type ReadPolicy, readJsonl, validate} from "../io/jsonl.js";
 import {problemQuestion} from "../format/buildChatMessages.js";
 import {answerTypeSchema} from "../grade/answerType.js";
 import {codeLayout, codeProblemFromRow} from "./codeProblems.js";
@@ -61,12 +61,13 @@ const objectRow = z.record(z.string(), z.unknown());
  * The rows of a problem file with their ids (rowId), each checked by `parse`; a repeated
  * id is a bad line like any other.
  */
-async function* rowsWithIds<T>(file: string, options: LoadOptions, parse: (row: Record<string, unknown>, line: number) => T | DataError): AsyncGenerator<{line: number, id: string, row: T}> {
+async function* rowsWithIds<T>(file: string, options: LoadOptions,
+                               parse: (row: Record<string, unknown>, line: number, id: string) => T | DataError): AsyncGenerator<{line: number, id: string, row: T}> {
     const report = issueReporter(options);
     const seen = new Set<string>();
     for await (const {line, value} of readJsonl(file, {schema: objectRow, ...options})) {
         const id = rowId(value, file, line);
-        const row = parse(value, line);
+        const row = parse(value, line, id);
         if (row instanceof DataError) {
             report(row);
             continue;
@@ -80,17 +81,27 @@ async function* rowsWithIds<T>(file: string, options: LoadOptions, parse: (row: 
     }
 }
 
+type ProblemLine = {kind: "code", problem: Problem} | {kind: "answer", row: ProblemRow};
+
+/** One line of a problem file: a code problem in any of its layouts, or a row with an answer. */
+function parseProblemLine(raw: Record<string, unknown>, file: string, line: number, id: string, source: string): ProblemLine | DataError {
+    if (codeLayout(raw) != null) {
+        const problem = codeProblemFromRow(raw, {id, file, line, source});
+        return problem instanceof DataError ? problem : {kind: "code", problem};
+    }
+    let issue: DataError | undefined;
+    const parsed = validate(raw, problemRowSchema, file, line, (i) => { issue = i; });
+    return parsed == null ? issue! : {kind: "answer", row: parsed.value};
+}
+
+const sourceOf = (file: string) => path.basename(file, path.extname(file));
+
 /** The rows of a problem file (`still generate`'s prompts) with their ids; a code problem's question is asked as the loop asks it. */
 export function readProblemRows(file: string, options: LoadOptions = {}): AsyncGenerator<{line: number, id: string, row: ProblemRow}> {
-    return rowsWithIds(file, options, (row, line) => {
-        if (codeLayout(row) != null) {
-            const p = codeProblemFromRow(row, {id: rowId(row, file, line), source: path.basename(file, path.extname(file))});
-            return "field" in p ? new DataError(file, p.message, line, p.field || undefined) : {question: problemQuestion(p)};
-        }
-        const parsed = problemRowSchema.safeParse(row);
-        if (parsed.success) return parsed.data;
-        const issue = parsed.error.issues[0];
-        return new DataError(file, issue?.message ?? "not a problem", line, issue?.path.join(".") || undefined);
+    return rowsWithIds(file, options, (raw, line, id) => {
+        const p = parseProblemLine(raw, file, line, id, sourceOf(file));
+        if (p instanceof DataError) return p;
+        return p.kind === "code" ? {question: problemQuestion(p.problem)} : p.row;
     });
 }
 
@@ -103,20 +114,11 @@ export async function loadProblems(file: string, options: LoadOptions & {source?
     };
     const report = issueReporter({policy: options.policy, onIssue});
     const items: Problem[] = [];
-    const source = options.source ?? path.basename(file, path.extname(file));
-    type Line = {kind: "code", raw: Record<string, unknown>} | {kind: "answer", row: ProblemRow};
-    const lines = rowsWithIds(file, {...options, onIssue}, (raw, line): Line | DataError => {
-        if (codeLayout(raw) != null) return {kind: "code", raw};
-        const parsed = problemRowSchema.safeParse(raw);
-        if (parsed.success) return {kind: "answer", row: parsed.data};
-        const issue = parsed.error.issues[0];
-        return new DataError(file, issue?.message ?? "not a problem", line, issue?.path.join(".") || undefined);
-    });
+    const source = options.source ?? sourceOf(file);
+    const lines = rowsWithIds(file, {...options, onIssue}, (raw, line, id) => parseProblemLine(raw, file, line, id, source));
     for await (const {line, id, row: r} of lines) {
         if (r.kind === "code") {
-            const p = codeProblemFromRow(r.raw, {id, source});
-            if ("field" in p) report(new DataError(file, p.message, line, p.field || undefined));
-            else items.push(p);
+            items.push(r.problem);
             continue;
         }
         const row = r.row;

@@ -140,12 +140,17 @@ export function validate<S extends z.ZodType>(value: unknown, schema: S | undefi
     if (schema == null) return {line, value: value as z.output<S>};
     const parsed = schema.safeParse(value);
     if (parsed.success) return {line, value: parsed.data};
-    const issue = parsed.error.issues[0];
+    report(schemaIssue(parsed.error, file, line));
+    return null;
+}
+
+/** A schema's first complaint about a record as one DataError naming the field. */
+export function schemaIssue(error: z.ZodError, file: string, line: number): DataError {
+    const issue = error.issues[0];
     const field = issue == null || issue.path.length === 0 ? undefined : issue.path.map(String).join(".");
     let message = issue?.message ?? "does not match the schema";
     if (issue?.code === "invalid_type" && /received undefined/.test(message)) message = "missing";
-    report(new DataError(file, message, line, field));
-    return null;
+    return new DataError(file, message, line, field);
 }
 
 /** Byte offset of the first invalid UTF-8 sequence (for the report): the longest prefix that decodes. */
