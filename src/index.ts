@@ -38,7 +38,7 @@ export {problemTypes, type ProblemType} from "./grade/answerType.js";
 export {codeInstruction, codeLanguages, codeResultSchema, codeSpecSchema, type CodeLanguage, type CodeResult, type CodeSpec} from "./code/codeSpec.js";
 export {CodeVerifier, extractCode, normalizeOutput, verifyOptionsSchema, type VerifyOptions} from "./code/verifyCode.js";
 export {
-    CodeExecutionError, codeExecutionDisabled, detectIsolation, runSandboxed, runUnisolated, sandboxLimitsSchema,
+    CodeExecutionError, codeExecutionDisabled, codeRefusal, detectIsolation, runSandboxed, runUnisolated, sandboxLimitsSchema,
     type Isolation, type RunOptions as SandboxRunOptions, type RunResult as SandboxRunResult, type SandboxLimits
 } from "./code/sandbox.js";
 export {extractChoice, gradeChoice} from "./grade/gradeChoice.js";

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {promisify} from "node:util";
 import {describe, expect, it} from "vitest";
-import {type CodeResult} from "../src/code/codeSpec.js";
+import {type CodeResult, codeSpecSchema, isProgramSpec} from "../src/code/codeSpec.js";
 import {detectIsolation, runSandboxed, runUnisolated} from "../src/code/sandbox.js";
 import {CodeVerifier, extractCode, normalizeOutput} from "../src/code/verifyCode.js";
 import {loadCodeProblems} from "../src/data/loadMathProblems.js";
@@ -60,7 +60,7 @@ describe.skipIf(isolation.kind !== "namespaces")("the 40-problem suite, in the s
 
     it("has both shapes in both languages", () => {
         expect(problems).toHaveLength(40);
-        const shape = (p: typeof problems[number]) => `${p.code!.language}/${(p.code!.tests ?? []).some((t) => typeof t !== "string") && p.code!.call == null ? "io" : "function"}`;
+        const shape = (p: typeof problems[number]) => `${p.code!.language}/${isProgramSpec(codeSpecSchema.parse(p.code)) ? "io" : "function"}`;
         const counts: Record<string, number> = {};
         for (const p of problems) counts[shape(p)] = (counts[shape(p)] ?? 0) + 1;
         expect(counts).toEqual({"python/function": 10, "python/io": 10, "javascript/function": 10, "javascript/io": 10});

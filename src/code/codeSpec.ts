@@ -27,6 +27,11 @@ export const codeSpecSchema = z.object({
 export type CodeSpec = z.input<typeof codeSpecSchema>;
 export type ResolvedCodeSpec = z.output<typeof codeSpecSchema>;
 
+/** A whole program on standard input and output ({input, output} cases without `call`), not functions under test. */
+export function isProgramSpec(s: ResolvedCodeSpec): boolean {
+    return s.tests.length > 0 && typeof s.tests[0] !== "string" && s.call == null;
+}
+
 export const codeStatuses = ["passed", "failed", "timeout", "crashed", "no_code"] as const;
 export const codeResultSchema = z.object({
     status: z.enum(codeStatuses),
@@ -51,8 +56,7 @@ const LANGUAGE_NAMES: Record<CodeLanguage, {name: string, fence: string, stdin: 
 export function codeInstruction(spec: CodeSpec): string {
     const s = codeSpecSchema.parse(spec);
     const l = LANGUAGE_NAMES[s.language];
-    const io = s.tests.length > 0 && typeof s.tests[0] !== "string" && s.call == null;
-    const shape = io
+    const shape = isProgramSpec(s)
         ? `Write a complete ${l.name} program that reads the input from standard input (${l.stdin}) and prints the answer to standard output.`
         : s.call != null || s.entryPoint != null
             ? `Write the ${l.name} function \`${s.call ?? s.entryPoint}\` that the tests call.`

@@ -108,19 +108,26 @@ async function probe(): Promise<Isolation> {
     return {kind: "namespaces", detail: "still-sandbox: user, mount, network, PID, IPC and UTS namespaces; read-only system folders; rlimits"};
 }
 
+/**
+ * Why code may not run here (null: it may): turned off, or no isolation and no opt-in.
+ */
+export async function codeRefusal(unsafe: boolean): Promise<string | null> {
+    if (codeExecutionDisabled()) return "code execution is turned off (STILL_CODE_EXECUTION=off).";
+    const iso = await detectIsolation();
+    if (iso.kind === "none" && !unsafe)
+        return `${iso.reason}. Possible solutions: run on Linux with user namespaces enabled, or opt in to running model code ` +
+            "unisolated (--unsafe-run-code-without-sandbox, code.unsafeRunWithoutSandbox in a run config, `unsafe: true`) " +
+            "on a machine you do not mind it harming.";
+    return null;
+}
+
 /** Runs one program under the limits; refuses (CodeExecutionError) where it may not run. */
 export async function runSandboxed(o: RunOptions): Promise<RunResult> {
-    if (codeExecutionDisabled()) throw new CodeExecutionError("code execution is turned off (STILL_CODE_EXECUTION=off).");
+    const refused = await codeRefusal(o.unsafe === true);
+    if (refused != null) throw new CodeExecutionError(`code is refused: ${refused}`);
     if (o.argv.length === 0 || !path.isAbsolute(o.argv[0]!)) throw new OptionError("runSandboxed needs the interpreter as an absolute path.");
     const limits = sandboxLimitsSchema.parse(o.limits ?? {});
-    const iso = await detectIsolation();
-    if (iso.kind === "none") {
-        if (o.unsafe !== true)
-            throw new CodeExecutionError(`code cannot run isolated here (${iso.reason}); it is refused. ` +
-                "Possible solutions: run on Linux with user namespaces enabled, or opt in to running it unisolated " +
-                "(--unsafe-run-code-without-sandbox, `unsafe: true`) on a machine you do not mind it harming.");
-        return runUnisolated(o);
-    }
+    if ((await detectIsolation()).kind === "none") return runUnisolated(o);
     const r = await sandboxed(o, limits);
     if (r.kind === "unavailable") throw new CodeExecutionError(`the sandbox failed to start: ${r.message}`);
     return r.result;
@@ -148,8 +155,11 @@ async function withCodeDir<T>(o: RunOptions, work: (dir: string, code: string) =
     }
 }
 
-const ENVIRONMENT = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8", "LC_ALL=C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE=1", "PYTHONHASHSEED=0", "PYTHONIOENCODING=utf-8", "PYTHONUNBUFFERED=1"];
+/** The program's whole environment (nothing of ours is passed on). */
+const ENVIRONMENT: Readonly<Record<string, string>> = {
+    PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", TMPDIR: "/tmp", LANG: "C.UTF-8", LC_ALL: "C.UTF-8",
+    PYTHONDONTWRITEBYTECODE: "1", PYTHONHASHSEED: "0", PYTHONIOENCODING: "utf-8", PYTHONUNBUFFERED: "1"
+};
 
 function sandboxed(o: RunOptions, limits: z.output<typeof sandboxLimitsSchema>): Promise<Outcome> {
     return withCodeDir(o, (dir, code) => {
@@ -158,7 +168,7 @@ function sandboxed(o: RunOptions, limits: z.output<typeof sandboxLimitsSchema>):
             "--cpu", String(limits.cpuSeconds), "--mem", String(limits.memoryBytes), "--fsize", String(limits.fileBytes),
             "--tmp-size", String(limits.tmpBytes), "--nofile", String(limits.openFiles), "--nproc", String(limits.processes),
             ...(o.readOnly ?? []).flatMap((p) => ["--ro", p]),
-            ...ENVIRONMENT.flatMap((e) => ["--env", e]),
+            ...Object.entries(ENVIRONMENT).flatMap(([k, v]) => ["--env", `${k}=${v}`]),
             "--", ...o.argv
         ];
         return collect(SANDBOX, args, {}, o, limits, "namespaces", false);
@@ -180,9 +190,7 @@ export function runUnisolated(o: RunOptions): Promise<RunResult> {
         // one limit per ulimit call: POSIX sh takes one
         const script = `ulimit -t ${limits.cpuSeconds}; ulimit -v ${kb(limits.memoryBytes)}; ulimit -f ${kb(limits.fileBytes)}; ` +
             `ulimit -n ${limits.openFiles}; ulimit -c 0; exec "$@"`;
-        const env = Object.fromEntries(ENVIRONMENT.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
-        env.HOME = code;
-        env.TMPDIR = code;
+        const env = {...ENVIRONMENT, HOME: code, TMPDIR: code};
         const r = await collect("/bin/sh", ["-c", script, "sh", ...argv], env, o, limits, "none", true, code);
         if (r.kind === "unavailable") throw new CodeExecutionError(r.message);
         return r.result;
@@ -197,8 +205,7 @@ function collect(cmd: string, args: string[], env: Record<string, string>, o: Ru
             env, cwd: cwd ?? os.tmpdir(), detached: group,
             stdio: ["pipe", "pipe", "pipe", group ? "ignore" : "pipe"]
         });
-        const out: Buffer[] = [], err: Buffer[] = [], status: Buffer[] = [];
-        let outBytes = 0, errBytes = 0;
+        const status: Buffer[] = [];
         let ended: RunStatus | null = null;
         const stop = (why: RunStatus) => {
             if (ended == null) ended = why;
@@ -212,16 +219,18 @@ function collect(cmd: string, args: string[], env: Record<string, string>, o: Ru
         const timer = setTimeout(() => stop("timeout"), limits.wallMs);
         const onAbort = () => stop("timeout");
         o.signal?.addEventListener("abort", onAbort, {once: true});
-        child.stdout!.on("data", (b: Buffer) => {
-            if (outBytes < limits.outputBytes) out.push(b.subarray(0, limits.outputBytes - outBytes));
-            outBytes += b.length;
-            if (outBytes > limits.outputBytes) stop("output_limit");
-        });
-        child.stderr!.on("data", (b: Buffer) => {
-            if (errBytes < limits.outputBytes) err.push(b.subarray(0, limits.outputBytes - errBytes));
-            errBytes += b.length;
-            if (errBytes > limits.outputBytes) stop("output_limit");
-        });
+        // each of stdout and stderr kept up to the cap; past it the program is stopped
+        const capped = (stream: NodeJS.ReadableStream) => {
+            const kept: Buffer[] = [];
+            let bytes = 0;
+            stream.on("data", (b: Buffer) => {
+                if (bytes < limits.outputBytes) kept.push(b.subarray(0, limits.outputBytes - bytes));
+                bytes += b.length;
+                if (bytes > limits.outputBytes) stop("output_limit");
+            });
+            return kept;
+        };
+        const out = capped(child.stdout!), err = capped(child.stderr!);
         child.stdio[3]?.on("data", (b: Buffer) => status.push(b));
         child.stdin!.on("error", () => { /* the program need not read its input */ });
         child.stdin!.end(o.stdin ?? "");

@@ -7,9 +7,9 @@ import os from "node:os";
 import {z} from "zod";
 import {parseThought} from "../format/parseThought.js";
 import {JAVASCRIPT_HARNESS, PYTHON_HARNESS} from "./harness.js";
-import {type CodeResult, type CodeSpec, codeSpecSchema, type ResolvedCodeSpec} from "./codeSpec.js";
+import {type CodeResult, type CodeSpec, codeSpecSchema, isProgramSpec, type ResolvedCodeSpec} from "./codeSpec.js";
 import {type CodeLanguage, interpreter} from "./interpreters.js";
-import {CodeExecutionError, codeExecutionDisabled, detectIsolation, type Isolation, runSandboxed, type RunResult, type SandboxLimits,
+import {CodeExecutionError, codeRefusal, detectIsolation, type Isolation, runSandboxed, type RunResult, type SandboxLimits,
     sandboxLimitsSchema} from "./sandbox.js";
 
 export const verifyOptionsSchema = z.object({
@@ -127,14 +127,10 @@ export class CodeVerifier {
      * unisolated when the verifier was made with `unsafe`. Runs must call it before any work.
      */
     async ready(languages: Iterable<CodeLanguage>): Promise<Isolation> {
-        const iso = await detectIsolation();
-        if (codeExecutionDisabled()) throw new CodeExecutionError("code problems cannot be checked: code execution is turned off (STILL_CODE_EXECUTION=off).");
-        if (iso.kind === "none" && !this.options.unsafe)
-            throw new CodeExecutionError(`code problems cannot be checked: ${iso.reason}. ` +
-                "Possible solutions: run on Linux with user namespaces enabled, or opt in to running model code unisolated " +
-                "(code.unsafeRunWithoutSandbox in the run config, --unsafe-run-code-without-sandbox).");
+        const refused = await codeRefusal(this.options.unsafe);
+        if (refused != null) throw new CodeExecutionError(`code problems cannot be checked: ${refused}`);
         for (const language of new Set(languages)) await interpreter(language);
-        return iso;
+        return detectIsolation();
     }
 
     /** Checks the program in `response` (see extractCode) against `spec`. */
@@ -152,8 +148,7 @@ export class CodeVerifier {
         const result = (r: Partial<CodeResult> & Pick<CodeResult, "status" | "message">): CodeResult =>
             ({tests: total, passed: 0, test: null, expected: null, got: null, isolation, ...r});
         if (code == null || code.trim().length === 0) return result({status: "no_code", message: "no code found in the response"});
-        const io = s.tests.length > 0 && typeof s.tests[0] !== "string" && s.call == null;
-        return io ? this.verifyIo(code, s, total, result, signal) : this.verifyFunctions(code, s, total, result, signal);
+        return isProgramSpec(s) ? this.verifyIo(code, s, total, result, signal) : this.verifyFunctions(code, s, total, result, signal);
     }
 
     private async run(language: CodeLanguage, file: string, files: Record<string, string>, stdin: string, wallMs: number, signal?: AbortSignal): Promise<RunResult> {
