@@ -221,11 +221,16 @@ describe("run config", () => {
 describe("still demo", () => {
     it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases", async () => {
         const {runDemo} = await import("../src/demo/demo.js");
+        const {basePaths, PRETRAIN_RECIPE} = await import("../src/demo/pretrain.js");
         const out = path.join(root, "demo");
         const steps: string[] = [];
+        const plan = {
+            pretrain: {workedPerStage: 40, firstLinesPerStage: 20, directPerStage: 20, directProblems: 20, maxStages: 2, probeProblems: 4, probePass: 1},
+            thoughtProblems: 10, explorePool: 4, heldOut: 4, maxTokens: 48, samples: 2, rounds: ["sft" as const, "dpo" as const]
+        };
         const summary = await runDemo({
             out, seed: 2, threads: 1,
-            plan: {pretrainProblems: 40, directAnswers: 20, firstLines: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
+            plan,
             onEvent: (e) => { if (e.type === "step" && e.status !== "done") steps.push(`${e.status} ${e.step}`); }
         });
         expect(summary.phases.map((p) => p.name)).toEqual(["base", "imitate", "round-1", "round-2"]);
@@ -239,10 +244,33 @@ describe("still demo", () => {
         expect(new Set([...held, ...pool, ...thoughts]).size).toBe(held.length + pool.length + thoughts.length);
         expect(fs.existsSync(path.join(out, "demo", "report.html"))).toBe(true);
 
-        // a second call resumes: nothing is redone
+        // the base is kept by seed and recipe, with its stages' probes
+        const base = basePaths(path.join(out, "models"), 2);
+        const record = readJson(base.record);
+        expect(record).toMatchObject({seed: 2, recipe: PRETRAIN_RECIPE, probePass: 1});
+        expect(record.stages.length).toBeGreaterThanOrEqual(1);
+        expect(record.stages.length).toBeLessThanOrEqual(2);
+        for (const st of record.stages) expect(st.probe).toBeGreaterThanOrEqual(0);
+        expect(record.passed).toBe(record.stages.at(-1).probe >= 1);
+
+        // a second call resumes: nothing is redone, and it says the base is reused
         const again: string[] = [];
-        await runDemo({out, seed: 2, threads: 1, plan: {pretrainProblems: 40, directAnswers: 20, firstLines: 20, thoughtProblems: 10, explorePool: 4, heldOut: 4, pretrainEpochs: 1, maxTokens: 48, samples: 2, rounds: ["sft", "dpo"]},
-            onEvent: (e) => { if (e.type === "step" && e.status === "start") again.push(e.step); }});
+        const skipped: string[] = [];
+        await runDemo({out, seed: 2, threads: 1, plan,
+            onEvent: (e) => {
+                if (e.type === "step" && e.status === "start") again.push(e.step);
+                if (e.type === "step" && e.status === "skip" && e.step === "pretrain") skipped.push(e.message ?? "");
+            }});
         expect(again).toEqual([]);
+        expect(skipped).toHaveLength(1);
+        expect(skipped[0]).toMatch(/^reusing the base pre-trained before for seed 2, recipe \d+ /);
+
+        // a run folder removed is run again on the same base, without pre-training
+        fs.rmSync(path.join(out, "demo"), {recursive: true});
+        const third: string[] = [];
+        await runDemo({out, seed: 2, threads: 1, plan: {...plan, rounds: []},
+            onEvent: (e) => { if (e.type === "step" && e.status === "start") third.push(e.step); }});
+        expect(third[0]).toBe("eval/base");
+        expect(third).not.toContain("pretrain");
     }, 300_000);
 });

@@ -5,12 +5,11 @@
 // (or, with rl, one round of online RL), evaluating on held-out problems.
 import fs from "node:fs";
 import path from "node:path";
-import {makeModel} from "../models/makeModel.js";
 import {z} from "zod";
 import {OptionError, parseOptions, throwIfAborted} from "../errors.js";
-import {sft} from "../train/sft.js";
 import {type RunConfig, parseRunConfig} from "../loop/config.js";
-import {demoProblems, firstLine, plainAnswer, teacherResponse, workedSteps} from "./demoTask.js";
+import {demoProblems, teacherResponse} from "./demoTask.js";
+import {PRETRAIN_RECIPE, type PretrainPlan, pretrainBase, pretrainPlanSchema} from "./pretrain.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
@@ -27,23 +26,21 @@ export type DemoOptions = z.input<typeof demoOptionsSchema> & {
     signal?: AbortSignal,
     onEvent?: (e: LoopEvent) => void,
     /** Smaller or larger sizes than demoPlan (the test suite runs a miniature). */
-    plan?: Partial<DemoPlan>
+    plan?: Partial<Omit<DemoPlan, "pretrain">> & {pretrain?: Partial<PretrainPlan>}
 };
 
 /** Sizes of the demo, chosen to finish in minutes on two cores. */
 export const demoPlan = {
-    /** Worked examples ("count it out") the base is pre-trained on, spread over its problems. */
-    pretrainProblems: 1800,
-    /** First-line drills ("start at 47 with 28 to go.") the base is pre-trained on. */
-    firstLines: 2400,
-    /** Direct answers the base is pre-trained on (other problems than the held-out ones). */
-    directAnswers: 400,
+    /** Pre-training of the base, stage by stage until its probe passes (pretrain.ts). */
+    pretrain: {
+        workedPerStage: 400, firstLinesPerStage: 800, directPerStage: 100, directProblems: 400,
+        maxStages: 8, probeProblems: 40, probePass: 0.9, learningRate: 1e-3
+    } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 300,
     explorePool: 240,
     heldOut: 100,
-    pretrainEpochs: 2,
-    maxTokens: 448,
+    maxTokens: 320,
     /** Samples per problem in explore. */
     samples: 4,
     /** Self-improvement rounds, in order. */
@@ -58,7 +55,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const started = performance.now();
     const {out: outDir, seed, rl} = parseOptions(demoOptionsSchema, {out: options.out, seed: options.seed, threads: options.threads, rl: options.rl}, "demo options");
     const out = path.resolve(outDir);
-    const plan: DemoPlan = {...demoPlan, ...(rl ? {rounds: ["grpo" as const]} : {}), ...options.plan};
+    const plan: DemoPlan = {...demoPlan, ...(rl ? {rounds: ["grpo" as const]} : {}), ...options.plan,
+        pretrain: pretrainPlanSchema.parse({...demoPlan.pretrain, ...options.plan?.pretrain})};
     const signal = options.signal;
     const emit = options.onEvent;
     fs.mkdirSync(path.join(out, "data"), {recursive: true});
@@ -76,41 +74,26 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     if (at > all.length) throw new OptionError(`the demo plan needs ${at} problems and the task has ${all.length}; make heldOut, explorePool or thoughtProblems smaller.`);
     const pretrainSet = all.slice(plan.heldOut);
     const teacher = rng(seed * 7919 + 1);
-    const wording = rng(seed * 7919 + 2);
     const file = (name: string) => path.join(out, "data", name);
     const asProblem = (p: (typeof all)[number]) => ({id: p.id, problem: p.question, answer: p.answer});
     await writeJsonlAtomic(file("heldout.jsonl"), heldOut.map(asProblem));
     await writeJsonlAtomic(file("problems.jsonl"), pool.map(asProblem));
     await writeJsonlAtomic(file("thoughts.jsonl"), thoughtSet.map((p) => ({question: p.question, response: teacherResponse(p, teacher), domain: p.domain, source: "demo teacher"})));
 
-    // The base: the tiny model pre-trained on what a base model would know: problems
-    // counted out line by line when asked to, drills of the first line alone (taken with a
-    // stride through the set, not in the worked ones' order), and direct answers
-    // (never the thought format, never a held-out problem).
-    const random = path.join(out, "models", "tiny.gguf");
-    const base = path.join(out, "models", "tiny-base.gguf");
-    if (!fs.existsSync(base)) {
-        emit?.({type: "step", step: "pretrain", status: "start", message: "pre-training the tiny model on counting and direct answers (full fine-tune)"});
-        if (!fs.existsSync(random)) await makeModel({preset: "tiny", out: random, seed, ...(signal == null ? {} : {signal})});
-        await sft({
-            model: random, out: base, full: true, workDir: path.join(out, "models", "pretrain"), resume: true, seed,
-            data: [
-                ...pretrainSet.slice(0, plan.directAnswers).map((p) => ({question: p.question, response: plainAnswer(p)})),
-                ...Array.from({length: plan.pretrainProblems}, (_, i) => workedSteps(pretrainSet[i % pretrainSet.length]!, wording)),
-                ...Array.from({length: plan.firstLines}, (_, i) => firstLine(pretrainSet[(i * 7 + 3) % pretrainSet.length]!, wording))
-            ], systemPrompt: null,
-            epochs: plan.pretrainEpochs, ctx: 512, gradAccum: 1, saveEvery: 200,
-            optimizer: {lr: 1e-3, warmupRatio: 0.03}, // 2e-3 and more stall this model
-            ...(options.threads == null ? {} : {threads: options.threads}),
-            ...(signal == null ? {} : {signal}),
-            onProgress: (e) => {
-                if (e.type === "step") emit?.({type: "progress", step: "pretrain", done: e.step, total: e.steps, detail: `loss ${e.loss.toFixed(3)}`});
-            }
-        });
-        emit?.({type: "step", step: "pretrain", status: "done"});
-    } else {
-        emit?.({type: "step", step: "pretrain", status: "skip"});
-    }
+    // The base: the tiny model pre-trained on what a base model would know, in stages
+    // until its probe passes (pretrain.ts); a base made before for this seed and recipe is reused.
+    const models = path.join(out, "models");
+    const random = path.join(models, "tiny.gguf");
+    const made = await pretrainBase({
+        random, modelsDir: models, seed, pretrainSet, probeSet: pool.slice(0, plan.pretrain.probeProblems), plan: plan.pretrain,
+        maxTokens: plan.maxTokens, threads: options.threads, signal, emit
+    });
+    const steps = made.record.stages.reduce((n, st) => n + st.steps, 0);
+    const probe = `probe ${(made.record.stages.at(-1)!.probe * 100).toFixed(0)}% after ${made.record.stages.length} stage${made.record.stages.length > 1 ? "s" : ""} (${steps} steps)`;
+    emit?.(made.reused
+        ? {type: "step", step: "pretrain", status: "skip", message: `reusing the base pre-trained before for seed ${seed}, recipe ${PRETRAIN_RECIPE} (${path.relative(process.cwd(), made.model)}; ${probe})`}
+        : {type: "step", step: "pretrain", status: "done", message: made.record.passed ? probe : `${probe}: it did not pass; imitation may give less`});
+    const base = made.model;
     throwIfAborted(signal, "the demo");
 
     const train = {learningRate: 5e-3, epochs: 3, batchTokens: 2048, context: 1024, warmup: 0.05, lora: {rank: 16, alpha: 32}};

@@ -17,8 +17,8 @@ import {formatThought} from "../format/formatThought.js";
 import {pick, shuffle} from "../loop/seeded.js";
 
 /** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
-export const MIN_STEPS = 10;
-export const MAX_STEPS = 45;
+export const MIN_STEPS = 8;
+export const MAX_STEPS = 28;
 const MINUTES = 60;
 
 export type DemoProblem = Problem & {start: number, steps: number};
@@ -28,7 +28,7 @@ const later = (minute: number, n = 1) => (minute + n) % MINUTES;
 
 /**
  * Every (start, count) pair as a problem, in an order shuffled by `seed`, the first
- * `count` of them (all 2,160 by default). Distinct pairs are distinct problems, so slices
+ * `count` of them (all 1,260 by default). Distinct pairs are distinct problems, so slices
  * of one call are disjoint sets. Ids are stable for a seed: "demo-<seed>-<start>+<count>".
  */
 export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_STEPS + 1)): DemoProblem[] {
@@ -91,7 +91,20 @@ export function workedSteps(problem: DemoProblem, next: () => number): {question
         `Please count from ${start} for ${steps} minutes.`
     ]);
     const first = pick(next, ["", "", "Sure. ", "Let me count. ", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
-    return {question, response: first + [opening(problem), ...countingLines(problem), plainAnswer(problem)].join("\n")};
+    return {question, response: first + countedOut(problem)};
+}
+
+/** A problem counted out: the opening line, a line per minute, the answer (as worked steps end). */
+export function countedOut(problem: DemoProblem): string {
+    return [opening(problem), ...countingLines(problem), plainAnswer(problem)].join("\n");
+}
+
+/**
+ * The pre-training probe's request: counting a problem out, in words none of the worked
+ * steps use, with the question's two numbers in the task's order.
+ */
+export function probeRequest(problem: DemoProblem): string {
+    return `The clock shows ${two(problem.start)}. Count ${problem.steps} minutes on from there, a line for each minute.`;
 }
 
 /**

@@ -9,6 +9,8 @@ import type {CodeVerifier} from "../code/verifyCode.js";
 import {majAtK, meanPassAtK} from "./metrics.js";
 import type {RunConfig} from "../loop/config.js";
 import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
+import {parseThought} from "../format/parseThought.js";
+import {problemQuestion} from "../format/buildChatMessages.js";
 
 export type EvalSet = {name: string, problems: readonly Problem[]};
 
@@ -29,12 +31,30 @@ const figuresSchema = z.object({
 export const domainMetricsSchema = figuresSchema.extend({domain: z.string()});
 export type DomainMetrics = z.infer<typeof domainMetricsSchema>;
 
+/** A response shown in the report: its problem, the verdict, and its thought and solution apart. */
+export const evalExampleSchema = z.object({
+    id: z.string(),
+    question: z.string(),
+    answer: z.string(),
+    correct: z.boolean(),
+    extracted: z.string().nullable(),
+    finish: z.enum(["stop", "length"]),
+    tokens: z.number().int(),
+    /** The thought and the solution when the response has the markers; else null, and the whole text in `text`. */
+    thought: z.string().nullable(),
+    solution: z.string().nullable(),
+    text: z.string().nullable()
+});
+export type EvalExample = z.infer<typeof evalExampleSchema>;
+
 export const evalMetricsSchema = figuresSchema.extend({
     set: z.string(),
     /** Each response's length in tokens, in problem order. */
     lengths: z.array(z.number().int()),
     /** The same figures per domain, in order of first appearance. */
     domains: z.array(domainMetricsSchema).default([]),
+    /** The first correct and the first incorrect response, in problem order (fewer when there is none). */
+    examples: z.array(evalExampleSchema).default([]),
     k: z.number().int().optional(),
     majAtK: z.number().optional(),
     passAtK: z.number().optional()
@@ -76,7 +96,8 @@ export async function evaluate(o: {
             problems: set.problems.length,
             ...figures(responses),
             lengths: responses.map((s) => s.tokens.length),
-            domains: byDomain(set.problems, responses).map(({domain, problems, samples}) => ({domain, problems: problems.length, ...figures(samples)}))
+            domains: byDomain(set.problems, responses).map(({domain, problems, samples}) => ({domain, problems: problems.length, ...figures(samples)})),
+            examples: examples(set.problems, responses)
         };
         if (sampled != null) {
             const perProblem = set.problems.map((p) => sampled.filter((s) => s.id === p.id).sort((a, b) => a.sample - b.sample));
@@ -87,6 +108,31 @@ export async function evaluate(o: {
         out.push(metrics);
     }
     return out;
+}
+
+/** Longest thought or text kept in an example (the head and the tail of a longer one). */
+const EXAMPLE_CHARS = 6000;
+
+function clip(text: string): string {
+    if (text.length <= EXAMPLE_CHARS) return text;
+    const half = EXAMPLE_CHARS / 2;
+    return `${text.slice(0, half)}\n… (${text.length - EXAMPLE_CHARS} characters left out) …\n${text.slice(-half)}`;
+}
+
+/** One correct and one incorrect response, the first of each in problem order. */
+function examples(problems: readonly Problem[], responses: readonly GradedSample[]): EvalExample[] {
+    const byId = new Map(problems.map((p) => [p.id, p]));
+    return [true, false].flatMap((correct) => {
+        const s = responses.find((r) => r.correct === correct && byId.has(r.id));
+        if (s == null) return [];
+        const p = byId.get(s.id)!;
+        const parsed = parseThought(s.text);
+        const split = parsed.thought != null && parsed.solution != null;
+        return [{
+            id: s.id, question: clip(problemQuestion(p)), answer: p.answer, correct, extracted: s.extracted, finish: s.finish, tokens: s.tokens.length,
+            thought: split ? clip(parsed.thought!) : null, solution: split ? clip(parsed.solution!) : null, text: split ? null : clip(s.text)
+        }];
+    });
 }
 
 /** The share of `samples` that pass `test` (0 of none). */

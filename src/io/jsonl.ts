@@ -176,6 +176,19 @@ export async function readJsonlFile<S extends z.ZodType>(file: string, schema: S
     return out;
 }
 
+/** A JSON file checked by `schema`; one DataError naming the file (and the field) when it cannot be read or does not match. */
+export async function readJsonFile<S extends z.ZodType>(file: string, schema: S, hint = ""): Promise<z.output<S>> {
+    let raw: unknown;
+    try {
+        raw = JSON.parse(await fsp.readFile(file, "utf8"));
+    } catch (err) {
+        throw new DataError(file, `cannot be read (${(err as Error).message})${hint}`);
+    }
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) throw new DataError(file, `is not valid: ${z.prettifyError(parsed.error)}`);
+    return parsed.data;
+}
+
 /** Writes `rows` as a JSONL file atomically. */
 export async function writeJsonlAtomic(file: string, rows: readonly unknown[]) {
     await writeFileAtomic(file, rows.map((r) => JSON.stringify(r) + "\n").join(""));

@@ -7,7 +7,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
 import {DataError} from "../errors.js";
-import {appendJsonl, writeJsonAtomic} from "../io/jsonl.js";
+import {appendJsonl, readJsonFile, writeJsonAtomic} from "../io/jsonl.js";
 import {type RunConfig, runConfigSchema} from "./config.js";
 import type {Metric} from "./records.js";
 
@@ -43,17 +43,7 @@ export class RunDir {
 
     /** Opens an existing run folder. */
     static async open(dir: string): Promise<RunDir> {
-        const read = async <T>(file: string, schema: z.ZodType<T>): Promise<T> => {
-            let raw: unknown;
-            try {
-                raw = JSON.parse(await fsp.readFile(path.join(dir, file), "utf8"));
-            } catch (err) {
-                throw new DataError(path.join(dir, file), `cannot be read (${(err as Error).message}); is ${dir} a run folder?`);
-            }
-            const parsed = schema.safeParse(raw);
-            if (!parsed.success) throw new DataError(path.join(dir, file), `is not valid: ${z.prettifyError(parsed.error)}`);
-            return parsed.data;
-        };
+        const read = <S extends z.ZodType>(file: string, schema: S) => readJsonFile(path.join(dir, file), schema, `; is ${dir} a run folder?`);
         const config = await read("config.json", runConfigSchema);
         const state = await read("state.json", stateSchema);
         return new RunDir(dir, config, state);

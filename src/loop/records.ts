@@ -31,6 +31,8 @@ export const trainStepSchema = z.union([
         seconds: z.number(),
         firstLoss: z.number().nullable(),
         lastLoss: z.number().nullable(),
+        /** The loss curve: means of consecutive logged steps, at most 200 points. */
+        losses: z.array(z.number()).default([]),
         tokensPerSecond: z.number().nullable()
     }),
     /** A round with nothing to learn from keeps its adapter and says why. */

@@ -1,11 +1,13 @@
 // report.html: one self-contained page (inline SVG, no scripts, no downloads) from a
-// run's metrics.jsonl: accuracy and format adherence per phase and eval set, response
-// length and perplexity distributions, throughput.
+// run's metrics.jsonl: accuracy and format adherence per phase and eval set, a correct and
+// an incorrect response per phase, loss and reward curves, response length and perplexity
+// distributions, throughput. It reads on a phone's width: charts scale, tables scroll.
 import fs from "node:fs";
 import path from "node:path";
 import {readJsonlFile} from "../io/jsonl.js";
 import {writeFileAtomic} from "../io/atomicFile.js";
 import {type Metric, metricLineSchema} from "./records.js";
+import type {EvalExample} from "../evaluate/evaluate.js";
 
 export async function writeReport(dir: string, title: string): Promise<string> {
     const file = path.join(dir, "metrics.jsonl");
@@ -22,9 +24,10 @@ export function renderReport(title: string, metrics: readonly Metric[]): string 
     const evals = of("eval");
     const phases = unique(evals.map((m) => m.phase));
     const sets = unique(evals.map((m) => m.set));
-    const value = (phase: string, set: string, key: "accuracy" | "formatAdherence" | "meanTokens") =>
-        evals.filter((e) => e.phase === phase && e.set === set).at(-1)?.[key] ?? null;
-    const sections: string[] = [];
+    const last = (phase: string, set: string) => evals.filter((e) => e.phase === phase && e.set === set).at(-1);
+    const value = (phase: string, set: string, key: "accuracy" | "formatAdherence" | "meanTokens") => last(phase, set)?.[key] ?? null;
+    const sections: {id: string, title: string, body: string}[] = [];
+    const section = (id: string, heading: string, body: string) => sections.push({id, title: heading, body});
 
     if (evals.length > 0) {
         const rows = phases.map((p) => `<tr><th>${esc(p)}</th>${sets.map((s) => {
@@ -33,47 +36,34 @@ export function renderReport(title: string, metrics: readonly Metric[]): string 
             const len = value(p, s, "meanTokens");
             return `<td>${pct(acc)}</td><td>${pct(fmt)}</td><td>${len == null ? "–" : len.toFixed(0)}</td>`;
         }).join("")}</tr>`).join("\n");
-        sections.push(`<h2>Accuracy per phase</h2>
-<table><tr><th rowspan="2">phase</th>${sets.map((s) => `<th colspan="3">${esc(s)}</th>`).join("")}</tr>
+        section("accuracy", "Accuracy per phase", `${table(`<tr><th rowspan="2">phase</th>${sets.map((s) => `<th colspan="3">${esc(s)}</th>`).join("")}</tr>
 <tr>${sets.map(() => "<th>accuracy</th><th>format</th><th>mean tokens</th>").join("")}</tr>
-${rows}</table>
-${lineChart("Accuracy (held-out)", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "accuracy"))})))}
+${rows}`)}
+${lineChart("Accuracy", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "accuracy"))})))}
 ${lineChart("Format adherence", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "formatAdherence"))})))}`);
         const extra = evals.filter((m) => m.majAtK != null);
         if (extra.length > 0)
-            sections.push(`<h2>Sampled evaluation</h2><table><tr><th>phase</th><th>set</th><th>k</th><th>maj@k</th><th>pass@k</th></tr>
-${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pct(m.majAtK)}</td><td>${pct(m.passAtK)}</td></tr>`).join("\n")}</table>`);
+            section("sampled", "Sampled evaluation", table(`<tr><th>phase</th><th>set</th><th>k</th><th>maj@k</th><th>pass@k</th></tr>
+${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pct(m.majAtK)}</td><td>${pct(m.passAtK)}</td></tr>`).join("\n")}`));
     }
 
     // per domain, where a set mixes several (math, code, science, …)
     const mixed = evals.filter((m) => m.domains.length > 1);
     if (mixed.length > 0)
-        sections.push(`<h2>Accuracy per domain</h2><table><tr><th>phase</th><th>set</th><th>domain</th><th>problems</th><th>accuracy</th><th>format</th><th>mean tokens</th><th>truncated</th></tr>
-${mixed.flatMap((m) => m.domains.map((d) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${pct(d.accuracy)}</td><td>${pct(d.formatAdherence)}</td><td>${d.meanTokens.toFixed(0)}</td><td>${pct(d.truncated)}</td></tr>`)).join("\n")}</table>`);
+        section("domains", "Accuracy per domain", table(`<tr><th>phase</th><th>set</th><th>domain</th><th>problems</th><th>accuracy</th><th>format</th><th>mean tokens</th><th>truncated</th></tr>
+${mixed.flatMap((m) => m.domains.map((d) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${pct(d.accuracy)}</td><td>${pct(d.formatAdherence)}</td><td>${d.meanTokens.toFixed(0)}</td><td>${pct(d.truncated)}</td></tr>`)).join("\n")}`));
 
-    const lengths = evals.filter((m) => m.lengths.length > 0);
-    if (lengths.length > 0)
-        sections.push(`<h2>Response length (tokens, greedy, held-out)</h2>${lengths.map((m) =>
-            histogram(`${m.phase} · ${m.set}`, m.lengths)).join("\n")}`);
-
-    const selects = of("select");
-    if (selects.length > 0)
-        sections.push(`<h2>Perplexity of correct trajectories</h2>${selects.map((m) =>
-            histogram(`round ${m.round} (${m.selected} kept, ${m.pairs} pairs)`, m.perplexities, true)).join("\n")}`);
-
-    const explores = of("explore");
-    if (explores.length > 0)
-        sections.push(`<h2>Exploration</h2><table><tr><th>round</th><th>problems</th><th>samples</th><th>correct</th><th>solved by all</th></tr>
-${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samples}</td><td>${pct(m.correctShare)}</td><td>${m.solvedByAll}</td></tr>`).join("\n")}</table>`);
-    const exploreDomains = explores.filter((m) => m.domains.length > 1);
-    if (exploreDomains.length > 0)
-        sections.push(`<h2>Exploration yield per domain</h2><table><tr><th>round</th><th>domain</th><th>problems</th><th>samples</th><th>correct</th></tr>
-${exploreDomains.flatMap((m) => m.domains.map((d) => `<tr><td>${m.round}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${d.samples}</td><td>${pct(d.correctShare)}</td></tr>`)).join("\n")}</table>`);
+    const shown = phases.flatMap((p) => sets.map((s) => last(p, s)).filter((m): m is Of<"eval"> => m != null && m.examples.length > 0));
+    if (shown.length > 0)
+        section("responses", "Sample responses per phase", `<p>The first correct and the first incorrect response of each phase, in problem order; the thought and the solution apart.</p>
+${shown.map((m) => `<h3>${esc(m.phase)} · ${esc(m.set)}</h3>\n${m.examples.map(exampleBlock).join("\n")}`).join("\n")}`);
 
     const trains = of("train");
-    if (trains.length > 0)
-        sections.push(`<h2>Training</h2><table><tr><th>phase</th><th>method</th><th>records</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens/s</th><th>seconds</th></tr>
-${trains.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.method)}</td><td>${m.records}</td><td>${m.steps}</td><td>${num(m.firstLoss)}</td><td>${num(m.lastLoss)}</td><td>${num(m.tokensPerSecond)}</td><td>${num(m.seconds)}</td></tr>`).join("\n")}</table>`);
+    const curves = trains.filter((m) => m.losses.length > 1);
+    if (curves.length > 0)
+        section("loss", "Training loss", curves.map((m) =>
+            lineChart(`${m.phase} (${m.method}, ${m.steps} steps)`, m.losses.map((_, i) => String(Math.round(((i + 1) * m.steps) / m.losses.length))),
+                [{name: "loss", values: m.losses}], {scale: "auto", xTitle: "step"})).join("\n"));
 
     const rl = of("grpo");
     if (rl.length > 0) {
@@ -82,32 +72,81 @@ ${trains.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.method)}</td><td>${
         const curve = (key: "reward" | "accuracy" | "meanLength") => rounds.map((r) => ({
             name: `round ${r}`, values: steps.map((k) => rl.find((m) => String(m.round) === r && String(m.step) === k)?.[key] ?? null)
         }));
-        sections.push(`<h2>Online RL (per step)</h2>
-${lineChart("Reward (mean over the step's samples)", steps, curve("reward"), {scale: "auto"})}
-${lineChart("Accuracy of the step's samples", steps, curve("accuracy"))}
-${lineChart("Mean completion length (tokens)", steps, curve("meanLength"), {scale: "auto"})}`);
+        section("rl", "Online RL (per step)", `${lineChart("Reward (mean over the step's samples)", steps, curve("reward"), {scale: "auto", xTitle: "step"})}
+${lineChart("Accuracy of the step's samples", steps, curve("accuracy"), {xTitle: "step"})}
+${lineChart("Mean completion length (tokens)", steps, curve("meanLength"), {scale: "auto", xTitle: "step"})}`);
     }
 
+    const lengths = evals.filter((m) => m.lengths.length > 0);
+    if (lengths.length > 0)
+        section("lengths", "Response length (tokens)", lengths.map((m) => histogram(`${m.phase} · ${m.set}`, m.lengths)).join("\n"));
+
+    const selects = of("select");
+    const scored = selects.filter((m) => m.perplexities.length > 0);
+    if (scored.length > 0)
+        section("perplexity", "Perplexity of correct trajectories", scored.map((m) =>
+            histogram(`round ${m.round} (${m.selected} kept, ${m.pairs} pairs)`, m.perplexities, true)).join("\n"));
+
+    const explores = of("explore");
+    if (explores.length > 0)
+        section("explore", "Exploration", table(`<tr><th>round</th><th>problems</th><th>samples</th><th>correct</th><th>solved by all</th></tr>
+${explores.map((m) => `<tr><td>${m.round}</td><td>${m.problems}</td><td>${m.samples}</td><td>${pct(m.correctShare)}</td><td>${m.solvedByAll}</td></tr>`).join("\n")}`));
+    const exploreDomains = explores.filter((m) => m.domains.length > 1);
+    if (exploreDomains.length > 0)
+        section("explore-domains", "Exploration yield per domain", table(`<tr><th>round</th><th>domain</th><th>problems</th><th>samples</th><th>correct</th></tr>
+${exploreDomains.flatMap((m) => m.domains.map((d) => `<tr><td>${m.round}</td><td>${esc(d.domain)}</td><td>${d.problems}</td><td>${d.samples}</td><td>${pct(d.correctShare)}</td></tr>`)).join("\n")}`));
+
+    if (trains.length > 0)
+        section("training", "Training", table(`<tr><th>phase</th><th>method</th><th>records</th><th>steps</th><th>first loss</th><th>last loss</th><th>tokens/s</th><th>seconds</th></tr>
+${trains.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.method)}</td><td>${m.records}</td><td>${m.steps}</td><td>${num(m.firstLoss)}</td><td>${num(m.lastLoss)}</td><td>${num(m.tokensPerSecond)}</td><td>${num(m.seconds)}</td></tr>`).join("\n")}`));
+
     return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
 <style>
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:960px;color:#222}
+body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;padding:1em;max-width:960px;color:#222;background:#fff}
+h1{font-size:1.5em;margin:.5em 0}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}h3{font-size:1em;margin:1.5em 0 .5em}
+nav{font-size:.9em}nav a{margin-right:.8em;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}figure{margin:1em 0}figcaption{font-weight:600}
-svg text{font:11px system-ui,sans-serif}
+figure{margin:1em 0}figcaption{font-weight:600}figure svg{width:100%;height:auto;max-width:640px;display:block}
+svg text{font:13px system-ui,sans-serif}
+.response{border:1px solid #ddd;border-left:4px solid #999;border-radius:4px;padding:.5em .8em;margin:.8em 0}
+.response.correct{border-left-color:#2ca02c}.response.incorrect{border-left-color:#d62728}
+.verdict{font-weight:600}.correct .verdict{color:#2ca02c}.incorrect .verdict{color:#d62728}
+.label{font-size:.85em;color:#555;margin:.6em 0 .2em;text-transform:uppercase;letter-spacing:.04em}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.5em;margin:0;max-height:24em;overflow-y:auto;font-size:13px}
+pre.solution{background:#eef6ee}
 </style></head><body>
 <h1>${esc(title)}</h1>
 <p>Generated ${esc(new Date().toISOString())} from metrics.jsonl.</p>
-${sections.join("\n") || "<p>No metrics yet.</p>"}
+${sections.length === 0 ? "<p>No metrics yet.</p>" : `<nav>${sections.map((s) => `<a href="#${s.id}">${esc(s.title)}</a>`).join(" ")}</nav>
+${sections.map((s) => `<section id="${s.id}"><h2>${esc(s.title)}</h2>\n${s.body}</section>`).join("\n")}`}
 </body></html>
 `;
+}
+
+function table(rows: string): string {
+    return `<div class="scroll"><table>${rows}</table></div>`;
+}
+
+/** A response: the problem, the verdict, and the thought and the solution apart (the whole text when it has no markers). */
+function exampleBlock(e: EvalExample): string {
+    const verdict = e.correct ? "correct" : "incorrect";
+    const how = `${e.tokens} tokens${e.finish === "length" ? ", cut at the length limit" : ""}; answered ${e.extracted == null ? "nothing" : esc(e.extracted)}, gold ${esc(e.answer)}`;
+    const body = e.thought != null && e.solution != null
+        ? `<div class="label">thought</div><pre class="thought">${esc(e.thought)}</pre><div class="label">solution</div><pre class="solution">${esc(e.solution)}</pre>`
+        : `<div class="label">response (not in the thought format)</div><pre class="text">${esc(e.text ?? "")}</pre>`;
+    return `<div class="response ${verdict}"><div><span class="verdict">${verdict}</span> · ${esc(e.id)} · ${how}</div>
+<div class="label">problem</div><pre class="question">${esc(e.question)}</pre>
+${body}</div>`;
 }
 
 const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 /** Lines over labelled points; y in [0, 1] shown as percentages, or (scale auto) over the values' own range. */
 function lineChart(title: string, labels: readonly string[], series: {name: string, values: (number | null)[]}[],
-                   options: {scale?: "share" | "auto"} = {}): string {
+                   options: {scale?: "share" | "auto", xTitle?: string} = {}): string {
     const w = 640, h = 220, left = 40, bottom = 40, top = 10;
     const all = series.flatMap((s) => s.values).filter((v): v is number => v != null && Number.isFinite(v));
     const auto = options.scale === "auto" && all.length > 0;
@@ -118,17 +157,18 @@ function lineChart(title: string, labels: readonly string[], series: {name: stri
     const tick = (v: number) => auto ? v.toPrecision(3) : `${(v * 100).toFixed(0)}%`;
     const grid = [0, 0.25, 0.5, 0.75, 1].map((f) => lo + f * (hi - lo)).map((v) =>
         `<line x1="${left}" x2="${w}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${tick(v)}</text>`).join("");
-    // at most ~16 x labels
-    const every = Math.max(1, Math.ceil(labels.length / 16));
+    // at most ~10 x labels: the chart scales down to a phone's width
+    const every = Math.max(1, Math.ceil(labels.length / 10));
     const xs = labels.map((l, i) => i % every === 0 ? `<text x="${x(i)}" y="${h - bottom + 16}" text-anchor="middle">${esc(l)}</text>` : "").join("");
     const lines = series.map((s, k) => {
         const pts = s.values.map((v, i) => (v == null ? null : `${x(i)},${y(v)}`)).filter((p) => p != null);
         const color = palette[k % palette.length];
         return `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(" ")}"/>` +
-            s.values.map((v, i) => (v == null ? "" : `<circle cx="${x(i)}" cy="${y(v)}" r="3" fill="${color}"/>`)).join("") +
+            (s.values.length > 40 ? "" : s.values.map((v, i) => (v == null ? "" : `<circle cx="${x(i)}" cy="${y(v)}" r="3" fill="${color}"/>`)).join("")) +
             `<text x="${left + 8 + k * 120}" y="${h - 6}" fill="${color}">■ ${esc(s.name)}</text>`;
     }).join("");
-    return `<figure><figcaption>${esc(title)}</figcaption><svg width="${w}" height="${h}" role="img">${grid}${xs}${lines}</svg></figure>`;
+    const xTitle = options.xTitle == null ? "" : `<text x="${w - 4}" y="${h - bottom + 30}" text-anchor="end">${esc(options.xTitle)}</text>`;
+    return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${esc(title)}">${grid}${xs}${xTitle}${lines}</svg></figure>`;
 }
 
 function histogram(title: string, values: readonly number[], logScale = false): string {
@@ -143,7 +183,7 @@ function histogram(title: string, values: readonly number[], logScale = false): 
     const bw = (w - 20) / bins;
     const bars = counts.map((c, i) => `<rect x="${10 + i * bw}" y="${h - bottom - (c / max) * (h - bottom - 10)}" width="${bw - 2}" height="${(c / max) * (h - bottom - 10)}" fill="#1f77b4"><title>${c}</title></rect>`).join("");
     const label = (v: number) => (logScale ? 10 ** v : v).toPrecision(3);
-    return `<figure><figcaption>${esc(title)} — ${values.length} values${logScale ? " (log scale)" : ""}</figcaption><svg width="${w}" height="${h}" role="img">${bars}` +
+    return `<figure><figcaption>${esc(title)} — ${values.length} values${logScale ? " (log scale)" : ""}</figcaption><svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${esc(title)}">${bars}` +
         `<text x="10" y="${h - 10}">${label(lo)}</text><text x="${w - 10}" y="${h - 10}" text-anchor="end">${label(hi)}</text></svg></figure>`;
 }
 

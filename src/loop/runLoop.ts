@@ -351,7 +351,7 @@ class Loop {
                 }
             });
             return {
-                adapter: r.out, records: r.records, steps: r.steps, seconds: r.seconds, ...await lossEnds(path.join(r.workDir, "metrics.jsonl")),
+                adapter: r.out, records: r.records, steps: r.steps, seconds: r.seconds, ...await lossCurve(path.join(r.workDir, "metrics.jsonl")),
                 tokensPerSecond: r.done.seconds > 0 ? r.done.tokens / r.done.seconds : null
             };
         });
@@ -383,8 +383,17 @@ function shareOut(shuffled: readonly Problem[], weights: Readonly<Record<string,
     });
 }
 
-/** The first and last logged loss of a training run (all its steps, also across a resume). */
-async function lossEnds(metricsFile: string): Promise<{firstLoss: number | null, lastLoss: number | null}> {
+/** Points of a loss curve kept for the report. */
+const CURVE_POINTS = 200;
+
+/** The first and last logged loss of a training run (all its steps, also across a resume), and its curve in at most CURVE_POINTS means. */
+async function lossCurve(metricsFile: string): Promise<{firstLoss: number | null, lastLoss: number | null, losses: number[]}> {
     const steps = fs.existsSync(metricsFile) ? await readJsonlFile(metricsFile, z.object({loss: z.number()})) : [];
-    return {firstLoss: steps[0]?.loss ?? null, lastLoss: steps.at(-1)?.loss ?? null};
+    const per = Math.max(1, Math.ceil(steps.length / CURVE_POINTS));
+    const losses: number[] = [];
+    for (let i = 0; i < steps.length; i += per) {
+        const bucket = steps.slice(i, i + per);
+        losses.push(bucket.reduce((t, s) => t + s.loss, 0) / bucket.length);
+    }
+    return {firstLoss: steps[0]?.loss ?? null, lastLoss: steps.at(-1)?.loss ?? null, losses};
 }
