@@ -33,14 +33,14 @@ export type DemoOptions = z.input<typeof demoOptionsSchema> & {
 export const demoPlan = {
     /** Pre-training of the base, stage by stage until its probe passes (pretrain.ts). */
     pretrain: {
-        workedPerStage: 400, firstLinesPerStage: 800, directPerStage: 100, directProblems: 400,
+        workedPerStage: 300, firstLinesPerStage: 100, directPerStage: 100, directProblems: 400,
         maxStages: 8, probeProblems: 40, probePass: 0.9, learningRate: 1e-3
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
-    thoughtProblems: 300,
-    explorePool: 240,
+    thoughtProblems: 100,
+    explorePool: 160,
     heldOut: 100,
-    maxTokens: 320,
+    maxTokens: 288,
     /** Samples per problem in explore. */
     samples: 4,
     /** Self-improvement rounds, in order. */
@@ -96,7 +96,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const base = made.model;
     throwIfAborted(signal, "the demo");
 
-    const train = {learningRate: 5e-3, epochs: 3, batchTokens: 2048, context: 1024, warmup: 0.05, lora: {rank: 16, alpha: 32}};
+    const train = {learningRate: 5e-3, epochs: 3, batchTokens: 2048, context: 512, warmup: 0.05, lora: {rank: 16, alpha: 32}};
     const raw = {
         name: rl ? "demo-rl" : "demo",
         runsDir: ".",

@@ -1,5 +1,5 @@
-// The built-in offline task: counting on round a clock's minute display ("The minute
-// display reads 47. What does it read 28 minutes later?"), and a scripted teacher that
+// The built-in offline task: counting on round a clock's minute display ("What does the
+// minute display read 18 minutes after 47?"), and a scripted teacher that
 // writes long-form thoughts in the STILL format: one minute per line with the count still
 // to go, and now and then a slip caught by "wait".
 //
@@ -17,8 +17,8 @@ import {formatThought} from "../format/formatThought.js";
 import {pick, shuffle} from "../loop/seeded.js";
 
 /** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
-export const MIN_STEPS = 8;
-export const MAX_STEPS = 28;
+export const MIN_STEPS = 6;
+export const MAX_STEPS = 24;
 const MINUTES = 60;
 
 export type DemoProblem = Problem & {start: number, steps: number};
@@ -28,7 +28,7 @@ const later = (minute: number, n = 1) => (minute + n) % MINUTES;
 
 /**
  * Every (start, count) pair as a problem, in an order shuffled by `seed`, the first
- * `count` of them (all 1,260 by default). Distinct pairs are distinct problems, so slices
+ * `count` of them (all 1,140 by default). Distinct pairs are distinct problems, so slices
  * of one call are disjoint sets. Ids are stable for a seed: "demo-<seed>-<start>+<count>".
  */
 export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_STEPS + 1)): DemoProblem[] {
@@ -37,7 +37,7 @@ export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_ST
         for (let steps = MIN_STEPS; steps <= MAX_STEPS; steps++) {
             all.push({
                 id: `demo-${seed}-${two(start)}+${steps}`,
-                question: `The minute display reads ${two(start)}. What does it read ${steps} minutes later?`,
+                question: `What does the minute display read ${steps} minutes after ${two(start)}?`,
                 answer: String(later(start, steps)), domain: "puzzle", type: "math", source: "demo", start, steps
             });
         }
@@ -52,7 +52,12 @@ function countingLines(problem: DemoProblem): string[] {
     return lines;
 }
 
-const opening = (p: DemoProblem) => `start at ${two(p.start)} with ${two(p.steps)} to go.`;
+/**
+ * The working's first line: the question's two numbers copied, as a counting line reads
+ * (the minute, the minutes still to go), so that every later line follows from the one
+ * before by the same two rules.
+ */
+export const opening = (p: DemoProblem) => `${two(p.start)} ${two(p.steps)}`;
 const answerText = (p: DemoProblem) => two(later(p.start, p.steps));
 
 /**
@@ -90,7 +95,7 @@ export function workedSteps(problem: DemoProblem, next: () => number): {question
         `Start at ${start} and count out ${steps} minutes.`, `${start} and then ${steps} minutes on, counted minute by minute?`,
         `Please count from ${start} for ${steps} minutes.`
     ]);
-    const first = pick(next, ["", "", "Sure. ", "Let me count. ", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
+    const first = pick(next, ["", "", "Sure.\n", "Let me count.\n", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
     return {question, response: first + countedOut(problem)};
 }
 
@@ -100,16 +105,29 @@ export function countedOut(problem: DemoProblem): string {
 }
 
 /**
+ * Whether `text` counts on correctly from its own first line ("47 28", whatever numbers
+ * it copied): every minute and count to go in turn, then the answer line. The counting
+ * half of the skill, apart from the copying.
+ */
+export function countsOnFromItsStart(text: string): boolean {
+    const m = /^(\d\d) (\d\d)$/m.exec(text);
+    if (m == null) return false;
+    const [start, steps] = [Number(m[1]), Number(m[2])];
+    if (start >= MINUTES || steps < 1) return false;
+    return text.slice(m.index).startsWith(countedOut({start, steps} as DemoProblem));
+}
+
+/**
  * The pre-training probe's request: counting a problem out, in words none of the worked
  * steps use, with the question's two numbers in the task's order.
  */
 export function probeRequest(problem: DemoProblem): string {
-    return `The clock shows ${two(problem.start)}. Count ${problem.steps} minutes on from there, a line for each minute.`;
+    return `Count ${problem.steps} minutes on from ${two(problem.start)}, a line for each minute.`;
 }
 
 /**
- * A drill a base model also brings: the working's first line alone ("start at 47 with 28
- * to go."), asked for in other words. Copying the question's two numbers is the one step
+ * A drill a base model also brings: the working's first line alone ("47 28"), asked for
+ * in other words. Copying the question's two numbers is the one step
  * that reaches back to the question; short drills give it many more examples per minute
  * of pre-training than whole workings do.
  */

@@ -1,8 +1,11 @@
 // The demo's base model: the tiny random model pre-trained on what a base model would know
 // (problems counted out line by line when asked to, drills of the first line, direct
 // answers; never the thought format, never a held-out problem), in stages until a probe of
-// the skill imitation needs passes: counting a problem out exactly, from a request in
-// words it was not trained on, for problems it was never asked to count.
+// the skill imitation needs passes: counting on without a slip, asked in words it was not
+// trained on, for problems it was never asked to count. (Copying the question's numbers
+// into the first line is the other half; a model this small learns it for the task's one
+// question form in imitation, not for every wording in minutes of pre-training, so the
+// probe records it but does not wait for it.)
 //
 // Each stage is a full fine-tune of the previous stage's model on fresh examples; its
 // model and its probe are kept, so a stopped pre-training resumes at the stage it was in,
@@ -18,13 +21,13 @@ import {rng, shuffle} from "../loop/seeded.js";
 import type {LoopEvent} from "../loop/runLoop.js";
 import {makeModel} from "../models/makeModel.js";
 import {sft} from "../train/sft.js";
-import {type DemoProblem, countedOut, firstLine, plainAnswer, probeRequest, workedSteps} from "./demoTask.js";
+import {type DemoProblem, countedOut, countsOnFromItsStart, firstLine, opening, plainAnswer, probeRequest, workedSteps} from "./demoTask.js";
 
 /**
  * Version of the pre-training recipe (data, stages, probe). A cached base is reused only
  * with the same seed and version; change it with anything that changes what the base learns.
  */
-export const PRETRAIN_RECIPE = 2;
+export const PRETRAIN_RECIPE = 3;
 
 export const pretrainPlanSchema = z.object({
     /** Worked examples ("count it out") per stage. */
@@ -43,7 +46,15 @@ export const pretrainPlanSchema = z.object({
 });
 export type PretrainPlan = z.infer<typeof pretrainPlanSchema>;
 
-const stageSchema = z.object({stage: z.number().int(), steps: z.number().int(), seconds: z.number(), loss: z.number().nullable(), probe: z.number()});
+const stageSchema = z.object({
+    stage: z.number().int(), steps: z.number().int(), seconds: z.number(), loss: z.number().nullable(),
+    /**
+     * Share of the probe's problems counted on correctly from the response's own first
+     * line (the skill the probe passes on), share counted out exactly (the right numbers
+     * copied too), and share whose first line copied the two numbers right.
+     */
+    probe: z.number(), exact: z.number(), copied: z.number()
+});
 export const baseRecordSchema = z.object({
     seed: z.number().int(), recipe: z.number().int(), passed: z.boolean(), probePass: z.number(),
     stages: z.array(stageSchema)
@@ -107,15 +118,16 @@ export async function pretrainBase(o: PretrainOptions): Promise<{model: string, 
                 }
             });
             const loss = r.history.at(-1)?.loss ?? null;
-            const probe = await probeModel(stageModel, o.probeSet, o);
-            const record = {stage, steps: r.steps, seconds: (performance.now() - started) / 1000, loss, probe};
+            const shares = await probeModel(stageModel, o.probeSet, o);
+            const record = {stage, steps: r.steps, seconds: (performance.now() - started) / 1000, loss, ...shares};
             await writeJsonAtomic(stageRecord, record);
             stages.push(record);
         }
         const last = stages.at(-1)!;
         passed = last.probe >= p.probePass;
         o.emit?.({type: "step", step: "pretrain/probe", status: "done",
-            message: `stage ${stage}: ${last.steps} steps, probe ${(last.probe * 100).toFixed(0)}% counted out exactly (${(p.probePass * 100).toFixed(0)}% passes)`});
+            message: `stage ${stage}: ${last.steps} steps; probe: ${pct(last.probe)} counted on right (${pct(p.probePass)} passes), ` +
+                `${pct(last.exact)} counted out exactly, ${pct(last.copied)} copied the question's numbers`});
         current = stageModel;
     }
     const record: BaseRecord = {seed: o.seed, recipe: PRETRAIN_RECIPE, passed, probePass: p.probePass, stages};
@@ -139,22 +151,29 @@ function stageData(set: readonly DemoProblem[], seed: number, stage: number, p: 
     return shuffle([...direct, ...worked, ...lines], seed * 31 + stage);
 }
 
-/** The share of `problems` the model counts out exactly (greedy), asked in the probe's wording. */
-async function probeModel(file: string, problems: readonly DemoProblem[], o: {maxTokens: number, threads?: number | undefined, signal?: AbortSignal | undefined}): Promise<number> {
+const pct = (v: number) => `${(v * 100).toFixed(0)}%`;
+
+/** The probe's shares (stageSchema) of `problems`, answered greedily to the probe's request. */
+async function probeModel(file: string, problems: readonly DemoProblem[], o: {maxTokens: number, threads?: number | undefined, signal?: AbortSignal | undefined}): Promise<{probe: number, exact: number, copied: number}> {
     const model = await loadModel(file, o.signal == null ? {} : {signal: o.signal});
     try {
         const engine = model.rollouts({parallel: 16, ...(o.threads == null ? {} : {threads: o.threads})});
         try {
             const byId = new Map(problems.map((p) => [p.id, p]));
-            let right = 0;
+            let [counted, exact, copied] = [0, 0, 0];
             const run = engine.generate(problems.map((p) => ({id: p.id, prompt: buildChatMessages(probeRequest(p), {systemPrompt: null})})),
                 {samples: 1, temperature: 0, topK: 0, maxTokens: o.maxTokens, seed: 0}, o.signal == null ? {} : {signal: o.signal});
             for await (const s of run) {
-                if (s.finish !== "aborted" && s.text.includes(countedOut(byId.get(s.id!)!))) right++;
+                if (s.finish === "aborted") continue;
+                const p = byId.get(s.id!)!;
+                if (countsOnFromItsStart(s.text)) counted++;
+                if (s.text.includes(countedOut(p))) exact++;
+                if (s.text.includes(opening(p))) copied++;
             }
             await run.stats;
             throwIfAborted(o.signal, "the probe");
-            return right / problems.length;
+            const n = problems.length;
+            return {probe: counted / n, exact: exact / n, copied: copied / n};
         } finally {
             engine.dispose();
         }
