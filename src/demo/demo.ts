@@ -33,11 +33,14 @@ export type DemoOptions = z.input<typeof demoOptionsSchema> & {
 export const demoPlan = {
     /** Pre-training of the base, stage by stage until its probe passes (pretrain.ts). */
     pretrain: {
-        workedPerStage: 300, firstLinesPerStage: 100, directPerStage: 100, directProblems: 400,
+        workedPerStage: 300, firstLinesPerStage: 400, directPerStage: 100, directProblems: 400,
         maxStages: 8, probeProblems: 40, probePass: 0.9, learningRate: 1e-3
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
-    thoughtProblems: 100,
+    thoughtProblems: 240,
+    /** Imitation's passes over the thoughts and tokens per optimizer step. */
+    imitateEpochs: 3,
+    imitateBatchTokens: 2048,
     explorePool: 160,
     heldOut: 100,
     maxTokens: 288,
@@ -89,7 +92,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         maxTokens: plan.maxTokens, threads: options.threads, signal, emit
     });
     const steps = made.record.stages.reduce((n, st) => n + st.steps, 0);
-    const probe = `probe ${(made.record.stages.at(-1)!.probe * 100).toFixed(0)}% after ${made.record.stages.length} stage${made.record.stages.length > 1 ? "s" : ""} (${steps} steps)`;
+    const last = made.record.stages.at(-1)!;
+    const probe = `probe: ${(last.probe * 100).toFixed(0)}% counted on right, ${(last.copied * 100).toFixed(0)}% copied the numbers, ` +
+        `after ${made.record.stages.length} stage${made.record.stages.length > 1 ? "s" : ""} (${steps} steps)`;
     emit?.(made.reused
         ? {type: "step", step: "pretrain", status: "skip", message: `reusing the base pre-trained before for seed ${seed}, recipe ${PRETRAIN_RECIPE} (${path.relative(process.cwd(), made.model)}; ${probe})`}
         : {type: "step", step: "pretrain", status: "done", message: made.record.passed ? probe : `${probe}: it did not pass; imitation may give less`});
@@ -107,7 +112,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         // by imitation alone.
         prompt: {system: null},
         data: {thoughts: file("thoughts.jsonl"), problems: file("problems.jsonl"), eval: [{name: "held-out", path: file("heldout.jsonl")}]},
-        imitate: {train},
+        imitate: {train: {...train, epochs: plan.imitateEpochs, batchTokens: plan.imitateBatchTokens}},
         explore: {samples: plan.samples, temperature: 0.7, topK: 20, maxTokens: plan.maxTokens, parallel: 16, chunk: 100},
         select: {policy: "lowest", maxPerProblem: 2},
         rounds: plan.rounds.map((method) => method === "sft" ? {method, train: {...train, learningRate: 3e-3, epochs: 1}}
