@@ -4,7 +4,7 @@
 import {describe, expect, it} from "vitest";
 import {parseThought} from "../src/format/parseThought.js";
 import {grade} from "../src/grade/grade.js";
-import {demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, teacherResponse, workedSteps} from "../src/demo/demoTask.js";
+import {countedOut, demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, teacherResponse, workedSteps} from "../src/demo/demoTask.js";
 import {rng} from "../src/loop/seeded.js";
 
 describe("demo task", () => {
@@ -31,11 +31,17 @@ describe("demo task", () => {
             expect(parsed.wellFormed, parsed.issues.map((i) => i.message).join("; ")).toBe(true);
             expect(grade(response, p.answer).correct).toBe(true);
             const lines = parsed.thought!.split("\n");
-            // one line per minute, plus the opening and closing lines, plus two for a slip
+            // one line per minute, plus the opening line, plus two for a slip
             const slip = lines.some((l) => l.startsWith("wait, "));
             if (slip) slips++;
-            expect(lines).toHaveLength(p.steps + 2 + (slip ? 2 : 0));
-            expect(lines.at(-2)).toBe(`${String(Number(p.answer)).padStart(2, "0")} 00`);
+            expect(lines).toHaveLength(p.steps + 1 + (slip ? 2 : 0));
+            const last = `${String(Number(p.answer)).padStart(2, "0")} 00`;
+            expect(lines.at(-1)).toBe(last);
+            // the boxed minute stands as far after the last counting line as the answer does in worked steps
+            const tokens = response.replace(/<\|[a-z_]+\|>/g, "M");
+            const worked = countedOut(p);
+            expect(tokens.indexOf(`{${p.answer.padStart(2, "0")}}`) + 1 - tokens.lastIndexOf(last))
+                .toBe(worked.lastIndexOf(`is ${p.answer.padStart(2, "0")}.`) + 3 - worked.lastIndexOf(last));
         }
         expect(slips / all.length).toBeGreaterThan(0.4);
         expect(slips / all.length).toBeLessThan(0.6);
@@ -48,8 +54,15 @@ describe("demo task", () => {
             const w = workedSteps(p, next);
             expect(w.response).not.toContain("<|");
             expect(w.response.trim().split("\n").at(-1)).toBe(`the answer is ${String(Number(p.answer)).padStart(2, "0")}.`);
-            // the start comes before the count in every request, as in the questions
-            expect(w.question.match(/\d+/g)).toEqual([String(p.start).padStart(2, "0"), String(p.steps)]);
+            // every request ends as the task's question does, and the first counting line
+            // stands as many tokens into the response as in a thought (its marker one token)
+            const ending = p.question.slice(p.question.indexOf(" minutes after") - 2);
+            expect(ending).toMatch(/^\d\d minutes after \d\d\?$/);
+            expect(w.question.endsWith(ending)).toBe(true);
+            const opening = `${String(p.start).padStart(2, "0")} ${String(p.steps).padStart(2, "0")}\n`;
+            const thought = teacherResponse(p, next).replace("<|begin_of_thought|>", "T");
+            expect(w.response.indexOf(opening)).toBe(thought.indexOf(opening));
+            expect(w.response.indexOf(opening)).toBe(3);
         }
     });
 });

@@ -33,14 +33,14 @@ export type DemoOptions = z.input<typeof demoOptionsSchema> & {
 export const demoPlan = {
     /** Pre-training of the base, stage by stage until its probe passes (pretrain.ts). */
     pretrain: {
-        workedPerStage: 300, firstLinesPerStage: 400, directPerStage: 100, directProblems: 400,
+        preset: "tiny-2l", workedPerStage: 300, directPerStage: 100, directProblems: 400,
         maxStages: 8, probeProblems: 40, probePass: 0.9, learningRate: 1e-3
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 240,
     /** Imitation's passes over the thoughts and tokens per optimizer step. */
     imitateEpochs: 3,
-    imitateBatchTokens: 2048,
+    imitateBatchTokens: 1024,
     explorePool: 160,
     heldOut: 100,
     maxTokens: 288,
@@ -86,14 +86,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     // The base: the tiny model pre-trained on what a base model would know, in stages
     // until its probe passes (pretrain.ts); a base made before for this seed and recipe is reused.
     const models = path.join(out, "models");
-    const random = path.join(models, "tiny.gguf");
     const made = await pretrainBase({
-        random, modelsDir: models, seed, pretrainSet, probeSet: pool.slice(0, plan.pretrain.probeProblems), plan: plan.pretrain,
+        modelsDir: models, seed, pretrainSet, probeSet: pool.slice(0, plan.pretrain.probeProblems), plan: plan.pretrain,
         maxTokens: plan.maxTokens, threads: options.threads, signal, emit
     });
     const steps = made.record.stages.reduce((n, st) => n + st.steps, 0);
     const last = made.record.stages.at(-1)!;
-    const probe = `probe: ${(last.probe * 100).toFixed(0)}% counted on right, ${(last.copied * 100).toFixed(0)}% copied the numbers, ` +
+    const probe = `probe: ${(last.exact * 100).toFixed(0)}% counted out exactly, ` +
         `after ${made.record.stages.length} stage${made.record.stages.length > 1 ? "s" : ""} (${steps} steps)`;
     emit?.(made.reused
         ? {type: "step", step: "pretrain", status: "skip", message: `reusing the base pre-trained before for seed ${seed}, recipe ${PRETRAIN_RECIPE} (${path.relative(process.cwd(), made.model)}; ${probe})`}

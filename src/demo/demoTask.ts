@@ -10,15 +10,16 @@
 // which a tiny character-level model learns in minutes on two cores. So slow thinking is
 // what turns a skill the base has into answers it cannot give directly. (Numbers, not
 // letters: the tiny model learns to find and copy a question's numbers quickly, a letter
-// among words it does not.) Every number in the working has two digits, so each line
-// stands at the same distance from the one before.
+// among words it does not.) Every number has two digits, in the question as in the
+// working: each line stands at the same distance from the one before, and the question's
+// two numbers at the same distance from the working's first line, whatever the problem.
 import type {Problem} from "../data/problemSchema.js";
 import {formatThought} from "../format/formatThought.js";
 import {pick, shuffle} from "../loop/seeded.js";
 
-/** Minutes to count on, from MIN_STEPS to MAX_STEPS: every (start, count) pair is one problem. */
-export const MIN_STEPS = 6;
-export const MAX_STEPS = 24;
+/** Minutes to count on, from MIN_STEPS to MAX_STEPS (two digits each): every (start, count) pair is one problem. */
+export const MIN_STEPS = 10;
+export const MAX_STEPS = 20;
 const MINUTES = 60;
 
 export type DemoProblem = Problem & {start: number, steps: number};
@@ -28,7 +29,7 @@ const later = (minute: number, n = 1) => (minute + n) % MINUTES;
 
 /**
  * Every (start, count) pair as a problem, in an order shuffled by `seed`, the first
- * `count` of them (all 1,140 by default). Distinct pairs are distinct problems, so slices
+ * `count` of them (all 660 by default). Distinct pairs are distinct problems, so slices
  * of one call are disjoint sets. Ids are stable for a seed: "demo-<seed>-<start>+<count>".
  */
 export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_STEPS + 1)): DemoProblem[] {
@@ -37,7 +38,7 @@ export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_ST
         for (let steps = MIN_STEPS; steps <= MAX_STEPS; steps++) {
             all.push({
                 id: `demo-${seed}-${two(start)}+${steps}`,
-                question: `What does the minute display read ${steps} minutes after ${two(start)}?`,
+                question: `What does the minute display read ${askFor({start, steps})}`,
                 answer: String(later(start, steps)), domain: "puzzle", type: "math", source: "demo", start, steps
             });
         }
@@ -61,9 +62,15 @@ export const opening = (p: DemoProblem) => `${two(p.start)} ${two(p.steps)}`;
 const answerText = (p: DemoProblem) => two(later(p.start, p.steps));
 
 /**
- * A long-form thought and solution for a problem. With probability `slipRate` one line
- * first skips a minute, and the next line notices it ("wait, after 17 comes 18, not
- * 19.") and goes on from the right one.
+ * A long-form thought and solution for a problem: the thought counts on, line by line,
+ * and ends on its last counting line ("15 00"); the solution is the minute it reached,
+ * boxed. With probability `slipRate` one line first skips a minute, and the next line
+ * notices it ("wait, after 17 comes 18, not 19.") and goes on from the right one.
+ *
+ * The boxed minute stands as far from the last counting line ("15 00", then the thought's
+ * end, the solution's marker and blank lines, "\boxed{") as the answer does in worked steps
+ * ("15 00", then "the answer is "): 20 tokens, each marker one. The tiny model copies by
+ * distance, so what it learnt for its own answers carries over to the solution.
  */
 export function teacherResponse(problem: DemoProblem, next: () => number, slipRate = 0.15): string {
     const lines = countingLines(problem);
@@ -73,31 +80,38 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
         const [previous, right, wrong] = [at, at + 1, at + 2].map((k) => two(later(problem.start, k)));
         lines.splice(at, 0, `${wrong} ${two(problem.steps - at - 1)}`, `wait, after ${previous} comes ${right}, not ${wrong}.`);
     }
-    return formatThought({
-        thought: [opening(problem), ...lines, plainAnswer(problem)].join("\n"),
-        solution: `the answer is \\boxed{${answerText(problem)}}.`
-    });
+    return formatThought({thought: [opening(problem), ...lines].join("\n"), solution: `\\boxed{${answerText(problem)}}.`});
 }
+
+/**
+ * What stands before the working's first line in a response that thinks: the thought's
+ * marker and its blank line. Worked steps open with a line of as many characters, so that
+ * the first counting line stands as far from the question's numbers as in a thought.
+ */
+const THOUGHT_LEAD = 3;
 
 /**
  * The skill a base model brings from pre-training: a problem counted out line by line
  * when asked for it in so many words (plain text, no thought format, no slips; the lines
- * read as the teacher's do). Requests and openings vary in wording and length, so that the
- * model learns to copy the two numbers by their order (the start, then the count), not by
- * how far back they stand: a thought puts other text between the question and the
- * counting.
+ * read as the teacher's do). Requests vary in their opening words and end as the task's
+ * questions do ("… 18 minutes after 47?"); the response opens with a short line of
+ * THOUGHT_LEAD characters. So the question's two numbers stand at the same distance from
+ * the first counting line as they do in a thought, and a model this small, which copies by
+ * distance long before it copies by order, brings the copy it needs to imitation.
  */
 export function workedSteps(problem: DemoProblem, next: () => number): {question: string, response: string} {
-    const [start, steps] = [two(problem.start), problem.steps];
-    // The start always comes before the count, as in the task's questions.
-    const question = pick(next, [
-        `From ${start}, count on ${steps} minutes, one line per minute.`, `The display reads ${start}: count ${steps} minutes forward, minute by minute.`,
-        `Start at ${start} and count out ${steps} minutes.`, `${start} and then ${steps} minutes on, counted minute by minute?`,
-        `Please count from ${start} for ${steps} minutes.`
+    const ask = pick(next, [
+        "Count it out, a line per minute: where is the display", "Minute by minute, what does the display read",
+        "One line for each minute, please: what does the clock show", "Counting on, what is the minute",
+        "Please count: where does the minute display stand"
     ]);
-    const first = pick(next, ["", "", "Sure.\n", "Let me count.\n", "Right.\n\n", "OK, one at a time.\n", "\n\n"]);
-    return {question, response: first + countedOut(problem)};
+    const lead = pick(next, ["Ok\n", "So\n", "Go\n"]);
+    if (lead.length !== THOUGHT_LEAD) throw new Error("a worked opening must be THOUGHT_LEAD characters long");
+    return {question: `${ask} ${askFor(problem)}`, response: lead + countedOut(problem)};
 }
+
+/** The end every request and question shares, the two numbers in it at fixed places: "18 minutes after 47?". */
+const askFor = (p: {start: number, steps: number}) => `${two(p.steps)} minutes after ${two(p.start)}?`;
 
 /** A problem counted out: the opening line, a line per minute, the answer (as worked steps end). */
 export function countedOut(problem: DemoProblem): string {
@@ -118,27 +132,11 @@ export function countsOnFromItsStart(text: string): boolean {
 }
 
 /**
- * The pre-training probe's request: counting a problem out, in words none of the worked
- * steps use, with the question's two numbers in the task's order.
+ * The pre-training probe's request: counting a problem out, in opening words none of the
+ * worked steps use, ending as they do.
  */
 export function probeRequest(problem: DemoProblem): string {
-    return `Count ${problem.steps} minutes on from ${two(problem.start)}, a line for each minute.`;
-}
-
-/**
- * A drill a base model also brings: the working's first line alone ("47 28"), asked for
- * in other words. Copying the question's two numbers is the one step
- * that reaches back to the question; short drills give it many more examples per minute
- * of pre-training than whole workings do.
- */
-export function firstLine(problem: DemoProblem, next: () => number): {question: string, response: string} {
-    const [start, steps] = [two(problem.start), problem.steps];
-    const question = pick(next, [
-        `Only the first line, please: from ${start}, ${steps} minutes on.`, `Set it up, don't count yet: ${start} and ${steps} minutes.`,
-        `The display reads ${start}; I want ${steps} minutes later. How do you start?`, `First line for ${start} plus ${steps} minutes?`,
-        `Starting from ${start} with ${steps} minutes to count: what is the first line?`
-    ]);
-    return {question, response: opening(problem)};
+    return `Say each minute in turn: what will the display read ${askFor(problem)}`;
 }
 
 /** The direct answer the base model is pre-trained on: no thought format, no counting. */

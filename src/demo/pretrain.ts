@@ -1,11 +1,9 @@
 // The demo's base model: the tiny random model pre-trained on what a base model would know
-// (problems counted out line by line when asked to, drills of the first line, direct
-// answers; never the thought format, never a held-out problem), in stages until a probe of
-// the skill imitation needs passes: counting on without a slip, asked in words it was not
-// trained on, for problems it was never asked to count. (Copying the question's numbers
-// into the first line is the other half; a model this small learns it for the task's one
-// question form in imitation, not for every wording in minutes of pre-training, so the
-// probe records it but does not wait for it.)
+// (problems counted out line by line when asked to, direct answers; never the thought
+// format, never a held-out problem), in stages until a probe of the skill imitation needs
+// passes: counting out exactly (the question's two numbers copied, then every minute
+// without a slip), asked in words it was not trained on, for problems it was never asked
+// to count.
 //
 // Each stage is a full fine-tune of the previous stage's model on fresh examples; its
 // model and its probe are kept, so a stopped pre-training resumes at the stage it was in,
@@ -20,20 +18,21 @@ import {readJsonFile, writeJsonAtomic} from "../io/jsonl.js";
 import {rng, shuffle} from "../loop/seeded.js";
 import type {LoopEvent} from "../loop/runLoop.js";
 import {makeModel} from "../models/makeModel.js";
+import {type PresetName, presets} from "../models/presets.js";
 import {sft} from "../train/sft.js";
-import {type DemoProblem, countedOut, countsOnFromItsStart, firstLine, opening, plainAnswer, probeRequest, workedSteps} from "./demoTask.js";
+import {type DemoProblem, countedOut, countsOnFromItsStart, opening, plainAnswer, probeRequest, workedSteps} from "./demoTask.js";
 
 /**
  * Version of the pre-training recipe (data, stages, probe). A cached base is reused only
  * with the same seed and version; change it with anything that changes what the base learns.
  */
-export const PRETRAIN_RECIPE = 3;
+export const PRETRAIN_RECIPE = 4;
 
 export const pretrainPlanSchema = z.object({
+    /** The built-in model (presets.ts) made with random weights from the seed and pre-trained. */
+    preset: z.enum(Object.keys(presets) as [PresetName, ...PresetName[]]),
     /** Worked examples ("count it out") per stage. */
     workedPerStage: z.number().int().min(0),
-    /** First-line drills per stage. */
-    firstLinesPerStage: z.number().int().min(0),
     /** Direct answers per stage, drawn in turn from the first `directProblems` pre-training problems. */
     directPerStage: z.number().int().min(0),
     directProblems: z.number().int().min(0),
@@ -49,9 +48,9 @@ export type PretrainPlan = z.infer<typeof pretrainPlanSchema>;
 const stageSchema = z.object({
     stage: z.number().int(), steps: z.number().int(), seconds: z.number(), loss: z.number().nullable(),
     /**
-     * Share of the probe's problems counted on correctly from the response's own first
-     * line (the skill the probe passes on), share counted out exactly (the right numbers
-     * copied too), and share whose first line copied the two numbers right.
+     * Shares of the probe's problems: counted out exactly (the right numbers copied, then
+     * every line right: what the probe passes on), counted on correctly from the
+     * response's own first line, whatever it copied, and first line copied right.
      */
     probe: z.number(), exact: z.number(), copied: z.number()
 });
@@ -61,15 +60,13 @@ export const baseRecordSchema = z.object({
 });
 export type BaseRecord = z.infer<typeof baseRecordSchema>;
 
-/** Where the base for `seed` is kept under `modelsDir`, with its record beside it. */
-export function basePaths(modelsDir: string, seed: number) {
-    const stem = path.join(modelsDir, `tiny-base-seed${seed}-recipe${PRETRAIN_RECIPE}`);
-    return {model: `${stem}.gguf`, record: `${stem}.json`, work: `${stem}.stages`};
+/** Where the base for `seed` is kept under `modelsDir`, with its record beside it, and the random model it starts from. */
+export function basePaths(modelsDir: string, seed: number, preset: string) {
+    const stem = path.join(modelsDir, `${preset}-base-seed${seed}-recipe${PRETRAIN_RECIPE}`);
+    return {model: `${stem}.gguf`, record: `${stem}.json`, work: `${stem}.stages`, random: path.join(modelsDir, `${preset}-random-seed${seed}.gguf`)};
 }
 
 export type PretrainOptions = {
-    /** The random model to start from (made when missing). */
-    random: string,
     modelsDir: string,
     seed: number,
     /** Problems the base may learn from (every pair but the held-out ones). */
@@ -85,17 +82,17 @@ export type PretrainOptions = {
 
 /** The base model for the demo: a cached one when its seed and recipe match, else pre-trained now. */
 export async function pretrainBase(o: PretrainOptions): Promise<{model: string, record: BaseRecord, reused: boolean}> {
-    const {model, record: recordFile, work} = basePaths(o.modelsDir, o.seed);
+    const {model, record: recordFile, work, random} = basePaths(o.modelsDir, o.seed, o.plan.preset);
     if (fs.existsSync(model) && fs.existsSync(recordFile)) {
         const record = await readJsonFile(recordFile, baseRecordSchema);
         return {model, record, reused: true};
     }
-    o.emit?.({type: "step", step: "pretrain", status: "start", message: "pre-training the tiny model on counting and direct answers (full fine-tune, in stages until its probe passes)"});
-    if (!fs.existsSync(o.random)) await makeModel({preset: "tiny", out: o.random, seed: o.seed, ...(o.signal == null ? {} : {signal: o.signal})});
+    o.emit?.({type: "step", step: "pretrain", status: "start", message: `pre-training ${o.plan.preset} on counting and direct answers (full fine-tune, in stages until its probe passes)`});
+    if (!fs.existsSync(random)) await makeModel({preset: o.plan.preset, out: random, seed: o.seed, ...(o.signal == null ? {} : {signal: o.signal})});
     fs.mkdirSync(work, {recursive: true});
     const p = o.plan;
     const stages: BaseRecord["stages"] = [];
-    let current = o.random;
+    let current = random;
     let passed = false;
     for (let stage = 1; stage <= p.maxStages && !passed; stage++) {
         throwIfAborted(o.signal, "pre-training");
@@ -124,10 +121,10 @@ export async function pretrainBase(o: PretrainOptions): Promise<{model: string, 
             stages.push(record);
         }
         const last = stages.at(-1)!;
-        passed = last.probe >= p.probePass;
+        passed = last.exact >= p.probePass;
         o.emit?.({type: "step", step: "pretrain/probe", status: "done",
-            message: `stage ${stage}: ${last.steps} steps; probe: ${pct(last.probe)} counted on right (${pct(p.probePass)} passes), ` +
-                `${pct(last.exact)} counted out exactly, ${pct(last.copied)} copied the question's numbers`});
+            message: `stage ${stage}: ${last.steps} steps; probe: ${pct(last.exact)} counted out exactly (${pct(p.probePass)} passes), ` +
+                `${pct(last.copied)} copied the question's numbers, ${pct(last.probe)} counted on right from its first line`});
         current = stageModel;
     }
     const record: BaseRecord = {seed: o.seed, recipe: PRETRAIN_RECIPE, passed, probePass: p.probePass, stages};
@@ -137,18 +134,16 @@ export async function pretrainBase(o: PretrainOptions): Promise<{model: string, 
     return {model, record, reused: false};
 }
 
-/** A stage's examples: worked problems and first-line drills from a window of the set that moves on each stage, direct answers in turn. */
+/** A stage's examples: worked problems from a window of the set that moves on each stage, direct answers in turn. */
 function stageData(set: readonly DemoProblem[], seed: number, stage: number, p: PretrainPlan) {
     const wording = rng(seed * 7919 + 100 + stage);
     const at = (i: number) => set[i % set.length]!;
     const worked = Array.from({length: p.workedPerStage}, (_, i) => workedSteps(at((stage - 1) * p.workedPerStage + i), wording));
-    // first lines taken with a stride through the set, not in the worked ones' order
-    const lines = Array.from({length: p.firstLinesPerStage}, (_, i) => firstLine(at(((stage - 1) * p.firstLinesPerStage + i) * 7 + 3), wording));
     const direct = Array.from({length: p.directPerStage}, (_, i) => {
         const q = at(((stage - 1) * p.directPerStage + i) % Math.max(1, Math.min(p.directProblems, set.length)));
         return {question: q.question, response: plainAnswer(q)};
     });
-    return shuffle([...direct, ...worked, ...lines], seed * 31 + stage);
+    return shuffle([...direct, ...worked], seed * 31 + stage);
 }
 
 const pct = (v: number) => `${(v * 100).toFixed(0)}%`;

@@ -44,6 +44,23 @@ export const presets = {
         qkvBias: false,
         qkNorm: false
     },
+    "tiny-2l": {
+        name: "tiny-2l",
+        description: "llama architecture, 2 layers × 256, character-level vocabulary (~1.3M parameters; the demo's model)",
+        architecture: "llama",
+        vocab: "char",
+        embedding: 256,
+        layers: 2,
+        heads: 8,
+        kvHeads: 4,
+        feedForward: 512,
+        contextLength: 131_072,
+        ropeFreqBase: 10_000,
+        rmsEps: 1e-5,
+        tiedEmbeddings: false,
+        qkvBias: false,
+        qkNorm: false
+    },
     "tiny-qwen2": {
         name: "tiny-qwen2",
         description: "qwen2 architecture (QKV bias, tied embeddings), 2 layers × 128, character-level vocabulary",
