@@ -38,8 +38,9 @@ export const demoPlan = {
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 240,
-    /** Imitation's passes over the thoughts and tokens per optimizer step. */
-    imitateEpochs: 3,
+    /** Imitation's learning rate, passes over the thoughts and tokens per optimizer step. */
+    imitateLearningRate: 5e-3,
+    imitateEpochs: 5,
     imitateBatchTokens: 1024,
     explorePool: 160,
     heldOut: 100,
@@ -111,7 +112,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         // by imitation alone.
         prompt: {system: null},
         data: {thoughts: file("thoughts.jsonl"), problems: file("problems.jsonl"), eval: [{name: "held-out", path: file("heldout.jsonl")}]},
-        imitate: {train: {...train, epochs: plan.imitateEpochs, batchTokens: plan.imitateBatchTokens}},
+        imitate: {train: {...train, learningRate: plan.imitateLearningRate, epochs: plan.imitateEpochs, batchTokens: plan.imitateBatchTokens}},
         explore: {samples: plan.samples, temperature: 0.7, topK: 20, maxTokens: plan.maxTokens, parallel: 16, chunk: 100},
         select: {policy: "lowest", maxPerProblem: 2},
         rounds: plan.rounds.map((method) => method === "sft" ? {method, train: {...train, learningRate: 3e-3, epochs: 1}}
