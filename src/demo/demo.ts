@@ -115,7 +115,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         imitate: {train: {...train, learningRate: plan.imitateLearningRate, epochs: plan.imitateEpochs, batchTokens: plan.imitateBatchTokens}},
         explore: {samples: plan.samples, temperature: 0.7, topK: 20, maxTokens: plan.maxTokens, parallel: 16, chunk: 100},
         select: {policy: "lowest", maxPerProblem: 2},
-        rounds: plan.rounds.map((method) => method === "sft" ? {method, train: {...train, learningRate: 3e-3, epochs: 1}}
+        // a round's SFT continues imitation's adapter: a smaller step than imitation's keeps what it learnt
+        rounds: plan.rounds.map((method) => method === "sft" ? {method, train: {...train, learningRate: 1e-3, epochs: 1}}
             : method === "grpo" ? {method, grpo: {maxTokens: plan.maxTokens, temperature: 1, parallel: 16, ...plan.grpo}}
             // 5e-4 with an SFT weight of 0.2 unlearnt the format (pairs differ in a few digits
             // of long, shared working): a smaller step and a full SFT term keep it.
