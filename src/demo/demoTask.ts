@@ -84,20 +84,14 @@ export function teacherResponse(problem: DemoProblem, next: () => number, slipRa
 }
 
 /**
- * What stands before the working's first line in a response that thinks: the thought's
- * marker and its blank line. Worked steps open with a line of as many characters, so that
- * the first counting line stands as far from the question's numbers as in a thought.
- */
-const THOUGHT_LEAD = 3;
-
-/**
  * The skill a base model brings from pre-training: a problem counted out line by line
  * when asked for it in so many words (plain text, no thought format, no slips; the lines
  * read as the teacher's do). Requests vary in their opening words and end as the task's
- * questions do ("… 18 minutes after 47?"); the response opens with a short line of
- * THOUGHT_LEAD characters. So the question's two numbers stand at the same distance from
- * the first counting line as they do in a thought, and a model this small, which copies by
- * distance long before it copies by order, brings the copy it needs to imitation.
+ * questions do ("… 18 minutes after 47?"); the response opens with a line of three
+ * characters, as many tokens as stand before a thought's first line (its marker and a
+ * blank line). So the question's two numbers stand at the same distance from the first
+ * counting line as they do in a thought, and a model this small, which copies by distance
+ * long before it copies by order, brings the copy it needs to imitation.
  */
 export function workedSteps(problem: DemoProblem, next: () => number): {question: string, response: string} {
     const ask = pick(next, [
@@ -106,7 +100,6 @@ export function workedSteps(problem: DemoProblem, next: () => number): {question
         "Please count: where does the minute display stand"
     ]);
     const lead = pick(next, ["Ok\n", "So\n", "Go\n"]);
-    if (lead.length !== THOUGHT_LEAD) throw new Error("a worked opening must be THOUGHT_LEAD characters long");
     return {question: `${ask} ${askFor(problem)}`, response: lead + countedOut(problem)};
 }
 

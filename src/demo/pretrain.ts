@@ -2,8 +2,7 @@
 // (problems counted out line by line when asked to, direct answers; never the thought
 // format, never a held-out problem), in stages until a probe of the skill imitation needs
 // passes: counting out exactly (the question's two numbers copied, then every minute
-// without a slip), asked in words it was not trained on, for problems it was never asked
-// to count.
+// without a slip), asked in words it was not trained on.
 //
 // Each stage is a full fine-tune of the previous stage's model on fresh examples; its
 // model and its probe are kept, so a stopped pre-training resumes at the stage it was in,
