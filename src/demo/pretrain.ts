@@ -47,9 +47,9 @@ export type PretrainPlan = z.infer<typeof pretrainPlanSchema>;
 const stageSchema = z.object({
     stage: z.number().int(), steps: z.number().int(), seconds: z.number(), loss: z.number().nullable(),
     /**
-     * Shares of the probe's problems: counted out exactly (the right numbers copied, then
-     * every line right: what the probe passes on), counted on correctly from the
-     * response's own first line, whatever it copied, and first line copied right.
+     * Shares of the probe's problems. exact: counted out exactly, the right numbers copied
+     * and then every line right (what the probe passes on); probe: counted on correctly
+     * from the response's own first line, whatever it copied; copied: first line right.
      */
     probe: z.number(), exact: z.number(), copied: z.number()
 });
