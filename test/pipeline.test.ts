@@ -220,7 +220,7 @@ describe("run config", () => {
 
 describe("still demo", () => {
     it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases", async () => {
-        const {runDemo} = await import("../src/demo/demo.js");
+        const {demoPlan, runDemo} = await import("../src/demo/demo.js");
         const {basePaths, PRETRAIN_RECIPE} = await import("../src/demo/pretrain.js");
         const out = path.join(root, "demo");
         const steps: string[] = [];
@@ -245,7 +245,7 @@ describe("still demo", () => {
         expect(fs.existsSync(path.join(out, "demo", "report.html"))).toBe(true);
 
         // the base is kept by seed and recipe, with its stages' probes
-        const base = basePaths(path.join(out, "models"), 2, "tiny-2l");
+        const base = basePaths(path.join(out, "models"), 2, demoPlan.pretrain.preset);
         const record = readJson(base.record);
         expect(record).toMatchObject({seed: 2, recipe: PRETRAIN_RECIPE, probePass: 1});
         expect(record.stages.length).toBeGreaterThanOrEqual(1);

@@ -9,7 +9,7 @@ import {z} from "zod";
 import {OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import {type RunConfig, parseRunConfig} from "../loop/config.js";
 import {demoProblems, teacherResponse} from "./demoTask.js";
-import {PRETRAIN_RECIPE, type PretrainPlan, pretrainBase, pretrainPlanSchema} from "./pretrain.js";
+import {PRETRAIN_RECIPE, type PretrainPlan, pretrainBase, pretrainPlanSchema, probeSummary} from "./pretrain.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
 import {writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
@@ -91,10 +91,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         modelsDir: models, seed, pretrainSet, probeSet: pool.slice(0, plan.pretrain.probeProblems), plan: plan.pretrain,
         maxTokens: plan.maxTokens, threads: options.threads, signal, emit
     });
-    const steps = made.record.stages.reduce((n, st) => n + st.steps, 0);
-    const last = made.record.stages.at(-1)!;
-    const probe = `probe: ${(last.exact * 100).toFixed(0)}% counted out exactly, ` +
-        `after ${made.record.stages.length} stage${made.record.stages.length > 1 ? "s" : ""} (${steps} steps)`;
+    const probe = probeSummary(made.record);
     emit?.(made.reused
         ? {type: "step", step: "pretrain", status: "skip", message: `reusing the base pre-trained before for seed ${seed}, recipe ${PRETRAIN_RECIPE} (${path.relative(process.cwd(), made.model)}; ${probe})`}
         : {type: "step", step: "pretrain", status: "done", message: made.record.passed ? probe : `${probe}: it did not pass; imitation may give less`});

@@ -60,7 +60,7 @@ export const baseRecordSchema = z.object({
 export type BaseRecord = z.infer<typeof baseRecordSchema>;
 
 /** Where the base for `seed` is kept under `modelsDir`, with its record beside it, and the random model it starts from. */
-export function basePaths(modelsDir: string, seed: number, preset: string) {
+export function basePaths(modelsDir: string, seed: number, preset: PresetName) {
     const stem = path.join(modelsDir, `${preset}-base-seed${seed}-recipe${PRETRAIN_RECIPE}`);
     return {model: `${stem}.gguf`, record: `${stem}.json`, work: `${stem}.stages`, random: path.join(modelsDir, `${preset}-random-seed${seed}.gguf`)};
 }
@@ -146,6 +146,13 @@ function stageData(set: readonly DemoProblem[], seed: number, stage: number, p: 
 }
 
 const pct = (v: number) => `${(v * 100).toFixed(0)}%`;
+
+/** One line on a base: its last probe and the stages it took ("probe: 98% counted out exactly, after 6 stages (1636 steps)"). */
+export function probeSummary(record: BaseRecord): string {
+    const steps = record.stages.reduce((n, st) => n + st.steps, 0);
+    const stages = record.stages.length;
+    return `probe: ${pct(record.stages.at(-1)!.exact)} counted out exactly, after ${stages} stage${stages > 1 ? "s" : ""} (${steps} steps)`;
+}
 
 /** The probe's shares (stageSchema) of `problems`, answered greedily to the probe's request. */
 async function probeModel(file: string, problems: readonly DemoProblem[], o: {maxTokens: number, threads?: number | undefined, signal?: AbortSignal | undefined}): Promise<{probe: number, exact: number, copied: number}> {
