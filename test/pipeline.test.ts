@@ -219,7 +219,7 @@ describe("run config", () => {
 });
 
 describe("still demo", () => {
-    it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases", async () => {
+    it("runs the whole demo on a miniature plan: pre-training, imitate, an SFT and a DPO round, a summary with four phases; with rl one GRPO round", async () => {
         const {demoPlan, runDemo} = await import("../src/demo/demo.js");
         const {basePaths, PRETRAIN_RECIPE} = await import("../src/demo/pretrain.js");
         const out = path.join(root, "demo");
@@ -272,5 +272,16 @@ describe("still demo", () => {
             onEvent: (e) => { if (e.type === "step" && e.status === "start") third.push(e.step); }});
         expect(third[0]).toBe("eval/base");
         expect(third).not.toContain("pretrain");
+
+        // --rl: a lighter imitation, then one GRPO round with the demo's settings (here 1 step)
+        const {rounds: _rounds, ...sizes} = plan;
+        const rl = await runDemo({out, seed: 2, threads: 1, rl: true, plan: {...sizes, grpo: {steps: 1, promptsPerStep: 2, samplesPerPrompt: 2}}});
+        expect(rl.phases.map((p) => p.name)).toEqual(["base", "imitate", "round-1"]);
+        const config = readJson(path.join(out, "demo.config.json"));
+        expect(config.name).toBe("demo-rl");
+        expect(config.imitate.train.epochs).toBe(demoPlan.rlImitateEpochs);
+        expect(config.rounds).toEqual([{method: "grpo", grpo: {...demoPlan.grpo, maxTokens: plan.maxTokens, parallel: 16, steps: 1, promptsPerStep: 2, samplesPerPrompt: 2}}]);
+        const grpoSteps = fs.readFileSync(path.join(out, "demo-rl", "round-1", "grpo", "metrics.jsonl"), "utf8").trim().split("\n");
+        expect(grpoSteps).toHaveLength(1);
     }, 300_000);
 });
