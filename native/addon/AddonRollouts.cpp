@@ -38,7 +38,10 @@ static Napi::Object stats_object(Napi::Env env, const still::RolloutStats & s) {
     o.Set("samplesTotal", Napi::Number::New(env, static_cast<double>(s.samples_total)));
     o.Set("promptMs", s.prompt_ms);
     o.Set("generateMs", s.generate_ms);
+    o.Set("decodeMs", s.decode_ms);
+    o.Set("logitsMs", s.logits_ms);
     o.Set("sampleMs", s.sample_ms);
+    o.Set("acceptMs", s.accept_ms);
     o.Set("elapsedMs", s.elapsed_ms);
     o.Set("decodes", Napi::Number::New(env, static_cast<double>(s.decodes)));
     return o;

@@ -290,6 +290,7 @@ private:
             throw EngineError("decode_failed", rc == 1 ? "the KV cache is full (" + std::to_string(llama_n_ctx(ctx_)) + " cells); lower parallel or max tokens, or give a larger context"
                                                       : "llama_decode failed with code " + std::to_string(rc));
         const double dt = ms_between(td, Clock::now());
+        stats_.decode_ms += dt;
         stats_.decodes++;
         stats_.prompt_tokens += n_prompt;
         stats_.prompt_ms += dt * n_prompt / (n_prompt + n_gen);
@@ -309,16 +310,20 @@ private:
         // threads. Every row's address is taken here first.
         sampling_logits_.resize(sampling_slots_.size());
         for (size_t i = 0; i < sampling_slots_.size(); i++) sampling_logits_[i] = llama_get_logits_ith(ctx_, slot(sampling_slots_[i]).out_row);
+        const Clock::time_point tdraw = Clock::now();
         const std::function<void(int32_t)> sample_one = [&](int32_t i) {
             Slot & sl = slot(sampling_slots_[static_cast<size_t>(i)]);
             sampled_[static_cast<size_t>(i)].first = sl.sampler->sample(sampling_logits_[static_cast<size_t>(i)], &sampled_[static_cast<size_t>(i)].second);
         };
         if (pool_ != nullptr && sampling_slots_.size() >= 4) pool_->run(static_cast<int32_t>(sampling_slots_.size()), sample_one);
         else for (size_t i = 0; i < sampling_slots_.size(); i++) sample_one(static_cast<int32_t>(i));
+        const Clock::time_point taccept = Clock::now();
         for (size_t i = 0; i < sampling_slots_.size(); i++) accept(sampling_slots_[i], sampled_[i].first, sampled_[i].second);
-        const double sampling = ms_between(tsmp, Clock::now());
-        stats_.generate_ms += sampling;
-        stats_.sample_ms += sampling;
+        const Clock::time_point tend = Clock::now();
+        stats_.generate_ms += ms_between(tsmp, tend);
+        stats_.logits_ms += ms_between(tsmp, tdraw);
+        stats_.sample_ms += ms_between(tdraw, taccept);
+        stats_.accept_ms += ms_between(taccept, tend);
     }
 
     const Model & model_;

@@ -59,7 +59,11 @@ struct RolloutStats {
     int64_t samples_total = 0;
     double prompt_ms = 0;   // decode time spent on prompt tokens
     double generate_ms = 0; // decode and sampling time spent on generated tokens
-    double sample_ms = 0;   // of which sampling
+    // Where the time goes (wall clock, every phase of every step):
+    double decode_ms = 0;   // llama_decode (prompt and generated tokens)
+    double logits_ms = 0;   // reading the logits rows' addresses (llama_get_logits_ith)
+    double sample_ms = 0;   // the samplers: top-k, temperature, the draw and the token's log-prob
+    double accept_ms = 0;   // taking the tokens: end-of-generation and stop checks, text, bookkeeping
     double elapsed_ms = 0;
     int64_t decodes = 0;
 };

@@ -8,6 +8,14 @@
 // top-k 40 (batched-bench samples nothing). A last case puts one prompt under 32 samples
 // (batched-bench -pps) to show prefix sharing. Each engine runs in its own process;
 // figures are medians over --runs, with the peak RSS of each process.
+//
+// Also printed: the CPU, the ggml CPU backend each engine loaded (its ISA variant), where
+// still's decode step goes (ggml decode, logits read, sampling with log-probs, taking the
+// tokens: stop checks and bookkeeping, the rest), and a ceiling for each case: the step's
+// FLOPs (2 × parameters per token, plus attention over the mean context) at the FLOP rate
+// the same engine reached on prompt tokens in that run, and its bytes (every weight once,
+// plus the KV cache read) at the memory bandwidth measured here by a large copy: the
+// slower of the two bounds gives the tokens/s no engine can pass on these kernels.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -19,8 +27,9 @@ import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
 import {benchModel, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
-type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null};
-type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures};
+type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
+type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split};
+type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures, ceiling?: Ceiling};
 
 const optionsSchema = z.object({
     model: z.string().optional().describe("GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)"),
@@ -82,25 +91,73 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");
     const r = JSON.parse(line) as {speed_tg: number, speed_pp: number};
-    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb};
+    const loaded = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(res.all ?? "");
+    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb, cpu_backend: loaded == null ? null : (loaded[1] ?? "generic")};
+}
+
+/** Memory bandwidth in bytes/s: the best of a few copies of 256 MiB (each byte read once and written once). */
+function copyBandwidth(): number {
+    const n = 256 << 20;
+    const a = Buffer.alloc(n, 1), b = Buffer.alloc(n);
+    let best = Infinity;
+    for (let i = 0; i < 5; i++) {
+        const t0 = performance.now();
+        a.copy(b);
+        best = Math.min(best, performance.now() - t0);
+    }
+    return (2 * n) / (best / 1000);
 }
 
 function median(values: Figures[]): Figures {
     const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
+    // the split and the backend of the run whose generation speed is the median
+    const at = [...values].sort((a, b) => a.gen_tps - b.gen_tps)[Math.floor((values.length - 1) / 2)]!;
     return {
         gen_tps: round(mid(values.map((v) => v.gen_tps))),
         prompt_tps: round(mid(values.map((v) => v.prompt_tps))),
-        peak_rss_mb: rss.length === 0 ? null : Math.max(...rss)
+        peak_rss_mb: rss.length === 0 ? null : Math.max(...rss),
+        ...(at.cpu_backend === undefined ? {} : {cpu_backend: at.cpu_backend}),
+        ...(at.split == null ? {} : {split: at.split})
     };
 }
+
+// The ceiling of one case (see the head of this file).
+const facts = await (async () => {
+    const m = await loadModel(model, {vocabOnly: true});
+    const f = m.facts;
+    await m.dispose();
+    return {params: f.parameterCount, bytes: f.sizeBytes, layers: f.layerCount, embd: f.embeddingLength, kv: f.headCount > 0 ? f.embeddingLength / f.headCount * f.headCountKv : 0};
+})();
+const bandwidth = copyBandwidth();
+type Ceiling = {step_gflop: number, step_mb: number, prefill_gflops: number, bandwidth_gbs: number, bound: "compute" | "memory", ceiling_tps: number, share: number};
+function ceiling(parallel: number, shared: boolean, still: Figures): Ceiling {
+    const context = options.promptTokens + options.genTokens / 2; // mean context of a generated token
+    const flopsPerToken = 2 * facts.params + 4 * context * facts.embd * facts.layers;
+    const stepFlops = parallel * flopsPerToken;
+    // the KV cache (F16 keys and values) each sequence reads; one shared prompt is read once per step
+    const kvBytes = (n: number) => n * facts.layers * 2 * facts.kv * 2;
+    const stepBytes = facts.bytes + (shared ? kvBytes(options.promptTokens) + parallel * kvBytes(options.genTokens / 2) : parallel * kvBytes(context));
+    const prefillFlops = still.prompt_tps * (2 * facts.params + 4 * (options.promptTokens / 2) * facts.embd * facts.layers);
+    const tCompute = stepFlops / prefillFlops, tMemory = stepBytes / bandwidth;
+    const ceilingTps = parallel / Math.max(tCompute, tMemory);
+    return {
+        step_gflop: round(stepFlops / 1e9), step_mb: round(stepBytes / 1e6), prefill_gflops: round(prefillFlops / 1e9), bandwidth_gbs: round(bandwidth / 1e9),
+        bound: tCompute >= tMemory ? "compute" : "memory", ceiling_tps: round(ceilingTps), share: Math.round(1000 * still.gen_tps / ceilingTps) / 1000
+    };
+}
+const splitText = (label: string, s: Split) => {
+    const total = s.decode_ms + s.logits_ms + s.sample_ms + s.accept_ms + s.other_ms;
+    const part = (ms: number) => `${ms.toFixed(2)} ms (${(100 * ms / total).toFixed(1)}%)`;
+    return `| ${label} | ${s.steps} | ${total.toFixed(2)} | ${part(s.decode_ms)} | ${part(s.logits_ms)} | ${part(s.sample_ms)} | ${part(s.accept_ms)} | ${part(s.other_ms)} |\n`;
+};
 
 const round = (x: number) => Math.round(x * 10) / 10;
 
 const cases = [...parallels.map((p) => ({parallel: p, shared: false})), ...(options.shared > 0 ? [{parallel: options.shared, shared: true}] : [])];
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) + "×" : "-");
+const labelOf = (r: Row) => r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
 const rowText = (r: Row) => {
-    const label = r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
-    return `| ${label} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
+    return `| ${labelOf(r)} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
         `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp_uv1.gen_tps)} | ` +
         `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${r.node_llama_cpp.peak_rss_mb ?? "-"} |\n`;
 };
@@ -112,7 +169,7 @@ if (!options.json) {
 }
 const rows: Row[] = [];
 for (const c of cases) {
-    const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt">, Figures[]> = {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: []};
+    const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt" | "ceiling">, Figures[]> = {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: []};
     for (let run = 1; run <= options.runs; run++) {
         log(`parallel ${c.parallel}${c.shared ? " (one shared prompt)" : ""}, run ${run}/${options.runs}`);
         // Interleaved, so drifts in machine load hit every engine alike.
@@ -129,14 +186,30 @@ for (const c of cases) {
         node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
         llama_batched_bench: median(samples.llama_batched_bench)
     };
+    row.ceiling = ceiling(c.parallel, c.shared, row.still);
     rows.push(row);
     // Each row as soon as it is measured: a long run that is stopped keeps what it has.
     if (!options.json) process.stdout.write(rowText(row));
 }
 
+const backends = (r: Row) => `still ${r.still.cpu_backend ?? "?"}, batched-bench ${r.llama_batched_bench.cpu_backend ?? "(not in its log; the same library folder)"}, node-llama-cpp ${r.node_llama_cpp.cpu_backend ?? "?"}`;
+if (!options.json && rows.length > 0) {
+    process.stdout.write(`\nCPU: ${os.cpus()[0]?.model ?? "unknown"} (${os.availableParallelism()} CPUs), ${options.threads} threads for every engine; ggml CPU backend loaded: ${backends(rows[0]!)}\n`);
+    process.stdout.write("\nstill's decode steps (the median run; ms per step, every step of the run):\n\n");
+    process.stdout.write("| sequences | steps | ms/step | ggml decode | logits read | sampling + log-probs | stop checks, bookkeeping | the rest |\n|---|---|---|---|---|---|---|---|\n");
+    for (const r of rows) if (r.still.split != null) process.stdout.write(splitText(labelOf(r), r.still.split));
+    process.stdout.write("\nCeiling (see the head of src/bench/rollout.ts):\n\n");
+    process.stdout.write("| sequences | GFLOP/step | MB/step | prefill GFLOP/s | copy GB/s | bound | ceiling gen t/s | still / ceiling | batched-bench / ceiling |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (const r of rows) {
+        const c = r.ceiling!;
+        process.stdout.write(`| ${labelOf(r)} | ${c.step_gflop} | ${c.step_mb} | ${c.prefill_gflops} | ${c.bandwidth_gbs} | ${c.bound} | ${c.ceiling_tps} | ` +
+            `${c.share.toFixed(2)} | ${(r.llama_batched_bench.gen_tps / c.ceiling_tps).toFixed(2)} |\n`);
+    }
+}
 if (options.json) {
     process.stdout.write(JSON.stringify({
         model: path.basename(model),
+        cpu: os.cpus()[0]?.model ?? null,
         threads: options.threads,
         variant: variant.name,
         prompt_tokens: options.promptTokens,

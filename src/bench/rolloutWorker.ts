@@ -1,6 +1,6 @@
 // One measurement of one engine, in its own process (so its peak RSS is its own):
 //   node rolloutWorker.js still|node-llama-cpp MODEL PARALLEL PROMPT_TOKENS GEN_TOKENS THREADS SHARED(0|1) PROMPTS.json
-// Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated}.
+// Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated, cpu_backend, split (still only)}.
 import fs from "node:fs";
 import type {Token} from "node-llama-cpp";
 import {loadModel} from "../engine/Model.js";
@@ -27,11 +27,28 @@ async function runStill() {
     for await (const _ of run);
     const stats = await run.stats;
     await model.dispose();
+    // Where a decode step's time goes, in ms per step (every step of the run, prompt chunks included).
+    const per = (ms: number) => ms / Math.max(1, stats.decodes);
+    const measured = stats.decodeMs + stats.logitsMs + stats.sampleMs + stats.acceptMs;
     return {
         gen_tps: stats.generatedTokens / (stats.generateMs / 1000),
         prompt_tps: stats.promptTokens / (stats.promptMs / 1000),
-        generated: stats.generatedTokens
+        generated: stats.generatedTokens,
+        split: {
+            steps: stats.decodes, decode_ms: per(stats.decodeMs), logits_ms: per(stats.logitsMs), sample_ms: per(stats.sampleMs),
+            accept_ms: per(stats.acceptMs), other_ms: per(Math.max(0, stats.elapsedMs - measured))
+        }
     };
+}
+
+/** The ggml CPU backend library this process loaded (its ISA variant), from the process's mappings. */
+function cpuBackend(): string | null {
+    try {
+        const m = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(fs.readFileSync("/proc/self/maps", "utf8"));
+        return m == null ? null : (m[1] ?? "generic");
+    } catch {
+        return null;
+    }
 }
 
 async function runNodeLlamaCpp() {
@@ -69,5 +86,5 @@ async function runNodeLlamaCpp() {
 const promptsOf = (i: number) => prompts[shared ? 0 : i] as unknown as Token[];
 
 const result = engine === "still" ? await runStill() : await runNodeLlamaCpp();
-process.stdout.write(JSON.stringify({...result, peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024)}) + "\n");
+process.stdout.write(JSON.stringify({...result, cpu_backend: cpuBackend(), peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024)}) + "\n");
 process.exit(0);

@@ -136,8 +136,14 @@ export const rolloutStatsSchema = z.object({
     promptMs: z.number(),
     /** Decoding and sampling the generated tokens. */
     generateMs: z.number(),
-    /** Of generateMs, the part spent sampling. */
+    /** Wall time of llama_decode (prompt and generated tokens). */
+    decodeMs: z.number(),
+    /** Reading the logits rows before sampling. */
+    logitsMs: z.number(),
+    /** The samplers (top-k, temperature, the draw and the token's log-prob). */
     sampleMs: z.number(),
+    /** Taking the sampled tokens: end-of-generation and stop checks, text, bookkeeping. */
+    acceptMs: z.number(),
     elapsedMs: z.number(),
     decodes: z.number()
 });
