@@ -19,7 +19,7 @@ export const demoOptionsSchema = z.object({
     out: z.string().min(1).describe("Folder for the model, the data and the run").default(path.join("runs", "demo")),
     seed: z.number().int().min(0).describe("Seed of the task's problem order, the teacher, the base model and every run step").default(1),
     threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU"),
-    rl: z.boolean().describe("After imitation, one round of online RL (GRPO) instead of the SFT and DPO rounds (run folder demo-rl)").default(false)
+    rl: z.boolean().describe("A shorter imitation (4 passes), then one round of online RL (GRPO) instead of the SFT and DPO rounds (run folder demo-rl)").default(false)
 });
 
 export type DemoOptions = z.input<typeof demoOptionsSchema> & {
