@@ -54,6 +54,12 @@ async function buildOnce(target: string, binary: string, log: (line: string) => 
     }
 }
 
+/** The ISA variant of the ggml CPU backend library named in `text` (a log, a process's mappings), or null. */
+export function cpuBackendIn(text: string): string | null {
+    const m = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(text);
+    return m == null ? null : (m[1] ?? "generic");
+}
+
 /** The working directory where a variant's programs find their backend modules. */
 export function toolCwd(variant: VariantInfo) {
     return path.resolve(packageRoot, variant.libDir);

@@ -25,7 +25,7 @@ import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {benchModel, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, cpuBackendIn, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split};
@@ -91,8 +91,7 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");
     const r = JSON.parse(line) as {speed_tg: number, speed_pp: number};
-    const loaded = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(res.all ?? "");
-    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb, cpu_backend: loaded == null ? null : (loaded[1] ?? "generic")};
+    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb, cpu_backend: cpuBackendIn(res.all ?? "")};
 }
 
 /** Memory bandwidth in bytes/s: the best of a few copies of 256 MiB (each byte read once and written once). */
@@ -125,19 +124,23 @@ function median(values: Figures[]): Figures {
 const facts = await (async () => {
     const m = await loadModel(model, {vocabOnly: true});
     const f = m.facts;
+    // a head's size: the file's key_length where it has one (Qwen3's heads are not n_embd / n_head)
+    const keyLength = m.gguf.metadata[`${m.gguf.architecture}.attention.key_length`];
+    const head = typeof keyLength === "number" ? keyLength : f.headCount > 0 ? f.embeddingLength / f.headCount : 0;
     await m.dispose();
-    return {params: f.parameterCount, bytes: f.sizeBytes, layers: f.layerCount, embd: f.embeddingLength, kv: f.headCount > 0 ? f.embeddingLength / f.headCount * f.headCountKv : 0};
+    return {params: f.parameterCount, bytes: f.sizeBytes, layers: f.layerCount, q: head * f.headCount, kv: head * f.headCountKv};
 })();
 const bandwidth = copyBandwidth();
 type Ceiling = {step_gflop: number, step_mb: number, prefill_gflops: number, bandwidth_gbs: number, bound: "compute" | "memory", ceiling_tps: number, share: number};
 function ceiling(parallel: number, shared: boolean, still: Figures): Ceiling {
     const context = options.promptTokens + options.genTokens / 2; // mean context of a generated token
-    const flopsPerToken = 2 * facts.params + 4 * context * facts.embd * facts.layers;
+    // QKᵀ and the product with V: 2 × 2 × context × (heads × head size) per layer
+    const flopsPerToken = 2 * facts.params + 4 * context * facts.q * facts.layers;
     const stepFlops = parallel * flopsPerToken;
     // the KV cache (F16 keys and values) each sequence reads; one shared prompt is read once per step
     const kvBytes = (n: number) => n * facts.layers * 2 * facts.kv * 2;
     const stepBytes = facts.bytes + (shared ? kvBytes(options.promptTokens) + parallel * kvBytes(options.genTokens / 2) : parallel * kvBytes(context));
-    const prefillFlops = still.prompt_tps * (2 * facts.params + 4 * (options.promptTokens / 2) * facts.embd * facts.layers);
+    const prefillFlops = still.prompt_tps * (2 * facts.params + 4 * (options.promptTokens / 2) * facts.q * facts.layers);
     const tCompute = stepFlops / prefillFlops, tMemory = stepBytes / bandwidth;
     const ceilingTps = parallel / Math.max(tCompute, tMemory);
     return {

@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import type {Token} from "node-llama-cpp";
 import {loadModel} from "../engine/Model.js";
+import {cpuBackendIn} from "./llamaTools.js";
 
 const [engine, modelPath, parallelArg, promptArg, genArg, threadsArg, sharedArg, promptsFile] = process.argv.slice(2);
 const parallel = Number(parallelArg);
@@ -44,8 +45,7 @@ async function runStill() {
 /** The ggml CPU backend library this process loaded (its ISA variant), from the process's mappings. */
 function cpuBackend(): string | null {
     try {
-        const m = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(fs.readFileSync("/proc/self/maps", "utf8"));
-        return m == null ? null : (m[1] ?? "generic");
+        return cpuBackendIn(fs.readFileSync("/proc/self/maps", "utf8"));
     } catch {
         return null;
     }
