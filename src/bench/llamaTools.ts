@@ -87,7 +87,8 @@ export function logSeconds(m: RegExpMatchArray | RegExpExecArray): number {
 
 /** The benchmarks' model: the given one, or the qwen2.5-0.5b preset at Q8_0, made once in models/. */
 export async function benchModel(given: string | undefined, log: (line: string) => void): Promise<string> {
-    if (given != null) return given;
+    // absolute: the llama.cpp tools run in their libraries' folder
+    if (given != null) return path.resolve(given);
     const model = path.join(packageRoot, "models", "qwen2.5-0.5b-q8_0.gguf");
     if (!fs.existsSync(model)) {
         log(`making ${path.relative(process.cwd(), model)} (the qwen2.5-0.5b preset, random weights)…`);
