@@ -78,6 +78,57 @@ static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
+// --- frozen weights transposed once per layer ------------------------------------------------
+//
+// A chunked step runs a layer's backward pass as many small graphs (one per chunk of
+// queries or tokens), and each would transpose the same frozen weights again. Instead the
+// layer's weights are transposed once into act_.wt before its chunks, and the rewrite below
+// multiplies by those copies: one layer's worth of memory, the same products.
+
+bool Engine::is_frozen(const ggml_tensor * w) const {
+    return w->buffer == model_.buf && !(w->flags & GGML_TENSOR_FLAG_PARAM) && ggml_n_dims(w) == 2;
+}
+
+ggml_type Engine::frozen_t_type() const {
+    return !gpu_ && opt_.frozen_bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F32;
+}
+
+size_t Engine::frozen_t_bytes() const {
+    size_t n = 0;
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        const ggml_tensor * w = model_.layers.empty() ? nullptr : model_.layers[0].lin[mod].w;
+        if (w && is_frozen(w)) n += (size_t) ggml_nelements(w) * ggml_type_size(frozen_t_type());
+    }
+    return n;
+}
+
+// Fills act_.wt with layer il's frozen weights transposed and points frozen_t_ at them.
+bool Engine::transpose_frozen(int il) {
+    frozen_t_.clear();
+    Graph g;
+    if (!begin(g, 64)) return false;
+    std::vector<std::pair<const ggml_tensor *, ggml_tensor *>> pairs;
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        ggml_tensor * w = model_.layers[(size_t) il].lin[mod].w;
+        ggml_tensor * wt = act_.wt[mod];
+        if (!w || !wt || !is_frozen(w) || w->ne[0] != wt->ne[1] || w->ne[1] != wt->ne[0]) continue;
+        ggml_tensor * t;
+        if (!gpu_ && (w->type == GGML_TYPE_F32 || ggml_is_contiguous(w))) {
+            ggml_tensor * args[1] = {w};
+            t = ggml_custom_4d(g.ctx, wt->type, w->ne[1], w->ne[0], 1, 1, args, 1, transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
+        } else {
+            t = ggml_cont(g.ctx, ggml_transpose(g.ctx, w->type == GGML_TYPE_F32 ? w : ggml_cast(g.ctx, w, GGML_TYPE_F32)));
+            if (wt->type != GGML_TYPE_F32) t = ggml_cast(g.ctx, t, wt->type);
+        }
+        g.outputs.push_back(ggml_cpy(g.ctx, t, wt));
+        pairs.push_back({w, wt});
+    }
+    if (pairs.empty()) return true;
+    if (!run(g, nullptr)) return false;
+    for (const auto & [w, wt] : pairs) frozen_t_[w] = wt;
+    return true;
+}
+
 // node = OUT_PROD(W, dyᵀ) with W [M, K] frozen: node := Σ over slices of K of MUL_MAT(W_sliceᵀ, dy_slice).
 void Engine::chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor * node) {
     ggml_tensor * w = node->src[0];
@@ -126,11 +177,15 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
     ggml_cgraph * out = ggml_new_graph_custom(ctx, size, false);
     std::map<ggml_tensor *, ggml_tensor *> transposed; // a tensor -> its contiguous F32 transpose
     auto free_transpose = [&](ggml_tensor * t) {
-        return transposed.count(t) || (t->op == GGML_OP_TRANSPOSE && t->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(t->src[0]));
+        return transposed.count(t) || frozen_t_.count(t) || (t->op == GGML_OP_TRANSPOSE && t->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(t->src[0]));
     };
     auto transpose_of = [&](ggml_tensor * t) {
         ggml_tensor *& tt = transposed[t];
         if (!tt) {
+            if (auto it = frozen_t_.find(t); it != frozen_t_.end()) {
+                tt = it->second; // transposed before the graph (transpose_frozen)
+                return tt;
+            }
             if (t->op == GGML_OP_TRANSPOSE && t->src[0]->type == GGML_TYPE_F32 && ggml_is_contiguous(t->src[0])) {
                 tt = t->src[0];
             } else {
@@ -166,7 +221,7 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
             // the blocked kernel needs the summed dimension in whole vector blocks
             const bool blocked = a->ne[1] % 16 == 0 && a->ne[0] % 4 == 0;
             const bool frozen = a->buffer == model_.buf && !(a->flags & GGML_TENSOR_FLAG_PARAM) && ggml_n_dims(a) == 2 &&
-                                ggml_n_dims(node) == 2 && free_transpose(b) && !transposed.count(a);
+                                ggml_n_dims(node) == 2 && free_transpose(b) && !transposed.count(a) && !frozen_t_.count(a);
             if (frozen && K * M * sizeof(float) > FROZEN_CHUNK_BYTES) {
                 // a large frozen weight (a vocabulary projection): transposed and multiplied in
                 // slices of its rows, so no full transposed copy is held at any time

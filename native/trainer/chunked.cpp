@@ -18,6 +18,8 @@
 //             gradients, the gradient of its input rows, and of the keys and values it saw.
 //             Then the keys and values recomputed in token chunks, dotted with their
 //             gradients: the rest of the input's gradient and of the K/V LoRA gradients.
+//             The layer's frozen weights are transposed once before its chunks (see
+//             transpose_frozen), not once per chunk's graph.
 //
 // Each graph's gradients go straight into accumulators (ggml's grad_accs): the trainables'
 // own, and for the kept tensors (set as parameters) ∂loss/∂x and ∂loss/∂K, ∂loss/∂V.
@@ -41,7 +43,7 @@ size_t Engine::activation_bytes(int64_t T) const {
     const Hparams & hp = model_.hp;
     const size_t kv = (size_t) (hp.head_dim * hp.n_head_kv);
     return (size_t) T * sizeof(float) * ((size_t) (hp.n_layer + 1) * (size_t) hp.n_embd + 2 * (size_t) hp.n_layer * kv +
-                                         2 * (size_t) hp.n_embd + 2 * kv);
+                                         2 * (size_t) hp.n_embd + 2 * kv) + frozen_t_bytes();
 }
 
 // Queries per chunk: as many as fit the chunk budget with the keys they see (scores,
@@ -96,7 +98,7 @@ bool Engine::ensure_activations(int64_t T) {
     if (act_.T >= T) return true;
     free_activations();
     const Hparams & hp = model_.hp;
-    const size_t n = (size_t) (3 * hp.n_layer + 5);
+    const size_t n = (size_t) (3 * hp.n_layer + 5 + MOD_COUNT);
     ggml_init_params ip = {(n + 1) * ggml_tensor_overhead(), nullptr, /*.no_alloc =*/ true};
     act_.ctx = ggml_init(ip);
     if (!act_.ctx) return false;
@@ -116,6 +118,12 @@ bool Engine::ensure_activations(int64_t T) {
     act_.gx[1] = make(hp.n_embd, T, 0, "grad.x1", -1, false);
     act_.gk = make(hp.head_dim, hp.n_head_kv, T, "grad.k", -1, false);
     act_.gv = make(T, hp.head_dim, hp.n_head_kv, "grad.v", -1, false);
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        const ggml_tensor * w = model_.layers[0].lin[mod].w;
+        if (!w || !is_frozen(w)) continue;
+        act_.wt[mod] = ggml_new_tensor_2d(act_.ctx, frozen_t_type(), w->ne[1], w->ne[0]);
+        ggml_format_name(act_.wt[mod], "frozen_t.%d", mod);
+    }
     ggml_backend_buffer_type_t buft = gpu_ ? ggml_backend_get_default_buffer_type(gpu_) : ggml_backend_cpu_buffer_type();
     act_.buf = ggml_backend_alloc_ctx_tensors_from_buft(act_.ctx, buft);
     if (!act_.buf) {
@@ -286,6 +294,8 @@ bool Engine::backward_layer(const Batch & b, int il) {
     ggml_tensor * g_out = act_.gx[(il + 1) % 2];
     ggml_tensor * g_in = act_.gx[il % 2];
     for (ggml_tensor * t : {g_in, act_.gk, act_.gv}) ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
+    if (!transpose_frozen(il)) return false;
+    struct Forget { std::map<const ggml_tensor *, ggml_tensor *> & m; ~Forget() { m.clear(); } } forget{frozen_t_};
     std::vector<float> mask;
     const std::vector<Chunk> chunks = attention_chunks(b);
     for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -232,7 +233,16 @@ private:
         ggml_tensor * gx[2] = {nullptr, nullptr}; // ∂loss/∂x of a layer's output and of its input, in turn
         ggml_tensor * gk = nullptr;      // ∂loss/∂K, ∂loss/∂V of the layer being differentiated (laid out as k, v)
         ggml_tensor * gv = nullptr;
+        // the frozen weights of the layer being differentiated, transposed once for all its
+        // chunks' backward products (F32, or BF16 with frozen_bf16 on the CPU) [n_in, n_out]
+        std::array<ggml_tensor *, MOD_COUNT> wt{};
     } act_;
+    // frozen weight -> its transposed copy, for the graphs built while it is set
+    std::map<const ggml_tensor *, ggml_tensor *> frozen_t_;
+    bool is_frozen(const ggml_tensor * w) const;
+    ggml_type frozen_t_type() const;
+    size_t frozen_t_bytes() const;
+    bool transpose_frozen(int il);
     void free_activations();
     bool recompute_ = false;
 

@@ -72,6 +72,19 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) 
         t->data = ggml_backend_buffer_get_base(buf_grad_);
         return t;
     };
+    // the layer's frozen weights, transposed before its chunks' graphs (counted in activations)
+    auto frozen = [&](Graph & g) {
+        frozen_t_.clear();
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            const ggml_tensor * w = model_.layers[0].lin[mod].w;
+            if (!w || !is_frozen(w)) continue;
+            ggml_tensor * t = ggml_new_tensor_2d(g.ctx, frozen_t_type(), w->ne[1], w->ne[0]);
+            t->buffer = buf_grad_;
+            t->data = ggml_backend_buffer_get_base(buf_grad_);
+            frozen_t_[w] = t;
+        }
+    };
+    struct Forget { std::map<const ggml_tensor *, ggml_tensor *> & m; ~Forget() { m.clear(); } } forget{frozen_t_};
     // the backward graphs of the query chunks with the most queries, the most keys, and the
     // most scores (queries × keys)
     const std::vector<Chunk> chunks = attention_chunks(b);
@@ -84,6 +97,7 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) 
     for (const Chunk & c : {widest, deepest, largest}) {
         Graph g;
         if (!begin(g, 2048)) return out;
+        frozen(g);
         ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
         ggml_tensor * k = kept(g, hp.head_dim, hp.n_head_kv, T, true);
         ggml_tensor * v = kept(g, T, hp.head_dim, hp.n_head_kv, true);
@@ -99,6 +113,7 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) 
         const Chunk c = token_chunks(T).front();
         Graph g;
         if (!begin(g, 1024)) return out;
+        frozen(g);
         ggml_tensor * x = kept(g, hp.n_embd, T, 0, true);
         ggml_tensor * gk = kept(g, hp.head_dim, hp.n_head_kv, T, false);
         ggml_tensor * gv = kept(g, T, hp.head_dim, hp.n_head_kv, false);
@@ -107,6 +122,7 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) 
     }
     {
         // the backward graph of a chunk of loss rows
+        frozen_t_.clear();
         Graph g;
         if (!begin(g, 1024 + 96)) return out;
         const LossChunk c = loss_chunks((int64_t) b.rows.size(), per_row).front();
