@@ -54,6 +54,11 @@ async function buildOnce(target: string, binary: string, log: (line: string) => 
     }
 }
 
+/** llama.cpp tools' flags for offloading every layer where the variant has a GPU (the addon offloads every layer there too). */
+export function gpuLayersArgs(hasGpu: boolean): string[] {
+    return hasGpu ? ["-ngl", "999"] : [];
+}
+
 /** The ISA variant of the ggml CPU backend library named in `text` (a log, a process's mappings), or null. */
 export function cpuBackendIn(text: string): string | null {
     const m = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(text);

@@ -25,11 +25,11 @@ import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {benchModel, cpuBackendIn, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split};
-type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures, node_llama_cpp_uv1: Figures, llama_batched_bench: Figures, ceiling?: Ceiling};
+type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures | null, node_llama_cpp_uv1: Figures | null, llama_batched_bench: Figures, ceiling?: Ceiling};
 
 const optionsSchema = z.object({
     model: z.string().optional().describe("GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)"),
@@ -39,16 +39,18 @@ const optionsSchema = z.object({
     promptTokens: z.number().int().min(1).describe("Prompt tokens per sequence").default(128),
     genTokens: z.number().int().min(1).describe("Generated tokens per sequence").default(128),
     shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
+    nodeLlamaCpp: z.boolean().describe("Measure node-llama-cpp too (its own prebuilt libraries)").default(true),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
-const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>", "--json"]);
+const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>",
+    {flags: "--no-node-llama-cpp", help: "Skip node-llama-cpp (where its libraries are not installed, as on a machine the GPU check runs on)"}, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "rolloutWorker.js");
 
 const model = await benchModel(options.model, log);
-const variant = getBackend().variant;
+const {variant, hasGpu} = getBackend();
 const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
 
 // The same pseudo-random prompts for both Node engines: ordinary tokens, no special ones.
@@ -85,7 +87,7 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const cells = shared ? options.promptTokens + parallel * options.genTokens + 256 : parallel * (options.promptTokens + options.genTokens) + 256;
     const args = ["-m", model!, "-c", String(cells), "-b", "2048", "-ub", "512", "-npp", String(options.promptTokens),
         "-ntg", String(options.genTokens), "-npl", String(parallel), "-t", String(options.threads), "--output-format", "jsonl",
-        ...(shared ? ["-pps"] : [])];
+        ...(shared ? ["-pps"] : []), ...gpuLayersArgs(hasGpu)];
     const {res, peakRssMb} = await runMeasured(batchedBench, args, {cwd: toolCwd(benchVariant), all: true});
     if (res.exitCode !== 0) throw new Error(`llama-batched-bench failed: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
@@ -107,7 +109,8 @@ function copyBandwidth(): number {
     return (2 * n) / (best / 1000);
 }
 
-function median(values: Figures[]): Figures {
+function median(values: Figures[]): Figures | null {
+    if (values.length === 0) return null;
     const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
     // the split and the backend of the run whose generation speed is the median
     const at = [...values].sort((a, b) => a.gen_tps - b.gen_tps)[Math.floor((values.length - 1) / 2)]!;
@@ -160,9 +163,10 @@ const cases = [...parallels.map((p) => ({parallel: p, shared: false})), ...(opti
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) + "×" : "-");
 const labelOf = (r: Row) => r.shared_prompt ? `1 prompt × ${r.parallel}` : String(r.parallel);
 const rowText = (r: Row) => {
-    return `| ${labelOf(r)} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${r.node_llama_cpp.gen_tps} | ${r.node_llama_cpp_uv1.gen_tps} | ` +
-        `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp.gen_tps)} | ${ratio(r.still.gen_tps, r.node_llama_cpp_uv1.gen_tps)} | ` +
-        `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${r.node_llama_cpp.peak_rss_mb ?? "-"} |\n`;
+    const nlc = r.node_llama_cpp, uv1 = r.node_llama_cpp_uv1;
+    return `| ${labelOf(r)} | ${r.still.gen_tps} | ${r.llama_batched_bench.gen_tps} | ${nlc?.gen_tps ?? "-"} | ${uv1?.gen_tps ?? "-"} | ` +
+        `${ratio(r.still.gen_tps, r.llama_batched_bench.gen_tps)} | ${nlc == null ? "-" : ratio(r.still.gen_tps, nlc.gen_tps)} | ${uv1 == null ? "-" : ratio(r.still.gen_tps, uv1.gen_tps)} | ` +
+        `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${nlc?.peak_rss_mb ?? "-"} |\n`;
 };
 if (!options.json) {
     process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries; ${options.promptTokens} prompt + ` +
@@ -178,16 +182,17 @@ for (const c of cases) {
         // Interleaved, so drifts in machine load hit every engine alike.
         samples.still.push(await runWorker("still", c.parallel, c.shared));
         samples.llama_batched_bench.push(await runBatchedBench(c.parallel, c.shared));
+        if (!options.nodeLlamaCpp) continue;
         samples.node_llama_cpp.push(await runWorker("node-llama-cpp", c.parallel, c.shared));
         samples.node_llama_cpp_uv1.push(await runWorker("node-llama-cpp", c.parallel, c.shared, {UV_THREADPOOL_SIZE: "1"}));
     }
     const row: Row = {
         parallel: c.parallel,
         shared_prompt: c.shared,
-        still: median(samples.still),
+        still: median(samples.still)!,
         node_llama_cpp: median(samples.node_llama_cpp),
         node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
-        llama_batched_bench: median(samples.llama_batched_bench)
+        llama_batched_bench: median(samples.llama_batched_bench)!
     };
     row.ceiling = ceiling(c.parallel, c.shared, row.still);
     rows.push(row);
@@ -195,7 +200,7 @@ for (const c of cases) {
     if (!options.json) process.stdout.write(rowText(row));
 }
 
-const backends = (r: Row) => `still ${r.still.cpu_backend ?? "?"}, batched-bench ${r.llama_batched_bench.cpu_backend ?? "(not in its log; the same library folder)"}, node-llama-cpp ${r.node_llama_cpp.cpu_backend ?? "?"}`;
+const backends = (r: Row) => `still ${r.still.cpu_backend ?? "?"}, batched-bench ${r.llama_batched_bench.cpu_backend ?? "(not in its log; the same library folder)"}, node-llama-cpp ${r.node_llama_cpp == null ? "(not run)" : r.node_llama_cpp.cpu_backend ?? "?"}`;
 if (!options.json && rows.length > 0) {
     process.stdout.write(`\nCPU: ${os.cpus()[0]?.model ?? "unknown"} (${os.availableParallelism()} CPUs), ${options.threads} threads for every engine; ggml CPU backend loaded: ${backends(rows[0]!)}\n`);
     process.stdout.write("\nstill's decode steps (the median run; ms per step, every step of the run):\n\n");

@@ -13,7 +13,7 @@ import {execa} from "execa";
 import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
-import {benchModel, llamaTool, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, gpuLayersArgs, llamaTool, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Figures = {tokens_per_s: number, scored_tokens_per_s: number, ppl: number, peak_rss_mb: number | null};
 
@@ -25,9 +25,10 @@ const optionsSchema = z.object({
     chunks: z.number().int().min(1).describe("Chunks scored").default(16),
     threads: z.number().int().min(1).describe("Threads for every engine").default(os.availableParallelism()),
     runs: z.number().int().min(1).describe("Runs per engine (medians are reported)").default(3),
+    nodeLlamaCpp: z.boolean().describe("Measure node-llama-cpp too (its own prebuilt libraries)").default(true),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
-const options = parseArgv(optionsSchema, ["--model <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--chunks <n>", "--threads <n>", "--runs <n>", "--json"]);
+const options = parseArgv(optionsSchema, ["--model <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--chunks <n>", "--threads <n>", "--runs <n>", {flags: "--no-node-llama-cpp", help: "Skip node-llama-cpp (where its libraries are not installed)"}, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "scoreWorker.js");
@@ -43,7 +44,7 @@ if (textFile == null) {
     }).join("\n\n"));
     process.on("exit", () => fs.rmSync(textFile!, {force: true}));
 }
-const variant = getBackend().variant;
+const {variant, hasGpu} = getBackend();
 const perplexityTool = await llamaTool("llama-perplexity", variant, log);
 
 async function runWorker(engine: "still" | "node-llama-cpp"): Promise<Figures> {
@@ -56,7 +57,7 @@ async function runWorker(engine: "still" | "node-llama-cpp"): Promise<Figures> {
 /** llama-perplexity's own log: "m.ss.mmm.uuu" timestamps from start to the final estimate. */
 async function runLlamaPerplexity(): Promise<Figures> {
     const args = ["-m", model!, "-f", textFile!, "-c", String(options.ctx), "-b", String(options.batchSize),
-        "-t", String(options.threads), "--chunks", String(options.chunks), "--load-mode", "none"];
+        "-t", String(options.threads), "--chunks", String(options.chunks), "--load-mode", "none", ...gpuLayersArgs(hasGpu)];
     const {res, peakRssMb} = await runMeasured(perplexityTool.binary, args, {cwd: toolCwd(perplexityTool.variant), all: true});
     const all = res.all ?? "";
     if (res.exitCode !== 0) throw new Error(`llama-perplexity failed: ${all.split("\n").slice(-3).join(" ")}`);
@@ -72,7 +73,8 @@ async function runLlamaPerplexity(): Promise<Figures> {
     return {tokens_per_s: (chunks * options.ctx) / seconds, scored_tokens_per_s: scored / seconds, ppl, peak_rss_mb: peakRssMb};
 }
 
-function median(values: Figures[]): Figures {
+function median(values: Figures[]): Figures | null {
+    if (values.length === 0) return null;
     const rss = values.map((v) => v.peak_rss_mb).filter((v): v is number => v != null);
     return {
         tokens_per_s: Math.round(mid(values.map((v) => v.tokens_per_s)) * 10) / 10,
@@ -87,7 +89,7 @@ for (let run = 1; run <= options.runs; run++) {
     log(`run ${run}/${options.runs}`);
     samples.still.push(await runWorker("still"));
     samples.llama_perplexity.push(await runLlamaPerplexity());
-    samples.node_llama_cpp.push(await runWorker("node-llama-cpp"));
+    if (options.nodeLlamaCpp) samples.node_llama_cpp.push(await runWorker("node-llama-cpp"));
 }
 const result = {
     model: path.basename(model),
@@ -96,8 +98,8 @@ const result = {
     ctx: options.ctx,
     chunks: options.chunks,
     runs: options.runs,
-    still: median(samples.still),
-    llama_perplexity: median(samples.llama_perplexity),
+    still: median(samples.still)!,
+    llama_perplexity: median(samples.llama_perplexity)!,
     node_llama_cpp: median(samples.node_llama_cpp)
 };
 if (options.json) {
@@ -107,5 +109,5 @@ if (options.json) {
     process.stdout.write(`${result.model}, ${options.threads} threads, ${options.chunks} chunks of ${options.ctx} tokens, llama.cpp ${variant.name} libraries; medians of ${options.runs}\n\n`);
     process.stdout.write("| engine | tokens/s | scored tokens/s | PPL | peak RSS MB | still / engine |\n|---|---|---|---|---|---|\n");
     for (const [name, f] of [["still", result.still], ["llama-perplexity", result.llama_perplexity], ["node-llama-cpp", result.node_llama_cpp]] as const)
-        process.stdout.write(`| ${name} | ${f.tokens_per_s} | ${f.scored_tokens_per_s} | ${f.ppl} | ${f.peak_rss_mb ?? "-"} | ${r(result.still.tokens_per_s, f.tokens_per_s)} |\n`);
+        if (f != null) process.stdout.write(`| ${name} | ${f.tokens_per_s} | ${f.scored_tokens_per_s} | ${f.ppl} | ${f.peak_rss_mb ?? "-"} | ${r(result.still.tokens_per_s, f.tokens_per_s)} |\n`);
 }
