@@ -58,3 +58,5 @@ export {writeReport} from "./loop/report.js";
 export {grpo, grpoConfigSchema, checkGrpoConfig, type GrpoConfig, type GrpoEvent, type GrpoOptions, type GrpoResult, type GrpoStepMetrics} from "./rl/grpo.js";
 export {ResidentTrainer, policyLossSchema, residentTrainerOptionsSchema, type ResidentTrainerOptions, type PolicyStepEvent} from "./rl/ResidentTrainer.js";
 export {rewardSample, rewardSchemeSchema, unfinishedReason, overlongPenalty, type RewardFunction, type RewardInput, type RewardScheme, type RewardedSample} from "./rl/rewards.js";
+export {exportPeft, importPeft, type PeftExportResult, type PeftImportResult} from "./interop/peft.js";
+export {readSafetensors, writeSafetensors, type SafeTensor, type SafeTensorsFile} from "./interop/safetensors.js";

@@ -2,6 +2,7 @@
 // The `still` command line.
 import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
+import {adapterCommand} from "./adapterCommand.js";
 import {generateCommand} from "./generateCommand.js";
 import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
@@ -31,6 +32,7 @@ scoreCommand(program, controller.signal);
 trainCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
 runCommand(program, controller.signal);
+adapterCommand(program, controller.signal);
 
 try {
     await program.parseAsync(process.argv);
