@@ -93,6 +93,11 @@ ggml_type Engine::frozen_t_type() const {
     return !gpu_ && opt_.frozen_bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F32;
 }
 
+// An uninitialised tensor for w's transposed copy, in ctx.
+ggml_tensor * Engine::new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const {
+    return ggml_new_tensor_2d(ctx, frozen_t_type(), w->ne[1], w->ne[0]);
+}
+
 size_t Engine::frozen_t_bytes() const {
     size_t n = 0;
     for (int mod = 0; mod < MOD_COUNT; mod++) {
@@ -220,8 +225,7 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
             if (!free_transpose(b)) mul_mat_ns += batches * N * K * TRANSPOSE_ELEM;
             // the blocked kernel needs the summed dimension in whole vector blocks
             const bool blocked = a->ne[1] % 16 == 0 && a->ne[0] % 4 == 0;
-            const bool frozen = a->buffer == model_.buf && !(a->flags & GGML_TENSOR_FLAG_PARAM) && ggml_n_dims(a) == 2 &&
-                                ggml_n_dims(node) == 2 && free_transpose(b) && !transposed.count(a) && !frozen_t_.count(a);
+            const bool frozen = is_frozen(a) && ggml_n_dims(node) == 2 && free_transpose(b) && !transposed.count(a) && !frozen_t_.count(a);
             if (frozen && K * M * sizeof(float) > FROZEN_CHUNK_BYTES) {
                 // a large frozen weight (a vocabulary projection): transposed and multiplied in
                 // slices of its rows, so no full transposed copy is held at any time

@@ -121,7 +121,7 @@ bool Engine::ensure_activations(int64_t T) {
     for (int mod = 0; mod < MOD_COUNT; mod++) {
         const ggml_tensor * w = model_.layers[0].lin[mod].w;
         if (!w || !is_frozen(w)) continue;
-        act_.wt[mod] = ggml_new_tensor_2d(act_.ctx, frozen_t_type(), w->ne[1], w->ne[0]);
+        act_.wt[mod] = new_frozen_t(act_.ctx, w);
         ggml_format_name(act_.wt[mod], "frozen_t.%d", mod);
     }
     ggml_backend_buffer_type_t buft = gpu_ ? ggml_backend_get_default_buffer_type(gpu_) : ggml_backend_cpu_buffer_type();
@@ -295,7 +295,7 @@ bool Engine::backward_layer(const Batch & b, int il) {
     ggml_tensor * g_in = act_.gx[il % 2];
     for (ggml_tensor * t : {g_in, act_.gk, act_.gv}) ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
     if (!transpose_frozen(il)) return false;
-    struct Forget { std::map<const ggml_tensor *, ggml_tensor *> & m; ~Forget() { m.clear(); } } forget{frozen_t_};
+    FrozenScope scope{frozen_t_};
     std::vector<float> mask;
     const std::vector<Chunk> chunks = attention_chunks(b);
     for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {

@@ -239,8 +239,14 @@ private:
     } act_;
     // frozen weight -> its transposed copy, for the graphs built while it is set
     std::map<const ggml_tensor *, ggml_tensor *> frozen_t_;
+    // empties frozen_t_ when it goes out of scope (its tensors live only as long as their graphs)
+    struct FrozenScope {
+        std::map<const ggml_tensor *, ggml_tensor *> & m;
+        ~FrozenScope() { m.clear(); }
+    };
     bool is_frozen(const ggml_tensor * w) const;
     ggml_type frozen_t_type() const;
+    ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;
     bool transpose_frozen(int il);
     void free_activations();

@@ -78,13 +78,13 @@ Engine::StepMemory Engine::step_memory(int64_t T, bool recompute, bool per_row) 
         for (int mod = 0; mod < MOD_COUNT; mod++) {
             const ggml_tensor * w = model_.layers[0].lin[mod].w;
             if (!w || !is_frozen(w)) continue;
-            ggml_tensor * t = ggml_new_tensor_2d(g.ctx, frozen_t_type(), w->ne[1], w->ne[0]);
+            ggml_tensor * t = new_frozen_t(g.ctx, w);
             t->buffer = buf_grad_;
             t->data = ggml_backend_buffer_get_base(buf_grad_);
             frozen_t_[w] = t;
         }
     };
-    struct Forget { std::map<const ggml_tensor *, ggml_tensor *> & m; ~Forget() { m.clear(); } } forget{frozen_t_};
+    FrozenScope scope{frozen_t_};
     // the backward graphs of the query chunks with the most queries, the most keys, and the
     // most scores (queries × keys)
     const std::vector<Chunk> chunks = attention_chunks(b);
