@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import lockfile from "proper-lockfile";
+import {z} from "zod";
 import {makeModel} from "../models/makeModel.js";
 import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
@@ -53,6 +54,10 @@ async function buildOnce(target: string, binary: string, log: (line: string) => 
         await release();
     }
 }
+
+/** The benchmarks' switch for their node-llama-cpp peer: the schema field and its command-line flag. */
+export const nodeLlamaCppField = z.boolean().describe("Measure node-llama-cpp too (its own prebuilt libraries)").default(true);
+export const nodeLlamaCppFlag = {flags: "--no-node-llama-cpp", help: "Skip node-llama-cpp (where its libraries are not installed, as on the GPU check's machine)"};
 
 /** llama.cpp tools' flags for offloading every layer where the variant has a GPU (the addon offloads every layer there too). */
 export function gpuLayersArgs(hasGpu: boolean): string[] {

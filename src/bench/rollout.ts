@@ -25,7 +25,7 @@ import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split};
@@ -39,11 +39,11 @@ const optionsSchema = z.object({
     promptTokens: z.number().int().min(1).describe("Prompt tokens per sequence").default(128),
     genTokens: z.number().int().min(1).describe("Generated tokens per sequence").default(128),
     shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
-    nodeLlamaCpp: z.boolean().describe("Measure node-llama-cpp too (its own prebuilt libraries)").default(true),
+    nodeLlamaCpp: nodeLlamaCppField,
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>",
-    {flags: "--no-node-llama-cpp", help: "Skip node-llama-cpp (where its libraries are not installed, as on a machine the GPU check runs on)"}, "--json"]);
+    nodeLlamaCppFlag, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);

@@ -13,7 +13,7 @@ import {execa} from "execa";
 import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend, packageRoot} from "../engine/binding.js";
-import {benchModel, gpuLayersArgs, llamaTool, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, logSeconds, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Figures = {tokens_per_s: number, scored_tokens_per_s: number, ppl: number, peak_rss_mb: number | null};
 
@@ -25,10 +25,10 @@ const optionsSchema = z.object({
     chunks: z.number().int().min(1).describe("Chunks scored").default(16),
     threads: z.number().int().min(1).describe("Threads for every engine").default(os.availableParallelism()),
     runs: z.number().int().min(1).describe("Runs per engine (medians are reported)").default(3),
-    nodeLlamaCpp: z.boolean().describe("Measure node-llama-cpp too (its own prebuilt libraries)").default(true),
+    nodeLlamaCpp: nodeLlamaCppField,
     json: z.boolean().describe("Print one JSON object").default(false)
 });
-const options = parseArgv(optionsSchema, ["--model <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--chunks <n>", "--threads <n>", "--runs <n>", {flags: "--no-node-llama-cpp", help: "Skip node-llama-cpp (where its libraries are not installed)"}, "--json"]);
+const options = parseArgv(optionsSchema, ["--model <file>", "--text <file>", "--ctx <n>", "--batch-size <n>", "--chunks <n>", "--threads <n>", "--runs <n>", nodeLlamaCppFlag, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "scoreWorker.js");

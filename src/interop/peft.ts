@@ -13,7 +13,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
 import {DataError, OptionError} from "../errors.js";
-import {GgufType, type GgufKv, readGgufHeader} from "../engine/readGguf.js";
+import {GgufType, type GgufHeader, type GgufKv, readGgufHeader} from "../engine/readGguf.js";
 import {GgufWriter} from "../models/GgufWriter.js";
 import {type SafeTensor, readSafetensors, writeSafetensors} from "./safetensors.js";
 
@@ -34,17 +34,23 @@ const peftName = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)
 /** The base model's facts an adapter's conversion needs (its architecture and head counts). */
 type BaseFacts = {architecture: string, heads: number, kvHeads: number, tensors: Map<string, number[]>};
 
-async function baseFacts(model: string): Promise<BaseFacts> {
-    let h;
+/** The header of a GGUF file (`what` names it in the error), and its scalar metadata by key. */
+async function readHeader(file: string, what: string) {
+    let h: GgufHeader;
     try {
-        h = await readGgufHeader(model);
+        h = await readGgufHeader(file);
     } catch (err) {
-        throw new DataError(model, `cannot read the base model: ${(err as Error).message}`);
+        throw new DataError(file, `cannot read the ${what}: ${(err as Error).message}`);
     }
     const value = (key: string) => {
         const kv = h.kv.get(key);
         return kv != null && "value" in kv ? kv.value : undefined;
     };
+    return {h, value};
+}
+
+async function baseFacts(model: string): Promise<BaseFacts> {
+    const {h, value} = await readHeader(model, "base model");
     const architecture = String(value("general.architecture") ?? "");
     return {
         architecture,
@@ -118,16 +124,7 @@ export type PeftExportResult = {dir: string, architecture: string, rank: number,
  * needed for the `llama` architecture (its head counts) and checked against when given.
  */
 export async function exportPeft(adapter: string, outDir: string, options: {model?: string, baseModelName?: string} = {}): Promise<PeftExportResult> {
-    let h;
-    try {
-        h = await readGgufHeader(adapter);
-    } catch (err) {
-        throw new DataError(adapter, `cannot read the adapter: ${(err as Error).message}`);
-    }
-    const str = (key: string) => {
-        const kv = h.kv.get(key);
-        return kv != null && "value" in kv ? kv.value : undefined;
-    };
+    const {h, value: str} = await readHeader(adapter, "adapter");
     if (str("general.type") !== "adapter" || str("adapter.type") !== "lora")
         throw new DataError(adapter, "not a LoRA adapter (general.type must be 'adapter' and adapter.type 'lora')");
     const architecture = String(str("general.architecture") ?? "");
