@@ -13,7 +13,7 @@ const optionsSchema = z.object({
     pred: z.string().optional().describe("The prediction (a model's response or just its answer)"),
     gold: z.string().optional().describe("The gold answer"),
     type: gradeOptionsSchema.shape.type,
-    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold, and optionally type and choices; " +
+    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold (or a list of accepted answers), and optionally type and choices; " +
         "code lines: response, type \"code\", language, tests (assert strings or {input, output}), or check and entry_point"),
     codeTimeout: verifyOptionsSchema.shape.testTimeoutMs,
     unsafeRunCodeWithoutSandbox: z.boolean().describe("Where no sandbox is available, run code lines unisolated (unsafe)").default(false),
@@ -26,7 +26,8 @@ const codeLineSchema = z.object({response: z.string(), type: z.literal("code")})
 const lineSchema = z.object({
     pred: text.optional(),
     response: text.optional(),
-    gold: text,
+    /** The gold answer, or a list of accepted ones. */
+    gold: z.union([text, z.array(text).min(1)]),
     type: answerTypeSchema.optional(),
     choices: z.array(z.string()).optional()
 }).refine((l) => l.pred != null || l.response != null, {message: "missing (pred or response)", path: ["pred"]});
@@ -102,7 +103,10 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
                 continue;
             }
             const v = parsed.value;
-            const result = grade(v.pred ?? v.response!, v.gold, {type: v.type ?? defaultType, ...(v.choices == null ? {} : {choices: v.choices})});
+            const options = {type: v.type ?? defaultType, ...(v.choices == null ? {} : {choices: v.choices})};
+            const golds = Array.isArray(v.gold) ? v.gold : [v.gold];
+            const results = golds.map((g) => grade(v.pred ?? v.response!, g, options));
+            const result = results.find((r) => r.correct) ?? results[0]!;
             pending.push(Promise.resolve({line, correct: result.correct, text: json ? JSON.stringify({line, ...result})
                 : `line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}`}));
         }

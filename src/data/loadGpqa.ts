@@ -21,13 +21,15 @@ export const gpqaRowSchema = z.object({
     "Subdomain": z.string().optional()
 });
 
+const GPQA_COLUMNS = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"];
+
 /** Reads GPQA questions as choice problems with shuffled options. */
 export async function loadGpqa(file: string, options: LoadOptions & {seed?: number} = {}): Promise<Loaded<Problem>> {
     const seed = options.seed ?? 0;
     const issues: DataError[] = [];
     const items: Problem[] = [];
     for await (const {line, value} of readCsv(file, {
-        schema: gpqaRowSchema, policy: options.policy ?? "strict", signal: options.signal,
+        schema: gpqaRowSchema, columns: GPQA_COLUMNS, policy: options.policy ?? "strict", signal: options.signal,
         onIssue: (i) => {
             issues.push(i);
             options.onIssue?.(i);
@@ -47,7 +49,8 @@ export async function loadGpqa(file: string, options: LoadOptions & {seed?: numb
         const answer = String.fromCharCode(65 + order.indexOf(0));
         items.push(problemSchema.parse({
             id, question: value.Question, answer, choices, type: "choice", source: "gpqa",
-            domain: value["High-level domain"]?.trim() || "science"
+            domain: value["High-level domain"]?.trim() || "science",
+            ...(value.Subdomain?.trim() ? {subject: value.Subdomain.trim()} : {})
         }));
     }
     return {items, issues};

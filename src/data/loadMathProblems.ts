@@ -1,17 +1,26 @@
-// Problem files: JSONL in the shape of MATH500 (problem, solution, answer, subject, level,
-// unique_id), AIME (id, problem, answer, answer_raw, url), plain {id, question, answer}
-// (with `type` choice/exact/math, `choices`, `domain`), or code problems in the layouts of
-// codeProblems.ts; one file may mix them, line by line. One reader gives every problem
-// its id by one rule, for `still generate` and the loop alike.
+// Problem files: JSONL (or Parquet, by the .parquet extension) in the shape of MATH500
+// (problem, solution, answer, subject, level, unique_id), the original MATH release
+// (problem, solution, level, type = the subject; the gold answer only boxed in the
+// solution), AIME (id, problem, answer, answer_raw, url), plain {id, question, answer}
+// (with `type` choice/exact/math, `choices`, `domain`), answer lists (answer or answers,
+// final_answer, expected_answer as a list: any of them is accepted), or code problems in
+// the layouts of codeProblems.ts; one file may mix them, line by line. One reader gives
+// every problem its id by one rule, for `still generate` and the loop alike.
 import path from "node:path";
 import {z} from "zod";
 import {DataError} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
 import {issueReporter, type ReadPolicy, readJsonl, validate} from "../io/jsonl.js";
 import {problemQuestion} from "../format/buildChatMessages.js";
-import {answerTypeSchema} from "../grade/answerType.js";
+import {answerTypes} from "../grade/answerType.js";
+import {boxedAnswer} from "../grade/extractAnswer.js";
+import {readParquet} from "../io/readParquet.js";
 import {codeLayout, codeProblemFromRow} from "./codeProblems.js";
 import {problemSchema, type Problem} from "./problemSchema.js";
+
+const goldText = z.union([z.string(), z.number().transform(String)]);
+/** A gold answer, or a list of accepted ones. */
+const goldValue = z.union([goldText, z.array(goldText)]);
 
 export const problemRowSchema = z.object({
     id: z.union([z.string().min(1), z.number()]).optional(),
@@ -22,19 +31,50 @@ export const problemRowSchema = z.object({
     prompt: z.string().min(1).optional(),
     /** Chat messages, sent to the model as they are. */
     messages: z.array(chatMessageSchema).min(1).optional(),
-    answer: z.union([z.string().min(1), z.number()]).transform(String).optional(),
+    answer: goldValue.optional(),
+    answers: goldValue.optional(),
+    final_answer: goldValue.optional(),
+    expected_answer: goldValue.optional(),
     /** Multiple-choice options, for the prompt (`still generate`). */
     choices: z.array(z.string()).min(2).optional(),
     solution: z.string().optional(),
     subject: z.string().optional(),
     level: z.union([z.number(), z.string()]).optional(),
-    /** How the answer is graded (default math). */
-    type: answerTypeSchema.optional(),
+    /** How the answer is graded (math, choice, exact; default math); in the MATH release's rows, the subject. */
+    type: z.string().optional(),
     /** The problem's domain, for per-domain figures (default math). */
     domain: z.string().min(1).optional()
 }).refine((r) => r.problem != null || r.question != null || r.prompt != null || r.messages != null,
-    {message: "missing (problem or question)", path: ["problem"]});
+    {message: "missing (problem or question)", path: ["problem"]})
+  .refine((r) => r.type == null || (answerTypes as readonly string[]).includes(r.type) || r.level != null || r.solution != null,
+    {message: `must be one of ${answerTypes.join(", ")}`, path: ["type"]});
 export type ProblemRow = z.output<typeof problemRowSchema>;
+
+const GOLD_KEYS = ["answer", "answers", "final_answer", "expected_answer"] as const;
+
+/**
+ * A row's accepted answers: the first of answer, answers, final_answer, expected_answer that
+ * is given (a list gives several), else the answer boxed in its solution; empty when none.
+ */
+export function goldAnswers(row: ProblemRow): string[] {
+    for (const key of GOLD_KEYS) {
+        const v = row[key];
+        if (v == null) continue;
+        const list = (Array.isArray(v) ? v : [v]).map((a) => a.trim()).filter((a) => a.length > 0);
+        if (list.length > 0) return [...new Set(list)];
+    }
+    const boxed = row.solution == null ? null : boxedAnswer(row.solution);
+    return boxed == null || boxed.trim() === "" ? [] : [boxed.trim()];
+}
+
+/** The answer type a row names; a `type` that is not one (the MATH release's subject) is its subject. */
+function typeAndSubject(row: ProblemRow): {type: (typeof answerTypes)[number] | undefined, subject: string | undefined} {
+    const isAnswerType = row.type != null && (answerTypes as readonly string[]).includes(row.type);
+    return {
+        type: isAnswerType ? row.type as (typeof answerTypes)[number] : undefined,
+        subject: row.subject?.trim() || (isAnswerType ? undefined : row.type?.trim() || undefined)
+    };
+}
 
 export type LoadOptions = {
     policy?: ReadPolicy,
@@ -65,7 +105,9 @@ async function* rowsWithIds<T>(file: string, options: LoadOptions,
                                parse: (row: Record<string, unknown>, line: number, id: string) => T | DataError): AsyncGenerator<{line: number, id: string, row: T}> {
     const report = issueReporter(options);
     const seen = new Set<string>();
-    for await (const {line, value} of readJsonl(file, {schema: objectRow, ...options})) {
+    const read = {schema: objectRow, ...options};
+    const rows = /\.parquet$/i.test(file) ? readParquet(file, read) : readJsonl(file, read);
+    for await (const {line, value} of rows) {
         const id = rowId(value, file, line);
         const row = parse(value, line, id);
         if (row instanceof DataError) {
@@ -123,13 +165,18 @@ export async function loadProblems(file: string, options: LoadOptions & {source?
         }
         const row = r.row;
         const question = row.problem ?? row.question;
-        if (question == null || row.answer == null) {
-            report(new DataError(file, "missing", line, question == null ? "problem" : "answer"));
+        const answers = goldAnswers(row);
+        if (question == null || answers.length === 0) {
+            report(question == null ? new DataError(file, "missing", line, "problem")
+                : new DataError(file, "missing (answer, answers, final_answer or expected_answer, or an answer boxed in solution)", line, "answer"));
             continue;
         }
         const level = typeof row.level === "number" ? row.level : Number(/\d+/.exec(row.level ?? "")?.[0] ?? NaN);
+        const {type, subject} = typeAndSubject(row);
         const parsed = problemSchema.safeParse({
-            id, question, answer: row.answer.trim(), domain: row.domain ?? "math", type: row.type ?? "math", source,
+            id, question, answer: answers[0], domain: row.domain ?? "math", type: type ?? "math", source,
+            ...(answers.length > 1 ? {alternatives: answers.slice(1)} : {}),
+            ...(subject == null ? {} : {subject}),
             ...(row.choices == null ? {} : {choices: row.choices}),
             ...(Number.isFinite(level) ? {difficulty: level} : {}),
             ...(row.solution == null ? {} : {solution: row.solution})

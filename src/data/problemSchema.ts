@@ -8,7 +8,11 @@ export const problemSchema = z.object({
     question: z.string().min(1),
     /** The gold answer: LaTeX or text for math and exact problems, a letter for choice problems (none for code). */
     answer: z.string().default(""),
+    /** Other accepted answers, where the source lists several (a response matching any of them is correct). */
+    alternatives: z.array(z.string().min(1)).optional(),
     domain: z.string().min(1).default("math"),
+    /** The subject, where the source gives one (MATH: "Algebra", …; GPQA: the subdomain). */
+    subject: z.string().min(1).optional(),
     /** A difficulty level where the source gives one (MATH: 1–5). */
     difficulty: z.number().optional(),
     /** How the answer is graded. */

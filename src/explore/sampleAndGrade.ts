@@ -7,7 +7,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
-import type {Adapter} from "../engine/Adapter.js";
+import type {Adapter, AdapterChoice} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
 import type {RolloutEngine, RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
 import {throwIfAborted} from "../errors.js";
@@ -38,6 +38,8 @@ export type GradedSample = z.infer<typeof gradedSampleSchema>;
 export type SampleAndGradeOptions = {
     model: Model,
     adapter?: Adapter | undefined,
+    /** Several adapters with their scales (instead of `adapter`). */
+    adapters?: AdapterChoice | undefined,
     problems: readonly Problem[],
     systemPrompt: string | null,
     sampling: SamplingOptions,
@@ -77,7 +79,8 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             const chunk: Promise<GradedSample>[] = [];
             if (engine == null) {
                 engine = o.model.rollouts(o.engine);
-                if (o.adapter != null) engine.setAdapters([{adapter: o.adapter}]);
+                const adapters = o.adapters ?? (o.adapter == null ? [] : [{adapter: o.adapter}]);
+                if (adapters.length > 0) engine.setAdapters(adapters);
             }
             const run = engine.generate(problems.map((p) => ({
                 id: p.id,

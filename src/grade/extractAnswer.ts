@@ -78,6 +78,11 @@ export function boxedSpans(text: string): Span[] {
 // Text allowed between boxes that belong to one answer.
 const JOINER = /^(?:[\s$,;.]|\\[,;:! ]|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|\\\(|\\\)|\\\[|\\\]|and|or|&)*$/;
 
+/** The answer boxed last in a text (boxes joined by "and", commas, … count as one answer); null when nothing is boxed. */
+export function boxedAnswer(text: string): string | null {
+    return lastBoxed(text)?.text ?? null;
+}
+
 function lastBoxed(text: string): {text: string, end: number} | null {
     const spans = boxedSpans(text);
     if (spans.length === 0) return null;

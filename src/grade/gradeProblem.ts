@@ -31,6 +31,9 @@ export async function gradeProblem(problem: Problem, response: string, o: GradeP
         const first = code?.split("\n").find((l) => l.trim().length > 0)?.trim() ?? null;
         return {correct: result.status === "passed", extracted: first == null ? null : first.slice(0, 200), type: "code", code: result};
     }
-    const g = grade(response, problem.answer, {type: problem.type, ...(problem.choices == null ? {} : {choices: problem.choices})});
-    return {correct: g.correct, extracted: g.extracted, type: problem.type};
+    const options = {type: problem.type, ...(problem.choices == null ? {} : {choices: problem.choices})};
+    const g = grade(response, problem.answer, options);
+    // any accepted answer will do; the first answer's extraction is kept when none matches
+    const alternative = g.correct ? undefined : problem.alternatives?.map((a) => grade(response, a, options)).find((r) => r.correct);
+    return {correct: g.correct || alternative != null, extracted: (alternative ?? g).extracted, type: problem.type};
 }

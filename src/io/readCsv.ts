@@ -6,8 +6,8 @@ import {z} from "zod";
 import {DataError, throwIfAborted} from "../errors.js";
 import {issueReporter, validate, type ReadOptions, type Row} from "./jsonl.js";
 
-/** Streams the records of a CSV file (with a header row). */
-export async function* readCsv<S extends z.ZodType = z.ZodUnknown>(file: string, options: Omit<ReadOptions<S>, "maxLineBytes"> = {}): AsyncGenerator<Row<z.output<S>>> {
+/** Streams the records of a CSV file (with a header row); a header without one of `columns` is one error. */
+export async function* readCsv<S extends z.ZodType = z.ZodUnknown>(file: string, options: Omit<ReadOptions<S>, "maxLineBytes"> & {columns?: readonly string[]} = {}): AsyncGenerator<Row<z.output<S>>> {
     const report = issueReporter(options);
     try {
         await fs.promises.access(file, fs.constants.R_OK);
@@ -15,7 +15,14 @@ export async function* readCsv<S extends z.ZodType = z.ZodUnknown>(file: string,
         throw new DataError(file, `cannot read the file: ${(err as Error).message}`, undefined, undefined, {cause: err});
     }
     const parser = fs.createReadStream(file).pipe(parse({
-        columns: (header: string[]) => header.map((h) => h.trim()),
+        columns: (header: string[]) => {
+            const names = header.map((h) => h.trim());
+            const missing = (options.columns ?? []).filter((c) => !names.includes(c));
+            if (missing.length > 0)
+                throw new DataError(file, `has no column${missing.length > 1 ? "s" : ""} ${missing.map((c) => JSON.stringify(c)).join(", ")} ` +
+                    `(its header: ${names.map((c) => JSON.stringify(c)).join(", ")})`, 1);
+            return names;
+        },
         bom: true,
         info: true,
         skip_empty_lines: true,

@@ -9,6 +9,7 @@ import {z} from "zod";
 import {gpuLayersSchema} from "../engine/Model.js";
 import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {DataError} from "../errors.js";
+import {evalSetSchema} from "../evaluate/loadEvalSet.js";
 import {grpoConfigSchema} from "../rl/grpo.js";
 import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
 
@@ -32,13 +33,6 @@ export const trainSchema = z.strictObject({
         .describe("Checkpoint every N optimizer steps, so that a killed run loses at most N (0: only when stopped and at the end)").default(20),
     lora: loraOptionsSchema.describe("The LoRA adapter trained").prefault({})
 }).describe("How a phase trains: the step's size, its schedule and the adapter");
-
-export const evalSetSchema = z.strictObject({
-    name: z.string().min(1).describe("The set's name in reports"),
-    path: z.string().min(1).describe("JSONL problems (MATH500 / AIME layout, or {id, question, answer}), or a GPQA CSV"),
-    format: z.enum(["math", "gpqa"]).describe("math: a JSONL problem file; gpqa: the GPQA CSV").default("math"),
-    limit: z.number().int().min(1).optional().describe("Only the first N problems")
-});
 
 export const runConfigSchema = z.strictObject({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, dot, dash and underscore")

@@ -7,7 +7,6 @@ import fs from "node:fs";
 import path from "node:path";
 import {z} from "zod";
 import {CodeVerifier} from "../code/verifyCode.js";
-import {loadGpqa} from "../data/loadGpqa.js";
 import {loadLongFormThoughts} from "../data/loadLongFormThoughts.js";
 import {loadMathProblems} from "../data/loadMathProblems.js";
 import type {Problem} from "../data/problemSchema.js";
@@ -16,6 +15,7 @@ import type {Adapter} from "../engine/Adapter.js";
 import {loadModel, type Model} from "../engine/Model.js";
 import {DataError, throwIfAborted} from "../errors.js";
 import {byDomain, type EvalSet, evaluate, share} from "../evaluate/evaluate.js";
+import {loadEvalSet} from "../evaluate/loadEvalSet.js";
 import {type GradedSample, type SampleAndGradeOptions, sampleAndGrade} from "../explore/sampleAndGrade.js";
 import {problemQuestion} from "../format/buildChatMessages.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
@@ -58,10 +58,7 @@ export async function loadInputs(config: RunConfig, signal?: AbortSignal): Promi
     const problems = (await loadMathProblems(config.data.problems, strict)).items;
     if (problems.length === 0) throw new DataError(config.data.problems, "holds no problems");
     const evalSets: EvalSet[] = [];
-    for (const e of config.data.eval) {
-        const loaded = e.format === "gpqa" ? await loadGpqa(e.path, {...strict, seed: config.seed}) : await loadMathProblems(e.path, strict);
-        evalSets.push({name: e.name, problems: loaded.items.slice(0, e.limit ?? Infinity)});
-    }
+    for (const e of config.data.eval) evalSets.push(await loadEvalSet(e, {seed: config.seed, signal}));
     const thoughts = config.data.thoughts != null && config.imitate.enabled ? (await loadLongFormThoughts(config.data.thoughts, strict)).items : [];
     const systemPrompt = await resolveSystemPrompt(config.prompt);
     return {problems, evalSets, thoughts, systemPrompt};
