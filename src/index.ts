@@ -52,7 +52,10 @@ export {runLoop, loadInputs, type LoopEvent, type LoopOptions, type LoopSummary,
 export {loadRunConfig, parseRunConfig, runConfigSchema, runConfigJsonSchema, type RunConfig, type TrainConfig} from "./loop/config.js";
 export {RunDir} from "./loop/RunDir.js";
 export {sampleAndGrade, type GradedSample as GradedRollout, type SampleAndGradeOptions} from "./explore/sampleAndGrade.js";
-export {byDomain, evaluate, type DomainMetrics, type EvalMetrics, type EvalSet} from "./evaluate/evaluate.js";
+export {byDomain, evaluate, groupBy, standardError, type DomainMetrics, type EvalMetrics, type EvalSet, type GroupMetrics, type ProblemOutcome} from "./evaluate/evaluate.js";
+export {compareEvaluations, mcnemarExact, pairedBootstrap, type SetComparison} from "./evaluate/compare.js";
+export {evalSetSchema, loadEvalSet, type EvalSetSpec} from "./evaluate/loadEvalSet.js";
+export {evaluationOptionsSchema, evaluationReport, readEvaluation, runEvaluation, type EvaluationOptions, type EvaluationProgress, type EvaluationRecord} from "./evaluate/runEvaluation.js";
 export {select, type Selection, type ScoredSample} from "./select/select.js";
 export {writeReport} from "./loop/report.js";
 export {grpo, grpoConfigSchema, checkGrpoConfig, type GrpoConfig, type GrpoEvent, type GrpoOptions, type GrpoResult, type GrpoStepMetrics} from "./rl/grpo.js";

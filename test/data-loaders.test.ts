@@ -71,7 +71,7 @@ describe("GPQA loader (user's own CSV)", () => {
 
     it("names a missing column or an empty answer by line and field", async () => {
         const noColumn = scratchFile("gpqa-cols.csv", gpqaCsv([["r", "Q?", "a", "b", "c"]], ["Record ID", "Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2"]));
-        await expect(loadGpqa(noColumn)).rejects.toThrow(/gpqa-cols\.csv:2: Incorrect Answer 3: missing/);
+        await expect(loadGpqa(noColumn)).rejects.toThrow(/gpqa-cols\.csv:1: has no column "Incorrect Answer 3" \(its header: "Record ID", "Question"/);
         const empty = scratchFile("gpqa-empty.csv", gpqaCsv([fakeRows[0]!, ["r1", "Q?", "  ", "b", "c", "d", "Chemistry"], fakeRows[2]!]));
         const {items, issues} = await loadGpqa(empty, {policy: "skip"});
         expect(items.map((p) => p.id)).toEqual(["rec0", "rec2"]);

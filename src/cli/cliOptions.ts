@@ -112,8 +112,11 @@ function setAt(target: Record<string, unknown>, path: string, value: unknown) {
 
 /** Text from the command line as the field's type: numbers, comma lists; anything else as given. */
 function coerce(base: z.ZodType, value: unknown): unknown {
-    if (typeof value !== "string") return value;
     const def = base._zod.def as {type: string, options?: z.ZodType[]};
+    // a repeatable option (<value...>): each value as the element's type
+    if (Array.isArray(value) && def.type === "array")
+        return value.map((v) => coerce(unwrap((def as unknown as {element: z.ZodType}).element).base, v));
+    if (typeof value !== "string") return value;
     const numeric = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(value.trim());
     switch (def.type) {
         case "number":

@@ -3,6 +3,7 @@
 import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
 import {adapterCommand} from "./adapterCommand.js";
+import {evalCommand} from "./evalCommand.js";
 import {generateCommand} from "./generateCommand.js";
 import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
@@ -32,6 +33,7 @@ scoreCommand(program, controller.signal);
 trainCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
 runCommand(program, controller.signal);
+evalCommand(program, controller.signal);
 adapterCommand(program, controller.signal);
 
 try {

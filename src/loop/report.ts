@@ -7,7 +7,8 @@ import path from "node:path";
 import {readJsonlFile} from "../io/jsonl.js";
 import {writeFileAtomic} from "../io/atomicFile.js";
 import {type Metric, metricLineSchema} from "./records.js";
-import type {EvalExample} from "../evaluate/evaluate.js";
+import type {EvalExample, EvalMetrics} from "../evaluate/evaluate.js";
+import type {SetComparison} from "../evaluate/compare.js";
 
 export async function writeReport(dir: string, title: string): Promise<string> {
     const file = path.join(dir, "metrics.jsonl");
@@ -19,7 +20,14 @@ export async function writeReport(dir: string, title: string): Promise<string> {
 
 type Of<K extends Metric["kind"]> = Extract<Metric, {kind: K}>;
 
-export function renderReport(title: string, metrics: readonly Metric[]): string {
+export type ReportOptions = {
+    /** Where the figures come from (said under the title). */
+    source?: string,
+    /** Two evaluations compared problem by problem: A's and B's labels (their phases), and the tests per set. */
+    comparison?: {a: string, b: string, sets: readonly SetComparison[]}
+};
+
+export function renderReport(title: string, metrics: readonly Metric[], options: ReportOptions = {}): string {
     const of = <K extends Metric["kind"]>(kind: K) => metrics.filter((m): m is Of<K> => m.kind === kind);
     const evals = of("eval");
     const phases = unique(evals.map((m) => m.phase));
@@ -41,11 +49,36 @@ export function renderReport(title: string, metrics: readonly Metric[]): string 
 ${rows}`)}
 ${lineChart("Accuracy", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "accuracy"))})))}
 ${lineChart("Format adherence", phases, sets.map((s) => ({name: s, values: phases.map((p) => value(p, s, "formatAdherence"))})))}`);
+        section("figures", "Figures with standard errors", `<p>± one standard error over problems; lengths in tokens.</p>
+${table(`<tr><th>phase</th><th>set</th><th>problems</th><th>pass@1</th><th>truncated</th><th>median length</th><th>90th percentile</th><th>longest</th></tr>
+${evals.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.problems}</td><td>${pctSe(m.accuracy, m.stderr)}</td><td>${pct(m.truncated)}</td>` +
+    `<td>${quantile(m.lengths, 0.5)}</td><td>${quantile(m.lengths, 0.9)}</td><td>${quantile(m.lengths, 1)}</td></tr>`).join("\n")}`)}`);
         const extra = evals.filter((m) => m.majAtK != null);
         if (extra.length > 0)
-            section("sampled", "Sampled evaluation", table(`<tr><th>phase</th><th>set</th><th>k</th><th>maj@k</th><th>pass@k</th></tr>
-${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pct(m.majAtK)}</td><td>${pct(m.passAtK)}</td></tr>`).join("\n")}`));
+            section("sampled", "Sampled evaluation", table(`<tr><th>phase</th><th>set</th><th>k</th><th>mean@k</th><th>maj@k</th><th>pass@k</th></tr>
+${extra.map((m) => `<tr><td>${esc(m.phase)}</td><td>${esc(m.set)}</td><td>${m.k}</td><td>${pctSe(m.meanAtK, m.meanAtKStderr)}</td>` +
+    `<td>${pctSe(m.majAtK, m.majAtKStderr)}</td><td>${pctSe(m.passAtK, m.passAtKStderr)}</td></tr>`).join("\n")}`));
     }
+
+    if (options.comparison != null && options.comparison.sets.length > 0) {
+        const c = options.comparison;
+        const p = (v: number) => (v < 1e-4 ? v.toExponential(1) : v.toPrecision(2));
+        section("comparison", `${c.b} against ${c.a}`, `<p>Paired by problem: greedy pass@1 by McNemar's exact test (the problems only one of the two solved);
+mean@k by a paired bootstrap of the per-problem difference (95% interval). A small p says the difference is unlikely to be chance.</p>
+${table(`<tr><th>set</th><th>paired</th><th>pass@1 ${esc(c.a)}</th><th>pass@1 ${esc(c.b)}</th><th>difference</th><th>only ${esc(c.a)}</th><th>only ${esc(c.b)}</th><th>p</th>` +
+    `<th>mean@k ${esc(c.a)}</th><th>mean@k ${esc(c.b)}</th><th>difference (95%)</th><th>p</th></tr>
+${c.sets.map((s) => `<tr><td>${esc(s.set)}</td><td>${s.paired}</td>` +
+    (s.greedy == null ? "<td>–</td>".repeat(6) : `<td>${pct(s.greedy.a)}</td><td>${pct(s.greedy.b)}</td><td>${points(s.greedy.difference)}</td><td>${s.greedy.onlyA}</td><td>${s.greedy.onlyB}</td><td>${p(s.greedy.p)}</td>`) +
+    (s.sampled == null ? "<td>–</td>".repeat(4) : `<td>${pct(s.sampled.a)}</td><td>${pct(s.sampled.b)}</td><td>${points(s.sampled.difference)} (${points(s.sampled.low)} to ${points(s.sampled.high)})</td><td>${p(s.sampled.p)}</td>`) +
+    "</tr>").join("\n")}`)}`);
+    }
+
+    const grouped = evals.filter((m) => m.subjects.length > 1 || m.levels.length > 1);
+    if (grouped.length > 0)
+        section("groups", "Accuracy per subject and level", grouped.map((m) => `<h3>${esc(m.phase)} · ${esc(m.set)}</h3>
+${table(`<tr><th>subject / level</th><th>problems</th><th>accuracy</th><th>format</th><th>mean tokens</th><th>truncated</th></tr>
+${[...m.subjects, ...m.levels.map((l) => ({...l, group: `level ${l.group}`}))].map((g) =>
+    `<tr><td>${esc(g.group)}</td><td>${g.problems}</td><td>${pctSe(g.accuracy, g.stderr)}</td><td>${pct(g.formatAdherence)}</td><td>${g.meanTokens.toFixed(0)}</td><td>${pct(g.truncated)}</td></tr>`).join("\n")}`)}`).join("\n"));
 
     // per domain, where a set mixes several (math, code, science, …)
     const mixed = evals.filter((m) => m.domains.length > 1);
@@ -119,7 +152,7 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.5em;
 pre.solution{background:#eef6ee}
 </style></head><body>
 <h1>${esc(title)}</h1>
-<p>Generated ${esc(new Date().toISOString())} from metrics.jsonl.</p>
+<p>Generated ${esc(new Date().toISOString())} from ${esc(options.source ?? "metrics.jsonl")}.</p>
 ${sections.length === 0 ? "<p>No metrics yet.</p>" : `<nav>${sections.map((s) => `<a href="#${s.id}">${esc(s.title)}</a>`).join(" ")}</nav>
 ${sections.map((s) => `<section id="${s.id}"><h2>${esc(s.title)}</h2>\n${s.body}</section>`).join("\n")}`}
 </body></html>
@@ -193,6 +226,21 @@ function unique(xs: readonly string[]) {
 
 function pct(v: number | null | undefined) {
     return v == null ? "–" : `${(v * 100).toFixed(1)}%`;
+}
+
+function pctSe(v: number | null | undefined, se: number | null | undefined) {
+    return v == null ? "–" : `${pct(v)}${se == null ? "" : ` ± ${(se * 100).toFixed(1)}`}`;
+}
+
+function points(v: number) {
+    return `${v >= 0 ? "+" : "−"}${Math.abs(v * 100).toFixed(1)}`;
+}
+
+/** The q-quantile of `values` (nearest rank); "–" for none. */
+function quantile(values: EvalMetrics["lengths"], q: number): string {
+    if (values.length === 0) return "–";
+    const sorted = [...values].sort((a, b) => a - b);
+    return String(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]);
 }
 
 function num(v: unknown) {
