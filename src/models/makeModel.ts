@@ -8,6 +8,7 @@ import {defaultThreads} from "../engine/decodeOptions.js";
 import {AbortError, OptionError} from "../errors.js";
 import {GgufWriter, type TensorFill} from "./GgufWriter.js";
 import {type Preset, type PresetName, headDim, presetNames, presetTensors, presets} from "./presets.js";
+import {realVocab} from "./realTokenizers.js";
 import {type Vocab, charVocab, qwenLikeVocab} from "./vocab.js";
 
 export const modelTypes = ["f32", "f16", "q8_0"] as const;
@@ -77,8 +78,14 @@ export async function makeModel(options: MakeModelOptions): Promise<MadeModel> {
     }
 }
 
+/** A preset's vocabulary, with the tokenizer facts the GGUF records. */
+function presetVocab(p: Preset): Vocab & {pre: string, addBos: boolean, chatTemplate: string, source?: string} {
+    if (p.vocab === "qwen3" || p.vocab === "llama3") return realVocab(p.vocab);
+    return {...(p.vocab === "char" ? charVocab() : qwenLikeVocab()), pre: "qwen2", addBos: false, chatTemplate: chatMlTemplate};
+}
+
 function buildWriter(p: Preset, seed: number): GgufWriter {
-    const vocab: Vocab = p.vocab === "char" ? charVocab() : qwenLikeVocab();
+    const vocab = presetVocab(p);
     const arch = p.architecture;
     const hd = headDim(p);
     const w = new GgufWriter()
@@ -100,17 +107,18 @@ function buildWriter(p: Preset, seed: number): GgufWriter {
         .f32(`${arch}.attention.layer_norm_rms_epsilon`, p.rmsEps)
         .u32(`${arch}.vocab_size`, vocab.tokens.length)
         .string("tokenizer.ggml.model", "gpt2")
-        .string("tokenizer.ggml.pre", "qwen2")
+        .string("tokenizer.ggml.pre", vocab.pre)
         .strings("tokenizer.ggml.tokens", vocab.tokens)
         .i32s("tokenizer.ggml.token_type", vocab.types)
         .strings("tokenizer.ggml.merges", vocab.merges)
         .u32("tokenizer.ggml.bos_token_id", vocab.bos)
         .u32("tokenizer.ggml.eos_token_id", vocab.eos)
         .u32("tokenizer.ggml.padding_token_id", vocab.pad)
-        .bool("tokenizer.ggml.add_bos_token", false)
-        .string("tokenizer.chat_template", chatMlTemplate)
+        .bool("tokenizer.ggml.add_bos_token", vocab.addBos)
+        .string("tokenizer.chat_template", vocab.chatTemplate)
         .string("still.preset", p.name)
         .u32("still.seed", seed);
+    if (vocab.source != null) w.string("still.tokenizer", vocab.source);
 
     for (const [name, dims] of presetTensors(p, vocab.tokens.length)) {
         const isNorm = name.endsWith("norm.weight");

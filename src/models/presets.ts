@@ -1,5 +1,7 @@
 // Recipes for the built-in models. They are generated, never downloaded: random
-// weights from a seed, a byte-level vocabulary with the STILL markers, a ChatML template.
+// weights from a seed, and either a byte-level vocabulary with the STILL markers and a
+// ChatML template, or a real model's tokenizer and chat template (Qwen3's, Llama 3's:
+// realTokenizers.ts), where the STILL markers are several tokens each.
 
 export type Architecture = "llama" | "qwen2" | "qwen3";
 
@@ -7,7 +9,8 @@ export type Preset = {
     name: string,
     description: string,
     architecture: Architecture,
-    vocab: "char" | "qwen",
+    /** char: 256 bytes + specials; qwen: Qwen2.5-sized made-up BPE; qwen3, llama3: those models' real tokenizers. */
+    vocab: "char" | "qwen" | "qwen3" | "llama3",
     embedding: number,
     layers: number,
     heads: number,
@@ -95,6 +98,41 @@ export const presets = {
         tiedEmbeddings: true,
         qkvBias: false,
         qkNorm: true
+    },
+    "tiny-qwen3-tokenizer": {
+        name: "tiny-qwen3-tokenizer",
+        description: "qwen3 architecture, 2 layers × 64, Qwen3's real tokenizer and chat template (<think> handling; 151,669 tokens)",
+        architecture: "qwen3",
+        vocab: "qwen3",
+        embedding: 64,
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 32,
+        feedForward: 192,
+        contextLength: 40_960,
+        ropeFreqBase: 1_000_000,
+        rmsEps: 1e-6,
+        tiedEmbeddings: true,
+        qkvBias: false,
+        qkNorm: true
+    },
+    "tiny-llama3-tokenizer": {
+        name: "tiny-llama3-tokenizer",
+        description: "llama architecture, 2 layers × 64, Llama 3's real tokenizer and chat template (128,256 tokens; BOS added)",
+        architecture: "llama",
+        vocab: "llama3",
+        embedding: 64,
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        feedForward: 192,
+        contextLength: 131_072,
+        ropeFreqBase: 500_000,
+        rmsEps: 1e-5,
+        tiedEmbeddings: true,
+        qkvBias: false,
+        qkNorm: false
     },
     "qwen2.5-0.5b": {
         name: "qwen2.5-0.5b",
