@@ -3,7 +3,7 @@
 import {z} from "zod";
 import {AbortError, OptionError, parseOptions} from "../errors.js";
 import {chatMessageSchema} from "../format/chatMessage.js";
-import {MARKERS} from "../format/markers.js";
+import {thoughtSpans} from "../format/parseThought.js";
 import {BatchEngine} from "./BatchEngine.js";
 import {decodeOptionFields, flashAttentionSchema} from "./decodeOptions.js";
 import type {ModelHandle} from "./ModelHandle.js";
@@ -178,7 +178,7 @@ export class Scorer extends BatchEngine<NativeScorer> {
         return {id: r.id, prompt, completion, spans, truncated};
     }
 
-    /** Token spans of the thought and the solution between the STILL markers (markers excluded). */
+    /** Token spans of the thought and the solution (STILL markers or think tags excluded). */
     private markerSpans(tokens: number[]): Record<string, [number, number]> {
         const starts: number[] = [];
         let offset = 0;
@@ -200,18 +200,14 @@ export class Scorer extends BatchEngine<NativeScorer> {
             }
             return lo;
         };
-        const between = (open: string, close: string): [number, number] | null => {
-            const a = text.indexOf(Buffer.from(open));
-            if (a < 0) return null;
-            const b = text.indexOf(Buffer.from(close), a + Buffer.byteLength(open));
-            if (b < 0) return null;
-            return [tokenAt(a + Buffer.byteLength(open)), tokenAt(b)];
-        };
+        // the parts in the response's own form (STILL markers or <think> tags, all ASCII): read
+        // one character per byte, so that offsets are byte offsets whatever the bytes between
+        const spans = thoughtSpans(text.toString("latin1"));
         const out: Record<string, [number, number]> = {};
-        const thought = between(MARKERS.beginThought, MARKERS.endThought);
-        const solution = between(MARKERS.beginSolution, MARKERS.endSolution);
-        if (thought != null) out.thought = thought;
-        if (solution != null) out.solution = solution;
+        for (const name of ["thought", "solution"] as const) {
+            const s = spans[name];
+            if (s != null) out[name] = [tokenAt(s[0]), tokenAt(s[1])];
+        }
         return out;
     }
 

@@ -4,13 +4,12 @@
 // into a list); the text after the last "final answer is" / "answer:" anchor; the whole
 // text when it is a bare answer; the last math segment ($…$, \(…\), \[…\]) or the last
 // number at the end of a sentence, whichever comes later.
-import {parseThought} from "../format/parseThought.js";
+import {END_OF_TURN, parseThought} from "../format/parseThought.js";
 import {braceMatches} from "./latexScan.js";
 
 export type ExtractionSource = "boxed" | "anchor" | "bare" | "math" | "number" | "short";
 export type Extraction = {text: string, source: ExtractionSource};
 
-const END_OF_TURN = /<\|im_end\|>|<\|im_start\|>|<\|endoftext\|>|<\|eot_id\|>|<\|end\|>|<\/s>|<\|end_of_text\|>/;
 
 /** Where the final answer lives: the solution part, the text after `</think>`, or everything. */
 export function answerRegions(response: string): string[] {

@@ -5,7 +5,7 @@ import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import {StillError} from "../errors.js";
 import {MARKERS} from "../format/markers.js";
-import {parseThought} from "../format/parseThought.js";
+import {parseThought, THINK_CLOSE, THINK_OPEN} from "../format/parseThought.js";
 import type {CodeVerifier} from "../code/verifyCode.js";
 import {gradeProblem} from "../grade/gradeProblem.js";
 
@@ -53,7 +53,8 @@ export type RewardedSample = RewardInput & {
 export function unfinishedReason(text: string, finish: "stop" | "length", extracted: string | null): string | null {
     if (finish === "length") return "cut at maxTokens";
     const parsed = parseThought(text);
-    if (text.includes(MARKERS.beginThought) && !text.includes(MARKERS.endThought)) return "the thought never closed";
+    if ((text.includes(MARKERS.beginThought) && !text.includes(MARKERS.endThought)) || (text.includes(THINK_OPEN) && !text.includes(THINK_CLOSE)))
+        return "the thought never closed";
     if (parsed.issues.some((i) => i.code === "truncated")) return "the response ends inside its thought or solution";
     if (extracted == null) return "no final answer";
     return null;

@@ -4,7 +4,7 @@
 // the same split the rollout engine and the scorer use, so the trained tokens are the
 // tokens the model generates.
 import type {ChatMessage, Model} from "../engine/Model.js";
-import {MARKERS} from "../format/markers.js";
+import {thoughtSpans} from "../format/parseThought.js";
 
 /** Which answer tokens carry loss: all of the answer, or only its thought. */
 export type LossMask = "completion" | "thought";
@@ -14,7 +14,7 @@ export type TokenizedAnswer = {
     completion: number[],
     /** 1 on every answer token up to and including the end-of-turn token, 0 after it. */
     completionWeights: number[],
-    /** 1 from <|begin_of_thought|> to <|end_of_thought|> (inclusive); null without a thought. */
+    /** 1 from <|begin_of_thought|> to <|end_of_thought|> (or over <think> … </think>), inclusive; null without a thought. */
     thoughtWeights: number[] | null
 };
 
@@ -63,12 +63,11 @@ function tokenizeSplit(model: Model, promptText: string, completionText: string,
  * (special tokens as their text) laid end to end rebuild the answer's bytes.
  */
 function thoughtWeights(model: Model, tokens: readonly number[], text: string): number[] | null {
-    const begin = text.indexOf(MARKERS.beginThought);
-    if (begin < 0) return null;
-    const endMarker = text.indexOf(MARKERS.endThought, begin);
-    if (endMarker < 0) return null;
-    const startByte = Buffer.byteLength(text.slice(0, begin));
-    const endByte = Buffer.byteLength(text.slice(0, endMarker + MARKERS.endThought.length));
+    // the thought with its markers, in the answer's own form (STILL markers or think tags)
+    const span = thoughtSpans(text).markedThought;
+    if (span == null) return null;
+    const startByte = Buffer.byteLength(text.slice(0, span[0]));
+    const endByte = Buffer.byteLength(text.slice(0, span[1]));
     const weights: number[] = [];
     let offset = 0;
     for (const t of tokens) {
