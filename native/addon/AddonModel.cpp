@@ -298,13 +298,14 @@ Napi::Value AddonModel::EvalLogits(const Napi::CallbackInfo & info) {
     return (new LogitsWorker(env, model, int_array(env, info[0], "tokens"), static_cast<size_t>(from), info[2].As<Napi::Number>().Int32Value()))->Queue_();
 }
 
-// detokenizeBytes(tokens, unparseSpecial) -> Uint8Array: the raw bytes, which may end inside a UTF-8 sequence.
+// detokenizeBytes(tokens, unparseSpecial) -> Uint8Array: the tokens' pieces laid end to end (no clean-up
+// between them, as the engines build text), raw bytes that may end inside a UTF-8 sequence.
 Napi::Value AddonModel::DetokenizeBytes(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1) throw Napi::TypeError::New(env, "tokens are required");
     const std::vector<llama_token> tokens = int_array(env, info[0], "tokens");
     const bool special = bool_arg(info, 1, false);
-    const std::string bytes = guard(env, [&] { return Get(env)->detokenize(tokens, false, special); });
+    const std::string bytes = guard(env, [&] { return Get(env)->pieces(tokens, special); });
     Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes.size());
     std::copy(bytes.begin(), bytes.end(), out.Data());
     return out;

@@ -158,6 +158,24 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool remo
     return text;
 }
 
+std::string Model::pieces(const std::vector<llama_token> & tokens, bool unparse_special) const {
+    check_tokens(tokens.data(), tokens.size(), llama_vocab_n_tokens(vocab_), "the input");
+    std::string out;
+    char piece[256];
+    for (const llama_token token : tokens) {
+        int32_t n = llama_token_to_piece(vocab_, token, piece, sizeof(piece), 0, unparse_special);
+        if (n >= 0) {
+            out.append(piece, static_cast<size_t>(n));
+            continue;
+        }
+        std::string big(static_cast<size_t>(-n), '\0');
+        n = llama_token_to_piece(vocab_, token, big.data(), static_cast<int32_t>(big.size()), 0, unparse_special);
+        if (n < 0) throw EngineError("invalid_argument", "detokenization failed");
+        out.append(big.data(), static_cast<size_t>(n));
+    }
+    return out;
+}
+
 llama_token Model::single_token(const std::string & text) const {
     const std::vector<llama_token> tokens = tokenize(text, false, true);
     if (tokens.size() != 1) return LLAMA_TOKEN_NULL;

@@ -83,6 +83,10 @@ public:
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize(const std::vector<llama_token> & tokens, bool remove_special, bool unparse_special) const;
+    // Each token's piece laid end to end, as the rollout engine builds a sample's text: no
+    // clean-up between pieces (llama_detokenize drops spaces before punctuation for some
+    // vocabularies, Llama 3's among them), so a token's bytes start where the previous ended.
+    std::string pieces(const std::vector<llama_token> & tokens, bool unparse_special) const;
     // The id of `text` when it is exactly one token (special tokens included), else LLAMA_TOKEN_NULL.
     llama_token single_token(const std::string & text) const;
 

@@ -25,6 +25,8 @@ const optionsSchema = z.object({
     maxTokens: e.maxTokens,
     seed: e.seed,
     parallel: e.parallel,
+    format: e.format,
+    thinking: e.thinking,
     systemPrompt: e.systemPrompt,
     systemFile: e.systemFile,
     gpuLayers: e.gpuLayers,
@@ -39,7 +41,8 @@ const optionsSchema = z.object({
 const flags: (string | CliOption)[] = [
     "--model <file>", "--adapter <file...>", "--adapter-scale <s...>", "--set <name=file...>", "--limit <n>",
     {flags: "--no-greedy", field: "greedy", help: "No greedy pass@1 (needs --samples)"}, "--samples <k>", "--temperature <t>", "--top-k <k>", "--top-p <p>",
-    "--max-tokens <n>", "--seed <n>", "--parallel <n>", ...systemFlags, "--gpu-layers <n>", "--threads <n>", "--out <dir>", "--resume",
+    "--max-tokens <n>", "--seed <n>", "--parallel <n>", "--format <form>", "--thinking",
+    {flags: "--no-thinking", field: "thinking", help: "enable_thinking off in the chat template"}, ...systemFlags, "--gpu-layers <n>", "--threads <n>", "--out <dir>", "--resume",
     "--compare <dir>", "--label <text>", "--unsafe-run-without-sandbox", "--json"
 ];
 

@@ -149,7 +149,7 @@ export class Model implements ModelHandle {
         return this.tokenizePrompt(this.applyChatTemplate(prompt));
     }
 
-    /** Token ids to their raw bytes (which may end inside a UTF-8 sequence). */
+    /** Token ids to their pieces laid end to end, as the engines build text (no clean-up between them): raw bytes that may end inside a UTF-8 sequence. */
     detokenizeBytes(tokens: readonly number[] | Int32Array, options: {special?: boolean} = {}): Uint8Array {
         return this.call(() => this.native.detokenizeBytes(tokens, options.special ?? false));
     }
@@ -176,6 +176,21 @@ export class Model implements ModelHandle {
         return this.call(() => this.native.singleToken(text));
     }
 
+    private templateVariables: Record<string, unknown> = {};
+
+    /**
+     * Variables every rendering of the chat template gets from now on (prompts of the
+     * engines, training examples), such as {enable_thinking: false}; replaces earlier ones.
+     */
+    setChatTemplateVariables(variables: Record<string, unknown>) {
+        this.templateVariables = {...variables};
+    }
+
+    /** The variables set by setChatTemplateVariables. */
+    get chatTemplateVariables(): Readonly<Record<string, unknown>> {
+        return this.templateVariables;
+    }
+
     /**
      * Formats chat messages with the model's chat template (or `template`). By default the
      * template is rendered as Jinja, as the model's authors wrote it; when it uses Jinja
@@ -183,7 +198,9 @@ export class Model implements ModelHandle {
      * families is used. `renderer` forces one of the two.
      */
     applyChatTemplate(messages: readonly ChatMessage[],
-                      options: {addGenerationPrompt?: boolean, template?: string, renderer?: "auto" | "jinja" | "llama"} = {}): string {
+                      options: {addGenerationPrompt?: boolean, template?: string, renderer?: "auto" | "jinja" | "llama",
+                          /** Template variables on top of the model's (setChatTemplateVariables). */
+                          variables?: Record<string, unknown>} = {}): string {
         const template = options.template ?? this.facts.chatTemplate;
         if (template == null)
             throw new ModelError(this.path, `${this.path} has no chat template; pass one (template option) or give raw prompt text.`);
@@ -196,7 +213,8 @@ export class Model implements ModelHandle {
                 return renderChatTemplate(template, messages, {
                     addGenerationPrompt,
                     bosToken: tokenText(this.facts.tokens.bos),
-                    eosToken: tokenText(this.facts.tokens.eos)
+                    eosToken: tokenText(this.facts.tokens.eos),
+                    variables: {...this.templateVariables, ...options.variables}
                 });
             } catch (err) {
                 if (err instanceof ChatTemplateRefusal) throw new OptionError(err.message);

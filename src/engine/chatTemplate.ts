@@ -1,7 +1,11 @@
 // Renders a model's Jinja chat template, as Hugging Face's apply_chat_template does.
 import {Template} from "@huggingface/jinja";
 
-export type ChatTemplateContext = {addGenerationPrompt: boolean, bosToken: string, eosToken: string};
+export type ChatTemplateContext = {
+    addGenerationPrompt: boolean, bosToken: string, eosToken: string,
+    /** More variables for the template, such as enable_thinking. */
+    variables?: Record<string, unknown>
+};
 
 /** The template itself rejected the messages (raise_exception): not a renderer limitation. */
 export class ChatTemplateRefusal extends Error {}
@@ -19,6 +23,7 @@ export function renderChatTemplate(template: string, messages: readonly {role: s
         compiled.set(template, t);
     }
     return t.render({
+        ...ctx.variables,
         messages: messages.map((m) => ({role: m.role, content: m.content})),
         add_generation_prompt: ctx.addGenerationPrompt,
         bos_token: ctx.bosToken,

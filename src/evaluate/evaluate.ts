@@ -12,7 +12,8 @@ import type {CodeVerifier} from "../code/verifyCode.js";
 import {majorityCorrect, passAtK} from "./metrics.js";
 import type {RunConfig} from "../loop/config.js";
 import {type GradedSample, sampleAndGrade} from "../explore/sampleAndGrade.js";
-import {parseThought} from "../format/parseThought.js";
+import {parseThought, type ThoughtFormat} from "../format/parseThought.js";
+import {formatStops} from "../format/thinking.js";
 import {OptionError} from "../errors.js";
 import {problemQuestion} from "../format/buildChatMessages.js";
 
@@ -98,6 +99,8 @@ export async function evaluate(o: {
     adapters?: AdapterChoice | undefined,
     sets: readonly EvalSet[],
     config: RunConfig["evaluate"],
+    /** The form responses should take (format adherence, stop strings); default still. */
+    format?: ThoughtFormat | undefined,
     systemPrompt: string | null,
     seed: number,
     threads?: number | undefined,
@@ -110,13 +113,14 @@ export async function evaluate(o: {
 }): Promise<EvalMetrics[]> {
     const out: EvalMetrics[] = [];
     const engine = {parallel: o.config.parallel, ...(o.threads == null ? {} : {threads: o.threads})};
+    const format = o.format ?? "still";
     for (const set of o.sets) {
         const run = (kind: string, sampling: Parameters<typeof sampleAndGrade>[0]["sampling"]) => sampleAndGrade({
             model: o.model, adapter: o.adapter, adapters: o.adapters, problems: set.problems, systemPrompt: o.systemPrompt, sampling, engine,
-            dir: path.join(o.dir, set.name, kind), chunk: 64, signal: o.signal, verifier: o.verifier,
+            dir: path.join(o.dir, set.name, kind), chunk: 64, format, signal: o.signal, verifier: o.verifier,
             onProgress: (done, total) => o.onProgress?.(`${set.name} (${kind})`, done, total)
         });
-        const base = {maxTokens: o.config.maxTokens, seed: o.seed};
+        const base = {maxTokens: o.config.maxTokens, seed: o.seed, stopAfter: formatStops(format)};
         const greedy = o.config.greedy ? await run("greedy", {...base, samples: 1, temperature: 0, topK: 0}) : null;
         const k = o.config.samples;
         const sampled = k > 0 ? await run("sampled", {
@@ -139,7 +143,7 @@ export async function evaluate(o: {
                 id: p.id, greedy: greedyById.get(p.id) ?? null,
                 correct: perProblem?.[i]!.filter((s) => s.correct).length ?? 0, samples: perProblem?.[i]!.length ?? 0
             })),
-            examples: examples(set.problems, responses)
+            examples: examples(set.problems, responses, format)
         };
         if (perProblem != null) {
             const mean = perProblem.map((s) => s.filter((x) => x.correct).length / Math.max(1, s.length));
@@ -165,13 +169,13 @@ function clip(text: string): string {
 }
 
 /** One correct and one incorrect response, the first of each in problem order. */
-function examples(problems: readonly Problem[], responses: readonly GradedSample[]): EvalExample[] {
+function examples(problems: readonly Problem[], responses: readonly GradedSample[], format: ThoughtFormat): EvalExample[] {
     const byId = new Map(problems.map((p) => [p.id, p]));
     return [true, false].flatMap((correct) => {
         const s = responses.find((r) => r.correct === correct && byId.has(r.id));
         if (s == null) return [];
         const p = byId.get(s.id)!;
-        const parsed = parseThought(s.text);
+        const parsed = parseThought(s.text, format);
         const split = parsed.thought != null && parsed.solution != null;
         return [{
             id: s.id, question: clip(problemQuestion(p)), answer: p.answer, correct, extracted: s.extracted, finish: s.finish, tokens: s.tokens.length,

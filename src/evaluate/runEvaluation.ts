@@ -15,6 +15,7 @@ import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js"
 import {DataError, OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import type {GradedSample} from "../explore/sampleAndGrade.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
+import {templateVariables, thinkingFields} from "../format/thinking.js";
 import {readJsonFile, writeJsonAtomic, writeJsonlAtomic, readJsonlFile} from "../io/jsonl.js";
 import {writeFileAtomic} from "../io/atomicFile.js";
 import {renderReport} from "../loop/report.js";
@@ -42,7 +43,8 @@ export const evaluationOptionsSchema = z.object({
     maxTokens: sampling.maxTokens.unwrap().default(4096),
     seed: z.number().int().min(0).describe("Seeds the sampled responses").default(0),
     parallel: rolloutEngineOptionsSchema.shape.parallel,
-    systemPrompt: z.string().nullable().optional().describe("System message before each question (default: the one asking for the STILL thought format)"),
+    ...thinkingFields,
+    systemPrompt: z.string().nullable().optional().describe("System message before each question (default: for format still, the one asking for the STILL markers; for think, none)"),
     systemFile: z.string().optional().describe("Read the system message from a file"),
     gpuLayers: gpuLayersSchema,
     threads: z.number().int().min(1).optional().describe("CPU threads; default all"),
@@ -96,12 +98,13 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
     const sets: EvalSet[] = [];
     for (const s of o.sets) sets.push(await loadEvalSet(s, {seed: o.seed, signal: hooks.signal}));
     const earlier = o.compare == null ? undefined : await readEvaluation(o.compare);
-    const systemPrompt = await resolveSystemPrompt({system: o.systemPrompt, systemFile: o.systemFile});
+    const systemPrompt = await resolveSystemPrompt({system: o.systemPrompt === undefined && o.format === "think" ? null : o.systemPrompt, systemFile: o.systemFile});
+    const variables = templateVariables(o.format, o.thinking);
     const adapters = o.adapters.map((a) => ({path: path.resolve(a.path), scale: a.scale}));
     const label = o.label ?? [o.model, ...o.adapters.map((a) => a.path)].map((f) => path.basename(f, path.extname(f))).join(" + ");
     const config = {greedy: o.greedy, samples: o.samples ?? 0, temperature: o.temperature, topK: o.topK, topP: o.topP, maxTokens: o.maxTokens, parallel: o.parallel};
     const settings = {
-        model: path.resolve(o.model), adapters, systemPrompt, seed: o.seed, ...config,
+        model: path.resolve(o.model), adapters, systemPrompt, format: o.format, templateVariables: variables, seed: o.seed, ...config,
         sets: o.sets.map((s) => ({name: s.name, path: path.resolve(s.path), format: s.format, limit: s.limit ?? null}))
     };
     await checkFolder(o.out, settings, o.resume);
@@ -111,6 +114,7 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
     if (verifier != null) await verifier.ready(codeLanguages);
 
     const model = await loadModel(o.model, {gpuLayers: o.gpuLayers, signal: hooks.signal});
+    model.setChatTemplateVariables(variables);
     const started = performance.now();
     try {
         const loaded = [];
@@ -119,7 +123,7 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
         await fsp.mkdir(o.out, {recursive: true});
         await writeJsonAtomic(path.join(o.out, SETTINGS_FILE), settings);
         const metrics = await evaluate({
-            model, adapters: loaded, sets, config, systemPrompt, seed: o.seed, threads: o.threads, verifier,
+            model, adapters: loaded, sets, config, format: o.format, systemPrompt, seed: o.seed, threads: o.threads, verifier,
             dir: path.join(o.out, "responses"), signal: hooks.signal,
             onProgress: (set, done, total) => hooks.onProgress?.({set, done, total})
         });

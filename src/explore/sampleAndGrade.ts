@@ -12,7 +12,7 @@ import type {Model} from "../engine/Model.js";
 import type {RolloutEngine, RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
 import {throwIfAborted} from "../errors.js";
 import {problemMessages} from "../format/buildChatMessages.js";
-import {parseThought} from "../format/parseThought.js";
+import {parseThought, type ThoughtFormat} from "../format/parseThought.js";
 import {codeResultSchema} from "../code/codeSpec.js";
 import type {CodeVerifier} from "../code/verifyCode.js";
 import {gradeProblem} from "../grade/gradeProblem.js";
@@ -48,6 +48,8 @@ export type SampleAndGradeOptions = {
     rollouts?: RolloutEngine | undefined,
     /** Runs the checks of code problems (needed when there are any). */
     verifier?: CodeVerifier | undefined,
+    /** The form responses should take, for `wellFormed` (default: whichever form each is written in). */
+    format?: ThoughtFormat | undefined,
     /** Keep each token's log-prob in the samples. */
     keepLogprobs?: boolean | undefined,
     /** Folder for the chunk files. */
@@ -93,7 +95,7 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
                 // code checks run in the sandbox while sampling goes on
                 const graded = gradeProblem(p, s.text, {verifier: o.verifier, signal: o.signal}).then((g): GradedSample => ({
                     id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish,
-                    correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text).wellFormed,
+                    correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text, o.format ?? "auto").wellFormed,
                     ...(g.code == null ? {} : {check: {status: g.code.status, test: g.code.test, message: g.code.message}}),
                     ...(o.keepLogprobs === true ? {logprobs: s.logprobs} : {})
                 }));

@@ -10,6 +10,7 @@ import {gpuLayersSchema} from "../engine/Model.js";
 import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {DataError} from "../errors.js";
 import {evalSetSchema} from "../evaluate/loadEvalSet.js";
+import {thinkingFields} from "../format/thinking.js";
 import {grpoConfigSchema} from "../rl/grpo.js";
 import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
 
@@ -45,9 +46,11 @@ export const runConfigSchema = z.strictObject({
         threads: z.number().int().min(1).optional().describe("CPU threads; default all")
     }).describe("The base model and how it runs"),
     prompt: z.strictObject({
-        system: z.string().nullable().optional().describe("System prompt asking for the thought format; null for none; default: the built-in one"),
-        systemFile: z.string().optional().describe("Read the system prompt from this file instead")
-    }).describe("The prompt around each problem").prefault({}),
+        system: z.string().nullable().optional()
+            .describe("System prompt; null for none; default: for format still, the built-in one asking for the STILL markers; for think, none"),
+        systemFile: z.string().optional().describe("Read the system prompt from this file instead"),
+        ...thinkingFields
+    }).describe("The prompt around each problem, and the form of the thought asked for").prefault({}),
     data: z.strictObject({
         thoughts: z.string().optional().describe("Long-form thought examples for imitate (JSONL or Parquet, STILL-2 layout or {question, response})"),
         problems: z.string().min(1).describe("Problems with answers that explore samples (JSONL, MATH500 layout or {id, question, answer})"),

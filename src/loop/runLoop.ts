@@ -19,6 +19,7 @@ import {loadEvalSet} from "../evaluate/loadEvalSet.js";
 import {type GradedSample, type SampleAndGradeOptions, sampleAndGrade} from "../explore/sampleAndGrade.js";
 import {problemQuestion} from "../format/buildChatMessages.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
+import {formatStops, templateVariables} from "../format/thinking.js";
 import {readJsonlFile, writeJsonAtomic, writeJsonlAtomic} from "../io/jsonl.js";
 import {select} from "../select/select.js";
 import {dpo} from "../train/dpo.js";
@@ -60,7 +61,8 @@ export async function loadInputs(config: RunConfig, signal?: AbortSignal): Promi
     const evalSets: EvalSet[] = [];
     for (const e of config.data.eval) evalSets.push(await loadEvalSet(e, {seed: config.seed, signal}));
     const thoughts = config.data.thoughts != null && config.imitate.enabled ? (await loadLongFormThoughts(config.data.thoughts, strict)).items : [];
-    const systemPrompt = await resolveSystemPrompt(config.prompt);
+    const p = config.prompt;
+    const systemPrompt = await resolveSystemPrompt({system: p.system === undefined && p.format === "think" ? null : p.system, systemFile: p.systemFile});
     return {problems, evalSets, thoughts, systemPrompt};
 }
 
@@ -76,6 +78,8 @@ export async function runLoop(config: RunConfig, options: LoopOptions = {}, inpu
     await verifier?.ready(languages);
     // the model is checked and loaded before the run folder is made: a bad file stops here
     const model = await loadModel(config.model.path, {gpuLayers: config.model.gpuLayers, ...(options.signal == null ? {} : {signal: options.signal})});
+    // prompts of sampling and training alike render the template with the run's thinking switch
+    model.setChatTemplateVariables(templateVariables(config.prompt.format, config.prompt.thinking));
     let run: RunDir;
     try {
         run = await RunDir.start(config);
@@ -171,7 +175,7 @@ class Loop {
         const name = `eval/${phase}`;
         const {metrics} = await this.step(name, evalStepSchema, async () => ({
             metrics: await evaluate({
-                model: this.model, adapter: this.adapter, sets: this.data.evalSets, config: this.config.evaluate,
+                model: this.model, adapter: this.adapter, sets: this.data.evalSets, config: this.config.evaluate, format: this.config.prompt.format,
                 systemPrompt: this.data.systemPrompt, seed: this.config.seed, threads: this.config.model.threads,
                 dir: this.runDir.path("eval", phase), signal: this.options.signal, verifier: this.verifier,
                 onProgress: (set, done, total) => this.progress(name)(done, total, set)
@@ -207,7 +211,9 @@ class Loop {
         const threads = this.config.model.threads;
         const exploring: SampleAndGradeOptions = {
             model: this.model, adapter: this.adapter, problems: pool, systemPrompt: this.data.systemPrompt,
-            sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: this.config.seed + round},
+            sampling: {samples: e.samples, temperature: e.temperature, topK: e.topK, topP: e.topP, maxTokens: e.maxTokens, seed: this.config.seed + round,
+                stopAfter: formatStops(this.config.prompt.format)},
+            format: this.config.prompt.format,
             engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
             dir: this.runDir.path(name, "explore"), chunk: e.chunk, signal: this.options.signal, onProgress: this.progress(`${name}/explore`),
             verifier: this.verifier
@@ -312,7 +318,7 @@ class Loop {
     /** Evaluation inside a grpo round (evalEvery): accuracy per set, into that step's metrics. */
     private async evaluateDuring(name: string, adapter: Adapter, at: number): Promise<Record<string, number>> {
         const metrics = await evaluate({
-            model: this.model, adapter, sets: this.data.evalSets, config: this.config.evaluate, systemPrompt: this.data.systemPrompt,
+            model: this.model, adapter, sets: this.data.evalSets, config: this.config.evaluate, format: this.config.prompt.format, systemPrompt: this.data.systemPrompt,
             seed: this.config.seed, threads: this.config.model.threads, dir: this.runDir.path(name, "grpo", "eval", `step-${at}`),
             signal: this.options.signal, verifier: this.verifier
         });
