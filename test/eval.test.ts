@@ -2,6 +2,7 @@
 // problem layouts it reads, the statistics behind --compare, and one sentence for each
 // kind of bad input with nothing written.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import {execa} from "execa";
 import {parquetWriteFile} from "hyparquet-writer";
@@ -200,11 +201,14 @@ describe("still eval", () => {
             [["--set", `m=${set}`, "--no-greedy"], /nothing to evaluate/],
             [["--set", `m=${set}`, "--adapter", other], /is an adapter for qwen2 models, but .* is llama/],
             [["--set", `m=${set}`, "--set", `m=${dup}`], /two evaluation sets are named "m"/],
-            [["--set", `m=${path.join(tmpDir, "missing.jsonl")}`], /missing\.jsonl: does not exist \(the set m\)/]
+            [["--set", `m=${path.join(tmpDir, "missing.jsonl")}`], /missing\.jsonl: does not exist \(the set m\)/],
+            // long generations: 128 slots of twice the free memory's worth of KV cache (the tiny model: 2 KiB per token)
+            [["--set", `m=${set}`, "--parallel", "128", "--max-tokens", String(Math.ceil((2 * os.freemem()) / (128 * 2048)))],
+                /128 parallel samples of up to \d+ tokens .* need [\d.]+ GiB of KV cache but [\d.]+ GiB are free: at most \d+ fit; lower parallel to \d+/]
         ];
         for (const [k, [args, message]] of cases.entries()) {
             const out = path.join(tmpDir, `eval-bad-${k}`);
-            const r = await cli(["eval", "--model", model, ...args, "--max-tokens", "8", "--out", out]);
+            const r = await cli(["eval", "--model", model, "--max-tokens", "8", ...args, "--out", out]);
             expect(r.exitCode, args.join(" ")).toBe(1);
             const text = r.stderr.trim();
             expect(text, args.join(" ")).toMatch(message);

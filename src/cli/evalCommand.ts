@@ -68,6 +68,10 @@ export function evalCommand(program: Command, signal: AbortSignal) {
             let bar: {set: string, progress: Progress} | undefined;
             const record = await runEvaluation({...o, adapters, sets}, {
                 signal,
+                onPlan: (p) => {
+                    if (!json) process.stderr.write(`KV cache: ${p.parallel} parallel × ${p.tokensPerSample} tokens = ${(p.bytes / 2 ** 30).toFixed(2)} GiB ` +
+                        `of ${(p.free / 2 ** 30).toFixed(1)} GiB free (up to ${p.fits} samples of that length fit at once)\n`);
+                },
                 onProgress: (p) => {
                     if (json) return;
                     if (bar?.set !== p.set) {

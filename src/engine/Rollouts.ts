@@ -131,20 +131,17 @@ export class RolloutEngine extends BatchEngine<NativeRollouts> {
         return {native, ids};
     }
 
-    /** Refuses a run whose KV cache would not fit in free memory, before allocating it. */
+    /** Refuses a run whose KV cache would not fit in free memory, before allocating it, saying how many samples at once would. */
     private checkMemory(requests: NativeRolloutRequest[]) {
+        const longest = Math.max(...requests.map((r) => r.prompt.length + r.maxTokens));
+        const plan = kvCachePlan(this.model, {parallel: this.options.parallel, tokensPerSample: longest + 1});
         const cells = this.options.contextSize ?? this.native.requiredCells(requests);
-        const f = this.model.facts;
-        const meta = this.model.gguf.metadata;
-        const keyLength = Number(meta[`${f.architecture}.attention.key_length`] ?? 0) || f.embeddingLength / Math.max(1, f.headCount);
-        const valueLength = Number(meta[`${f.architecture}.attention.value_length`] ?? 0) || keyLength;
-        const bytes = cells * f.layerCount * f.headCountKv * (keyLength + valueLength) * 2; // F16 K and V
-        const gpu = f.backend.devices.find((d) => d.type === "gpu" || d.type === "igpu");
-        const free = gpu != null && f.gpuLayers !== 0 ? gpu.memoryFree : os.freemem();
-        if (bytes > 0.9 * free) {
-            const longest = Math.max(...requests.map((r) => r.prompt.length + r.maxTokens));
+        const bytes = cells * plan.bytesPerToken;
+        if (bytes > 0.9 * plan.free) {
             throw new OptionError(`the KV cache for ${this.options.parallel} parallel samples of up to ${longest} tokens ` +
-                `(${cells} cells) needs ${gib(bytes)} GiB but only ${gib(free)} GiB are free; lower parallel or maxTokens.`);
+                `(${cells} cells) needs ${gib(bytes)} GiB but only ${gib(plan.free)} GiB are free; ` +
+                (plan.fits > 0 ? `${plan.fits} parallel sample${plan.fits === 1 ? "" : "s"} of that length would fit: lower parallel or maxTokens.`
+                    : "not even one sample of that length fits: lower maxTokens."));
         }
     }
 
@@ -206,6 +203,29 @@ export function requestSeed(seed: number, id: string): number {
     let h = 0xcbf29ce484222325n;
     for (const byte of Buffer.from(`${seed}\u0000${id}`, "utf8")) h = ((h ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn;
     return Number(h & 0x1fffffffffffffn); // 53 bits survive the trip through a JS number
+}
+
+export type KvCachePlan = {
+    /** KV cache bytes per token of context (F16 keys and values of every layer). */
+    bytesPerToken: number,
+    /** For `parallel` samples of `tokensPerSample` tokens. */
+    bytes: number,
+    /** Memory free where the cache would live (the GPU's when layers are offloaded). */
+    free: number,
+    /** How many samples of that length fit at once in 90% of it. */
+    fits: number
+};
+
+/** The KV cache that `parallel` samples of up to `tokensPerSample` tokens (prompt and response) need, and how many fit. */
+export function kvCachePlan(model: ModelHandle, o: {parallel: number, tokensPerSample: number}): KvCachePlan {
+    const f = model.facts;
+    const meta = model.gguf.metadata;
+    const keyLength = Number(meta[`${f.architecture}.attention.key_length`] ?? 0) || f.embeddingLength / Math.max(1, f.headCount);
+    const valueLength = Number(meta[`${f.architecture}.attention.value_length`] ?? 0) || keyLength;
+    const bytesPerToken = f.layerCount * f.headCountKv * (keyLength + valueLength) * 2;
+    const gpu = f.backend.devices.find((d) => d.type === "gpu" || d.type === "igpu");
+    const free = gpu != null && f.gpuLayers !== 0 ? gpu.memoryFree : os.freemem();
+    return {bytesPerToken, bytes: bytesPerToken * o.parallel * o.tokensPerSample, free, fits: Math.floor((0.9 * free) / (bytesPerToken * o.tokensPerSample))};
 }
 
 function gib(bytes: number) {

@@ -11,7 +11,8 @@ import {z} from "zod";
 import {CodeVerifier} from "../code/verifyCode.js";
 import type {Problem} from "../data/problemSchema.js";
 import {gpuLayersSchema, loadModel} from "../engine/Model.js";
-import {rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {kvCachePlan, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {problemMessages} from "../format/buildChatMessages.js";
 import {DataError, OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import type {GradedSample} from "../explore/sampleAndGrade.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
@@ -56,6 +57,10 @@ export const evaluationOptionsSchema = z.object({
 });
 export type EvaluationOptions = z.input<typeof evaluationOptionsSchema>;
 
+/** The KV cache the evaluation plans for: `parallel` samples of the longest prompt plus maxTokens. */
+export const kvPlanSchema = z.object({parallel: z.number().int(), tokensPerSample: z.number().int(), bytes: z.number(), free: z.number(), fits: z.number().int()});
+export type KvPlan = z.infer<typeof kvPlanSchema>;
+
 /** What an evaluation folder's eval.json holds. */
 export const evaluationRecordSchema = z.object({
     label: z.string(),
@@ -65,11 +70,13 @@ export const evaluationRecordSchema = z.object({
     seconds: z.number(),
     finishedAt: z.string(),
     sets: z.array(evalMetricsSchema),
-    compare: z.object({against: z.string(), label: z.string(), sets: z.array(setComparisonSchema)}).optional()
+    compare: z.object({against: z.string(), label: z.string(), sets: z.array(setComparisonSchema)}).optional(),
+    kvCache: kvPlanSchema.optional()
 });
 export type EvaluationRecord = z.infer<typeof evaluationRecordSchema>;
 
 export type EvaluationProgress = {set: string, done: number, total: number};
+
 
 const SETTINGS_FILE = "settings.json";
 const RECORD_FILE = "eval.json";
@@ -84,7 +91,9 @@ export async function readEvaluation(dirOrFile: string): Promise<EvaluationRecor
 /** Runs an evaluation into `out` (see the top of this file) and returns its record. */
 export async function runEvaluation(options: EvaluationOptions, hooks: {
     signal?: AbortSignal | undefined,
-    onProgress?: ((p: EvaluationProgress) => void) | undefined
+    onProgress?: ((p: EvaluationProgress) => void) | undefined,
+    /** The KV cache planned, before any sampling. */
+    onPlan?: ((plan: KvPlan) => void) | undefined
 } = {}): Promise<EvaluationRecord> {
     const o = parseOptions(evaluationOptionsSchema, options, "evaluation options");
     if (!o.greedy && o.samples == null) throw new OptionError("nothing to evaluate: without greedy decoding, give samples (k ≥ 1).");
@@ -119,6 +128,16 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
     try {
         const loaded = [];
         for (const a of adapters) loaded.push({adapter: await model.loadAdapter(a.path), scale: a.scale});
+        // long generations: the KV cache every slot needs, planned before anything runs
+        const longestPrompt = Math.max(...sets.flatMap((set) => set.problems.map((p) => model.promptTokens(problemMessages(p, systemPrompt)).length)));
+        const tokensPerSample = longestPrompt + o.maxTokens + 1;
+        const plan = kvCachePlan(model, {parallel: o.parallel, tokensPerSample});
+        const kvCache: KvPlan = {parallel: o.parallel, tokensPerSample, bytes: plan.bytes, free: plan.free, fits: plan.fits};
+        if (plan.fits < o.parallel)
+            throw new OptionError(`${o.parallel} parallel samples of up to ${tokensPerSample} tokens (the longest prompt, ${longestPrompt}, plus ${o.maxTokens}) need ` +
+                `${(plan.bytes / 2 ** 30).toFixed(1)} GiB of KV cache but ${(plan.free / 2 ** 30).toFixed(1)} GiB are free: ` +
+                (plan.fits > 0 ? `at most ${plan.fits} fit; lower parallel to ${plan.fits}, or lower max tokens.` : "not even one fits; lower max tokens."));
+        hooks.onPlan?.(kvCache);
         throwIfAborted(hooks.signal, "the evaluation");
         await fsp.mkdir(o.out, {recursive: true});
         await writeJsonAtomic(path.join(o.out, SETTINGS_FILE), settings);
@@ -130,7 +149,7 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
         for (const set of sets) await writeResponses(o.out, set, o.greedy, o.samples ?? 0);
         const record: EvaluationRecord = {
             label, model: settings.model, adapters, settings, seconds: (performance.now() - started) / 1000,
-            finishedAt: new Date().toISOString(), sets: metrics,
+            finishedAt: new Date().toISOString(), sets: metrics, kvCache,
             ...(earlier == null ? {} : {compare: {against: path.resolve(o.compare!), label: earlier.label, sets: compareEvaluations(earlier.sets, metrics, {seed: o.seed})}})
         };
         await writeFileAtomic(path.join(o.out, "report.html"), evaluationReport(record, earlier));
