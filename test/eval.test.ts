@@ -13,9 +13,8 @@ import {compareEvaluations, mcnemarExact, pairedBootstrap} from "../src/evaluate
 import {type EvalMetrics, standardError} from "../src/evaluate/evaluate.js";
 import {evaluationRecordSchema} from "../src/evaluate/runEvaluation.js";
 import {gradeProblem} from "../src/grade/gradeProblem.js";
-import {GgufWriter} from "../src/models/GgufWriter.js";
 import {fixtures, readJsonlFixture} from "./helpers/fixtures.js";
-import {testModel, tmpDir, tmpFile} from "./helpers/models.js";
+import {qwen2Adapter, testModel, tmpDir, tmpFile} from "./helpers/models.js";
 
 const cli = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
 const math500 = readJsonlFixture<{problem: string, solution: string, answer: string, subject: string, level: number, unique_id: string}>(
@@ -187,12 +186,7 @@ describe("still eval", () => {
         const dup = tmpFile("dup.jsonl", jsonl([{id: "a", question: "q", answer: "1"}, {id: "a", question: "r", answer: "2"}]));
         const empty = tmpFile("empty.jsonl", "");
         const csv = tmpFile("gpqa.csv", "Question,Correct Answer,Incorrect Answer 1\nq,a,b\n");
-        const other = path.join(tmpDir, "qwen2-lora.gguf");
-        await new GgufWriter().string("general.architecture", "qwen2").string("general.type", "adapter")
-            .string("adapter.type", "lora").f32("adapter.lora.alpha", 4)
-            .tensor("blk.0.attn_q.weight.lora_a", [128, 4], (_s, o) => o.fill(0.1))
-            .tensor("blk.0.attn_q.weight.lora_b", [4, 128], (_s, o) => o.fill(0.1))
-            .write(other);
+        const other = await qwen2Adapter();
         const cases: [string[], RegExp][] = [
             [["--set", `d=${dup}`], /dup\.jsonl:2: id: repeats id "a"/],
             [["--set", `e=${empty}`], /empty\.jsonl: holds no problems/],

@@ -5,7 +5,7 @@ import {buildChatMessages, buildTrainingMessages, formatQuestion} from "../src/f
 import {convertThinkTags} from "../src/format/convertThinkTags.js";
 import {formatThought} from "../src/format/formatThought.js";
 import {MARKERS} from "../src/format/markers.js";
-import {parseThought} from "../src/format/parseThought.js";
+import {detectThoughtFormat, parseThought, thoughtSpans} from "../src/format/parseThought.js";
 import {DEFAULT_SYSTEM_PROMPT, loadSystemPrompt} from "../src/format/systemPrompt.js";
 import {DataError, OptionError} from "../src/errors.js";
 import {scratchFile} from "./helpers/fixtures.js";
@@ -100,5 +100,42 @@ describe("prompts", () => {
         expect(formatQuestion("Which?", ["red", "blue"])).toBe("Which?\n\n(A) red\n(B) blue");
         const train = buildTrainingMessages({question: "Q", response: formatThought({thought: "t", solution: "s"})}, {systemPrompt: null});
         expect(train.map((m) => m.role)).toEqual(["user", "assistant"]);
+    });
+});
+
+describe("parseThought in the <think> form", () => {
+    it("reads the form thinking models write, with or without the opening tag", () => {
+        expect(parseThought("<think>\nwork\n</think>\n\nThe answer is 4.")).toMatchObject({wellFormed: true, thought: "work", solution: "The answer is 4."});
+        // DeepSeek-R1's template writes <think> into the prompt: the response starts inside the thought
+        expect(parseThought("work\n</think>\n\n4")).toMatchObject({wellFormed: true, thought: "work", solution: "4"});
+        expect(detectThoughtFormat("work </think> 4")).toBe("think");
+        expect(detectThoughtFormat(`${MARKERS.beginThought} <think>`)).toBe("still");
+    });
+
+    it("names what is wrong: cut inside the thought, repeated tags, empty parts, text before the thought", () => {
+        const codes = (t: string) => parseThought(t, "think").issues.map((i) => i.code);
+        expect(parseThought("<think>still going", "think")).toMatchObject({wellFormed: false, thought: "still going", solution: null});
+        expect(codes("<think>still going")).toEqual(["truncated"]);
+        expect(codes("<think>a</think>b</think>c")).toContain("repeated-marker");
+        expect(codes("<think></think>answer")).toEqual(["empty-thought"]);
+        expect(codes("<think>a</think>")).toEqual(["empty-solution"]);
+        expect(codes("hello <think>a</think>b")).toEqual(["text-outside"]);
+        // the still format does not accept the think form, and the other way round
+        expect(parseThought("<think>a</think>b", "still").wellFormed).toBe(false);
+        expect(parseThought(formatThought({thought: "t", solution: "s"}), "think").wellFormed).toBe(false);
+    });
+
+    it("locates the parts of either form", () => {
+        const think = "<think>\nabc\n</think>\n\nxyz<|im_end|>\n";
+        const spans = thoughtSpans(think);
+        expect(think.slice(...spans.thought!).trim()).toBe("abc");
+        expect(think.slice(...spans.markedThought!)).toBe("<think>\nabc\n</think>");
+        expect(think.slice(...spans.solution!).trim()).toBe("xyz");
+        const still = formatThought({thought: "t1", solution: "s1"});
+        const s = thoughtSpans(still);
+        expect(still.slice(...s.thought!).trim()).toBe("t1");
+        expect(still.slice(...s.solution!).trim()).toBe("s1");
+        expect(still.slice(...s.markedThought!)).toMatch(new RegExp(`^${MARKERS.beginThought.replace(/\|/g, "\\|")}[\\s\\S]*${MARKERS.endThought.replace(/\|/g, "\\|")}$`));
+        expect(thoughtSpans("<think>cut short")).toEqual({thought: null, markedThought: null, solution: null});
     });
 });

@@ -59,6 +59,9 @@ describe("maj@k, mean@k, accuracy, format adherence", () => {
 
     it("counts well-formed responses", () => {
         const ok = formatThought({thought: "t", solution: "s"});
-        expect(formatAdherence([ok, ok, "<think>x</think> y", `${ok} trailing`])).toBe(0.5);
+        const responses = [ok, ok, "<think>x</think> y", `${ok} trailing`];
+        expect(formatAdherence(responses)).toBe(0.5);
+        expect(formatAdherence(responses, "think")).toBe(0.25);
+        expect(formatAdherence(responses, "auto")).toBe(0.75);
     });
 });

@@ -11,7 +11,7 @@ import {loadModel, type Model} from "../src/engine/Model.js";
 import type {RolloutEngine, RolloutRequest, RolloutSample, SamplingOptions} from "../src/engine/Rollouts.js";
 import {ModelError, OptionError} from "../src/errors.js";
 import {MARKERS} from "../src/format/markers.js";
-import {testModel, tmpDir} from "./helpers/models.js";
+import {qwen2Adapter, testModel, tmpDir} from "./helpers/models.js";
 
 async function collect(engine: RolloutEngine, requests: RolloutRequest[], sampling: SamplingOptions, signal?: AbortSignal) {
     const run = engine.generate(requests, sampling, signal == null ? {} : {signal});
@@ -253,12 +253,7 @@ describe("LoRA adapters", () => {
 
     it("refuses a file that is not an adapter, or one for another architecture", async () => {
         await expect(model.loadAdapter(await testModel("tiny"))).rejects.toThrow(/is not a LoRA adapter/);
-        const other = path.join(tmpDir, "qwen2-lora.gguf");
-        await new GgufWriter().string("general.architecture", "qwen2").string("general.type", "adapter")
-            .string("adapter.type", "lora").f32("adapter.lora.alpha", 4)
-            .tensor("blk.0.attn_q.weight.lora_a", [128, 4], (_s, o) => o.fill(0.1))
-            .tensor("blk.0.attn_q.weight.lora_b", [4, 128], (_s, o) => o.fill(0.1))
-            .write(other);
+        const other = await qwen2Adapter();
         await expect(model.loadAdapter(other)).rejects.toThrow(ModelError);
         await expect(model.loadAdapter(other)).rejects.toThrow(/adapter for qwen2 models, but .* is llama/);
     });

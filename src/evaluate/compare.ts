@@ -3,6 +3,7 @@
 // with a paired bootstrap of the per-problem difference. "B beat A" becomes a claim with a
 // p-value; problems present in only one evaluation are counted and left out of the test.
 import {z} from "zod";
+import {rng} from "../loop/seeded.js";
 import type {EvalMetrics, ProblemOutcome} from "./evaluate.js";
 
 export const setComparisonSchema = z.object({
@@ -49,18 +50,6 @@ export function mcnemarExact(onlyA: number, onlyB: number): number {
     return Math.min(1, 2 * tail);
 }
 
-/** A small seeded generator (mulberry32) so a comparison gives the same interval every time. */
-function random(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-        a = (a + 0x6d2b79f5) >>> 0;
-        let t = a;
-        t = Math.imul(t ^ (t >>> 15), t | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-    };
-}
-
 /**
  * The paired bootstrap of the mean difference d = mean(b − a): resampling problems with
  * replacement, the 95% percentile interval, and the two-sided p-value of the resampled
@@ -73,7 +62,7 @@ export function pairedBootstrap(a: readonly number[], b: readonly number[], o: {
     const d = a.map((x, i) => b[i]! - x);
     const mean = n === 0 ? 0 : d.reduce((s, x) => s + x, 0) / n;
     if (n === 0) return {difference: 0, low: 0, high: 0, p: 1, resamples};
-    const next = random(o.seed ?? 0);
+    const next = rng(o.seed ?? 0);
     const means = new Float64Array(resamples);
     let extreme = 0;
     for (let r = 0; r < resamples; r++) {

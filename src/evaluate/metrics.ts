@@ -1,7 +1,7 @@
 // Evaluation metrics over graded samples: accuracy, unbiased pass@k (Chen et al., 2021),
 // maj@k (majority vote), mean@k, and format adherence.
 import {OptionError} from "../errors.js";
-import {parseThought} from "../format/parseThought.js";
+import {parseThought, type ThoughtFormat} from "../format/parseThought.js";
 
 /** Share of true values (0 for an empty list). */
 export function accuracy(correct: readonly boolean[]): number {
@@ -68,9 +68,9 @@ export function majAtK(samples: readonly (readonly GradedSample[])[], k: number,
     return samples.filter((s) => majorityCorrect(s, k, same)).length / samples.length;
 }
 
-/** Share of responses in the well-formed long-form thought format. */
-export function formatAdherence(responses: readonly string[]): number {
-    return responses.length === 0 ? 0 : responses.filter((r) => parseThought(r).wellFormed).length / responses.length;
+/** Share of responses well formed in `format` (default: STILL's long-form thought format; think: <think>…</think>). */
+export function formatAdherence(responses: readonly string[], format: ThoughtFormat | "auto" = "still"): number {
+    return responses.length === 0 ? 0 : responses.filter((r) => parseThought(r, format).wellFormed).length / responses.length;
 }
 
 function sameText(a: string, b: string): boolean {
