@@ -63,3 +63,4 @@ export {ResidentTrainer, policyLossSchema, residentTrainerOptionsSchema, type Re
 export {rewardSample, rewardSchemeSchema, unfinishedReason, overlongPenalty, type RewardFunction, type RewardInput, type RewardScheme, type RewardedSample} from "./rl/rewards.js";
 export {exportPeft, importPeft, type PeftExportResult, type PeftImportResult} from "./interop/peft.js";
 export {readSafetensors, writeSafetensors, type SafeTensor, type SafeTensorsFile} from "./interop/safetensors.js";
+export {exportRun, exportTargets, type ExportResult, type ExportTarget} from "./interop/exportData.js";

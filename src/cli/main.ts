@@ -4,6 +4,7 @@ import {Command, CommanderError} from "commander";
 import {StillError} from "../errors.js";
 import {adapterCommand} from "./adapterCommand.js";
 import {evalCommand} from "./evalCommand.js";
+import {exportCommand} from "./exportCommand.js";
 import {generateCommand} from "./generateCommand.js";
 import {gradeCommand} from "./gradeCommand.js";
 import {infoCommand} from "./infoCommand.js";
@@ -34,6 +35,7 @@ trainCommand(program, controller.signal);
 gradeCommand(program, controller.signal);
 runCommand(program, controller.signal);
 evalCommand(program, controller.signal);
+exportCommand(program, controller.signal);
 adapterCommand(program, controller.signal);
 
 try {

@@ -9,22 +9,40 @@ import {z} from "zod";
 import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, OptionError, parseOptions} from "../errors.js";
-import {chatMessageSchema} from "../format/chatMessage.js";
+import {assistantMessage, chatMessageSchema} from "../format/chatMessage.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
 import {TokenizeError, type TokenizedAnswer, tokenizeAnswers} from "./tokenizeForTraining.js";
 import type {TrainingFile} from "./TrainingFile.js";
 import {trainingOptionsSchema} from "./trainingOptions.js";
 
-/** A pair: one prompt (a question, chat messages, or raw text) and two answers to it. */
-export const dpoPairSchema = z.object({
-    question: z.string().min(1).optional(),
-    messages: z.array(chatMessageSchema).min(1).optional(),
-    prompt: z.string().optional(),
-    chosen: z.string().min(1),
-    rejected: z.string().min(1)
-}).refine((p) => [p.question, p.messages, p.prompt].filter((x) => x != null).length === 1,
-    {message: "a pair needs exactly one of question, messages and prompt"});
+const NO_TEXT_PROMPT = {question: undefined as string | undefined, prompt: undefined as string | undefined};
+const answerList = z.array(assistantMessage).length(1, "one assistant message");
+const conversation = z.array(chatMessageSchema).min(2);
+const samePrompt = (a: readonly ChatMessage[], b: readonly ChatMessage[]) => JSON.stringify(a.slice(0, -1)) === JSON.stringify(b.slice(0, -1));
+
+/**
+ * A pair: one prompt (a question, chat messages, or raw text) and two answers to it; or
+ * TRL's conversational preference layouts: prompt messages with chosen and rejected as one
+ * assistant message each, or (implicit prompt) two whole conversations that differ only in
+ * their last, assistant, message.
+ */
+export const dpoPairSchema = z.union([
+    z.object({
+        question: z.string().min(1).optional(),
+        messages: z.array(chatMessageSchema).min(1).optional(),
+        prompt: z.string().optional(),
+        chosen: z.string().min(1),
+        rejected: z.string().min(1)
+    }).refine((p) => [p.question, p.messages, p.prompt].filter((x) => x != null).length === 1,
+        {message: "a pair needs exactly one of question, messages and prompt"}),
+    z.object({prompt: z.array(chatMessageSchema).min(1), chosen: answerList, rejected: answerList})
+        .transform((p) => ({...NO_TEXT_PROMPT, messages: p.prompt, chosen: p.chosen[0]!.content, rejected: p.rejected[0]!.content})),
+    z.object({chosen: conversation, rejected: conversation})
+        .refine((p) => p.chosen.at(-1)!.role === "assistant" && p.rejected.at(-1)!.role === "assistant" && samePrompt(p.chosen, p.rejected),
+            {message: "chosen and rejected conversations must share every message but their last, an assistant's"})
+        .transform((p) => ({...NO_TEXT_PROMPT, messages: p.chosen.slice(0, -1), chosen: p.chosen.at(-1)!.content, rejected: p.rejected.at(-1)!.content}))
+]);
 export type DpoPair = z.input<typeof dpoPairSchema>;
 
 export const dpoOptionsSchema = trainingOptionsSchema.extend({

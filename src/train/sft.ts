@@ -4,7 +4,7 @@ import {z} from "zod";
 import {readRecords} from "../io/jsonl.js";
 import type {ChatMessage, Model} from "../engine/Model.js";
 import {DataError, parseOptions} from "../errors.js";
-import {chatMessageSchema} from "../format/chatMessage.js";
+import {assistantMessage, chatMessageSchema} from "../format/chatMessage.js";
 import {buildTrainingMessages} from "../format/buildChatMessages.js";
 import {type RunHooks, type TrainResult, type WrittenData, fitLengths, runTraining} from "./runTraining.js";
 import {type LossMask, TokenizeError, type TokenizedAnswer, tokenizeChat, tokenizeRaw} from "./tokenizeForTraining.js";
@@ -13,12 +13,16 @@ import {trainingOptionsSchema} from "./trainingOptions.js";
 
 /**
  * One example: a conversation ending with the assistant's answer; a question with its
- * long-form answer (put after the system prompt); or raw prompt and completion text.
+ * long-form answer (put after the system prompt); raw prompt and completion text; or TRL's
+ * layouts (`messages`, and prompt/completion as message lists).
  */
 export const sftExampleSchema = z.union([
     z.object({messages: z.array(chatMessageSchema).min(2)}),
     z.object({question: z.string().min(1), response: z.string().min(1)}),
-    z.object({prompt: z.string(), completion: z.string().min(1)})
+    z.object({prompt: z.string(), completion: z.string().min(1)}),
+    // TRL's conversational prompt-completion layout: the prompt's messages, then the answer as one assistant message
+    z.object({prompt: z.array(chatMessageSchema).min(1), completion: z.array(assistantMessage).length(1, "one assistant message")})
+        .transform((e) => ({messages: [...e.prompt, ...e.completion]}))
 ]);
 export type SftExample = z.input<typeof sftExampleSchema>;
 
