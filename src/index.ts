@@ -64,3 +64,4 @@ export {rewardSample, rewardSchemeSchema, unfinishedReason, overlongPenalty, typ
 export {exportPeft, importPeft, type PeftExportResult, type PeftImportResult} from "./interop/peft.js";
 export {readSafetensors, writeSafetensors, type SafeTensor, type SafeTensorsFile} from "./interop/safetensors.js";
 export {exportRun, exportTargets, type ExportResult, type ExportTarget} from "./interop/exportData.js";
+export {mergeAdapters, mergeOptionsSchema, mergeOutputTypes, type MergeOptions, type MergeResult} from "./interop/merge.js";

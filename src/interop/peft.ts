@@ -16,6 +16,7 @@ import {DataError, OptionError} from "../errors.js";
 import {GgufType, type GgufHeader, type GgufKv, readGgufHeader} from "../engine/readGguf.js";
 import {GgufWriter} from "../models/GgufWriter.js";
 import {type SafeTensor, readSafetensors, writeSafetensors} from "./safetensors.js";
+import {f32, halfToF32} from "./tensorData.js";
 
 export const PEFT_CONFIG = "adapter_config.json";
 export const PEFT_WEIGHTS = "adapter_model.safetensors";
@@ -76,29 +77,6 @@ export function permuteRows(data: Float32Array, rows: number, cols: number, head
                 const [from, to] = toGguf ? [hf, gg] : [gg, hf];
                 out.set(data.subarray(from * cols, (from + 1) * cols), to * cols);
             }
-    return out;
-}
-
-function f32(buf: Buffer): Float32Array {
-    const out = new Float32Array(buf.length / 4);
-    Buffer.from(out.buffer).set(buf);
-    return out;
-}
-
-function halfToF32(buf: Buffer, bf16: boolean): Float32Array {
-    const out = new Float32Array(buf.length / 2);
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < out.length; i++) {
-        const h = buf.readUInt16LE(2 * i);
-        if (bf16) {
-            u[i] = h << 16;
-            continue;
-        }
-        const sign = (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-        if (exp === 0) out[i] = (sign ? -1 : 1) * frac * 2 ** -24;
-        else if (exp === 31) u[i] = sign | 0x7f800000 | (frac << 13);
-        else u[i] = sign | ((exp - 15 + 127) << 23) | (frac << 13);
-    }
     return out;
 }
 
