@@ -7,9 +7,11 @@ import {z} from "zod";
 import {readProblemRows} from "../data/loadMathProblems.js";
 import {decodeOptionFields} from "../engine/decodeOptions.js";
 import {type ChatMessage, gpuLayersSchema, loadModel} from "../engine/Model.js";
-import {type RolloutRequest, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
-import {OptionError} from "../errors.js";
+import {type RolloutRequest, type SamplingOptions, requestSeed, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {OptionError, StillError} from "../errors.js";
+import {endpointOptionsSchema, type RemoteJob, runRemote} from "../remote/RemoteRollouts.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
+import {MARKERS} from "../format/markers.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
 import {RolloutFile} from "../explore/RolloutFile.js";
 import {type CliOption, adapterFields, adapterFlags, addOptions, commonFields, parseCli, systemFlags} from "./cliOptions.js";
@@ -28,12 +30,19 @@ const optionsSchema = samplingSchema.pick({samples: true, temperature: true, top
         gpuLayers: gpuLayersSchema,
         threads: decodeOptionFields.threads,
         out: z.string().min(1).describe("JSONL output; samples already there are skipped"),
+        endpoint: z.array(z.url({protocol: /^https?$/})).optional().describe("Sample on OpenAI-compatible servers instead (llama-server, vLLM, SGLang); repeat for several. " +
+            "The model file then only gives the chat template and tokenizer"),
+        endpointModel: endpointOptionsSchema.shape.model,
+        endpointConcurrency: endpointOptionsSchema.shape.concurrency,
+        apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
+        requestTimeout: endpointOptionsSchema.shape.timeoutMs,
         json: commonFields.json
     });
 const flags: (string | CliOption)[] = [
     "--model <file>", "--prompt <text>", "--problems <file>", ...systemFlags, "--raw", "--samples <k>", "--temperature <t>",
     "--top-k <k>", "--top-p <p>", "--min-p <p>", "--seed <n>", "--max-tokens <n>", "--stop <text...>", "--parallel <n>", ...adapterFlags,
-    "--gpu-layers <n>", "--threads <n>", "--out <file>", "--json"
+    "--gpu-layers <n>", "--threads <n>", "--out <file>",
+    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--json"
 ];
 
 export function generateCommand(program: Command, signal: AbortSignal) {
@@ -50,9 +59,11 @@ export function generateCommand(program: Command, signal: AbortSignal) {
                 samples: o.samples, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP,
                 seed: o.seed, maxTokens: o.maxTokens, stop: o.stop
             };
+            const remote = o.endpoint != null && o.endpoint.length > 0;
+            if (remote && o.adapter != null) throw new OptionError("--adapter applies to local sampling; for servers, name the adapter the server serves with --endpoint-model.");
             const config = createHash("sha256").update(JSON.stringify({
                 model: path.resolve(o.model), adapter: o.adapter == null ? null : [path.resolve(o.adapter), o.adapterScale],
-                sampling, system, raw: o.raw
+                sampling, system, raw: o.raw, ...(remote ? {backend: "remote", endpointModel: o.endpointModel ?? null} : {})
             })).digest("hex").slice(0, 16);
             const out = await RolloutFile.open(o.out, config);
 
@@ -70,6 +81,10 @@ export function generateCommand(program: Command, signal: AbortSignal) {
                 return;
             }
 
+            if (remote) {
+                await generateRemote(o, requests, sampling, out, total, already, signal);
+                return;
+            }
             const model = await loadModel(o.model, {gpuLayers: o.gpuLayers, signal});
             let written = 0;
             let generated = 0;
@@ -107,6 +122,74 @@ export function generateCommand(program: Command, signal: AbortSignal) {
                 await model.dispose();
             }
         });
+}
+
+/** Samples on servers: prompts rendered and tokenized by the model file (vocabulary only), each (problem, sample) written once. */
+async function generateRemote(o: z.output<typeof optionsSchema>, requests: RolloutRequest[], sampling: SamplingOptions & {seed: number, maxTokens: number},
+                              out: RolloutFile, total: number, already: number, signal: AbortSignal) {
+    const model = await loadModel(o.model, {vocabOnly: true, signal});
+    let written = 0;
+    let roundTripFailures = 0;
+    const bar = o.json ? undefined : new Progress("generating", total, "auto", (v, t) => `${v}/${t} samples`);
+    const started = performance.now();
+    try {
+        // strings kept at the end of a sample (stopAfter) are sent as stops and put back when a server names the one it met
+        const keep = sampling.stopAfter ?? [MARKERS.endSolution];
+        const jobs: RemoteJob[] = requests.flatMap((r) => {
+            const prompt = typeof r.prompt === "string" ? r.prompt : model.applyChatTemplate(r.prompt as ChatMessage[]);
+            return r.sampleIndices!.map((k) => ({id: r.id!, sample: k, prompt, seed: remoteSeed(sampling.seed, r.id!, k)}));
+        });
+        const promptTokens = new Map(requests.map((r) => [r.id!, model.promptTokens(r.prompt).length]));
+        try {
+            await runRemote(jobs, {
+                maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
+                minP: sampling.minP ?? 0, stop: [...(sampling.stop ?? []), ...keep]
+            }, {
+                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout,
+                ...(o.endpointModel == null ? {} : {model: o.endpointModel}), ...(o.apiKeyEnv == null ? {} : {apiKeyEnv: o.apiKeyEnv})
+            }, {
+                signal,
+                onLog: (line) => process.stderr.write(`still: ${line}\n`),
+                onResult: async (result) => {
+                    const r = result.stop != null && keep.includes(result.stop) ? {...result, text: result.text + result.stop} : result;
+                    // tokens by the local tokenizer, kept only when they give the text back byte for byte
+                    let tokens = model.tokenize(r.text, {special: true});
+                    if (Buffer.compare(Buffer.from(model.detokenizeBytes(tokens, {special: true})), Buffer.from(r.text, "utf8")) !== 0) {
+                        tokens = [];
+                        roundTripFailures++;
+                    }
+                    await out.append({
+                        id: r.id, sample: r.sample, text: r.text, tokens, logprobs: r.logprobs ?? [], finish: r.finish, stop: r.stop,
+                        request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id) ?? 0, completionTokens: r.completionTokens ?? tokens.length,
+                        timings: {startMs: 0, firstTokenMs: 0, endMs: r.elapsedMs}
+                    });
+                    written++;
+                    bar?.update(written);
+                }
+            });
+        } catch (err) {
+            bar?.stop();
+            if (err instanceof StillError && !signal.aborted) throw new StillError(`${err.message} (${written} new samples written to ${o.out})`);
+            throw err;
+        }
+        bar?.stop();
+        const seconds = (performance.now() - started) / 1000;
+        if (roundTripFailures > 0)
+            process.stderr.write(`still: ${roundTripFailures} responses do not survive the local tokenizer's round trip; their tokens are left empty\n`);
+        report(o.json, {written, skipped: already, remaining: total - written, out: o.out, seconds: Math.round(seconds * 10) / 10, endpoints: o.endpoint!.length},
+            signal.aborted ? `stopped: ${written} samples written to ${o.out}, ${total - written} left; run the same command to continue`
+                : `wrote ${written} samples to ${o.out} from ${o.endpoint!.length} endpoint${o.endpoint!.length === 1 ? "" : "s"}` +
+                  `${already > 0 ? ` (${already} were already there)` : ""} in ${seconds.toFixed(1)} s`);
+    } finally {
+        bar?.stop();
+        await out.close();
+        await model.dispose();
+    }
+}
+
+/** A sample's seed for a server: from the run's seed, the problem's id and the sample's index. */
+export function remoteSeed(seed: number, id: string, sample: number): number {
+    return requestSeed(seed, `${id}\u0000${sample}`) % 2 ** 31;
 }
 
 function report(json: boolean, summary: object, text: string) {

@@ -1,0 +1,227 @@
+// Rollouts on OpenAI-compatible servers (llama-server, vLLM, SGLang): prompts rendered and
+// tokenized locally with the model's own template, sent as raw text to /v1/completions, one
+// request per (problem, sample) with that sample's seed. Scheduling: every sample of one
+// problem goes to the same endpoint (its prefix cache makes the group cheap); a new problem
+// goes to the endpoint with the fewest requests outstanding for its concurrency. Faults:
+// per-request timeouts, retries with exponential backoff and jitter (429 and 5xx, refused or
+// cut connections, malformed or truncated bodies); an endpoint that fails several times in a
+// row leaves the rotation, its queued and failed work goes elsewhere, and it comes back
+// when its health check answers; with every endpoint gone the run stops with one sentence,
+// having lost nothing already delivered. Other 4xx answers (a wrong model name, a bad
+// request) stop the run at once, naming the endpoint.
+import {z} from "zod";
+import {AbortError, StillError} from "../errors.js";
+
+export const endpointOptionsSchema = z.object({
+    urls: z.array(z.url({protocol: /^https?$/})).min(1).describe("Base URLs of OpenAI-compatible servers (http://host:port, without /v1)"),
+    model: z.string().min(1).optional().describe("The model name sent in each request (vLLM: the served name or a LoRA adapter's name)"),
+    concurrency: z.number().int().min(1).max(1024).describe("Requests in flight per endpoint").default(8),
+    apiKeyEnv: z.string().min(1).optional().describe("Environment variable holding the API key (sent as a Bearer token)"),
+    timeoutMs: z.number().int().min(100).describe("Longest wait for one response").default(600_000),
+    maxAttempts: z.number().int().min(1).describe("Tries per sample before the run stops").default(6),
+    ejectAfter: z.number().int().min(1).describe("Consecutive failures that take an endpoint out of rotation").default(3),
+    backoffMs: z.number().int().min(0).describe("First retry delay (doubles each time, with jitter)").default(250),
+    probeMs: z.number().int().min(10).describe("How often an endpoint out of rotation is checked").default(1000),
+    giveUpMs: z.number().int().min(0).describe("How long every endpoint may be down before the run stops").default(15_000)
+});
+export type EndpointOptions = z.input<typeof endpointOptionsSchema>;
+
+export type RemoteJob = {id: string, sample: number, prompt: string, seed: number};
+export type RemoteSampling = {maxTokens: number, temperature: number, topK: number, topP: number, minP: number, stop: string[]};
+export type RemoteResult = {
+    id: string, sample: number, text: string, finish: "stop" | "length", stop: string | null,
+    logprobs: number[] | null, promptTokens: number | null, completionTokens: number | null, endpoint: string, elapsedMs: number
+};
+
+/** A fault of one request: retryable (network, timeout, 429, 5xx, malformed body) or not. */
+class RequestError extends Error {
+    constructor(message: string, readonly retryable: boolean, readonly countsAgainst = true) {
+        super(message);
+    }
+}
+
+const completionSchema = z.object({
+    choices: z.array(z.object({
+        text: z.string(),
+        finish_reason: z.string().nullable().optional(),
+        stop_reason: z.union([z.string(), z.number()]).nullable().optional(),
+        logprobs: z.object({token_logprobs: z.array(z.number().nullable()).optional()}).nullable().optional()
+    })).min(1),
+    usage: z.object({prompt_tokens: z.number().optional(), completion_tokens: z.number().optional()}).optional()
+});
+
+type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: RemoteJob[], downSince: number};
+
+const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(t); resolve(); }, {once: true});
+});
+
+/** Runs every job on the endpoints; each finished sample goes to `onResult` (awaited) exactly once. */
+export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSampling, options: EndpointOptions,
+                                hooks: {signal?: AbortSignal, onResult: (r: RemoteResult) => Promise<void> | void, onLog?: (line: string) => void}): Promise<void> {
+    const o = endpointOptionsSchema.parse(options);
+    const apiKey = o.apiKeyEnv == null ? undefined : process.env[o.apiKeyEnv];
+    if (o.apiKeyEnv != null && (apiKey == null || apiKey === "")) throw new StillError(`the API key variable ${o.apiKeyEnv} is not set.`);
+    const endpoints: Endpoint[] = o.urls.map((u) => ({url: u.replace(/\/+$/, ""), outstanding: 0, failures: 0, alive: true, lastError: "", queue: [], downSince: 0}));
+    const attempts = new Map<RemoteJob, number>();
+    // problems not yet given to an endpoint, in order; each problem's samples stay together
+    const groups: RemoteJob[][] = [];
+    for (const j of jobs) {
+        const last = groups.at(-1);
+        if (last != null && last[0]!.id === j.id) last.push(j);
+        else groups.push([j]);
+    }
+    let inFlight = 0;
+    let fatal: Error | undefined;
+    let wake: (() => void) | undefined;
+    const notify = () => { wake?.(); wake = undefined; };
+    const headers = {"content-type": "application/json", ...(apiKey == null ? {} : {authorization: `Bearer ${apiKey}`})};
+
+    const send = async (e: Endpoint, job: RemoteJob): Promise<RemoteResult> => {
+        const started = performance.now();
+        const timeout = AbortSignal.timeout(o.timeoutMs);
+        const signal = hooks.signal == null ? timeout : AbortSignal.any([timeout, hooks.signal]);
+        let res: Response;
+        let body: string;
+        try {
+            res = await fetch(`${e.url}/v1/completions`, {
+                method: "POST", headers, signal,
+                body: JSON.stringify({
+                    ...(o.model == null ? {} : {model: o.model}), prompt: job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
+                    top_p: sampling.topP, ...(sampling.topK > 0 ? {top_k: sampling.topK} : {}), ...(sampling.minP > 0 ? {min_p: sampling.minP} : {}),
+                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, stream: false
+                })
+            });
+            body = await res.text();
+        } catch (err) {
+            if (hooks.signal?.aborted) throw new AbortError("sampling was cancelled");
+            const reason = timeout.aborted ? `no answer within ${o.timeoutMs} ms` : `${(err as Error).message}${(err as {cause?: Error}).cause?.message == null ? "" : ` (${(err as {cause: Error}).cause.message})`}`;
+            throw new RequestError(reason, true);
+        }
+        if (res.status === 429) throw new RequestError("429 Too Many Requests", true, false);
+        if (res.status >= 500) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 200)}`, true);
+        if (res.status >= 400) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 300)}`, false);
+        let parsed: z.infer<typeof completionSchema>;
+        try {
+            const r = completionSchema.safeParse(JSON.parse(body));
+            if (!r.success) throw new Error(z.prettifyError(r.error).split("\n")[0]);
+            parsed = r.data;
+        } catch (err) {
+            throw new RequestError(`malformed response (${(err as Error).message.slice(0, 200)})`, true);
+        }
+        const c = parsed.choices[0]!;
+        const finish = c.finish_reason === "length" ? "length" : "stop";
+        const stop = typeof c.stop_reason === "string" ? c.stop_reason : null;
+        const lp = c.logprobs?.token_logprobs;
+        return {
+            id: job.id, sample: job.sample, text: c.text, finish, stop, logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
+            promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: parsed.usage?.completion_tokens ?? null,
+            endpoint: e.url, elapsedMs: performance.now() - started
+        };
+    };
+
+    const eject = (e: Endpoint, reason: string) => {
+        if (!e.alive) return;
+        e.alive = false;
+        e.downSince = Date.now();
+        hooks.onLog?.(`endpoint ${e.url} out of rotation after ${e.failures} failures in a row (${reason}); its work goes elsewhere`);
+        // its queued samples go back, grouped by problem, to the front
+        const back: RemoteJob[][] = [];
+        for (const j of e.queue) {
+            const last = back.at(-1);
+            if (last != null && last[0]!.id === j.id) last.push(j);
+            else back.push([j]);
+        }
+        e.queue = [];
+        groups.unshift(...back);
+    };
+
+    const dispatch = (e: Endpoint, job: RemoteJob) => {
+        e.outstanding++;
+        inFlight++;
+        attempts.set(job, (attempts.get(job) ?? 0) + 1);
+        void send(e, job).then(async (r) => {
+            e.failures = 0;
+            await hooks.onResult(r);
+        }, async (err: unknown) => {
+            if (!(err instanceof RequestError)) {
+                fatal ??= err as Error;
+                return;
+            }
+            if (!err.retryable) {
+                fatal ??= new StillError(`the endpoint ${e.url} refused a request: ${err.message}`);
+                return;
+            }
+            if (err.countsAgainst) e.failures++;
+            e.lastError = err.message;
+            if ((attempts.get(job) ?? 0) >= o.maxAttempts) {
+                fatal ??= new StillError(`sample ${job.sample} of ${job.id} failed ${o.maxAttempts} times; last, at ${e.url}: ${err.message}`);
+                return;
+            }
+            const n = attempts.get(job) ?? 1;
+            await sleep(o.backoffMs * 2 ** (n - 1) * (0.5 + Math.random()), hooks.signal);
+            if (e.alive && e.failures >= o.ejectAfter) eject(e, err.message);
+            if (e.alive) e.queue.unshift(job);
+            else groups.unshift([job]);
+        }).catch((err: unknown) => { fatal ??= err as Error; }).finally(() => {
+            e.outstanding--;
+            inFlight--;
+            notify();
+        });
+    };
+
+    const probe = async (e: Endpoint) => {
+        for (const p of ["/health", "/v1/models"]) {
+            try {
+                const r = await fetch(`${e.url}${p}`, {headers, signal: AbortSignal.timeout(Math.max(500, o.probeMs))});
+                await r.arrayBuffer();
+                if (r.ok) {
+                    e.alive = true;
+                    e.failures = 0;
+                    hooks.onLog?.(`endpoint ${e.url} answers again; back in rotation`);
+                    return;
+                }
+            } catch { /* still down */ }
+        }
+    };
+
+    let probing: Promise<void> | undefined;
+    let lastProbe = 0;
+    for (;;) {
+        if (fatal != null) break;
+        if (hooks.signal?.aborted) break;
+        // fill every alive endpoint, least loaded first
+        for (;;) {
+            const open = endpoints.filter((e) => e.alive && e.outstanding < o.concurrency && (e.queue.length > 0 || groups.length > 0));
+            if (open.length === 0) break;
+            open.sort((a, b) => a.outstanding - b.outstanding || (a.queue.length > 0 ? 0 : 1) - (b.queue.length > 0 ? 0 : 1));
+            const e = open[0]!;
+            if (e.queue.length === 0) e.queue.push(...groups.shift()!);
+            dispatch(e, e.queue.shift()!);
+        }
+        const pending = groups.length > 0 || endpoints.some((e) => e.queue.length > 0);
+        if (!pending && inFlight === 0) break;
+        const alive = endpoints.filter((e) => e.alive);
+        if (alive.length === 0 && inFlight === 0) {
+            const since = Math.min(...endpoints.map((e) => e.downSince));
+            if (Date.now() - since > o.giveUpMs) {
+                fatal = new StillError(`every endpoint failed (${endpoints.map((e) => `${e.url}: ${e.lastError}`).join("; ")}); ` +
+                    "the samples finished so far are kept: rerun the same command when the servers answer again");
+                break;
+            }
+        }
+        if (endpoints.some((e) => !e.alive) && probing == null && Date.now() - lastProbe >= o.probeMs) {
+            lastProbe = Date.now();
+            probing = Promise.all(endpoints.filter((e) => !e.alive).map(probe)).then(() => { probing = undefined; notify(); });
+        }
+        await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, Math.min(o.probeMs, 250));
+        });
+    }
+    // let the requests still out finish (their samples are kept) before returning or failing
+    while (inFlight > 0) await new Promise<void>((resolve) => { wake = resolve; setTimeout(resolve, 50); });
+    if (fatal != null) throw fatal;
+    if (hooks.signal?.aborted) throw new AbortError("sampling was cancelled");
+}

@@ -1,0 +1,84 @@
+// A fake OpenAI-compatible completions server on 127.0.0.1 for the remote backend's tests:
+// answers /v1/completions with text made from the prompt and the seed (the same request
+// gives the same answer, as a server honouring seeds does), /health; and misbehaves on
+// request: error statuses, slow, malformed or truncated bodies, or going away.
+import http from "node:http";
+import type {AddressInfo} from "node:net";
+
+export type Fault = "500" | "429" | "400" | "malformed" | "truncated" | "slow";
+
+export type FakeServer = {
+    url: string,
+    /** Requests answered, by prompt, with their seeds. */
+    served: {prompt: string, seed: number}[],
+    /** Faults for the next requests, in order. */
+    faults: Fault[],
+    /** Stops listening and cuts open connections (as a killed server). */
+    kill: () => Promise<void>,
+    /** Listens again on the same port. */
+    restart: () => Promise<void>,
+    close: () => Promise<void>
+};
+
+function answer(prompt: string, seed: number): string {
+    let h = 2166136261;
+    for (const c of `${prompt}|${seed}`) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+    return `The answer is $\\boxed{${h % 1000}}$.`;
+}
+
+export async function fakeOpenAi(o: {delayMs?: number} = {}): Promise<FakeServer> {
+    const sockets = new Set<import("node:net").Socket>();
+    const state: FakeServer = {url: "", served: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+        if (req.method === "GET" && (req.url === "/health" || req.url === "/v1/models")) {
+            res.writeHead(200, {"content-type": "application/json"}).end(JSON.stringify({status: "ok"}));
+            return;
+        }
+        let body = "";
+        req.on("data", (c) => { body += c; });
+        req.on("end", () => {
+            const fault = state.faults.shift();
+            const reply = () => {
+                if (fault === "500") return res.writeHead(500).end("internal error");
+                if (fault === "429") return res.writeHead(429).end("slow down");
+                if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
+                if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
+                const r = JSON.parse(body) as {prompt: string, seed: number, max_tokens: number};
+                state.served.push({prompt: r.prompt, seed: r.seed});
+                const payload = JSON.stringify({
+                    id: "cmpl", object: "text_completion",
+                    choices: [{index: 0, text: answer(r.prompt, r.seed), finish_reason: "stop", logprobs: null}],
+                    usage: {prompt_tokens: 10, completion_tokens: 8}
+                });
+                if (fault === "truncated") {
+                    res.writeHead(200, {"content-type": "application/json", "content-length": String(payload.length)});
+                    res.write(payload.slice(0, 20));
+                    res.destroy();
+                    return;
+                }
+                res.writeHead(200, {"content-type": "application/json"}).end(payload);
+            };
+            const delay = fault === "slow" ? 60_000 : o.delayMs ?? 0;
+            if (delay > 0) setTimeout(reply, delay).unref();
+            else reply();
+        });
+    };
+    let server = http.createServer(handler);
+    const track = (s: http.Server) => s.on("connection", (c) => { sockets.add(c); c.on("close", () => sockets.delete(c)); });
+    track(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    state.url = `http://127.0.0.1:${port}`;
+    const stop = async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+    };
+    state.kill = stop;
+    state.close = async () => { if (server.listening) await stop(); };
+    state.restart = async () => {
+        server = http.createServer(handler);
+        track(server);
+        await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    };
+    return state;
+}

@@ -1,0 +1,118 @@
+// `still generate --endpoint`: sampling on OpenAI-compatible servers (fakes on 127.0.0.1,
+// test/helpers/fakeOpenAi.ts): every (problem, sample) written exactly once through faults,
+// a server going away mid-run, all servers gone and a resume; a problem's samples on one
+// server; seeds passed on; refusals named by endpoint.
+import fs from "node:fs";
+import path from "node:path";
+import {execa} from "execa";
+import {afterEach, beforeAll, describe, expect, it} from "vitest";
+import {fakeOpenAi, type FakeServer} from "./helpers/fakeOpenAi.js";
+import {testModel, tmpDir} from "./helpers/models.js";
+
+const node = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
+let model: string;
+let problems: string;
+const servers: FakeServer[] = [];
+const N = 12, K = 4;
+
+beforeAll(async () => {
+    model = await testModel("tiny");
+    problems = path.join(tmpDir, "remote-problems.jsonl");
+    fs.writeFileSync(problems, Array.from({length: N}, (_, i) => JSON.stringify({id: `p${i}`, question: `What is ${i} + ${i}?`})).join("\n") + "\n");
+});
+afterEach(async () => {
+    for (const s of servers.splice(0)) await s.close();
+});
+
+async function serve(n: number, o: {delayMs?: number} = {}) {
+    const made = await Promise.all(Array.from({length: n}, () => fakeOpenAi(o)));
+    servers.push(...made);
+    return made;
+}
+const generate = (out: string, urls: string[], extra: string[] = []) => node(["generate", "--model", model, "--problems", problems, "--samples", String(K),
+    "--temperature", "0.7", "--seed", "3", "--max-tokens", "16", "--out", out, ...urls.flatMap((u) => ["--endpoint", u]), "--endpoint-concurrency", "3", ...extra]);
+const lines = (out: string) => fs.readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as {id: string, sample: number, text: string, tokens: number[]});
+/** Every (problem, sample) exactly once. */
+function expectComplete(out: string) {
+    const keys = lines(out).map((l) => `${l.id}/${l.sample}`);
+    expect(keys.length).toBe(N * K);
+    expect(new Set(keys).size).toBe(N * K);
+}
+
+describe("still generate --endpoint", () => {
+    it("writes each sample once, keeps a problem's samples on one server, passes seeds and re-tokenizes the text", async () => {
+        const [a, b] = await serve(2);
+        const out = path.join(tmpDir, "remote-ok.jsonl");
+        const r = await generate(out, [a!.url, b!.url], ["--json"]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        expectComplete(out);
+        // the chat template ran locally: the prompts are the model's rendered ChatML
+        expect(a!.served.length + b!.served.length).toBe(N * K);
+        for (const s of [...a!.served, ...b!.served]) expect(s.prompt).toMatch(/^<\|im_start\|>system\n[\s\S]*<\|im_start\|>assistant\n$/);
+        expect(a!.served.length).toBeGreaterThan(0);
+        expect(b!.served.length).toBeGreaterThan(0);
+        const where = new Map<string, Set<string>>();
+        for (const [name, s] of [["a", a!], ["b", b!]] as const) for (const x of s.served) {
+            const id = /What is (\d+)/.exec(x.prompt)![1]!;
+            (where.get(id) ?? where.set(id, new Set()).get(id)!).add(name);
+        }
+        for (const [, at] of where) expect(at.size).toBe(1);
+        // distinct seeds per sample, the same on a rerun elsewhere
+        const seeds = [...a!.served, ...b!.served].map((s) => s.seed);
+        expect(new Set(seeds).size).toBe(N * K);
+        for (const l of lines(out)) expect(l.tokens.length).toBeGreaterThan(0);
+        const again = path.join(tmpDir, "remote-ok-again.jsonl");
+        const [c] = await serve(1);
+        expect((await generate(again, [c!.url])).exitCode).toBe(0);
+        const text = (f: string) => new Map(lines(f).map((l) => [`${l.id}/${l.sample}`, l.text]));
+        expect(text(again)).toEqual(text(out));
+    }, 120_000);
+
+    it("rides out 500s, 429s, malformed and truncated answers, and a server killed mid-run", async () => {
+        const [a, b] = await serve(2, {delayMs: 20});
+        a!.faults.push("500", "429", "malformed", "truncated", "500");
+        b!.faults.push("truncated", "429");
+        const out = path.join(tmpDir, "remote-faults.jsonl");
+        const run = generate(out, [a!.url, b!.url]);
+        // kill b once it has answered a few
+        for (let t = 0; b!.served.length < 6 && t < 400; t++) await new Promise((r) => setTimeout(r, 10));
+        await b!.kill();
+        const r = await run;
+        expect(r.exitCode, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(new RegExp(`endpoint ${b!.url} out of rotation`));
+        expectComplete(out);
+    }, 120_000);
+
+    it("stops with one sentence when every server is gone, loses nothing, and a rerun finishes", async () => {
+        const [a] = await serve(1, {delayMs: 30});
+        const out = path.join(tmpDir, "remote-down.jsonl");
+        const run = generate(out, [a!.url]);
+        for (let t = 0; a!.served.length < 10 && t < 400; t++) await new Promise((r) => setTimeout(r, 10));
+        await a!.kill();
+        const r = await run;
+        expect(r.exitCode).toBe(1);
+        const errors = r.stderr.split("\n").filter((l) => l.startsWith("still: error:"));
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toMatch(new RegExp(`every endpoint failed \\(${a!.url}: .*\\).*rerun the same command`));
+        const kept = lines(out);
+        expect(kept.length).toBeGreaterThanOrEqual(10);
+        expect(kept.length).toBeLessThan(N * K);
+        await a!.restart();
+        const resumed = await generate(out, [a!.url]);
+        expect(resumed.exitCode, resumed.stderr).toBe(0);
+        expectComplete(out);
+    }, 180_000);
+
+    it("names the endpoint that refuses a request; a URL that is not http(s) is refused before any work", async () => {
+        const [a] = await serve(1);
+        a!.faults.push("400");
+        const out = path.join(tmpDir, "remote-400.jsonl");
+        const r = await generate(out, [a!.url]);
+        expect(r.exitCode).toBe(1);
+        expect(r.stderr).toMatch(new RegExp(`the endpoint ${a!.url} refused a request: 400 .*model 'x' not found`));
+        const local = await node(["generate", "--model", model, "--prompt", "hi", "--out", path.join(tmpDir, "remote-x.jsonl"), "--endpoint", "ftp://x"]);
+        expect(local.exitCode).toBe(1);
+        expect(local.stderr).toMatch(/Invalid URL\s+→ at endpoint\[0\]/);
+        expect(fs.existsSync(path.join(tmpDir, "remote-x.jsonl"))).toBe(false);
+    }, 60_000);
+});
