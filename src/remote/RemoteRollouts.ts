@@ -76,6 +76,11 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     let fatal: Error | undefined;
     let wake: (() => void) | undefined;
     const notify = () => { wake?.(); wake = undefined; };
+    /** Waits for a request to end (notify) or `ms`, whichever comes first. */
+    const nap = (ms: number) => new Promise<void>((resolve) => {
+        const t = setTimeout(() => { wake = undefined; resolve(); }, ms);
+        wake = () => { clearTimeout(t); resolve(); };
+    });
     const headers = {"content-type": "application/json", ...(apiKey == null ? {} : {authorization: `Bearer ${apiKey}`})};
 
     const send = async (e: Endpoint, job: RemoteJob): Promise<RemoteResult> => {
@@ -215,13 +220,10 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
             lastProbe = Date.now();
             probing = Promise.all(endpoints.filter((e) => !e.alive).map(probe)).then(() => { probing = undefined; notify(); });
         }
-        await new Promise<void>((resolve) => {
-            wake = resolve;
-            setTimeout(resolve, Math.min(o.probeMs, 250));
-        });
+        await nap(Math.min(o.probeMs, 250));
     }
     // let the requests still out finish (their samples are kept) before returning or failing
-    while (inFlight > 0) await new Promise<void>((resolve) => { wake = resolve; setTimeout(resolve, 50); });
+    while (inFlight > 0) await nap(50);
     if (fatal != null) throw fatal;
     if (hooks.signal?.aborted) throw new AbortError("sampling was cancelled");
 }
