@@ -5,21 +5,25 @@
 import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
-import {afterEach, beforeAll, describe, expect, it} from "vitest";
+import {afterAll, afterEach, beforeAll, describe, expect, it} from "vitest";
 import {fakeOpenAi, type FakeServer} from "./helpers/fakeOpenAi.js";
 import {testModel, tmpDir} from "./helpers/models.js";
+import {loadModel, type Model} from "../src/engine/Model.js";
 
 const node = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
 let model: string;
+let vocab: Model;
 let problems: string;
 const servers: FakeServer[] = [];
 const N = 12, K = 4;
 
 beforeAll(async () => {
     model = await testModel("tiny");
+    vocab = await loadModel(model, {vocabOnly: true});
     problems = path.join(tmpDir, "remote-problems.jsonl");
     fs.writeFileSync(problems, Array.from({length: N}, (_, i) => JSON.stringify({id: `p${i}`, question: `What is ${i} + ${i}?`})).join("\n") + "\n");
 });
+afterAll(async () => { await vocab.dispose(); });
 afterEach(async () => {
     for (const s of servers.splice(0)) await s.close();
 });
@@ -31,7 +35,9 @@ async function serve(n: number, o: {delayMs?: number} = {}) {
 }
 const generate = (out: string, urls: string[], extra: string[] = []) => node(["generate", "--model", model, "--problems", problems, "--samples", String(K),
     "--temperature", "0.7", "--seed", "3", "--max-tokens", "16", "--out", out, ...urls.flatMap((u) => ["--endpoint", u]), "--endpoint-concurrency", "3", ...extra]);
-const lines = (out: string) => fs.readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as {id: string, sample: number, text: string, tokens: number[]});
+const lines = (out: string) => fs.readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as {id: string, sample: number, text: string, tokens: number[], logprobs: number[]});
+/** A prompt as the fake received it, as text. */
+const promptText = (p: string | number[]) => typeof p === "string" ? p : Buffer.from(vocab.detokenizeBytes(p, {special: true})).toString("utf8");
 /** Every (problem, sample) exactly once. */
 function expectComplete(out: string) {
     const keys = lines(out).map((l) => `${l.id}/${l.sample}`);
@@ -46,14 +52,17 @@ describe("still generate --endpoint", () => {
         const r = await generate(out, [a!.url, b!.url], ["--json"]);
         expect(r.exitCode, r.stderr).toBe(0);
         expectComplete(out);
-        // the chat template ran locally: the prompts are the model's rendered ChatML
+        // the chat template ran locally: the prompts are the model's rendered ChatML, sent as its token ids
         expect(a!.served.length + b!.served.length).toBe(N * K);
-        for (const s of [...a!.served, ...b!.served]) expect(s.prompt).toMatch(/^<\|im_start\|>system\n[\s\S]*<\|im_start\|>assistant\n$/);
+        for (const s of [...a!.served, ...b!.served]) {
+            expect(Array.isArray(s.prompt)).toBe(true);
+            expect(promptText(s.prompt)).toMatch(/^<\|im_start\|>system\n[\s\S]*<\|im_start\|>assistant\n$/);
+        }
         expect(a!.served.length).toBeGreaterThan(0);
         expect(b!.served.length).toBeGreaterThan(0);
         const where = new Map<string, Set<string>>();
         for (const [name, s] of [["a", a!], ["b", b!]] as const) for (const x of s.served) {
-            const id = /What is (\d+)/.exec(x.prompt)![1]!;
+            const id = /What is (\d+)/.exec(promptText(x.prompt))![1]!;
             (where.get(id) ?? where.set(id, new Set()).get(id)!).add(name);
         }
         for (const [, at] of where) expect(at.size).toBe(1);
@@ -66,6 +75,16 @@ describe("still generate --endpoint", () => {
         expect((await generate(again, [c!.url])).exitCode).toBe(0);
         const text = (f: string) => new Map(lines(f).map((l) => [`${l.id}/${l.sample}`, l.text]));
         expect(text(again)).toEqual(text(out));
+        // --endpoint-prompt text: the same prompts as text
+        const asText = path.join(tmpDir, "remote-ok-text.jsonl");
+        const [d] = await serve(1);
+        expect((await generate(asText, [d!.url], ["--endpoint-prompt", "text"])).exitCode).toBe(0);
+        const rendered = new Set([...a!.served, ...b!.served].map((s) => promptText(s.prompt)));
+        expect(d!.served.length).toBe(N * K);
+        for (const s of d!.served) {
+            expect(typeof s.prompt).toBe("string");
+            expect(rendered.has(s.prompt as string)).toBe(true);
+        }
     }, 120_000);
 
     it("rides out 500s, 429s, malformed and truncated answers, and a server killed mid-run", async () => {
@@ -102,6 +121,26 @@ describe("still generate --endpoint", () => {
         expect(resumed.exitCode, resumed.stderr).toBe(0);
         expectComplete(out);
     }, 180_000);
+
+    it("keeps a server's own token ids and log-probs when they spell the text, else re-tokenizes", async () => {
+        const honest = await fakeOpenAi({tokenIds: (t) => vocab.tokenize(t, {special: true})});
+        // a server whose ids do not spell its text (another tokenizer): they are not trusted
+        const other = await fakeOpenAi({tokenIds: (t) => vocab.tokenize(t.slice(1), {special: true})});
+        servers.push(honest, other);
+        for (const [s, trusted] of [[honest, true], [other, false]] as const) {
+            const out = path.join(tmpDir, `remote-ids-${trusted}.jsonl`);
+            const r = await generate(out, [s.url], ["--json"]);
+            expect(r.exitCode, r.stderr).toBe(0);
+            const summary = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as {server_tokens: number, retokenized: number};
+            expect(summary.server_tokens).toBe(trusted ? N * K : 0);
+            expect(summary.retokenized).toBe(trusted ? 0 : N * K);
+            for (const l of lines(out)) {
+                expect(l.tokens).toEqual(vocab.tokenize(l.text, {special: true}));
+                // the server's log-probs only where its tokens are the ones written
+                expect(l.logprobs).toEqual(trusted ? l.tokens.map((_, i) => -0.25 - i / 1000) : []);
+            }
+        }
+    }, 60_000);
 
     it("names the endpoint that refuses a request; a URL that is not http(s) is refused before any work", async () => {
         const [a] = await serve(1);

@@ -14,7 +14,7 @@ import {StillError} from "../errors.js";
  * llama.cpp's common library (a source build made before it was built too) falls back to
  * the CPU variant's, which `log` reports.
  */
-export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity" | "llama-finetune", variant: VariantInfo,
+export async function llamaTool(tool: "llama-batched-bench" | "llama-perplexity" | "llama-finetune" | "llama-server", variant: VariantInfo,
                                 log: (line: string) => void): Promise<{binary: string, variant: VariantInfo}> {
     const candidates = [variant, ...getBackend().manifest.variants.filter((v) => v.name === "cpu" && v !== variant && v.name !== variant.name)];
     const failures: string[] = [];

@@ -36,13 +36,14 @@ const optionsSchema = samplingSchema.pick({samples: true, temperature: true, top
         endpointConcurrency: endpointOptionsSchema.shape.concurrency,
         apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
         requestTimeout: endpointOptionsSchema.shape.timeoutMs,
+        endpointPrompt: endpointOptionsSchema.shape.prompt,
         json: commonFields.json
     });
 const flags: (string | CliOption)[] = [
     "--model <file>", "--prompt <text>", "--problems <file>", ...systemFlags, "--raw", "--samples <k>", "--temperature <t>",
     "--top-k <k>", "--top-p <p>", "--min-p <p>", "--seed <n>", "--max-tokens <n>", "--stop <text...>", "--parallel <n>", ...adapterFlags,
     "--gpu-layers <n>", "--threads <n>", "--out <file>",
-    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--json"
+    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--endpoint-prompt <tokens|text>", "--json"
 ];
 
 export function generateCommand(program: Command, signal: AbortSignal) {
@@ -130,37 +131,50 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
     const model = await loadModel(o.model, {vocabOnly: true, signal});
     let written = 0;
     let roundTripFailures = 0;
+    let serverTokens = 0;
     const bar = o.json ? undefined : new Progress("generating", total, "auto", (v, t) => `${v}/${t} samples`);
     const started = performance.now();
     try {
         // strings kept at the end of a sample (stopAfter) are sent as stops and put back when a server names the one it met
         const keep = sampling.stopAfter ?? [MARKERS.endSolution];
+        const promptTokens = new Map(requests.map((r) => [r.id!, model.promptTokens(r.prompt)]));
         const jobs: RemoteJob[] = requests.flatMap((r) => {
             const prompt = typeof r.prompt === "string" ? r.prompt : model.applyChatTemplate(r.prompt as ChatMessage[]);
-            return r.sampleIndices!.map((k) => ({id: r.id!, sample: k, prompt, seed: remoteSeed(sampling.seed, r.id!, k)}));
+            return r.sampleIndices!.map((k) => ({id: r.id!, sample: k, prompt, promptTokens: promptTokens.get(r.id!)!, seed: remoteSeed(sampling.seed, r.id!, k)}));
         });
-        const promptTokens = new Map(requests.map((r) => [r.id!, model.promptTokens(r.prompt).length]));
+        const sameBytes = (tokens: readonly number[], text: string) =>
+            Buffer.compare(Buffer.from(model.detokenizeBytes(tokens, {special: true})), Buffer.from(text, "utf8")) === 0;
         try {
             await runRemote(jobs, {
                 maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
                 minP: sampling.minP ?? 0, stop: [...(sampling.stop ?? []), ...keep]
             }, {
-                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout,
+                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout, prompt: o.endpointPrompt,
                 ...(o.endpointModel == null ? {} : {model: o.endpointModel}), ...(o.apiKeyEnv == null ? {} : {apiKeyEnv: o.apiKeyEnv})
             }, {
                 signal,
                 onLog: (line) => process.stderr.write(`still: ${line}\n`),
                 onResult: async (result) => {
                     const r = result.stop != null && keep.includes(result.stop) ? {...result, text: result.text + result.stop} : result;
-                    // tokens by the local tokenizer, kept only when they give the text back byte for byte
-                    let tokens = model.tokenize(r.text, {special: true});
-                    if (Buffer.compare(Buffer.from(model.detokenizeBytes(tokens, {special: true})), Buffer.from(r.text, "utf8")) !== 0) {
-                        tokens = [];
-                        roundTripFailures++;
+                    // the server's sampled tokens where it gives them and they spell the text; else the local
+                    // tokenizer's, kept only when they give the text back byte for byte
+                    let tokens: number[];
+                    let logprobs = r.logprobs ?? [];
+                    if (r.tokens != null && sameBytes(r.tokens, r.text)) {
+                        tokens = r.tokens;
+                        serverTokens++;
+                    } else {
+                        tokens = model.tokenize(r.text, {special: true});
+                        if (!sameBytes(tokens, r.text)) {
+                            tokens = [];
+                            roundTripFailures++;
+                        }
                     }
+                    // log-probs only where they stand one per written token
+                    if (logprobs.length !== tokens.length) logprobs = [];
                     await out.append({
-                        id: r.id, sample: r.sample, text: r.text, tokens, logprobs: r.logprobs ?? [], finish: r.finish, stop: r.stop,
-                        request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id) ?? 0, completionTokens: r.completionTokens ?? tokens.length,
+                        id: r.id, sample: r.sample, text: r.text, tokens, logprobs, finish: r.finish, stop: r.stop,
+                        request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id)?.length ?? 0, completionTokens: r.completionTokens ?? tokens.length,
                         timings: {startMs: 0, firstTokenMs: 0, endMs: r.elapsedMs}
                     });
                     written++;
@@ -176,7 +190,8 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
         const seconds = (performance.now() - started) / 1000;
         if (roundTripFailures > 0)
             process.stderr.write(`still: ${roundTripFailures} responses do not survive the local tokenizer's round trip; their tokens are left empty\n`);
-        report(o.json, {written, skipped: already, remaining: total - written, out: o.out, seconds: Math.round(seconds * 10) / 10, endpoints: o.endpoint!.length},
+        report(o.json, {written, skipped: already, remaining: total - written, out: o.out, seconds: Math.round(seconds * 10) / 10, endpoints: o.endpoint!.length,
+                        server_tokens: serverTokens, retokenized: written - serverTokens - roundTripFailures, round_trip_failures: roundTripFailures},
             signal.aborted ? `stopped: ${written} samples written to ${o.out}, ${total - written} left; run the same command to continue`
                 : `wrote ${written} samples to ${o.out} from ${o.endpoint!.length} endpoint${o.endpoint!.length === 1 ? "" : "s"}` +
                   `${already > 0 ? ` (${already} were already there)` : ""} in ${seconds.toFixed(1)} s`);

@@ -1,6 +1,8 @@
 // Rollouts on OpenAI-compatible servers (llama-server, vLLM, SGLang): prompts rendered and
-// tokenized locally with the model's own template, sent as raw text to /v1/completions, one
-// request per (problem, sample) with that sample's seed. Scheduling: every sample of one
+// tokenized locally with the model's own template, sent to /v1/completions as token ids (or
+// as text), one request per (problem, sample) with that sample's seed. The sampled tokens
+// and their log-probs are read from the response where the server gives them (llama-server:
+// `logprobs.content[].id`; vLLM: `token_ids` when asked with `return_token_ids`). Scheduling: every sample of one
 // problem goes to the same endpoint (its prefix cache makes the group cheap); a new problem
 // goes to the endpoint with the fewest requests outstanding for its concurrency. Faults:
 // per-request timeouts, retries with exponential backoff and jitter (429 and 5xx, refused or
@@ -22,14 +24,17 @@ export const endpointOptionsSchema = z.object({
     ejectAfter: z.number().int().min(1).describe("Consecutive failures that take an endpoint out of rotation").default(3),
     backoffMs: z.number().int().min(0).describe("First retry delay (doubles each time, with jitter)").default(250),
     probeMs: z.number().int().min(10).describe("How often an endpoint out of rotation is checked").default(1000),
-    giveUpMs: z.number().int().min(0).describe("How long every endpoint may be down before the run stops").default(15_000)
+    giveUpMs: z.number().int().min(0).describe("How long every endpoint may be down before the run stops").default(15_000),
+    prompt: z.enum(["tokens", "text"]).describe("Send the prompt as the local tokenizer's token ids (exact) or as its text").default("tokens")
 });
 export type EndpointOptions = z.input<typeof endpointOptionsSchema>;
 
-export type RemoteJob = {id: string, sample: number, prompt: string, seed: number};
+export type RemoteJob = {id: string, sample: number, prompt: string, promptTokens?: readonly number[], seed: number};
 export type RemoteSampling = {maxTokens: number, temperature: number, topK: number, topP: number, minP: number, stop: string[]};
 export type RemoteResult = {
     id: string, sample: number, text: string, finish: "stop" | "length", stop: string | null,
+    /** The sampled tokens as the server reports them, or null where it does not. */
+    tokens: number[] | null,
     logprobs: number[] | null, promptTokens: number | null, completionTokens: number | null, endpoint: string, elapsedMs: number
 };
 
@@ -45,7 +50,14 @@ const completionSchema = z.object({
         text: z.string(),
         finish_reason: z.string().nullable().optional(),
         stop_reason: z.union([z.string(), z.number()]).nullable().optional(),
-        logprobs: z.object({token_logprobs: z.array(z.number().nullable()).optional()}).nullable().optional()
+        // vLLM (with return_token_ids)
+        token_ids: z.array(z.number().int()).nullable().optional(),
+        logprobs: z.object({
+            // OpenAI's legacy completions layout (vLLM, SGLang)
+            token_logprobs: z.array(z.number().nullable()).optional(),
+            // llama-server's: one entry per sampled token, with its id
+            content: z.array(z.object({id: z.number().int(), logprob: z.number().nullable()})).optional()
+        }).nullable().optional()
     })).min(1),
     usage: z.object({prompt_tokens: z.number().optional(), completion_tokens: z.number().optional()}).optional()
 });
@@ -93,9 +105,10 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
             res = await fetch(`${e.url}/v1/completions`, {
                 method: "POST", headers, signal,
                 body: JSON.stringify({
-                    ...(o.model == null ? {} : {model: o.model}), prompt: job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
+                    ...(o.model == null ? {} : {model: o.model}),
+                    prompt: o.prompt === "tokens" && job.promptTokens != null ? job.promptTokens : job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
                     top_p: sampling.topP, ...(sampling.topK > 0 ? {top_k: sampling.topK} : {}), ...(sampling.minP > 0 ? {min_p: sampling.minP} : {}),
-                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, stream: false
+                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, return_token_ids: true, stream: false
                 })
             });
             body = await res.text();
@@ -118,9 +131,12 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         const c = parsed.choices[0]!;
         const finish = c.finish_reason === "length" ? "length" : "stop";
         const stop = typeof c.stop_reason === "string" ? c.stop_reason : null;
-        const lp = c.logprobs?.token_logprobs;
+        const content = c.logprobs?.content;
+        const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
+        const tokens = c.token_ids ?? content?.map((t) => t.id) ?? null;
         return {
-            id: job.id, sample: job.sample, text: c.text, finish, stop, logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
+            id: job.id, sample: job.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
+            logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
             promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: parsed.usage?.completion_tokens ?? null,
             endpoint: e.url, elapsedMs: performance.now() - started
         };

@@ -9,8 +9,8 @@ export type Fault = "500" | "429" | "400" | "malformed" | "truncated" | "slow";
 
 export type FakeServer = {
     url: string,
-    /** Requests answered, by prompt, with their seeds. */
-    served: {prompt: string, seed: number}[],
+    /** Requests answered, by prompt (text or token ids, as sent), with their seeds. */
+    served: {prompt: string | number[], seed: number}[],
     /** Faults for the next requests, in order. */
     faults: Fault[],
     /** Stops listening and cuts open connections (as a killed server). */
@@ -26,7 +26,11 @@ function answer(prompt: string, seed: number): string {
     return `The answer is $\\boxed{${h % 1000}}$.`;
 }
 
-export async function fakeOpenAi(o: {delayMs?: number} = {}): Promise<FakeServer> {
+/**
+ * `tokenIds`: answer as vLLM does when asked with return_token_ids — the choice's
+ * `token_ids` (made by the given function from the text) and legacy `token_logprobs`.
+ */
+export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string) => number[]} = {}): Promise<FakeServer> {
     const sockets = new Set<import("node:net").Socket>();
     const state: FakeServer = {url: "", served: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -43,11 +47,14 @@ export async function fakeOpenAi(o: {delayMs?: number} = {}): Promise<FakeServer
                 if (fault === "429") return res.writeHead(429).end("slow down");
                 if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
                 if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
-                const r = JSON.parse(body) as {prompt: string, seed: number, max_tokens: number};
+                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, return_token_ids?: boolean};
                 state.served.push({prompt: r.prompt, seed: r.seed});
+                const text = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed);
+                const ids = o.tokenIds != null && r.return_token_ids === true ? o.tokenIds(text) : null;
                 const payload = JSON.stringify({
                     id: "cmpl", object: "text_completion",
-                    choices: [{index: 0, text: answer(r.prompt, r.seed), finish_reason: "stop", logprobs: null}],
+                    choices: [{index: 0, text, finish_reason: "stop", ...(ids == null ? {logprobs: null}
+                        : {token_ids: ids, logprobs: {tokens: ids.map(String), token_logprobs: ids.map((_, i) => -0.25 - i / 1000)}})}],
                     usage: {prompt_tokens: 10, completion_tokens: 8}
                 });
                 if (fault === "truncated") {
