@@ -144,6 +144,18 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
         });
         const sameBytes = (tokens: readonly number[], text: string) =>
             Buffer.compare(Buffer.from(model.detokenizeBytes(tokens, {special: true})), Buffer.from(text, "utf8")) === 0;
+        // A server's text cannot hold bytes that are not UTF-8 (its JSON has U+FFFD in their place, one per
+        // byte or per sequence as its encoder chooses): its tokens are taken when they spell every valid
+        // character of the text and every run of invalid bytes (a run of U+FFFD counts as one), and the text
+        // is then rendered from them as the local engine renders its own (a cut sequence at a length cut dropped).
+        const collapsed = (text: string) => text.replaceAll(/\uFFFD+/gu, "\uFFFD");
+        const spells = (tokens: readonly number[], text: string) =>
+            collapsed(Buffer.from(model.detokenizeBytes(tokens, {special: true})).toString("utf8")) === collapsed(text);
+        const rendered = (tokens: readonly number[], finish: string) => {
+            const bytes = Buffer.from(model.detokenizeBytes(tokens, {special: true}));
+            return (finish === "stop" ? bytes : dropPartialUtf8(bytes)).toString("utf8");
+        };
+        const eog = new Set(model.facts.eog);
         try {
             await runRemote(jobs, {
                 maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
@@ -155,13 +167,23 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
                 signal,
                 onLog: (line) => process.stderr.write(`still: ${line}\n`),
                 onResult: async (result) => {
-                    const r = result.stop != null && keep.includes(result.stop) ? {...result, text: result.text + result.stop} : result;
+                    let r = result.stop != null && keep.includes(result.stop) ? {...result, text: result.text + result.stop} : result;
                     // the server's sampled tokens where it gives them and they spell the text; else the local
                     // tokenizer's, kept only when they give the text back byte for byte
                     let tokens: number[];
                     let logprobs = r.logprobs ?? [];
+                    let text = r.text;
+                    // an end-of-generation token ends a sample without being part of it (as in the local engine)
+                    if (r.tokens != null && r.finish === "stop" && r.tokens.length > 0 && eog.has(r.tokens.at(-1)!)) {
+                        if (logprobs.length === r.tokens.length) logprobs = logprobs.slice(0, -1);
+                        r = {...r, tokens: r.tokens.slice(0, -1), stop: r.stop ?? model.detokenize(r.tokens.slice(-1), {special: true})};
+                    }
                     if (r.tokens != null && sameBytes(r.tokens, r.text)) {
                         tokens = r.tokens;
+                        serverTokens++;
+                    } else if (r.tokens != null && r.text.includes("\uFFFD") && spells(r.tokens, r.text)) {
+                        tokens = r.tokens;
+                        text = rendered(r.tokens, r.finish);
                         serverTokens++;
                     } else {
                         tokens = model.tokenize(r.text, {special: true});
@@ -173,7 +195,7 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
                     // log-probs only where they stand one per written token
                     if (logprobs.length !== tokens.length) logprobs = [];
                     await out.append({
-                        id: r.id, sample: r.sample, text: r.text, tokens, logprobs, finish: r.finish, stop: r.stop,
+                        id: r.id, sample: r.sample, text, tokens, logprobs, finish: r.finish, stop: r.stop,
                         request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id)?.length ?? 0, completionTokens: r.completionTokens ?? tokens.length,
                         timings: {startMs: 0, firstTokenMs: 0, endMs: r.elapsedMs}
                     });
@@ -219,4 +241,14 @@ async function readProblems(file: string): Promise<Problem[]> {
     for await (const {id, row} of readProblemRows(file, {policy: "strict"}))
         problems.push({id, text: row.question ?? row.problem ?? row.prompt ?? "", choices: row.choices, messages: row.messages});
     return problems;
+}
+
+/** Bytes without a UTF-8 sequence cut short at their end (a length cut may end inside one), as the engine drops it. */
+function dropPartialUtf8(bytes: Buffer): Buffer {
+    let i = bytes.length, cont = 0;
+    while (i > 0 && cont < 4 && (bytes[i - 1]! & 0xC0) === 0x80) i--, cont++;
+    if (i === 0) return bytes;
+    const lead = bytes[i - 1]!;
+    const need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+    return need > cont ? bytes.subarray(0, i - 1) : bytes;
 }

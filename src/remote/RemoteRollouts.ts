@@ -59,7 +59,15 @@ const completionSchema = z.object({
             content: z.array(z.object({id: z.number().int(), logprob: z.number().nullable()})).optional()
         }).nullable().optional()
     })).min(1),
-    usage: z.object({prompt_tokens: z.number().optional(), completion_tokens: z.number().optional()}).optional()
+    usage: z.object({prompt_tokens: z.number().optional(), completion_tokens: z.number().optional()}).optional(),
+    // llama-server (with verbose and return_tokens): every sampled token, those of a stop string or an
+    // end-of-generation token included, and which stop ended the sample. Its logprobs.content leaves out
+    // tokens that ended inside a UTF-8 sequence, so it cannot stand for the sampled tokens alone.
+    __verbose: z.object({
+        tokens: z.array(z.number().int()).optional(),
+        stop_type: z.string().optional(),
+        stopping_word: z.string().optional()
+    }).nullable().optional()
 });
 
 type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: RemoteJob[], downSince: number};
@@ -108,7 +116,7 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
                     ...(o.model == null ? {} : {model: o.model}),
                     prompt: o.prompt === "tokens" && job.promptTokens != null ? job.promptTokens : job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
                     top_p: sampling.topP, ...(sampling.topK > 0 ? {top_k: sampling.topK} : {}), ...(sampling.minP > 0 ? {min_p: sampling.minP} : {}),
-                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, return_token_ids: true, stream: false
+                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, return_token_ids: true, return_tokens: true, verbose: true, stream: false
                 })
             });
             body = await res.text();
@@ -130,10 +138,12 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         }
         const c = parsed.choices[0]!;
         const finish = c.finish_reason === "length" ? "length" : "stop";
-        const stop = typeof c.stop_reason === "string" ? c.stop_reason : null;
+        const verbose = parsed.__verbose;
+        const stop = typeof c.stop_reason === "string" ? c.stop_reason
+            : verbose?.stop_type === "word" && verbose.stopping_word != null && verbose.stopping_word !== "" ? verbose.stopping_word : null;
         const content = c.logprobs?.content;
         const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
-        const tokens = c.token_ids ?? content?.map((t) => t.id) ?? null;
+        const tokens = c.token_ids ?? verbose?.tokens ?? content?.map((t) => t.id) ?? null;
         return {
             id: job.id, sample: job.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
             logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
