@@ -140,6 +140,20 @@ describe("still generate --endpoint", () => {
                 expect(l.logprobs).toEqual(trusted ? l.tokens.map((_, i) => -0.25 - i / 1000) : []);
             }
         }
+        // llama-server's layout: every token in its verbose answer, the stop string it met put back in the
+        // text when it is one that stays (the STILL form's end), log-probs missing for the stop's tokens
+        const stop = "<|end_of_solution|>";
+        const llama = await fakeOpenAi({llamaServer: {stop, tokenize: (t) => vocab.tokenize(t, {special: true})}});
+        servers.push(llama);
+        const out = path.join(tmpDir, "remote-ids-llama.jsonl");
+        const r = await generate(out, [llama.url], ["--json"]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        expect(JSON.parse(r.stdout.trim().split("\n").at(-1)!)).toMatchObject({server_tokens: N * K, retokenized: 0});
+        for (const l of lines(out)) {
+            expect(l.text.endsWith(stop)).toBe(true);
+            expect(l.tokens).toEqual(vocab.tokenize(l.text, {special: true}));
+            expect(l.logprobs).toEqual([]);
+        }
     }, 60_000);
 
     it("names the endpoint that refuses a request; a URL that is not http(s) is refused before any work", async () => {

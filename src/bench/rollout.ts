@@ -7,7 +7,9 @@
 // counts: P distinct 128-token prompts, 128 generated tokens each, temperature 1 and
 // top-k 40 (batched-bench samples nothing). A last case puts one prompt under 32 samples
 // (batched-bench -pps) to show prefix sharing. Each engine runs in its own process;
-// figures are medians over --runs, with the peak RSS of each process.
+// figures are medians over --runs, with the peak RSS of each process. Also: still's remote
+// client (still generate --endpoint's) driving one llama-server built from the same source,
+// one slot per sequence, with and without log-probs asked for, over still's own engine.
 //
 // Also printed: the CPU, the ggml CPU backend each engine loaded (its ISA variant), where
 // still's decode step goes (ggml decode, logits read, sampling with log-probs, taking the
@@ -28,8 +30,12 @@ import {loadModel} from "../engine/Model.js";
 import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
-type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split};
-type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures | null, node_llama_cpp_uv1: Figures | null, llama_batched_bench: Figures, ceiling?: Ceiling};
+type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null};
+type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures | null, node_llama_cpp_uv1: Figures | null, llama_batched_bench: Figures,
+    /** still's remote client driving one llama-server on 127.0.0.1, and its generation speed over still's own engine's. */
+    llama_server: Figures | null, llama_server_ratio: number | null,
+    /** The same without asking for log-probs. */
+    llama_server_no_logprobs: Figures | null, llama_server_no_logprobs_ratio: number | null, ceiling?: Ceiling};
 
 const optionsSchema = z.object({
     model: z.string().optional().describe("GGUF model (default: the qwen2.5-0.5b preset at q8_0, made if missing)"),
@@ -40,10 +46,11 @@ const optionsSchema = z.object({
     genTokens: z.number().int().min(1).describe("Generated tokens per sequence").default(128),
     shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
     nodeLlamaCpp: nodeLlamaCppField,
+    llamaServer: z.boolean().describe("Measure still's remote client driving one llama-server too").default(true),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>",
-    nodeLlamaCppFlag, "--json"]);
+    nodeLlamaCppFlag, {flags: "--no-llama-server", help: "Skip still driving a llama-server"}, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
@@ -76,7 +83,7 @@ const promptsFile = path.join(os.tmpdir(), `still-bench-prompts-${process.pid}.j
 }
 process.on("exit", () => fs.rmSync(promptsFile, {force: true}));
 
-async function runWorker(engine: "still" | "node-llama-cpp", parallel: number, shared: boolean, env: Record<string, string> = {}): Promise<Figures> {
+async function runWorker(engine: "still" | "node-llama-cpp" | "llama-server" | "llama-server-no-logprobs", parallel: number, shared: boolean, env: Record<string, string> = {}): Promise<Figures> {
     const res = await execa(process.execPath, [worker, engine, model!, String(parallel), String(options.promptTokens),
         String(options.genTokens), String(options.threads), shared ? "1" : "0", promptsFile], {env: {...env, STILL_VARIANT: variant.name}, reject: false});
     if (res.exitCode !== 0) throw new Error(`${engine} run failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);
@@ -119,7 +126,8 @@ function median(values: Figures[]): Figures | null {
         prompt_tps: round(mid(values.map((v) => v.prompt_tps))),
         peak_rss_mb: rss.length === 0 ? null : Math.max(...rss),
         ...(at.cpu_backend === undefined ? {} : {cpu_backend: at.cpu_backend}),
-        ...(at.split == null ? {} : {split: at.split})
+        ...(at.split == null ? {} : {split: at.split}),
+        ...(at.server_peak_rss_mb === undefined ? {} : {server_peak_rss_mb: Math.max(...values.map((v) => v.server_peak_rss_mb ?? 0))})
     };
 }
 
@@ -176,12 +184,17 @@ if (!options.json) {
 }
 const rows: Row[] = [];
 for (const c of cases) {
-    const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt" | "ceiling">, Figures[]> = {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: []};
+    const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt" | "ceiling" | "llama_server_ratio" | "llama_server_no_logprobs_ratio">, Figures[]> =
+        {still: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: [], llama_server: [], llama_server_no_logprobs: []};
     for (let run = 1; run <= options.runs; run++) {
         log(`parallel ${c.parallel}${c.shared ? " (one shared prompt)" : ""}, run ${run}/${options.runs}`);
         // Interleaved, so drifts in machine load hit every engine alike.
         samples.still.push(await runWorker("still", c.parallel, c.shared));
         samples.llama_batched_bench.push(await runBatchedBench(c.parallel, c.shared));
+        if (options.llamaServer) {
+            samples.llama_server.push(await runWorker("llama-server", c.parallel, c.shared));
+            samples.llama_server_no_logprobs.push(await runWorker("llama-server-no-logprobs", c.parallel, c.shared));
+        }
         if (!options.nodeLlamaCpp) continue;
         samples.node_llama_cpp.push(await runWorker("node-llama-cpp", c.parallel, c.shared));
         samples.node_llama_cpp_uv1.push(await runWorker("node-llama-cpp", c.parallel, c.shared, {UV_THREADPOOL_SIZE: "1"}));
@@ -192,8 +205,15 @@ for (const c of cases) {
         still: median(samples.still)!,
         node_llama_cpp: median(samples.node_llama_cpp),
         node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
-        llama_batched_bench: median(samples.llama_batched_bench)!
+        llama_batched_bench: median(samples.llama_batched_bench)!,
+        llama_server: median(samples.llama_server),
+        llama_server_ratio: null,
+        llama_server_no_logprobs: median(samples.llama_server_no_logprobs),
+        llama_server_no_logprobs_ratio: null
     };
+    const over = (f: Figures | null) => f == null ? null : Math.round(100 * f.gen_tps / row.still.gen_tps) / 100;
+    row.llama_server_ratio = over(row.llama_server);
+    row.llama_server_no_logprobs_ratio = over(row.llama_server_no_logprobs);
     row.ceiling = ceiling(c.parallel, c.shared, row.still);
     rows.push(row);
     // Each row as soon as it is measured: a long run that is stopped keeps what it has.
@@ -203,6 +223,18 @@ for (const c of cases) {
 const backends = (r: Row) => `still ${r.still.cpu_backend ?? "?"}, batched-bench ${r.llama_batched_bench.cpu_backend ?? "(not in its log; the same library folder)"}, node-llama-cpp ${r.node_llama_cpp == null ? "(not run)" : r.node_llama_cpp.cpu_backend ?? "?"}`;
 if (!options.json && rows.length > 0) {
     process.stdout.write(`\nCPU: ${os.cpus()[0]?.model ?? "unknown"} (${os.availableParallelism()} CPUs), ${options.threads} threads for every engine; ggml CPU backend loaded: ${backends(rows[0]!)}\n`);
+    if (rows.some((r) => r.llama_server != null)) {
+        process.stdout.write("\nstill's remote client driving one llama-server on 127.0.0.1 (one slot per sequence; same model, threads and libraries), " +
+            "next to still's own engine; with log-probs (as still generate asks by default) and without:\n\n" +
+            "| sequences | still gen t/s | still → llama-server gen t/s | ratio | without log-probs | ratio | still prompt t/s | llama-server prompt t/s | peak RSS MB server / client |\n|---|---|---|---|---|---|---|---|---|\n");
+        for (const r of rows) {
+            if (r.llama_server == null) continue;
+            const nolp = r.llama_server_no_logprobs!;
+            process.stdout.write(`| ${labelOf(r)} | ${r.still.gen_tps} | ${r.llama_server.gen_tps} | ${r.llama_server_ratio!.toFixed(2)}× | ${nolp.gen_tps} | ` +
+                `${r.llama_server_no_logprobs_ratio!.toFixed(2)}× | ${r.still.prompt_tps} | ` +
+                `${r.llama_server.prompt_tps} | ${r.llama_server.server_peak_rss_mb ?? "-"} / ${r.llama_server.peak_rss_mb ?? "-"} |\n`);
+        }
+    }
     process.stdout.write("\nstill's decode steps (the median run; ms per step, every step of the run):\n\n");
     process.stdout.write("| sequences | steps | ms/step | ggml decode | logits read | sampling + log-probs | stop checks, bookkeeping | the rest |\n|---|---|---|---|---|---|---|---|\n");
     for (const r of rows) if (r.still.split != null) process.stdout.write(splitText(labelOf(r), r.still.split));

@@ -1,5 +1,5 @@
 // One measurement of one engine, in its own process (so its peak RSS is its own):
-//   node rolloutWorker.js still|node-llama-cpp MODEL PARALLEL PROMPT_TOKENS GEN_TOKENS THREADS SHARED(0|1) PROMPTS.json
+//   node rolloutWorker.js still|node-llama-cpp|llama-server|llama-server-no-logprobs MODEL PARALLEL PROMPT_TOKENS GEN_TOKENS THREADS SHARED(0|1) PROMPTS.json
 // Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated, cpu_backend, split (still only)}.
 import fs from "node:fs";
 import type {Token} from "node-llama-cpp";
@@ -85,6 +85,54 @@ async function runNodeLlamaCpp() {
 
 const promptsOf = (i: number) => prompts[shared ? 0 : i] as unknown as Token[];
 
-const result = engine === "still" ? await runStill() : await runNodeLlamaCpp();
+/**
+ * still's remote client driving one llama-server (built from the bundled source, the same libraries) with
+ * P requests at once, one slot each. Two passes over the same prompts: one token each (the prompt time;
+ * it leaves each prompt in its slot's cache), then the whole generation, whose time stands for generation
+ * as the other engines' does (the prompts are not evaluated again). The server is started by this process.
+ * With log-probs asked for (as `still generate --endpoint` does by default) or not.
+ */
+async function runLlamaServer(logprobs: boolean) {
+    const {startLlamaServer} = await import("../remote/llamaServer.js");
+    const {runRemote} = await import("../remote/RemoteRollouts.js");
+    const server = await startLlamaServer({model: modelPath!, parallel, threads, ctx: parallel * (promptTokens + genTokens + 16), batch: 2048, ubatch: 512});
+    try {
+        const jobs = prompts.length === 1 && parallel > 1
+            ? Array.from({length: parallel}, (_, k) => ({id: "0", sample: k, prompt: "", promptTokens: prompts[0]!, seed: k + 1}))
+            : prompts.map((p, i) => ({id: String(i), sample: 0, prompt: "", promptTokens: p, seed: i + 1}));
+        const pass = async (maxTokens: number) => {
+            let generated = 0;
+            const t0 = performance.now();
+            await runRemote(jobs, {maxTokens, temperature: 1, topK: 40, topP: 1, minP: 0, stop: []}, {urls: [server.url], concurrency: parallel, logprobs},
+                {onResult: (r) => { generated += r.completionTokens ?? r.tokens?.length ?? 0; }});
+            return {generated, ms: performance.now() - t0};
+        };
+        // warm-up, as for the others, on a prompt of its own (the measured prompts must not be in a cache yet)
+        await runRemote([{id: "warm-up", sample: 0, prompt: "", promptTokens: [...prompts[0]!].reverse(), seed: 0}],
+            {maxTokens: 4, temperature: 1, topK: 40, topP: 1, minP: 0, stop: []}, {urls: [server.url]}, {onResult: () => {}});
+        const first = await pass(1);
+        const rest = await pass(genTokens);
+        return {
+            gen_tps: rest.generated / (rest.ms / 1000),
+            prompt_tps: (shared ? promptTokens : jobs.length * promptTokens) / (first.ms / 1000),
+            generated: rest.generated,
+            server_peak_rss_mb: serverPeakRss(server.pid)
+        };
+    } finally {
+        await server.stop();
+    }
+}
+
+/** A process's peak RSS in MB from /proc (null where there is none). */
+function serverPeakRss(pid: number): number | null {
+    try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+        return m == null ? null : Math.round(Number(m[1]) / 1024);
+    } catch {
+        return null;
+    }
+}
+
+const result = engine === "still" ? await runStill() : engine === "llama-server" || engine === "llama-server-no-logprobs" ? await runLlamaServer(engine === "llama-server") : await runNodeLlamaCpp();
 process.stdout.write(JSON.stringify({...result, cpu_backend: cpuBackend(), peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024)}) + "\n");
 process.exit(0);

@@ -37,13 +37,15 @@ const optionsSchema = samplingSchema.pick({samples: true, temperature: true, top
         apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
         requestTimeout: endpointOptionsSchema.shape.timeoutMs,
         endpointPrompt: endpointOptionsSchema.shape.prompt,
+        endpointLogprobs: endpointOptionsSchema.shape.logprobs,
         json: commonFields.json
     });
 const flags: (string | CliOption)[] = [
     "--model <file>", "--prompt <text>", "--problems <file>", ...systemFlags, "--raw", "--samples <k>", "--temperature <t>",
     "--top-k <k>", "--top-p <p>", "--min-p <p>", "--seed <n>", "--max-tokens <n>", "--stop <text...>", "--parallel <n>", ...adapterFlags,
     "--gpu-layers <n>", "--threads <n>", "--out <file>",
-    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--endpoint-prompt <tokens|text>", "--json"
+    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--endpoint-prompt <tokens|text>",
+    {flags: "--no-endpoint-logprobs", help: "Do not ask servers for log-probs (faster on llama-server; samples are written without them)"}, "--json"
 ];
 
 export function generateCommand(program: Command, signal: AbortSignal) {
@@ -161,7 +163,7 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
                 maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
                 minP: sampling.minP ?? 0, stop: [...(sampling.stop ?? []), ...keep]
             }, {
-                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout, prompt: o.endpointPrompt,
+                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout, prompt: o.endpointPrompt, logprobs: o.endpointLogprobs,
                 ...(o.endpointModel == null ? {} : {model: o.endpointModel}), ...(o.apiKeyEnv == null ? {} : {apiKeyEnv: o.apiKeyEnv})
             }, {
                 signal,

@@ -1,8 +1,9 @@
 // Rollouts on OpenAI-compatible servers (llama-server, vLLM, SGLang): prompts rendered and
 // tokenized locally with the model's own template, sent to /v1/completions as token ids (or
 // as text), one request per (problem, sample) with that sample's seed. The sampled tokens
-// and their log-probs are read from the response where the server gives them (llama-server:
-// `logprobs.content[].id`; vLLM: `token_ids` when asked with `return_token_ids`). Scheduling: every sample of one
+// and their log-probs are read from the response where the server gives them (vLLM:
+// `token_ids` when asked with `return_token_ids`; llama-server: every sampled token in its
+// verbose answer, log-probs in `logprobs.content`). Scheduling: every sample of one
 // problem goes to the same endpoint (its prefix cache makes the group cheap); a new problem
 // goes to the endpoint with the fewest requests outstanding for its concurrency. Faults:
 // per-request timeouts, retries with exponential backoff and jitter (429 and 5xx, refused or
@@ -13,6 +14,7 @@
 // request) stop the run at once, naming the endpoint.
 import {z} from "zod";
 import {AbortError, StillError} from "../errors.js";
+import {HttpClient, HttpError, type HttpAnswer} from "./httpClient.js";
 
 export const endpointOptionsSchema = z.object({
     urls: z.array(z.url({protocol: /^https?$/})).min(1).describe("Base URLs of OpenAI-compatible servers (http://host:port, without /v1)"),
@@ -25,7 +27,9 @@ export const endpointOptionsSchema = z.object({
     backoffMs: z.number().int().min(0).describe("First retry delay (doubles each time, with jitter)").default(250),
     probeMs: z.number().int().min(10).describe("How often an endpoint out of rotation is checked").default(1000),
     giveUpMs: z.number().int().min(0).describe("How long every endpoint may be down before the run stops").default(15_000),
-    prompt: z.enum(["tokens", "text"]).describe("Send the prompt as the local tokenizer's token ids (exact) or as its text").default("tokens")
+    prompt: z.enum(["tokens", "text"]).describe("Send the prompt as the local tokenizer's token ids (exact) or as its text").default("tokens"),
+    logprobs: z.boolean().describe("Ask for each sampled token's log-prob (llama-server then computes a softmax over the whole vocabulary per token: " +
+        "about a quarter of its generation speed on a 0.5B model on 2 cores)").default(true)
 });
 export type EndpointOptions = z.input<typeof endpointOptionsSchema>;
 
@@ -102,29 +106,30 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         wake = () => { clearTimeout(t); resolve(); };
     });
     const headers = {"content-type": "application/json", ...(apiKey == null ? {} : {authorization: `Bearer ${apiKey}`})};
+    // a connection per request in flight, and one for health checks
+    const http = new HttpClient(o.concurrency + 1);
 
     const send = async (e: Endpoint, job: RemoteJob): Promise<RemoteResult> => {
         const started = performance.now();
-        const timeout = AbortSignal.timeout(o.timeoutMs);
-        const signal = hooks.signal == null ? timeout : AbortSignal.any([timeout, hooks.signal]);
-        let res: Response;
-        let body: string;
+        let res: HttpAnswer;
         try {
-            res = await fetch(`${e.url}/v1/completions`, {
-                method: "POST", headers, signal,
+            res = await http.request(`${e.url}/v1/completions`, {
+                method: "POST", headers, timeoutMs: o.timeoutMs, ...(hooks.signal == null ? {} : {signal: hooks.signal}),
                 body: JSON.stringify({
                     ...(o.model == null ? {} : {model: o.model}),
                     prompt: o.prompt === "tokens" && job.promptTokens != null ? job.promptTokens : job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
-                    top_p: sampling.topP, ...(sampling.topK > 0 ? {top_k: sampling.topK} : {}), ...(sampling.minP > 0 ? {min_p: sampling.minP} : {}),
-                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), logprobs: 1, return_token_ids: true, return_tokens: true, verbose: true, stream: false
+                    top_p: sampling.topP,
+                    // always sent: a server's own defaults are not neutral (llama-server cuts at top-k 40 and
+                    // min-p 0.05 when a request names neither); −1 turns top-k off on llama-server, vLLM and SGLang
+                    top_k: sampling.topK > 0 ? sampling.topK : -1, min_p: sampling.minP,
+                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), ...(o.logprobs ? {logprobs: 1} : {}), return_token_ids: true, return_tokens: true, verbose: true, stream: false
                 })
             });
-            body = await res.text();
         } catch (err) {
-            if (hooks.signal?.aborted) throw new AbortError("sampling was cancelled");
-            const reason = timeout.aborted ? `no answer within ${o.timeoutMs} ms` : `${(err as Error).message}${(err as {cause?: Error}).cause?.message == null ? "" : ` (${(err as {cause: Error}).cause.message})`}`;
-            throw new RequestError(reason, true);
+            if (hooks.signal?.aborted || err instanceof HttpError && err.kind === "aborted") throw new AbortError("sampling was cancelled");
+            throw new RequestError((err as Error).message, true);
         }
+        const body = res.body;
         if (res.status === 429) throw new RequestError("429 Too Many Requests", true, false);
         if (res.status >= 500) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 200)}`, true);
         if (res.status >= 400) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 300)}`, false);
@@ -205,9 +210,8 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     const probe = async (e: Endpoint) => {
         for (const p of ["/health", "/v1/models"]) {
             try {
-                const r = await fetch(`${e.url}${p}`, {headers, signal: AbortSignal.timeout(Math.max(500, o.probeMs))});
-                await r.arrayBuffer();
-                if (r.ok) {
+                const r = await http.request(`${e.url}${p}`, {method: "GET", headers, timeoutMs: Math.max(500, o.probeMs)});
+                if (r.status >= 200 && r.status < 300) {
                     e.alive = true;
                     e.failures = 0;
                     hooks.onLog?.(`endpoint ${e.url} answers again; back in rotation`);
@@ -250,6 +254,8 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     }
     // let the requests still out finish (their samples are kept) before returning or failing
     while (inFlight > 0) await nap(50);
+    await probing;
+    http.close();
     if (fatal != null) throw fatal;
     if (hooks.signal?.aborted) throw new AbortError("sampling was cancelled");
 }

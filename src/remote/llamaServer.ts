@@ -2,6 +2,7 @@
 // llama.cpp tools) and started on 127.0.0.1 on a port the system picks: the real server the
 // remote-rollout tests and bench:remote drive. Linked to the same llama.cpp libraries as the
 // addon's variant, so its kernels are the engine's.
+import path from "node:path";
 import {execa, type ResultPromise} from "execa";
 import {type VariantInfo, getBackend} from "../engine/binding.js";
 import {StillError} from "../errors.js";
@@ -44,10 +45,11 @@ export type LlamaServer = {
 export async function startLlamaServer(o: LlamaServerOptions): Promise<LlamaServer> {
     const variant = o.variant ?? getBackend().variant;
     const tool = await llamaTool("llama-server", variant, o.log ?? (() => {}));
-    const args = ["-m", o.model, "--host", "127.0.0.1", "--port", String(o.port ?? 0),
+    // paths made absolute: the server runs in its libraries' folder
+    const args = ["-m", path.resolve(o.model), "--host", "127.0.0.1", "--port", String(o.port ?? 0),
         "-np", String(o.parallel ?? 4), "-c", String(o.ctx ?? 4096), "-t", String(o.threads ?? 1),
         ...(o.batch == null ? [] : ["-b", String(o.batch)]), ...(o.ubatch == null ? [] : ["-ub", String(o.ubatch)]),
-        ...(o.lora ?? []).flatMap((a) => ["--lora", a]), "--no-webui", ...(tool.variant.gpu ? ["-ngl", "999"] : []), ...(o.extraArgs ?? [])];
+        ...(o.lora ?? []).flatMap((a) => ["--lora", path.resolve(a)]), "--no-webui", ...(tool.variant.gpu ? ["-ngl", "999"] : []), ...(o.extraArgs ?? [])];
     let output = "";
     const child: ResultPromise = execa(tool.binary, args, {cwd: toolCwd(tool.variant), reject: false, all: true, buffer: false, stdin: "ignore"});
     let exited = false;

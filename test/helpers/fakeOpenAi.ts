@@ -30,7 +30,14 @@ function answer(prompt: string, seed: number): string {
  * `tokenIds`: answer as vLLM does when asked with return_token_ids — the choice's
  * `token_ids` (made by the given function from the text) and legacy `token_logprobs`.
  */
-export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string) => number[]} = {}): Promise<FakeServer> {
+/**
+ * `llamaServer`: answer as llama-server does when asked with verbose and return_tokens — the
+ * text cut before the stop string it met (`stop`, ending every answer), every sampled token
+ * (the stop string's too) and the stop in `__verbose`, and `logprobs.content` without the
+ * stop string's tokens.
+ */
+export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string) => number[],
+                                     llamaServer?: {stop: string, tokenize: (text: string) => number[]}} = {}): Promise<FakeServer> {
     const sockets = new Set<import("node:net").Socket>();
     const state: FakeServer = {url: "", served: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -47,11 +54,16 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                 if (fault === "429") return res.writeHead(429).end("slow down");
                 if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
                 if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
-                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, return_token_ids?: boolean};
+                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, return_token_ids?: boolean, verbose?: boolean, return_tokens?: boolean};
                 state.served.push({prompt: r.prompt, seed: r.seed});
                 const text = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed);
                 const ids = o.tokenIds != null && r.return_token_ids === true ? o.tokenIds(text) : null;
-                const payload = JSON.stringify({
+                const ls = o.llamaServer;
+                const payload = ls != null ? JSON.stringify({
+                    choices: [{index: 0, text, finish_reason: "stop", logprobs: {content: ls.tokenize(text).map((id) => ({id, logprob: -0.5}))}}],
+                    usage: {prompt_tokens: 10, completion_tokens: ls.tokenize(text + ls.stop).length},
+                    ...(r.verbose === true && r.return_tokens === true ? {__verbose: {tokens: ls.tokenize(text + ls.stop), stop_type: "word", stopping_word: ls.stop}} : {})
+                }) : JSON.stringify({
                     id: "cmpl", object: "text_completion",
                     choices: [{index: 0, text, finish_reason: "stop", ...(ids == null ? {logprobs: null}
                         : {token_ids: ids, logprobs: {tokens: ids.map(String), token_logprobs: ids.map((_, i) => -0.25 - i / 1000)}})}],
