@@ -65,3 +65,5 @@ export {exportPeft, importPeft, type PeftExportResult, type PeftImportResult} fr
 export {readSafetensors, writeSafetensors, type SafeTensor, type SafeTensorsFile} from "./interop/safetensors.js";
 export {exportRun, exportTargets, type ExportResult, type ExportTarget} from "./interop/exportData.js";
 export {mergeAdapters, mergeOptionsSchema, mergeOutputTypes, type MergeOptions, type MergeResult} from "./interop/merge.js";
+export {endpointOptionsSchema, runRemote, type EndpointOptions, type RemoteJob, type RemoteResult, type RemoteSampling} from "./remote/RemoteRollouts.js";
+export {startLlamaServer, type LlamaServer, type LlamaServerOptions} from "./remote/llamaServer.js";

@@ -8,6 +8,7 @@ import path from "node:path";
 import {execa} from "execa";
 import {afterEach, beforeAll, describe, expect, it} from "vitest";
 import {startLlamaServer, type LlamaServer} from "../src/remote/llamaServer.js";
+import {fixtures} from "./helpers/fixtures.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
 const node = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
@@ -127,5 +128,37 @@ describe("rollouts on llama-server", () => {
         expectComplete(out, N, K);
         // what was there before is unchanged
         expect(lines(out).slice(0, kept.length)).toEqual(kept);
+    }, 300_000);
+
+    it("still eval on a server: the same greedy responses, verdicts and figures as the local engine's", async () => {
+        const set = path.join(tmpDir, "eval-set.jsonl");
+        fs.writeFileSync(set, fs.readFileSync(path.join(fixtures, "data/math500.jsonl"), "utf8").trim().split("\n").slice(0, 8).join("\n") + "\n");
+        const s = await serve({model: qwen3});
+        const common = ["eval", "--model", qwen3, "--set", `math=${set}`, "--max-tokens", "24", "--threads", "1", "--json"];
+        const [local, remote] = [path.join(tmpDir, "eval-local"), path.join(tmpDir, "eval-remote")];
+        const a = await node([...common, "--parallel", "4", "--out", local]);
+        expect(a.exitCode, a.stderr).toBe(0);
+        const b = await node([...common, "--endpoint", s.url, "--endpoint-concurrency", "4", "--out", remote]);
+        expect(b.exitCode, b.stderr).toBe(0);
+        type Response = {id: string, kind: string, text: string, tokens: number[], correct: boolean, finish: string};
+        const responses = (dir: string) => fs.readFileSync(path.join(dir, "responses", "math.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Response);
+        const [x, y] = [responses(local), responses(remote)];
+        expect(y).toHaveLength(8);
+        for (let i = 0; i < x.length; i++) {
+            expect(y[i]!.id).toBe(x[i]!.id);
+            expect(y[i]!.tokens, x[i]!.id).toEqual(x[i]!.tokens);
+            expect(y[i]!.text).toBe(x[i]!.text);
+            expect([y[i]!.correct, y[i]!.finish]).toEqual([x[i]!.correct, x[i]!.finish]);
+        }
+        const figures = (out: string) => {
+            const r = JSON.parse(out.trim().split("\n").at(-1)!) as {sets: {accuracy: number, lengths: number[]}[], settings: {remote?: unknown}};
+            return {sets: r.sets.map((m) => ({accuracy: m.accuracy, lengths: m.lengths})), remote: r.settings.remote};
+        };
+        expect(figures(b.stdout).sets).toEqual(figures(a.stdout).sets);
+        expect(figures(b.stdout).remote).toEqual({urls: [s.url], model: null});
+        // adapters are the server's business
+        const refused = await node([...common, "--endpoint", s.url, "--adapter", "x.gguf", "--out", path.join(tmpDir, "eval-refused")]);
+        expect(refused.exitCode).toBe(1);
+        expect(refused.stderr).toMatch(/adapters apply to the local engine/);
     }, 300_000);
 });

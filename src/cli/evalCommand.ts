@@ -8,6 +8,7 @@ import {OptionError} from "../errors.js";
 
 import {type EvaluationRecord, evaluationOptionsSchema, runEvaluation} from "../evaluate/runEvaluation.js";
 import {type CliOption, addOptions, commonFields, parseCli, systemFlags} from "./cliOptions.js";
+import {endpointFields, endpointFlags, endpointOptionsFrom} from "./endpointOptions.js";
 import {Progress} from "./Progress.js";
 
 const e = evaluationOptionsSchema.shape;
@@ -36,6 +37,7 @@ const optionsSchema = z.object({
     compare: e.compare,
     label: e.label,
     unsafeRunWithoutSandbox: e.unsafeRunWithoutSandbox,
+    ...endpointFields,
     json: commonFields.json
 });
 const flags: (string | CliOption)[] = [
@@ -43,7 +45,7 @@ const flags: (string | CliOption)[] = [
     {flags: "--no-greedy", field: "greedy", help: "No greedy pass@1 (needs --samples)"}, "--samples <k>", "--temperature <t>", "--top-k <k>", "--top-p <p>",
     "--max-tokens <n>", "--seed <n>", "--parallel <n>", "--format <form>", "--thinking",
     {flags: "--no-thinking", field: "thinking", help: "enable_thinking off in the chat template"}, ...systemFlags, "--gpu-layers <n>", "--threads <n>", "--out <dir>", "--resume",
-    "--compare <dir>", "--label <text>", "--unsafe-run-without-sandbox", "--json"
+    "--compare <dir>", "--label <text>", "--unsafe-run-without-sandbox", ...endpointFlags, "--json"
 ];
 
 /** NAME=FILE, or FILE named after the file. */
@@ -60,14 +62,17 @@ export function evalCommand(program: Command, signal: AbortSignal) {
         .description("Evaluate a model (plus adapters) on problem sets: pass@1, mean@k, maj@k, pass@k with standard errors, a report; --compare with an earlier evaluation"),
     optionsSchema, flags)
         .action(async (raw: Record<string, unknown>) => {
-            const {json, adapter, adapterScale, set, limit, ...o} = parseCli(optionsSchema, raw, flags);
+            const {json, adapter, adapterScale, set, limit, endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs, ...o} =
+                parseCli(optionsSchema, raw, flags);
+            const remote = endpointOptionsFrom({endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs});
             if (adapterScale.length > 1 && adapterScale.length !== adapter.length)
                 throw new OptionError(`--adapter-scale gives ${adapterScale.length} scales for ${adapter.length} adapters: give one for each, or one for all.`);
             const adapters = adapter.map((p, i) => ({path: p, scale: adapterScale[adapterScale.length === 1 ? 0 : i] ?? 1}));
             const sets = set.map(parseSetArgument).map((s) => ({...s, ...(limit == null ? {} : {limit})}));
             let bar: {set: string, progress: Progress} | undefined;
-            const record = await runEvaluation({...o, adapters, sets}, {
+            const record = await runEvaluation({...o, adapters, sets, ...(remote == null ? {} : {remote})}, {
                 signal,
+                onLog: (line) => process.stderr.write(`still: ${line}\n`),
                 onPlan: (p) => {
                     if (!json) process.stderr.write(`KV cache: ${p.parallel} parallel × ${p.tokensPerSample} tokens = ${(p.bytes / 2 ** 30).toFixed(2)} GiB ` +
                         `of ${(p.free / 2 ** 30).toFixed(1)} GiB free (up to ${p.fits} samples of that length fit at once)\n`);

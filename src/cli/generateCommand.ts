@@ -7,14 +7,15 @@ import {z} from "zod";
 import {readProblemRows} from "../data/loadMathProblems.js";
 import {decodeOptionFields} from "../engine/decodeOptions.js";
 import {type ChatMessage, gpuLayersSchema, loadModel} from "../engine/Model.js";
-import {type RolloutRequest, type SamplingOptions, requestSeed, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {type RolloutRequest, type SamplingOptions, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
 import {OptionError, StillError} from "../errors.js";
-import {endpointOptionsSchema, type RemoteJob, runRemote} from "../remote/RemoteRollouts.js";
+import {type RemoteJob, runRemote} from "../remote/RemoteRollouts.js";
+import {keptStops, remoteSampling, remoteSeed, serverSampleReader} from "../remote/remoteSamples.js";
 import {buildChatMessages} from "../format/buildChatMessages.js";
-import {MARKERS} from "../format/markers.js";
 import {resolveSystemPrompt} from "../format/systemPrompt.js";
 import {RolloutFile} from "../explore/RolloutFile.js";
 import {type CliOption, adapterFields, adapterFlags, addOptions, commonFields, parseCli, systemFlags} from "./cliOptions.js";
+import {endpointFields, endpointFlags, endpointOptionsFrom} from "./endpointOptions.js";
 import {Progress} from "./Progress.js";
 
 const optionsSchema = samplingSchema.pick({samples: true, temperature: true, topK: true, topP: true, minP: true, seed: true, maxTokens: true, stop: true})
@@ -30,22 +31,14 @@ const optionsSchema = samplingSchema.pick({samples: true, temperature: true, top
         gpuLayers: gpuLayersSchema,
         threads: decodeOptionFields.threads,
         out: z.string().min(1).describe("JSONL output; samples already there are skipped"),
-        endpoint: z.array(z.url({protocol: /^https?$/})).optional().describe("Sample on OpenAI-compatible servers instead (llama-server, vLLM, SGLang); repeat for several. " +
-            "The model file then only gives the chat template and tokenizer"),
-        endpointModel: endpointOptionsSchema.shape.model,
-        endpointConcurrency: endpointOptionsSchema.shape.concurrency,
-        apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
-        requestTimeout: endpointOptionsSchema.shape.timeoutMs,
-        endpointPrompt: endpointOptionsSchema.shape.prompt,
-        endpointLogprobs: endpointOptionsSchema.shape.logprobs,
+        ...endpointFields,
         json: commonFields.json
     });
 const flags: (string | CliOption)[] = [
     "--model <file>", "--prompt <text>", "--problems <file>", ...systemFlags, "--raw", "--samples <k>", "--temperature <t>",
     "--top-k <k>", "--top-p <p>", "--min-p <p>", "--seed <n>", "--max-tokens <n>", "--stop <text...>", "--parallel <n>", ...adapterFlags,
     "--gpu-layers <n>", "--threads <n>", "--out <file>",
-    "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--endpoint-prompt <tokens|text>",
-    {flags: "--no-endpoint-logprobs", help: "Do not ask servers for log-probs (faster on llama-server; samples are written without them)"}, "--json"
+    ...endpointFlags, "--json"
 ];
 
 export function generateCommand(program: Command, signal: AbortSignal) {
@@ -137,68 +130,23 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
     const bar = o.json ? undefined : new Progress("generating", total, "auto", (v, t) => `${v}/${t} samples`);
     const started = performance.now();
     try {
-        // strings kept at the end of a sample (stopAfter) are sent as stops and put back when a server names the one it met
-        const keep = sampling.stopAfter ?? [MARKERS.endSolution];
         const promptTokens = new Map(requests.map((r) => [r.id!, model.promptTokens(r.prompt)]));
         const jobs: RemoteJob[] = requests.flatMap((r) => {
             const prompt = typeof r.prompt === "string" ? r.prompt : model.applyChatTemplate(r.prompt as ChatMessage[]);
             return r.sampleIndices!.map((k) => ({id: r.id!, sample: k, prompt, promptTokens: promptTokens.get(r.id!)!, seed: remoteSeed(sampling.seed, r.id!, k)}));
         });
-        const sameBytes = (tokens: readonly number[], text: string) =>
-            Buffer.compare(Buffer.from(model.detokenizeBytes(tokens, {special: true})), Buffer.from(text, "utf8")) === 0;
-        // A server's text cannot hold bytes that are not UTF-8 (its JSON has U+FFFD in their place, one per
-        // byte or per sequence as its encoder chooses): its tokens are taken when they spell every valid
-        // character of the text and every run of invalid bytes (a run of U+FFFD counts as one), and the text
-        // is then rendered from them as the local engine renders its own (a cut sequence at a length cut dropped).
-        const collapsed = (text: string) => text.replaceAll(/\uFFFD+/gu, "\uFFFD");
-        const spells = (tokens: readonly number[], text: string) =>
-            collapsed(Buffer.from(model.detokenizeBytes(tokens, {special: true})).toString("utf8")) === collapsed(text);
-        const rendered = (tokens: readonly number[], finish: string) => {
-            const bytes = Buffer.from(model.detokenizeBytes(tokens, {special: true}));
-            return (finish === "stop" ? bytes : dropPartialUtf8(bytes)).toString("utf8");
-        };
-        const eog = new Set(model.facts.eog);
+        const read = serverSampleReader(model, keptStops(sampling));
         try {
-            await runRemote(jobs, {
-                maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
-                minP: sampling.minP ?? 0, stop: [...(sampling.stop ?? []), ...keep]
-            }, {
-                urls: o.endpoint!, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout, prompt: o.endpointPrompt, logprobs: o.endpointLogprobs,
-                ...(o.endpointModel == null ? {} : {model: o.endpointModel}), ...(o.apiKeyEnv == null ? {} : {apiKeyEnv: o.apiKeyEnv})
-            }, {
+            await runRemote(jobs, remoteSampling(sampling), endpointOptionsFrom(o)!, {
                 signal,
                 onLog: (line) => process.stderr.write(`still: ${line}\n`),
-                onResult: async (result) => {
-                    let r = result.stop != null && keep.includes(result.stop) ? {...result, text: result.text + result.stop} : result;
-                    // the server's sampled tokens where it gives them and they spell the text; else the local
-                    // tokenizer's, kept only when they give the text back byte for byte
-                    let tokens: number[];
-                    let logprobs = r.logprobs ?? [];
-                    let text = r.text;
-                    // an end-of-generation token ends a sample without being part of it (as in the local engine)
-                    if (r.tokens != null && r.finish === "stop" && r.tokens.length > 0 && eog.has(r.tokens.at(-1)!)) {
-                        if (logprobs.length === r.tokens.length) logprobs = logprobs.slice(0, -1);
-                        r = {...r, tokens: r.tokens.slice(0, -1), stop: r.stop ?? model.detokenize(r.tokens.slice(-1), {special: true})};
-                    }
-                    if (r.tokens != null && sameBytes(r.tokens, r.text)) {
-                        tokens = r.tokens;
-                        serverTokens++;
-                    } else if (r.tokens != null && r.text.includes("\uFFFD") && spells(r.tokens, r.text)) {
-                        tokens = r.tokens;
-                        text = rendered(r.tokens, r.finish);
-                        serverTokens++;
-                    } else {
-                        tokens = model.tokenize(r.text, {special: true});
-                        if (!sameBytes(tokens, r.text)) {
-                            tokens = [];
-                            roundTripFailures++;
-                        }
-                    }
-                    // log-probs only where they stand one per written token
-                    if (logprobs.length !== tokens.length) logprobs = [];
+                onResult: async (r) => {
+                    const s = read(r);
+                    if (s.source === "server") serverTokens++;
+                    else if (s.source === "round-trip-failed") roundTripFailures++;
                     await out.append({
-                        id: r.id, sample: r.sample, text, tokens, logprobs, finish: r.finish, stop: r.stop,
-                        request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id)?.length ?? 0, completionTokens: r.completionTokens ?? tokens.length,
+                        id: r.id, sample: r.sample, text: s.text, tokens: s.tokens, logprobs: s.logprobs, finish: s.finish, stop: s.stop,
+                        request: 0, promptTokens: r.promptTokens ?? promptTokens.get(r.id)?.length ?? 0, completionTokens: r.completionTokens ?? s.tokens.length,
                         timings: {startMs: 0, firstTokenMs: 0, endMs: r.elapsedMs}
                     });
                     written++;
@@ -226,11 +174,6 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
     }
 }
 
-/** A sample's seed for a server: from the run's seed, the problem's id and the sample's index. */
-export function remoteSeed(seed: number, id: string, sample: number): number {
-    return requestSeed(seed, `${id}\u0000${sample}`) % 2 ** 31;
-}
-
 function report(json: boolean, summary: object, text: string) {
     process.stdout.write(json ? JSON.stringify(summary) + "\n" : text + "\n");
 }
@@ -243,14 +186,4 @@ async function readProblems(file: string): Promise<Problem[]> {
     for await (const {id, row} of readProblemRows(file, {policy: "strict"}))
         problems.push({id, text: row.question ?? row.problem ?? row.prompt ?? "", choices: row.choices, messages: row.messages});
     return problems;
-}
-
-/** Bytes without a UTF-8 sequence cut short at their end (a length cut may end inside one), as the engine drops it. */
-function dropPartialUtf8(bytes: Buffer): Buffer {
-    let i = bytes.length, cont = 0;
-    while (i > 0 && cont < 4 && (bytes[i - 1]! & 0xC0) === 0x80) i--, cont++;
-    if (i === 0) return bytes;
-    const lead = bytes[i - 1]!;
-    const need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
-    return need > cont ? bytes.subarray(0, i - 1) : bytes;
 }

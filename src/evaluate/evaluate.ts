@@ -3,6 +3,7 @@
 // format adherence, truncation and response lengths; the same figures per domain, subject
 // and level; each problem's outcome (for paired comparisons, compare.ts). `still eval` and
 // the loop's evaluation after every phase both run this.
+import type {EndpointOptions} from "../remote/RemoteRollouts.js";
 import path from "node:path";
 import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
@@ -109,6 +110,9 @@ export async function evaluate(o: {
     /** Folder for this evaluation's chunk files (a set per subfolder). */
     dir: string,
     signal?: AbortSignal | undefined,
+    /** Sample on servers instead of the local engine. */
+    remote?: EndpointOptions | undefined,
+    onLog?: ((line: string) => void) | undefined,
     onProgress?: ((set: string, done: number, total: number) => void) | undefined
 }): Promise<EvalMetrics[]> {
     const out: EvalMetrics[] = [];
@@ -117,7 +121,7 @@ export async function evaluate(o: {
     for (const set of o.sets) {
         const run = (kind: string, sampling: Parameters<typeof sampleAndGrade>[0]["sampling"]) => sampleAndGrade({
             model: o.model, adapter: o.adapter, adapters: o.adapters, problems: set.problems, systemPrompt: o.systemPrompt, sampling, engine,
-            dir: path.join(o.dir, set.name, kind), chunk: 64, format, signal: o.signal, verifier: o.verifier,
+            dir: path.join(o.dir, set.name, kind), chunk: 64, format, signal: o.signal, verifier: o.verifier, remote: o.remote, onLog: o.onLog,
             onProgress: (done, total) => o.onProgress?.(`${set.name} (${kind})`, done, total)
         });
         const base = {maxTokens: o.config.maxTokens, seed: o.seed, stopAfter: formatStops(format)};

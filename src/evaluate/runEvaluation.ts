@@ -12,6 +12,7 @@ import {CodeVerifier} from "../code/verifyCode.js";
 import type {Problem} from "../data/problemSchema.js";
 import {gpuLayersSchema, loadModel} from "../engine/Model.js";
 import {kvCachePlan, rolloutEngineOptionsSchema, samplingSchema} from "../engine/Rollouts.js";
+import {endpointOptionsSchema} from "../remote/RemoteRollouts.js";
 import {problemMessages} from "../format/buildChatMessages.js";
 import {DataError, OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import type {GradedSample} from "../explore/sampleAndGrade.js";
@@ -53,6 +54,8 @@ export const evaluationOptionsSchema = z.object({
     resume: z.boolean().describe("Continue the evaluation already in --out").default(false),
     compare: z.string().optional().describe("An earlier evaluation's folder: each set side by side with a paired test"),
     label: z.string().min(1).optional().describe("The name of this evaluation in reports (default: the model's and adapters' file names)"),
+    remote: endpointOptionsSchema.optional().describe("Sample on OpenAI-compatible servers instead of the local engine: the model file then only gives " +
+        "the chat template and tokenizer, and the served model or adapter is named by remote.model"),
     unsafeRunWithoutSandbox: z.boolean().describe("Where no sandbox is available, run code problems' programs unisolated (unsafe)").default(false)
 });
 export type EvaluationOptions = z.input<typeof evaluationOptionsSchema>;
@@ -92,10 +95,14 @@ export async function readEvaluation(dirOrFile: string): Promise<EvaluationRecor
 export async function runEvaluation(options: EvaluationOptions, hooks: {
     signal?: AbortSignal | undefined,
     onProgress?: ((p: EvaluationProgress) => void) | undefined,
-    /** The KV cache planned, before any sampling. */
-    onPlan?: ((plan: KvPlan) => void) | undefined
+    /** The KV cache planned, before any sampling (local sampling only). */
+    onPlan?: ((plan: KvPlan) => void) | undefined,
+    /** The remote client's log lines (endpoints leaving and rejoining the rotation). */
+    onLog?: ((line: string) => void) | undefined
 } = {}): Promise<EvaluationRecord> {
     const o = parseOptions(evaluationOptionsSchema, options, "evaluation options");
+    if (o.remote != null && o.adapters.length > 0)
+        throw new OptionError("adapters apply to the local engine; on servers, serve the adapter there and name it as the endpoints' model.");
     if (!o.greedy && o.samples == null) throw new OptionError("nothing to evaluate: without greedy decoding, give samples (k ≥ 1).");
     const names = o.sets.map((s) => s.name);
     const repeated = names.find((n, i) => names.indexOf(n) !== i);
@@ -114,6 +121,7 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
     const config = {greedy: o.greedy, samples: o.samples ?? 0, temperature: o.temperature, topK: o.topK, topP: o.topP, maxTokens: o.maxTokens, parallel: o.parallel};
     const settings = {
         model: path.resolve(o.model), adapters, systemPrompt, format: o.format, templateVariables: variables, seed: o.seed, ...config,
+        ...(o.remote == null ? {} : {remote: {urls: o.remote.urls, model: o.remote.model ?? null}}),
         sets: o.sets.map((s) => ({name: s.name, path: path.resolve(s.path), format: s.format, limit: s.limit ?? null}))
     };
     await checkFolder(o.out, settings, o.resume);
@@ -122,7 +130,8 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
     const verifier = codeLanguages.length === 0 ? undefined : new CodeVerifier({unsafe: o.unsafeRunWithoutSandbox});
     if (verifier != null) await verifier.ready(codeLanguages);
 
-    const model = await loadModel(o.model, {gpuLayers: o.gpuLayers, signal: hooks.signal});
+    // on servers, the tokenizer and template only
+    const model = await loadModel(o.model, {gpuLayers: o.gpuLayers, signal: hooks.signal, vocabOnly: o.remote != null});
     model.setChatTemplateVariables(variables);
     const started = performance.now();
     try {
@@ -131,25 +140,25 @@ export async function runEvaluation(options: EvaluationOptions, hooks: {
         // long generations: the KV cache every slot needs, planned before anything runs
         const longestPrompt = Math.max(...sets.flatMap((set) => set.problems.map((p) => model.promptTokens(problemMessages(p, systemPrompt)).length)));
         const tokensPerSample = longestPrompt + o.maxTokens + 1;
-        const plan = kvCachePlan(model, {parallel: o.parallel, tokensPerSample});
-        const kvCache: KvPlan = {parallel: o.parallel, tokensPerSample, bytes: plan.bytes, free: plan.free, fits: plan.fits};
-        if (plan.fits < o.parallel)
+        const plan = o.remote == null ? kvCachePlan(model, {parallel: o.parallel, tokensPerSample}) : null;
+        const kvCache: KvPlan | undefined = plan == null ? undefined : {parallel: o.parallel, tokensPerSample, bytes: plan.bytes, free: plan.free, fits: plan.fits};
+        if (plan != null && plan.fits < o.parallel)
             throw new OptionError(`${o.parallel} parallel samples of up to ${tokensPerSample} tokens (the longest prompt, ${longestPrompt}, plus ${o.maxTokens}) need ` +
                 `${(plan.bytes / 2 ** 30).toFixed(1)} GiB of KV cache but ${(plan.free / 2 ** 30).toFixed(1)} GiB are free: ` +
                 (plan.fits > 0 ? `at most ${plan.fits} fit; lower parallel to ${plan.fits}, or lower max tokens.` : "not even one fits; lower max tokens."));
-        hooks.onPlan?.(kvCache);
+        if (kvCache != null) hooks.onPlan?.(kvCache);
         throwIfAborted(hooks.signal, "the evaluation");
         await fsp.mkdir(o.out, {recursive: true});
         await writeJsonAtomic(path.join(o.out, SETTINGS_FILE), settings);
         const metrics = await evaluate({
             model, adapters: loaded, sets, config, format: o.format, systemPrompt, seed: o.seed, threads: o.threads, verifier,
-            dir: path.join(o.out, "responses"), signal: hooks.signal,
+            dir: path.join(o.out, "responses"), signal: hooks.signal, remote: o.remote, onLog: hooks.onLog,
             onProgress: (set, done, total) => hooks.onProgress?.({set, done, total})
         });
         for (const set of sets) await writeResponses(o.out, set, o.greedy, o.samples ?? 0);
         const record: EvaluationRecord = {
             label, model: settings.model, adapters, settings, seconds: (performance.now() - started) / 1000,
-            finishedAt: new Date().toISOString(), sets: metrics, kvCache,
+            finishedAt: new Date().toISOString(), sets: metrics, ...(kvCache == null ? {} : {kvCache}),
             ...(earlier == null ? {} : {compare: {against: path.resolve(o.compare!), label: earlier.label, sets: compareEvaluations(earlier.sets, metrics, {seed: o.seed})}})
         };
         await writeFileAtomic(path.join(o.out, "report.html"), evaluationReport(record, earlier));

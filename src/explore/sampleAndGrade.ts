@@ -9,7 +9,7 @@ import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import type {Adapter, AdapterChoice} from "../engine/Adapter.js";
 import type {Model} from "../engine/Model.js";
-import type {RolloutEngine, RolloutEngineOptions, SamplingOptions} from "../engine/Rollouts.js";
+import {type RolloutEngine, type RolloutEngineOptions, type SamplingOptions, samplingSchema} from "../engine/Rollouts.js";
 import {throwIfAborted} from "../errors.js";
 import {problemMessages} from "../format/buildChatMessages.js";
 import {parseThought, type ThoughtFormat} from "../format/parseThought.js";
@@ -17,6 +17,8 @@ import {codeResultSchema} from "../code/codeSpec.js";
 import type {CodeVerifier} from "../code/verifyCode.js";
 import {gradeProblem} from "../grade/gradeProblem.js";
 import {readJsonlFile, writeJsonlAtomic} from "../io/jsonl.js";
+import {type EndpointOptions, runRemote} from "../remote/RemoteRollouts.js";
+import {keptStops, remoteSampling, remoteSeed, serverSampleReader} from "../remote/remoteSamples.js";
 
 export const gradedSampleSchema = z.object({
     id: z.string(),
@@ -46,6 +48,14 @@ export type SampleAndGradeOptions = {
     engine: RolloutEngineOptions,
     /** An engine to sample with as it is (its adapters set), instead of one made from `engine` and `adapter`. */
     rollouts?: RolloutEngine | undefined,
+    /**
+     * Sample on OpenAI-compatible servers instead of the local engine (which is then not made;
+     * the model's tokenizer and template still render the prompts). The adapter is the server's
+     * business (name it as the endpoints' model).
+     */
+    remote?: EndpointOptions | undefined,
+    /** Called with each log line of the remote client (endpoints leaving and rejoining the rotation). */
+    onLog?: ((line: string) => void) | undefined,
     /** Runs the checks of code problems (needed when there are any). */
     verifier?: CodeVerifier | undefined,
     /** The form responses should take, for `wellFormed` (default: whichever form each is written in). */
@@ -79,31 +89,34 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             }
             const byId = new Map(problems.map((p) => [p.id, p]));
             const chunk: Promise<GradedSample>[] = [];
-            if (engine == null) {
-                engine = o.model.rollouts(o.engine);
-                const adapters = o.adapters ?? (o.adapter == null ? [] : [{adapter: o.adapter}]);
-                if (adapters.length > 0) engine.setAdapters(adapters);
-            }
-            const run = engine.generate(problems.map((p) => ({
-                id: p.id,
-                prompt: problemMessages(p, o.systemPrompt)
-            })), o.sampling, o.signal == null ? {} : {signal: o.signal});
-            for await (const s of run) {
-                if (s.finish === "aborted") continue;
-                const p = byId.get(s.id!)!;
-                const finish = s.finish;
+            const take = (s: {id: string, sample: number, text: string, tokens: number[], finish: "stop" | "length", logprobs: number[]}) => {
+                const p = byId.get(s.id)!;
                 // code checks run in the sandbox while sampling goes on
                 const graded = gradeProblem(p, s.text, {verifier: o.verifier, signal: o.signal}).then((g): GradedSample => ({
-                    id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish,
+                    id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish: s.finish,
                     correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text, o.format ?? "auto").wellFormed,
                     ...(g.code == null ? {} : {check: {status: g.code.status, test: g.code.test, message: g.code.message}}),
-                    ...(o.keepLogprobs === true ? {logprobs: s.logprobs} : {})
+                    // a server may give no log-probs: unknown ones are NaN, one per token
+                    ...(o.keepLogprobs === true ? {logprobs: s.logprobs.length === s.tokens.length ? s.logprobs : s.tokens.map(() => Number.NaN)} : {})
                 }));
                 graded.catch(() => { /* seen by Promise.all below */ });
                 chunk.push(graded);
                 o.onProgress?.(out.length + chunk.length, total);
+            };
+            if (o.remote != null) await sampleOnServers(o, o.remote, problems, take);
+            else {
+                if (engine == null) {
+                    engine = o.model.rollouts(o.engine);
+                    const adapters = o.adapters ?? (o.adapter == null ? [] : [{adapter: o.adapter}]);
+                    if (adapters.length > 0) engine.setAdapters(adapters);
+                }
+                const run = engine.generate(problems.map((p) => ({
+                    id: p.id,
+                    prompt: problemMessages(p, o.systemPrompt)
+                })), o.sampling, o.signal == null ? {} : {signal: o.signal});
+                for await (const s of run) if (s.finish !== "aborted") take({...s, id: s.id!, finish: s.finish});
+                await run.stats;
             }
-            await run.stats;
             const graded = await Promise.all(chunk);
             throwIfAborted(o.signal, "sampling");
             const order = new Map(problems.map((p, i) => [p.id, i]));
@@ -115,4 +128,25 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
         if (engine !== o.rollouts) engine?.dispose();
     }
     return out;
+}
+
+/**
+ * One chunk's samples from servers: each (problem, sample) one request with its own seed, so
+ * a chunk redone after a crash asks for the same samples (a server honouring seeds repeats them).
+ */
+async function sampleOnServers(o: SampleAndGradeOptions, remote: EndpointOptions, problems: readonly Problem[],
+                               take: (s: {id: string, sample: number, text: string, tokens: number[], finish: "stop" | "length", logprobs: number[]}) => void) {
+    const sampling = samplingSchema.parse(o.sampling);
+    const jobs = problems.flatMap((p) => {
+        const messages = problemMessages(p, o.systemPrompt);
+        const prompt = o.model.applyChatTemplate(messages);
+        const promptTokens = o.model.promptTokens(messages);
+        return Array.from({length: sampling.samples}, (_, k) => ({id: p.id, sample: k, prompt, promptTokens, seed: remoteSeed(sampling.seed, p.id, k)}));
+    });
+    const read = serverSampleReader(o.model, keptStops(sampling));
+    await runRemote(jobs, remoteSampling(sampling), remote, {
+        ...(o.signal == null ? {} : {signal: o.signal}),
+        ...(o.onLog == null ? {} : {onLog: o.onLog}),
+        onResult: (r) => take({...read(r), id: r.id, sample: r.sample})
+    });
 }
