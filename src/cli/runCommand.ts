@@ -61,6 +61,8 @@ function reporter(quiet: boolean) {
             if (e.status === "start") process.stderr.write(`→ ${e.step}${e.message ? `: ${e.message}` : ""}\n`);
             else if (e.status === "skip") process.stderr.write(e.message ? `– ${e.step} skipped: ${e.message}\n` : `✓ ${e.step} (done before)\n`);
             else if (e.message) process.stderr.write(`✓ ${e.step}: ${e.message}\n`);
+        } else if (e.type === "log") {
+            process.stderr.write(`still: ${e.message}\n`);
         } else {
             if (bar?.step !== e.step) {
                 stop();

@@ -110,8 +110,8 @@ export async function evaluate(o: {
     /** Folder for this evaluation's chunk files (a set per subfolder). */
     dir: string,
     signal?: AbortSignal | undefined,
-    /** Sample on servers instead of the local engine. */
-    remote?: EndpointOptions | undefined,
+    /** Sample on servers instead of the local engine (a function: called when sampling is needed). */
+    remote?: EndpointOptions | (() => Promise<EndpointOptions>) | undefined,
     onLog?: ((line: string) => void) | undefined,
     onProgress?: ((set: string, done: number, total: number) => void) | undefined
 }): Promise<EvalMetrics[]> {

@@ -51,9 +51,10 @@ export type SampleAndGradeOptions = {
     /**
      * Sample on OpenAI-compatible servers instead of the local engine (which is then not made;
      * the model's tokenizer and template still render the prompts). The adapter is the server's
-     * business (name it as the endpoints' model).
+     * business (name it as the endpoints' model). A function is called once, when the first
+     * chunk to sample is found (a finished step's chunks are read back without it).
      */
-    remote?: EndpointOptions | undefined,
+    remote?: EndpointOptions | (() => Promise<EndpointOptions>) | undefined,
     /** Called with each log line of the remote client (endpoints leaving and rejoining the rotation). */
     onLog?: ((line: string) => void) | undefined,
     /** Runs the checks of code problems (needed when there are any). */
@@ -74,6 +75,7 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
     await fsp.mkdir(o.dir, {recursive: true});
     // made when a chunk is missing: reading back a finished step allocates no context
     let engine: RolloutEngine | undefined = o.rollouts;
+    let remote: EndpointOptions | undefined;
     const samples = o.sampling.samples ?? 1;
     const total = o.problems.length * samples;
     const out: GradedSample[] = [];
@@ -103,7 +105,10 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
                 chunk.push(graded);
                 o.onProgress?.(out.length + chunk.length, total);
             };
-            if (o.remote != null) await sampleOnServers(o, o.remote, problems, take);
+            if (o.remote != null) {
+                remote ??= typeof o.remote === "function" ? await o.remote() : o.remote;
+                await sampleOnServers(o, remote, problems, take);
+            }
             else {
                 if (engine == null) {
                     engine = o.model.rollouts(o.engine);

@@ -12,6 +12,7 @@ import {DataError} from "../errors.js";
 import {evalSetSchema} from "../evaluate/loadEvalSet.js";
 import {thinkingFields} from "../format/thinking.js";
 import {grpoConfigSchema} from "../rl/grpo.js";
+import {endpointOptionsSchema} from "../remote/RemoteRollouts.js";
 import {loraOptionsSchema, trainingOptionsSchema} from "../train/trainingOptions.js";
 
 // Sampling fields of explore and evaluate: the engine's own, with the loop's defaults.
@@ -99,6 +100,19 @@ export const runConfigSchema = z.strictObject({
         unsafeRunWithoutSandbox: z.boolean()
             .describe("Where no sandbox is available, run model-written code in a plain subprocess (no isolation of files or network)").default(false)
     }).describe("Checking code problems: sandboxed runs of the sampled programs against the problems' tests").prefault({}),
+    servers: z.strictObject({
+        urls: endpointOptionsSchema.shape.urls,
+        model: z.string().min(1).describe("The base model's name on the servers (vLLM: its --served-model-name, else the path it was started with)"),
+        concurrency: endpointOptionsSchema.shape.concurrency,
+        apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
+        timeoutMs: endpointOptionsSchema.shape.timeoutMs,
+        prompt: endpointOptionsSchema.shape.prompt,
+        logprobs: endpointOptionsSchema.shape.logprobs,
+        adapters: z.enum(["load", "none"]).describe("load: each phase's adapter is exported in PEFT's layout next to it and loaded on every server " +
+            "by vLLM's /v1/load_lora_adapter (vLLM started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, the run folder readable by it); " +
+            "none: the servers sample the base model only, and phases with an adapter sample locally").default("load"),
+        phases: z.array(z.enum(["explore", "evaluate"])).min(1).describe("What samples on the servers (grpo rounds sample locally)").default(["explore", "evaluate"])
+    }).optional().describe("OpenAI-compatible servers (vLLM, SGLang, llama-server) that sample instead of the local engine; the model file still gives the template and tokenizer"),
     evaluate: z.strictObject({
         greedy: z.boolean().describe("Greedy pass@1").default(true),
         samples: z.number().int().min(0).describe("Also k samples per problem for maj@k / pass@k (0: none)").default(0),

@@ -32,13 +32,17 @@ import {type GrpoStepMetrics, grpo} from "../rl/grpo.js";
 import {type PhaseSummary, evalStepSchema, exploreStepSchema, grpoStepSchema, phaseSummary, selectStepSchema, type TrainStep, trainStepSchema} from "./records.js";
 import {writeReport} from "./report.js";
 import {RunDir} from "./RunDir.js";
+import type {EndpointOptions} from "../remote/RemoteRollouts.js";
+import {serveAdapter} from "../remote/serveAdapter.js";
 import {shuffle} from "./seeded.js";
 
 export type {PhaseSummary};
 
 export type LoopEvent =
     | {type: "step", step: string, status: "start" | "skip" | "done", message?: string}
-    | {type: "progress", step: string, done: number, total: number, detail?: string};
+    | {type: "progress", step: string, done: number, total: number, detail?: string}
+    /** A remote client's line: a server leaving or rejoining the rotation, an adapter loaded on one. */
+    | {type: "log", step: string, message: string};
 
 export type LoopSummary = {name: string, dir: string, phases: PhaseSummary[], seconds: number};
 
@@ -168,6 +172,30 @@ class Loop {
             this.emit({type: "progress", step, done, total, ...(detail == null ? {} : {detail})});
     }
 
+    private log(step: string) {
+        return (message: string) => this.emit({type: "log", step, message});
+    }
+
+    /**
+     * Where a phase samples: on config.servers (a function that loads the current adapter there,
+     * named after the phase that trained it, when sampling is needed), or undefined for the local engine.
+     */
+    private remote(use: "explore" | "evaluate", step: string): (() => Promise<EndpointOptions>) | undefined {
+        const s = this.config.servers;
+        if (s == null || !s.phases.includes(use)) return undefined;
+        const adapter = this.adapterPath;
+        if (adapter != null && s.adapters === "none") return undefined;
+        const endpoints: EndpointOptions = {
+            urls: s.urls, concurrency: s.concurrency, timeoutMs: s.timeoutMs, prompt: s.prompt, logprobs: s.logprobs,
+            ...(s.apiKeyEnv == null ? {} : {apiKeyEnv: s.apiKeyEnv})
+        };
+        return async () => ({
+            ...endpoints,
+            model: adapter == null ? s.model
+                : await serveAdapter({adapter, baseModel: this.config.model.path, label: `${this.config.name}-${path.basename(path.dirname(adapter))}`, endpoints, onLog: this.log(step)})
+        });
+    }
+
     // --- phases --------------------------------------------------------------------
 
     /** Evaluation of the current model on every evaluation set; then summary.json and the report. */
@@ -178,6 +206,7 @@ class Loop {
                 model: this.model, adapter: this.adapter, sets: this.data.evalSets, config: this.config.evaluate, format: this.config.prompt.format,
                 systemPrompt: this.data.systemPrompt, seed: this.config.seed, threads: this.config.model.threads,
                 dir: this.runDir.path("eval", phase), signal: this.options.signal, verifier: this.verifier,
+                remote: this.remote("evaluate", name), onLog: this.log(name),
                 onProgress: (set, done, total) => this.progress(name)(done, total, set)
             })
         }));
@@ -216,7 +245,7 @@ class Loop {
             format: this.config.prompt.format,
             engine: {parallel: e.parallel, ...(threads == null ? {} : {threads})},
             dir: this.runDir.path(name, "explore"), chunk: e.chunk, signal: this.options.signal, onProgress: this.progress(`${name}/explore`),
-            verifier: this.verifier
+            verifier: this.verifier, remote: this.remote("explore", `${name}/explore`), onLog: this.log(`${name}/explore`)
         };
         let sampled: GradedSample[] | undefined;
         const explored = await this.step(`${name}/explore`, exploreStepSchema, async () => {

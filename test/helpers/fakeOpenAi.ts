@@ -2,15 +2,19 @@
 // answers /v1/completions with text made from the prompt and the seed (the same request
 // gives the same answer, as a server honouring seeds does), /health; and misbehaves on
 // request: error statuses, slow, malformed or truncated bodies, or going away.
+import fs from "node:fs";
 import http from "node:http";
+import path from "node:path";
 import type {AddressInfo} from "node:net";
 
 export type Fault = "500" | "429" | "400" | "malformed" | "truncated" | "slow";
 
 export type FakeServer = {
     url: string,
-    /** Requests answered, by prompt (text or token ids, as sent), with their seeds. */
-    served: {prompt: string | number[], seed: number}[],
+    /** Requests answered, by prompt (text or token ids, as sent), with their seeds and model names. */
+    served: {prompt: string | number[], seed: number, model: string | undefined}[],
+    /** vLLM mode: the adapters loaded at run time, with their folders. */
+    loaded: {name: string, path: string}[],
     /** Faults for the next requests, in order. */
     faults: Fault[],
     /** Stops listening and cuts open connections (as a killed server). */
@@ -37,14 +41,34 @@ function answer(prompt: string, seed: number): string {
  * stop string's tokens.
  */
 export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string) => number[],
-                                     llamaServer?: {stop: string, tokenize: (text: string) => number[]}} = {}): Promise<FakeServer> {
+                                     llamaServer?: {stop: string, tokenize: (text: string) => number[]},
+                                     vllm?: {model: string}} = {}): Promise<FakeServer> {
     const sockets = new Set<import("node:net").Socket>();
-    const state: FakeServer = {url: "", served: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
+    const state: FakeServer = {url: "", served: [], loaded: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+        const json = (status: number, value: unknown) => res.writeHead(status, {"content-type": "application/json"}).end(JSON.stringify(value));
+        // vLLM's model list and run-time adapter loading (the folder must hold a PEFT adapter)
+        if (o.vllm != null && req.method === "GET" && req.url === "/v1/models")
+            return json(200, {object: "list", data: [o.vllm.model, ...state.loaded.map((l) => l.name)].map((id) => ({id, object: "model"}))});
+        if (o.vllm != null && req.method === "POST" && req.url === "/v1/load_lora_adapter") {
+            let body = "";
+            req.on("data", (c) => { body += c; });
+            req.on("end", () => {
+                const r = JSON.parse(body) as {lora_name: string, lora_path: string};
+                if (state.loaded.some((l) => l.name === r.lora_name))
+                    return json(400, {object: "error", message: `The lora adapter '${r.lora_name}' has already been loaded.`, type: "InvalidUserInput", code: 400});
+                if (!["adapter_config.json", "adapter_model.safetensors"].every((f) => fs.existsSync(path.join(r.lora_path, f))))
+                    return json(404, {object: "error", message: `No adapter found for ${r.lora_path}`, type: "NotFoundError", code: 404});
+                state.loaded.push({name: r.lora_name, path: r.lora_path});
+                res.writeHead(200, {"content-type": "text/plain"}).end(`Success: LoRA adapter '${r.lora_name}' added successfully.`);
+            });
+            return;
+        }
         if (req.method === "GET" && (req.url === "/health" || req.url === "/v1/models")) {
             res.writeHead(200, {"content-type": "application/json"}).end(JSON.stringify({status: "ok"}));
             return;
         }
+        if (req.url !== "/v1/completions") return json(404, {error: {code: 404, message: "File Not Found", type: "not_found_error"}});
         let body = "";
         req.on("data", (c) => { body += c; });
         req.on("end", () => {
@@ -54,8 +78,11 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                 if (fault === "429") return res.writeHead(429).end("slow down");
                 if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
                 if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
-                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, return_token_ids?: boolean, verbose?: boolean, return_tokens?: boolean};
-                state.served.push({prompt: r.prompt, seed: r.seed});
+                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, model?: string,
+                                              return_token_ids?: boolean, verbose?: boolean, return_tokens?: boolean};
+                if (o.vllm != null && r.model !== o.vllm.model && !state.loaded.some((l) => l.name === r.model))
+                    return json(404, {object: "error", message: `The model \`${r.model}\` does not exist.`, type: "NotFoundError", code: 404});
+                state.served.push({prompt: r.prompt, seed: r.seed, model: r.model});
                 const text = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed);
                 const ids = o.tokenIds != null && r.return_token_ids === true ? o.tokenIds(text) : null;
                 const ls = o.llamaServer;

@@ -1,0 +1,102 @@
+// The loop with exploration and evaluation on servers: a fake vLLM server on 127.0.0.1 that
+// lists its models and loads adapters at run time. Each phase's adapter is exported in PEFT's
+// layout and loaded there under a name that carries its hash; every request names the model
+// of its phase (the base before imitation, then the adapter the phase samples with).
+import fs from "node:fs";
+import path from "node:path";
+import {execa} from "execa";
+import {afterAll, beforeAll, describe, expect, it} from "vitest";
+import {demoProblems, teacherResponse} from "../src/demo/demoTask.js";
+import {rng} from "../src/loop/seeded.js";
+import {type FakeServer, fakeOpenAi} from "./helpers/fakeOpenAi.js";
+import {testModel, tmpDir} from "./helpers/models.js";
+
+const root = path.join(tmpDir, "remote-loop");
+const cli = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
+const train = {learningRate: 2e-3, epochs: 1, batchTokens: 512, context: 512, saveEvery: 2, lora: {rank: 4, alpha: 8}};
+let model: string;
+let server: FakeServer;
+
+beforeAll(async () => {
+    model = await testModel("tiny", "f32", 5);
+    server = await fakeOpenAi({vllm: {model: "base"}});
+    const data = path.join(root, "data");
+    fs.mkdirSync(data, {recursive: true});
+    const problems = demoProblems(11, 30);
+    const teacher = rng(4);
+    const line = (p: (typeof problems)[number]) => JSON.stringify({id: p.id, problem: p.question, answer: p.answer});
+    fs.writeFileSync(path.join(data, "heldout.jsonl"), problems.slice(0, 3).map(line).join("\n") + "\n");
+    fs.writeFileSync(path.join(data, "problems.jsonl"), problems.slice(3, 9).map(line).join("\n") + "\n");
+    fs.writeFileSync(path.join(data, "thoughts.jsonl"), problems.slice(9).map((p) =>
+        JSON.stringify({question: p.question, response: teacherResponse(p, teacher), domain: "math", source: "test"})).join("\n") + "\n");
+}, 120_000);
+afterAll(async () => {
+    await server?.close();
+});
+
+describe("the loop on servers", () => {
+    it("explores and evaluates on a vLLM-like server, each phase's adapter loaded there by its hash", async () => {
+        const data = path.join(root, "data");
+        const config = {
+            name: "fleet", runsDir: "runs", seed: 3, model: {path: model}, prompt: {system: "Think, then answer."},
+            data: {thoughts: path.join(data, "thoughts.jsonl"), problems: path.join(data, "problems.jsonl"), eval: [{name: "held-out", path: path.join(data, "heldout.jsonl")}]},
+            imitate: {train},
+            explore: {samples: 2, temperature: 1, maxTokens: 32, chunk: 2},
+            rounds: [{method: "sft", train}],
+            evaluate: {greedy: true, maxTokens: 32},
+            servers: {urls: [server.url], model: "base", concurrency: 4}
+        };
+        const file = path.join(root, "fleet.json");
+        fs.writeFileSync(file, JSON.stringify(config));
+        const r = await cli(["run", "--config", file]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        const dir = path.join(root, "runs", "fleet");
+        // the imitation and round-1 adapters, loaded once each, from their PEFT folders
+        expect(server.loaded.map((l) => l.name.replace(/-[0-9a-f]{10}$/, ""))).toEqual(["fleet-imitate", "fleet-round-1"]);
+        for (const l of server.loaded) {
+            expect(path.dirname(l.path)).toBe(path.join(dir, l.name.startsWith("fleet-imitate") ? "imitate" : "round-1"));
+            expect(JSON.parse(fs.readFileSync(path.join(l.path, "adapter_config.json"), "utf8"))).toMatchObject({peft_type: "LORA", r: 4});
+        }
+        expect(r.stderr).toMatch(/serves the adapter adapter\.gguf as fleet-imitate-/);
+        // requests by model: 3 held-out greedy answers per evaluation, 6 problems × 2 samples of exploration
+        const byModel = new Map<string, number>();
+        for (const s of server.served) byModel.set(s.model!, (byModel.get(s.model!) ?? 0) + 1);
+        const [imitate, round] = server.loaded.map((l) => l.name);
+        expect(Object.fromEntries(byModel)).toEqual({base: 3, [imitate!]: 3 + 12, [round!]: 3});
+        // the explored samples are the server's answers, graded
+        const explore = path.join(dir, "round-1", "explore");
+        const samples = fs.readdirSync(explore).filter((f) => f.endsWith(".jsonl"))
+            .flatMap((f) => fs.readFileSync(path.join(explore, f), "utf8").trim().split("\n").map((l) => JSON.parse(l) as {text: string, correct: boolean}));
+        expect(samples).toHaveLength(12);
+        for (const s of samples) expect(s.text).toMatch(/^The answer is \$\\boxed\{\d+\}\$\.$/);
+
+        // a rerun of the finished run samples nothing and loads nothing again
+        const before = server.served.length;
+        const again = await cli(["run", "--resume", dir]);
+        expect(again.exitCode, again.stderr).toBe(0);
+        expect(server.served.length).toBe(before);
+        expect(server.loaded).toHaveLength(2);
+    }, 600_000);
+
+    it("an adapter the servers cannot load stops the run with one sentence naming the endpoint", async () => {
+        const plain = await fakeOpenAi(); // not vLLM: no run-time adapters
+        try {
+            const data = path.join(root, "data");
+            const config = {
+                name: "no-lora", runsDir: "runs", seed: 3, model: {path: model}, prompt: {system: "Think, then answer."},
+                data: {thoughts: path.join(data, "thoughts.jsonl"), problems: path.join(data, "problems.jsonl")},
+                imitate: {train}, explore: {samples: 1, maxTokens: 16, chunk: 6}, rounds: [{method: "sft", train}],
+                servers: {urls: [plain.url], model: "base", phases: ["explore"]}
+            };
+            const file = path.join(root, "no-lora.json");
+            fs.writeFileSync(file, JSON.stringify(config));
+            const r = await cli(["run", "--config", file]);
+            expect(r.exitCode).toBe(1);
+            const errors = r.stderr.split("\n").filter((l) => l.startsWith("still: error:"));
+            expect(errors).toHaveLength(1);
+            expect(errors[0]).toMatch(new RegExp(`the endpoint ${plain.url} did not load the adapter no-lora-imitate-[0-9a-f]{10} from .*--enable-lora`));
+        } finally {
+            await plain.close();
+        }
+    }, 600_000);
+});
