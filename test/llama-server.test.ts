@@ -130,6 +130,23 @@ describe("rollouts on llama-server", () => {
         expect(lines(out).slice(0, kept.length)).toEqual(kept);
     }, 300_000);
 
+    it("n > 1 per request: each choice one sample, the same ones again on a rerun", async () => {
+        const problems = problemsFile("n-problems.jsonl", 4);
+        const s = await serve({model: qwen3, parallel: 4});
+        const cmd = (out: string) => ["generate", "--model", qwen3, "--problems", problems, "--samples", "4", "--samples-per-request", "4", "--temperature", "1",
+            "--seed", "9", "--max-tokens", "24", "--endpoint", s.url, "--endpoint-concurrency", "1", "--out", out];
+        const [a, b] = [path.join(tmpDir, "n-a.jsonl"), path.join(tmpDir, "n-b.jsonl")];
+        for (const out of [a, b]) {
+            const r = await node(cmd(out));
+            expect(r.exitCode, r.stderr).toBe(0);
+            expectComplete(out, 4, 4);
+        }
+        const texts = (out: string) => new Map(lines(out).map((l) => [`${l.id}/${l.sample}`, l.text]));
+        expect(texts(b)).toEqual(texts(a));
+        // the choices are different samples (their seeds differ)
+        for (let i = 0; i < 4; i++) expect(new Set([0, 1, 2, 3].map((k) => texts(a).get(`p${i}/${k}`))).size).toBeGreaterThan(1);
+    }, 300_000);
+
     it("still eval on a server: the same greedy responses, verdicts and figures as the local engine's", async () => {
         const set = path.join(tmpDir, "eval-set.jsonl");
         fs.writeFileSync(set, fs.readFileSync(path.join(fixtures, "data/math500.jsonl"), "utf8").trim().split("\n").slice(0, 8).join("\n") + "\n");

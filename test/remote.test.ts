@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {afterAll, afterEach, beforeAll, describe, expect, it} from "vitest";
-import {fakeOpenAi, type FakeServer} from "./helpers/fakeOpenAi.js";
+import {answer, fakeOpenAi, type FakeServer} from "./helpers/fakeOpenAi.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 
@@ -154,6 +154,33 @@ describe("still generate --endpoint", () => {
             expect(l.tokens).toEqual(vocab.tokenize(l.text, {special: true}));
             expect(l.logprobs).toEqual([]);
         }
+    }, 60_000);
+
+    it("asks for a problem's samples n at a time where told, each choice written as its own sample", async () => {
+        const [a] = await serve(1);
+        const out = path.join(tmpDir, "remote-n.jsonl");
+        // K = 4 samples in requests of 3: n = 3 (samples 0–2), then n = 1 (sample 3)
+        const r = await generate(out, [a!.url], ["--samples-per-request", "3"]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        expectComplete(out);
+        expect(a!.served.map((s) => s.n).sort()).toEqual([...Array(N).fill(1), ...Array(N).fill(3)].sort());
+        // choice k answers from the request's seed + k (the fake lists the choices backwards; their index says which)
+        const texts = new Map(lines(out).map((l) => [`${l.id}/${l.sample}`, l.text]));
+        for (const s of a!.served) {
+            const id = `p${/What is (\d+)/.exec(promptText(s.prompt))![1]!}`;
+            const first = s.n === 3 ? 0 : 3;
+            for (let k = 0; k < s.n; k++) expect(texts.get(`${id}/${first + k}`)).toBe(answer(Array.isArray(s.prompt) ? s.prompt.join(",") : s.prompt, s.seed + k));
+        }
+        // done: the same command asks for nothing; a file made one sample per request is not continued with n = 3
+        const served = a!.served.length;
+        const again = await generate(out, [a!.url], ["--samples-per-request", "3"]);
+        expect(again.exitCode, again.stderr).toBe(0);
+        expect(a!.served.length).toBe(served);
+        const plain = path.join(tmpDir, "remote-n-plain.jsonl");
+        expect((await generate(plain, [a!.url])).exitCode).toBe(0);
+        const mixed = await generate(plain, [a!.url], ["--samples-per-request", "3"]);
+        expect(mixed.exitCode).toBe(1);
+        expect(mixed.stderr).toMatch(/holds samples made with other settings/);
     }, 60_000);
 
     it("names the endpoint that refuses a request; a URL that is not http(s) is refused before any work", async () => {

@@ -12,12 +12,13 @@ export const endpointFields = {
     apiKeyEnv: endpointOptionsSchema.shape.apiKeyEnv,
     requestTimeout: endpointOptionsSchema.shape.timeoutMs,
     endpointPrompt: endpointOptionsSchema.shape.prompt,
-    endpointLogprobs: endpointOptionsSchema.shape.logprobs
+    endpointLogprobs: endpointOptionsSchema.shape.logprobs,
+    samplesPerRequest: endpointOptionsSchema.shape.samplesPerRequest
 };
 
 export const endpointFlags: (string | CliOption)[] = [
     "--endpoint <url...>", "--endpoint-model <name>", "--endpoint-concurrency <n>", "--api-key-env <name>", "--request-timeout <ms>", "--endpoint-prompt <tokens|text>",
-    {flags: "--no-endpoint-logprobs", help: "Do not ask servers for log-probs (faster on llama-server; samples are written without them)"}
+    "--samples-per-request <n>", {flags: "--no-endpoint-logprobs", help: "Do not ask servers for log-probs (faster on llama-server; samples are written without them)"}
 ];
 
 const endpointObject = z.object(endpointFields);
@@ -28,6 +29,7 @@ export function endpointOptionsFrom(o: EndpointFieldValues): EndpointOptions | u
     if (o.endpoint == null || o.endpoint.length === 0) return undefined;
     return {
         urls: o.endpoint, concurrency: o.endpointConcurrency, timeoutMs: o.requestTimeout, prompt: o.endpointPrompt, logprobs: o.endpointLogprobs,
+        samplesPerRequest: o.samplesPerRequest,
         ...(o.endpointModel == null ? {} : {model: o.endpointModel}), ...(o.apiKeyEnv == null ? {} : {apiKeyEnv: o.apiKeyEnv})
     };
 }

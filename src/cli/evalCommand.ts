@@ -62,9 +62,9 @@ export function evalCommand(program: Command, signal: AbortSignal) {
         .description("Evaluate a model (plus adapters) on problem sets: pass@1, mean@k, maj@k, pass@k with standard errors, a report; --compare with an earlier evaluation"),
     optionsSchema, flags)
         .action(async (raw: Record<string, unknown>) => {
-            const {json, adapter, adapterScale, set, limit, endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs, ...o} =
-                parseCli(optionsSchema, raw, flags);
-            const remote = endpointOptionsFrom({endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs});
+            const {json, adapter, adapterScale, set, limit, endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs, samplesPerRequest,
+                ...o} = parseCli(optionsSchema, raw, flags);
+            const remote = endpointOptionsFrom({endpoint, endpointModel, endpointConcurrency, apiKeyEnv, requestTimeout, endpointPrompt, endpointLogprobs, samplesPerRequest});
             if (adapterScale.length > 1 && adapterScale.length !== adapter.length)
                 throw new OptionError(`--adapter-scale gives ${adapterScale.length} scales for ${adapter.length} adapters: give one for each, or one for all.`);
             const adapters = adapter.map((p, i) => ({path: p, scale: adapterScale[adapterScale.length === 1 ? 0 : i] ?? 1}));

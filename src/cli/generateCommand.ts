@@ -59,7 +59,7 @@ export function generateCommand(program: Command, signal: AbortSignal) {
             if (remote && o.adapter != null) throw new OptionError("--adapter applies to local sampling; for servers, name the adapter the server serves with --endpoint-model.");
             const config = createHash("sha256").update(JSON.stringify({
                 model: path.resolve(o.model), adapter: o.adapter == null ? null : [path.resolve(o.adapter), o.adapterScale],
-                sampling, system, raw: o.raw, ...(remote ? {backend: "remote", endpointModel: o.endpointModel ?? null} : {})
+                sampling, system, raw: o.raw, ...(remote ? {backend: "remote", endpointModel: o.endpointModel ?? null, ...(o.samplesPerRequest > 1 ? {samplesPerRequest: o.samplesPerRequest} : {})} : {})
             })).digest("hex").slice(0, 16);
             const out = await RolloutFile.open(o.out, config);
 

@@ -108,6 +108,7 @@ export const runConfigSchema = z.strictObject({
         timeoutMs: endpointOptionsSchema.shape.timeoutMs,
         prompt: endpointOptionsSchema.shape.prompt,
         logprobs: endpointOptionsSchema.shape.logprobs,
+        samplesPerRequest: endpointOptionsSchema.shape.samplesPerRequest,
         adapters: z.enum(["load", "none"]).describe("load: each phase's adapter is exported in PEFT's layout next to it and loaded on every server " +
             "by vLLM's /v1/load_lora_adapter (vLLM started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, the run folder readable by it); " +
             "none: the servers sample the base model only, and phases with an adapter sample locally").default("load"),

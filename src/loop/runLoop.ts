@@ -186,7 +186,7 @@ class Loop {
         const adapter = this.adapterPath;
         if (adapter != null && s.adapters === "none") return undefined;
         const endpoints: EndpointOptions = {
-            urls: s.urls, concurrency: s.concurrency, timeoutMs: s.timeoutMs, prompt: s.prompt, logprobs: s.logprobs,
+            urls: s.urls, concurrency: s.concurrency, timeoutMs: s.timeoutMs, prompt: s.prompt, logprobs: s.logprobs, samplesPerRequest: s.samplesPerRequest,
             ...(s.apiKeyEnv == null ? {} : {apiKeyEnv: s.apiKeyEnv})
         };
         return async () => ({

@@ -28,6 +28,8 @@ export const endpointOptionsSchema = z.object({
     probeMs: z.number().int().min(10).describe("How often an endpoint out of rotation is checked").default(1000),
     giveUpMs: z.number().int().min(0).describe("How long every endpoint may be down before the run stops").default(15_000),
     prompt: z.enum(["tokens", "text"]).describe("Send the prompt as the local tokenizer's token ids (exact) or as its text").default("tokens"),
+    samplesPerRequest: z.number().int().min(1).max(128).describe("Samples of one problem asked for in one request (n > 1): the request carries the first " +
+        "sample's seed, and the server derives the others' (llama-server: seed + 1, seed + 2, …)").default(1),
     logprobs: z.boolean().describe("Ask for each sampled token's log-prob (llama-server then computes a softmax over the whole vocabulary per token: " +
         "a tenth of its generation speed on a 0.5B model at 32 parallel on 2 cores)").default(true)
 });
@@ -54,6 +56,7 @@ const completionSchema = z.object({
         text: z.string(),
         finish_reason: z.string().nullable().optional(),
         stop_reason: z.union([z.string(), z.number()]).nullable().optional(),
+        index: z.number().int().optional(),
         // vLLM (with return_token_ids)
         token_ids: z.array(z.number().int()).nullable().optional(),
         logprobs: z.object({
@@ -74,7 +77,20 @@ const completionSchema = z.object({
     }).nullable().optional()
 });
 
-type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: RemoteJob[], downSince: number};
+/** One request: samples of one problem (one unless samplesPerRequest > 1). */
+type Unit = RemoteJob[];
+type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: Unit[], downSince: number};
+
+/** Units grouped by problem, in order. */
+function byProblem(units: readonly Unit[]): Unit[][] {
+    const out: Unit[][] = [];
+    for (const u of units) {
+        const last = out.at(-1);
+        if (last != null && last[0]![0]!.id === u[0]!.id) last.push(u);
+        else out.push([u]);
+    }
+    return out;
+}
 
 const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -88,14 +104,16 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     const apiKey = o.apiKeyEnv == null ? undefined : process.env[o.apiKeyEnv];
     if (o.apiKeyEnv != null && (apiKey == null || apiKey === "")) throw new StillError(`the API key variable ${o.apiKeyEnv} is not set.`);
     const endpoints: Endpoint[] = o.urls.map((u) => ({url: u.replace(/\/+$/, ""), outstanding: 0, failures: 0, alive: true, lastError: "", queue: [], downSince: 0}));
-    const attempts = new Map<RemoteJob, number>();
-    // problems not yet given to an endpoint, in order; each problem's samples stay together
-    const groups: RemoteJob[][] = [];
+    const attempts = new Map<Unit, number>();
+    // problems not yet given to an endpoint, in order; each problem's samples stay together,
+    // in requests of up to samplesPerRequest
+    const units: Unit[] = [];
     for (const j of jobs) {
-        const last = groups.at(-1);
-        if (last != null && last[0]!.id === j.id) last.push(j);
-        else groups.push([j]);
+        const last = units.at(-1);
+        if (last != null && last[0]!.id === j.id && last.length < o.samplesPerRequest) last.push(j);
+        else units.push([j]);
     }
+    const groups: Unit[][] = byProblem(units);
     let inFlight = 0;
     let fatal: Error | undefined;
     let wake: (() => void) | undefined;
@@ -109,7 +127,8 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     // a connection per request in flight, and one for health checks
     const http = new HttpClient(o.concurrency + 1);
 
-    const send = async (e: Endpoint, job: RemoteJob): Promise<RemoteResult> => {
+    const send = async (e: Endpoint, unit: Unit): Promise<RemoteResult[]> => {
+        const job = unit[0]!;
         const started = performance.now();
         let res: HttpAnswer;
         try {
@@ -122,7 +141,7 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
                     // always sent: a server's own defaults are not neutral (llama-server cuts at top-k 40 and
                     // min-p 0.05 when a request names neither); −1 turns top-k off on llama-server, vLLM and SGLang
                     top_k: sampling.topK > 0 ? sampling.topK : -1, min_p: sampling.minP,
-                    seed: job.seed, n: 1, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), ...(o.logprobs ? {logprobs: 1} : {}), return_token_ids: true, return_tokens: true, verbose: true, stream: false
+                    seed: job.seed, n: unit.length, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), ...(o.logprobs ? {logprobs: 1} : {}), return_token_ids: true, return_tokens: true, verbose: true, stream: false
                 })
             });
         } catch (err) {
@@ -141,20 +160,30 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         } catch (err) {
             throw new RequestError(`malformed response (${(err as Error).message.slice(0, 200)})`, true);
         }
-        const c = parsed.choices[0]!;
-        const finish = c.finish_reason === "length" ? "length" : "stop";
-        const verbose = parsed.__verbose;
-        const stop = typeof c.stop_reason === "string" ? c.stop_reason
-            : verbose?.stop_type === "word" && verbose.stopping_word != null && verbose.stopping_word !== "" ? verbose.stopping_word : null;
-        const content = c.logprobs?.content;
-        const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
-        const tokens = c.token_ids ?? verbose?.tokens ?? content?.map((t) => t.id) ?? null;
-        return {
-            id: job.id, sample: job.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
-            logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
-            promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: parsed.usage?.completion_tokens ?? null,
-            endpoint: e.url, elapsedMs: performance.now() - started
-        };
+        if (parsed.choices.length !== unit.length)
+            throw new RequestError(`malformed response (${parsed.choices.length} choices for n = ${unit.length})`, true);
+        // choices in the order of their index where each has its own (llama-server numbers them all 0)
+        const indices = parsed.choices.map((c) => c.index);
+        const choices = new Set(indices).size === unit.length && indices.every((i) => i != null && i >= 0 && i < unit.length)
+            ? [...parsed.choices].sort((a, b) => a.index! - b.index!) : parsed.choices;
+        // llama-server's verbose part is its first result's alone
+        const verbose = unit.length === 1 ? parsed.__verbose : undefined;
+        const elapsedMs = performance.now() - started;
+        return choices.map((c, k) => {
+            const finish = c.finish_reason === "length" ? "length" : "stop";
+            const stop = typeof c.stop_reason === "string" ? c.stop_reason
+                : verbose?.stop_type === "word" && verbose.stopping_word != null && verbose.stopping_word !== "" ? verbose.stopping_word : null;
+            const content = c.logprobs?.content;
+            const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
+            const tokens = c.token_ids ?? verbose?.tokens ?? content?.map((t) => t.id) ?? null;
+            return {
+                id: unit[k]!.id, sample: unit[k]!.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
+                logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
+                // usage counts every choice of the request
+                promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: unit.length === 1 ? parsed.usage?.completion_tokens ?? null : null,
+                endpoint: e.url, elapsedMs
+            };
+        });
     };
 
     const eject = (e: Endpoint, reason: string) => {
@@ -163,23 +192,17 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         e.downSince = Date.now();
         hooks.onLog?.(`endpoint ${e.url} out of rotation after ${e.failures} failures in a row (${reason}); its work goes elsewhere`);
         // its queued samples go back, grouped by problem, to the front
-        const back: RemoteJob[][] = [];
-        for (const j of e.queue) {
-            const last = back.at(-1);
-            if (last != null && last[0]!.id === j.id) last.push(j);
-            else back.push([j]);
-        }
+        groups.unshift(...byProblem(e.queue));
         e.queue = [];
-        groups.unshift(...back);
     };
 
-    const dispatch = (e: Endpoint, job: RemoteJob) => {
+    const dispatch = (e: Endpoint, job: Unit) => {
         e.outstanding++;
         inFlight++;
         attempts.set(job, (attempts.get(job) ?? 0) + 1);
-        void send(e, job).then(async (r) => {
+        void send(e, job).then(async (results) => {
             e.failures = 0;
-            await hooks.onResult(r);
+            for (const r of results) await hooks.onResult(r);
         }, async (err: unknown) => {
             if (!(err instanceof RequestError)) {
                 fatal ??= err as Error;
@@ -192,7 +215,8 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
             if (err.countsAgainst) e.failures++;
             e.lastError = err.message;
             if ((attempts.get(job) ?? 0) >= o.maxAttempts) {
-                fatal ??= new StillError(`sample ${job.sample} of ${job.id} failed ${o.maxAttempts} times; last, at ${e.url}: ${err.message}`);
+                const which = job.length === 1 ? `sample ${job[0]!.sample}` : `samples ${job[0]!.sample}–${job.at(-1)!.sample}`;
+                fatal ??= new StillError(`${which} of ${job[0]!.id} failed ${o.maxAttempts} times; last, at ${e.url}: ${err.message}`);
                 return;
             }
             const n = attempts.get(job) ?? 1;

@@ -12,7 +12,7 @@ export type Fault = "500" | "429" | "400" | "malformed" | "truncated" | "slow";
 export type FakeServer = {
     url: string,
     /** Requests answered, by prompt (text or token ids, as sent), with their seeds and model names. */
-    served: {prompt: string | number[], seed: number, model: string | undefined}[],
+    served: {prompt: string | number[], seed: number, model: string | undefined, n: number}[],
     /** vLLM mode: the adapters loaded at run time, with their folders. */
     loaded: {name: string, path: string}[],
     /** Faults for the next requests, in order. */
@@ -24,7 +24,8 @@ export type FakeServer = {
     close: () => Promise<void>
 };
 
-function answer(prompt: string, seed: number): string {
+/** The fake's answer to a prompt (token ids joined by commas) at a seed. */
+export function answer(prompt: string, seed: number): string {
     let h = 2166136261;
     for (const c of `${prompt}|${seed}`) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
     return `The answer is $\\boxed{${h % 1000}}$.`;
@@ -78,13 +79,20 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                 if (fault === "429") return res.writeHead(429).end("slow down");
                 if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
                 if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
-                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, model?: string,
+                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, model?: string, n?: number,
                                               return_token_ids?: boolean, verbose?: boolean, return_tokens?: boolean};
                 if (o.vllm != null && r.model !== o.vllm.model && !state.loaded.some((l) => l.name === r.model))
                     return json(404, {object: "error", message: `The model \`${r.model}\` does not exist.`, type: "NotFoundError", code: 404});
-                state.served.push({prompt: r.prompt, seed: r.seed, model: r.model});
+                state.served.push({prompt: r.prompt, seed: r.seed, model: r.model, n: r.n ?? 1});
                 const text = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed);
-                const ids = o.tokenIds != null && r.return_token_ids === true ? o.tokenIds(text) : null;
+                // n > 1 (vLLM's way): choice k from seed + k, the choices listed last to first (their index says which)
+                const n = r.n ?? 1;
+                const choice = (k: number) => {
+                    const t = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed + k);
+                    const ids = o.tokenIds != null && r.return_token_ids === true ? o.tokenIds(t) : null;
+                    return {index: k, text: t, finish_reason: "stop", ...(ids == null ? {logprobs: null}
+                        : {token_ids: ids, logprobs: {tokens: ids.map(String), token_logprobs: ids.map((_, i) => -0.25 - i / 1000)}})};
+                };
                 const ls = o.llamaServer;
                 const payload = ls != null ? JSON.stringify({
                     choices: [{index: 0, text, finish_reason: "stop", logprobs: {content: ls.tokenize(text).map((id) => ({id, logprob: -0.5}))}}],
@@ -92,9 +100,8 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                     ...(r.verbose === true && r.return_tokens === true ? {__verbose: {tokens: ls.tokenize(text + ls.stop), stop_type: "word", stopping_word: ls.stop}} : {})
                 }) : JSON.stringify({
                     id: "cmpl", object: "text_completion",
-                    choices: [{index: 0, text, finish_reason: "stop", ...(ids == null ? {logprobs: null}
-                        : {token_ids: ids, logprobs: {tokens: ids.map(String), token_logprobs: ids.map((_, i) => -0.25 - i / 1000)}})}],
-                    usage: {prompt_tokens: 10, completion_tokens: 8}
+                    choices: Array.from({length: n}, (_, k) => choice(n - 1 - k)),
+                    usage: {prompt_tokens: 10, completion_tokens: 8 * n}
                 });
                 if (fault === "truncated") {
                     res.writeHead(200, {"content-type": "application/json", "content-length": String(payload.length)});
