@@ -67,3 +67,5 @@ export {exportRun, exportTargets, type ExportResult, type ExportTarget} from "./
 export {mergeAdapters, mergeOptionsSchema, mergeOutputTypes, type MergeOptions, type MergeResult} from "./interop/merge.js";
 export {endpointOptionsSchema, runRemote, type EndpointOptions, type RemoteJob, type RemoteResult, type RemoteSampling} from "./remote/RemoteRollouts.js";
 export {startLlamaServer, type LlamaServer, type LlamaServerOptions} from "./remote/llamaServer.js";
+export {scoreRemote, type RemoteScore, type RemoteScoreItem} from "./remote/remoteScore.js";
+export {serveAdapter, type ServeAdapterOptions} from "./remote/serveAdapter.js";

@@ -44,7 +44,7 @@ describe("the loop on servers", () => {
             explore: {samples: 2, temperature: 1, maxTokens: 32, chunk: 2},
             rounds: [{method: "sft", train}],
             evaluate: {greedy: true, maxTokens: 32},
-            servers: {urls: [server.url], model: "base", concurrency: 4}
+            servers: {urls: [server.url], model: "base", concurrency: 4, phases: ["explore", "select", "evaluate"]}
         };
         const file = path.join(root, "fleet.json");
         fs.writeFileSync(file, JSON.stringify(config));
@@ -60,7 +60,7 @@ describe("the loop on servers", () => {
         expect(r.stderr).toMatch(/serves the adapter adapter\.gguf as fleet-imitate-/);
         // requests by model: 3 held-out greedy answers per evaluation, 6 problems × 2 samples of exploration
         const byModel = new Map<string, number>();
-        for (const s of server.served) byModel.set(s.model!, (byModel.get(s.model!) ?? 0) + 1);
+        for (const s of server.served) if (!s.promptLogprobs) byModel.set(s.model!, (byModel.get(s.model!) ?? 0) + 1);
         const [imitate, round] = server.loaded.map((l) => l.name);
         expect(Object.fromEntries(byModel)).toEqual({base: 3, [imitate!]: 3 + 12, [round!]: 3});
         // the explored samples are the server's answers, graded
@@ -69,6 +69,12 @@ describe("the loop on servers", () => {
             .flatMap((f) => fs.readFileSync(path.join(explore, f), "utf8").trim().split("\n").map((l) => JSON.parse(l) as {text: string, correct: boolean}));
         expect(samples).toHaveLength(12);
         for (const s of samples) expect(s.text).toMatch(/^The answer is \$\\boxed\{\d+\}\$\.$/);
+        // selection scored every complete candidate on the server, under the imitation adapter
+        const scoring = server.served.filter((s) => s.promptLogprobs);
+        // (the candidates: complete and wrong, or right and well-formed; the fake's answers are never well-formed)
+        expect(scoring.length).toBe(samples.filter((s) => !s.correct).length);
+        expect(scoring.length).toBeGreaterThan(0);
+        for (const s of scoring) expect(s.model).toBe(imitate);
 
         // a rerun of the finished run samples nothing and loads nothing again
         const before = server.served.length;

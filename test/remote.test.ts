@@ -6,7 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {afterAll, afterEach, beforeAll, describe, expect, it} from "vitest";
-import {answer, fakeOpenAi, type FakeServer} from "./helpers/fakeOpenAi.js";
+import {answer, fakeOpenAi, type FakeServer, promptLogprob} from "./helpers/fakeOpenAi.js";
+import {scoreRemote} from "../src/remote/remoteScore.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 
@@ -181,6 +182,24 @@ describe("still generate --endpoint", () => {
         const mixed = await generate(plain, [a!.url], ["--samples-per-request", "3"]);
         expect(mixed.exitCode).toBe(1);
         expect(mixed.stderr).toMatch(/holds samples made with other settings/);
+    }, 60_000);
+
+    it("scores on a server with prompt log-probs (vLLM's prompt_logprobs); one that has none is refused", async () => {
+        const vllm = await fakeOpenAi({vllm: {model: "base"}});
+        const [plain] = await serve(1);
+        servers.push(vllm);
+        const items = [{id: "a", prompt: [5, 6, 7], completion: [8, 9]}, {id: "b", prompt: [1, 2], completion: [3, 4, 5, 6]}, {id: "c", prompt: [9], completion: []}];
+        const scores = await scoreRemote(items, {urls: [vllm.url], model: "base"});
+        for (const [i, item] of items.entries()) {
+            const want = item.completion.map((t, k) => promptLogprob(t, item.prompt.length + k));
+            expect(scores[i]!.id).toBe(item.id);
+            expect(scores[i]!.logprobs).toEqual(want);
+            const mean = want.length === 0 ? 0 : want.reduce((x, y) => x + y, 0) / want.length;
+            expect(scores[i]!.perplexity).toBeCloseTo(Math.exp(-mean), 12);
+        }
+        expect(vllm.served.every((x) => x.promptLogprobs)).toBe(true);
+        await expect(scoreRemote(items, {urls: [plain!.url]})).rejects.toThrow(
+            new RegExp(`the endpoint ${plain!.url} refused a request: no prompt log-probs in its answer`));
     }, 60_000);
 
     it("names the endpoint that refuses a request; a URL that is not http(s) is refused before any work", async () => {

@@ -180,7 +180,7 @@ class Loop {
      * Where a phase samples: on config.servers (a function that loads the current adapter there,
      * named after the phase that trained it, when sampling is needed), or undefined for the local engine.
      */
-    private remote(use: "explore" | "evaluate", step: string): (() => Promise<EndpointOptions>) | undefined {
+    private remote(use: "explore" | "select" | "evaluate", step: string): (() => Promise<EndpointOptions>) | undefined {
         const s = this.config.servers;
         if (s == null || !s.phases.includes(use)) return undefined;
         const adapter = this.adapterPath;
@@ -273,7 +273,8 @@ class Loop {
         const chosen = await this.step(`${name}/select`, selectStepSchema, async () => {
             const selection = await select({
                 model: this.model, adapter: this.adapter, problems: pool, samples, systemPrompt: this.data.systemPrompt,
-                config: this.config.select, maxPairsPerProblem, threads: this.config.model.threads, signal: this.options.signal
+                config: this.config.select, maxPairsPerProblem, threads: this.config.model.threads, signal: this.options.signal,
+                remote: this.remote("select", `${name}/select`), onLog: this.log(`${name}/select`)
             });
             // what the model was asked: training prompts are the sampling prompts
             const question = new Map(pool.map((p) => [p.id, problemQuestion(p)]));

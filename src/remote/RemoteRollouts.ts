@@ -45,7 +45,7 @@ export type RemoteResult = {
 };
 
 /** A fault of one request: retryable (network, timeout, 429, 5xx, malformed body) or not. */
-class RequestError extends Error {
+export class RequestError extends Error {
     constructor(message: string, readonly retryable: boolean, readonly countsAgainst = true) {
         super(message);
     }
@@ -77,13 +77,9 @@ const completionSchema = z.object({
     }).nullable().optional()
 });
 
-/** One request: samples of one problem (one unless samplesPerRequest > 1). */
-type Unit = RemoteJob[];
-type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: Unit[], downSince: number};
-
-/** Units grouped by problem, in order. */
-function byProblem(units: readonly Unit[]): Unit[][] {
-    const out: Unit[][] = [];
+/** Units (one request's jobs, of one problem) grouped by problem, in order. */
+function byProblem<J extends {id: string}>(units: readonly J[][]): J[][][] {
+    const out: J[][][] = [];
     for (const u of units) {
         const last = out.at(-1);
         if (last != null && last[0]![0]!.id === u[0]!.id) last.push(u);
@@ -100,6 +96,72 @@ const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve) 
 /** Runs every job on the endpoints; each finished sample goes to `onResult` (awaited) exactly once. */
 export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSampling, options: EndpointOptions,
                                 hooks: {signal?: AbortSignal, onResult: (r: RemoteResult) => Promise<void> | void, onLog?: (line: string) => void}): Promise<void> {
+    const logprobs = endpointOptionsSchema.shape.logprobs.parse(options.logprobs);
+    const prompt = endpointOptionsSchema.shape.prompt.parse(options.prompt);
+    await runRequests(jobs, options, hooks, {
+        path: "/v1/completions",
+        body: (unit, model) => ({
+            ...(model == null ? {} : {model}),
+            prompt: prompt === "tokens" && unit[0]!.promptTokens != null ? unit[0]!.promptTokens : unit[0]!.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
+            top_p: sampling.topP,
+            // always sent: a server's own defaults are not neutral (llama-server cuts at top-k 40 and
+            // min-p 0.05 when a request names neither); −1 turns top-k off on llama-server, vLLM and SGLang
+            top_k: sampling.topK > 0 ? sampling.topK : -1, min_p: sampling.minP,
+            seed: unit[0]!.seed, n: unit.length, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), ...(logprobs ? {logprobs: 1} : {}),
+            return_token_ids: true, return_tokens: true, verbose: true, stream: false
+        }),
+        parse: completionResults
+    });
+}
+
+/** A completion answer's choices as the unit's samples. */
+function completionResults(unit: readonly RemoteJob[], json: unknown, url: string, elapsedMs: number): RemoteResult[] {
+    const r = completionSchema.safeParse(json);
+    if (!r.success) throw new RequestError(`malformed response (${z.prettifyError(r.error).split("\n")[0]!.slice(0, 200)})`, true);
+    const parsed = r.data;
+    if (parsed.choices.length !== unit.length)
+        throw new RequestError(`malformed response (${parsed.choices.length} choices for n = ${unit.length})`, true);
+    // choices in the order of their index where each has its own
+    const indices = parsed.choices.map((c) => c.index);
+    const choices = new Set(indices).size === unit.length && indices.every((i) => i != null && i >= 0 && i < unit.length)
+        ? [...parsed.choices].sort((a, b) => a.index! - b.index!) : parsed.choices;
+    // llama-server's verbose part is its first result's alone
+    const verbose = unit.length === 1 ? parsed.__verbose : undefined;
+    return choices.map((c, k) => {
+        const finish = c.finish_reason === "length" ? "length" : "stop";
+        const stop = typeof c.stop_reason === "string" ? c.stop_reason
+            : verbose?.stop_type === "word" && verbose.stopping_word != null && verbose.stopping_word !== "" ? verbose.stopping_word : null;
+        const content = c.logprobs?.content;
+        const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
+        const tokens = c.token_ids ?? verbose?.tokens ?? content?.map((t) => t.id) ?? null;
+        return {
+            id: unit[k]!.id, sample: unit[k]!.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
+            logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
+            // usage counts every choice of the request
+            promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: unit.length === 1 ? parsed.usage?.completion_tokens ?? null : null,
+            endpoint: url, elapsedMs
+        };
+    });
+}
+
+/** What one kind of request is: where it goes, its body for a unit of jobs, and its answer as the unit's results. */
+export type RequestKind<J, R> = {
+    path: string,
+    body: (unit: readonly J[], model: string | undefined) => object,
+    /** Throws RequestError for an answer that will not do (retryable or not). */
+    parse: (unit: readonly J[], json: unknown, url: string, elapsedMs: number) => R[]
+};
+
+/**
+ * The scheduling and fault handling of every remote request: jobs of one problem (`id`) stay on
+ * one endpoint, in units of up to samplesPerRequest; least-outstanding dispatch; retries with
+ * backoff; endpoints out of rotation and back; each unit's results delivered once.
+ */
+export async function runRequests<J extends {id: string, sample: number}, R>(jobs: readonly J[], options: EndpointOptions,
+                                                                            hooks: {signal?: AbortSignal, onResult: (r: R) => Promise<void> | void, onLog?: (line: string) => void},
+                                                                            kind: RequestKind<J, R>): Promise<void> {
+    type Unit = J[];
+    type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: Unit[], downSince: number};
     const o = endpointOptionsSchema.parse(options);
     const apiKey = o.apiKeyEnv == null ? undefined : process.env[o.apiKeyEnv];
     if (o.apiKeyEnv != null && (apiKey == null || apiKey === "")) throw new StillError(`the API key variable ${o.apiKeyEnv} is not set.`);
@@ -127,22 +189,12 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
     // a connection per request in flight, and one for health checks
     const http = new HttpClient(o.concurrency + 1);
 
-    const send = async (e: Endpoint, unit: Unit): Promise<RemoteResult[]> => {
-        const job = unit[0]!;
+    const send = async (e: Endpoint, unit: Unit): Promise<R[]> => {
         const started = performance.now();
         let res: HttpAnswer;
         try {
-            res = await http.request(`${e.url}/v1/completions`, {
-                method: "POST", headers, timeoutMs: o.timeoutMs, ...(hooks.signal == null ? {} : {signal: hooks.signal}),
-                body: JSON.stringify({
-                    ...(o.model == null ? {} : {model: o.model}),
-                    prompt: o.prompt === "tokens" && job.promptTokens != null ? job.promptTokens : job.prompt, max_tokens: sampling.maxTokens, temperature: sampling.temperature,
-                    top_p: sampling.topP,
-                    // always sent: a server's own defaults are not neutral (llama-server cuts at top-k 40 and
-                    // min-p 0.05 when a request names neither); −1 turns top-k off on llama-server, vLLM and SGLang
-                    top_k: sampling.topK > 0 ? sampling.topK : -1, min_p: sampling.minP,
-                    seed: job.seed, n: unit.length, ...(sampling.stop.length > 0 ? {stop: sampling.stop} : {}), ...(o.logprobs ? {logprobs: 1} : {}), return_token_ids: true, return_tokens: true, verbose: true, stream: false
-                })
+            res = await http.request(`${e.url}${kind.path}`, {
+                method: "POST", headers, timeoutMs: o.timeoutMs, ...(hooks.signal == null ? {} : {signal: hooks.signal}), body: JSON.stringify(kind.body(unit, o.model))
             });
         } catch (err) {
             if (hooks.signal?.aborted || err instanceof HttpError && err.kind === "aborted") throw new AbortError("sampling was cancelled");
@@ -152,38 +204,13 @@ export async function runRemote(jobs: readonly RemoteJob[], sampling: RemoteSamp
         if (res.status === 429) throw new RequestError("429 Too Many Requests", true, false);
         if (res.status >= 500) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 200)}`, true);
         if (res.status >= 400) throw new RequestError(`${res.status} ${res.statusText}: ${body.slice(0, 300)}`, false);
-        let parsed: z.infer<typeof completionSchema>;
+        let json: unknown;
         try {
-            const r = completionSchema.safeParse(JSON.parse(body));
-            if (!r.success) throw new Error(z.prettifyError(r.error).split("\n")[0]);
-            parsed = r.data;
+            json = JSON.parse(body);
         } catch (err) {
             throw new RequestError(`malformed response (${(err as Error).message.slice(0, 200)})`, true);
         }
-        if (parsed.choices.length !== unit.length)
-            throw new RequestError(`malformed response (${parsed.choices.length} choices for n = ${unit.length})`, true);
-        // choices in the order of their index where each has its own (llama-server numbers them all 0)
-        const indices = parsed.choices.map((c) => c.index);
-        const choices = new Set(indices).size === unit.length && indices.every((i) => i != null && i >= 0 && i < unit.length)
-            ? [...parsed.choices].sort((a, b) => a.index! - b.index!) : parsed.choices;
-        // llama-server's verbose part is its first result's alone
-        const verbose = unit.length === 1 ? parsed.__verbose : undefined;
-        const elapsedMs = performance.now() - started;
-        return choices.map((c, k) => {
-            const finish = c.finish_reason === "length" ? "length" : "stop";
-            const stop = typeof c.stop_reason === "string" ? c.stop_reason
-                : verbose?.stop_type === "word" && verbose.stopping_word != null && verbose.stopping_word !== "" ? verbose.stopping_word : null;
-            const content = c.logprobs?.content;
-            const lp = content?.map((t) => t.logprob) ?? c.logprobs?.token_logprobs;
-            const tokens = c.token_ids ?? verbose?.tokens ?? content?.map((t) => t.id) ?? null;
-            return {
-                id: unit[k]!.id, sample: unit[k]!.sample, text: c.text, finish, stop, tokens: tokens == null || tokens.length === 0 && c.text !== "" ? null : tokens,
-                logprobs: lp == null ? null : lp.map((x) => x ?? Number.NaN),
-                // usage counts every choice of the request
-                promptTokens: parsed.usage?.prompt_tokens ?? null, completionTokens: unit.length === 1 ? parsed.usage?.completion_tokens ?? null : null,
-                endpoint: e.url, elapsedMs
-            };
-        });
+        return kind.parse(unit, json, e.url, performance.now() - started);
     };
 
     const eject = (e: Endpoint, reason: string) => {

@@ -9,6 +9,8 @@ import {throwIfAborted} from "../errors.js";
 import {problemMessages} from "../format/buildChatMessages.js";
 import type {RunConfig} from "../loop/config.js";
 import type {GradedSample} from "../explore/sampleAndGrade.js";
+import type {EndpointOptions} from "../remote/RemoteRollouts.js";
+import {scoreRemote} from "../remote/remoteScore.js";
 
 export type ScoredSample = GradedSample & {perplexity: number};
 
@@ -30,7 +32,10 @@ export async function select(o: {
     config: RunConfig["select"],
     maxPairsPerProblem: number,
     threads?: number | undefined,
-    signal?: AbortSignal | undefined
+    signal?: AbortSignal | undefined,
+    /** Score on servers that give prompt log-probs (vLLM) instead of locally; called once, when there is something to score. */
+    remote?: (() => Promise<EndpointOptions>) | undefined,
+    onLog?: ((line: string) => void) | undefined
 }): Promise<Selection> {
     const byId = new Map(o.problems.map((p) => [p.id, p]));
     const inBounds = (s: GradedSample) => s.tokens.length >= o.config.minTokens && (o.config.maxTokens == null || s.tokens.length <= o.config.maxTokens);
@@ -38,22 +43,23 @@ export async function select(o: {
     // demonstration nor a fair rejection.
     const candidates = o.samples.filter((s) => s.finish === "stop" && s.tokens.length > 0 && inBounds(s) && (!s.correct || s.wellFormed));
     throwIfAborted(o.signal, "selection");
-    const scorer = o.model.scorer({overflow: "truncate", ...(o.threads == null ? {} : {threads: o.threads})});
-    if (o.adapter != null) scorer.setAdapters([{adapter: o.adapter}]);
-    let results;
-    try {
-        results = await scorer.score(candidates.map((s) => {
-            const p = byId.get(s.id)!;
-            return {
-                id: `${s.id}/${s.sample}`,
-                prompt: problemMessages(p, o.systemPrompt),
-                completion: s.tokens
-            };
-        }), o.signal == null ? {} : {signal: o.signal});
-    } finally {
-        scorer.dispose();
+    const records = candidates.map((s) => ({id: `${s.id}/${s.sample}`, prompt: problemMessages(byId.get(s.id)!, o.systemPrompt), completion: s.tokens}));
+    let perplexities: number[];
+    if (o.remote != null && records.length > 0) {
+        const endpoints = await o.remote();
+        const results = await scoreRemote(records.map((r) => ({id: r.id, prompt: o.model.promptTokens(r.prompt), completion: r.completion})), endpoints,
+            {...(o.signal == null ? {} : {signal: o.signal}), ...(o.onLog == null ? {} : {onLog: o.onLog})});
+        perplexities = results.map((r) => r.perplexity);
+    } else {
+        const scorer = o.model.scorer({overflow: "truncate", ...(o.threads == null ? {} : {threads: o.threads})});
+        if (o.adapter != null) scorer.setAdapters([{adapter: o.adapter}]);
+        try {
+            perplexities = (await scorer.score(records, o.signal == null ? {} : {signal: o.signal})).map((r) => r.perplexity);
+        } finally {
+            scorer.dispose();
+        }
     }
-    const scored: ScoredSample[] = candidates.map((s, i) => ({...s, perplexity: results[i]!.perplexity}));
+    const scored: ScoredSample[] = candidates.map((s, i) => ({...s, perplexity: perplexities[i]!}));
 
     const correct = scored.filter((s) => s.correct);
     const sortedPpl = correct.map((s) => s.perplexity).sort((a, b) => a - b);

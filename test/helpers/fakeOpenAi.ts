@@ -12,7 +12,7 @@ export type Fault = "500" | "429" | "400" | "malformed" | "truncated" | "slow";
 export type FakeServer = {
     url: string,
     /** Requests answered, by prompt (text or token ids, as sent), with their seeds and model names. */
-    served: {prompt: string | number[], seed: number, model: string | undefined, n: number}[],
+    served: {prompt: string | number[], seed: number, model: string | undefined, n: number, promptLogprobs: boolean}[],
     /** vLLM mode: the adapters loaded at run time, with their folders. */
     loaded: {name: string, path: string}[],
     /** Faults for the next requests, in order. */
@@ -23,6 +23,11 @@ export type FakeServer = {
     restart: () => Promise<void>,
     close: () => Promise<void>
 };
+
+/** The log-prob the fake vLLM gives token `token` at position `i` of a prompt. */
+export function promptLogprob(token: number, i: number): number {
+    return -((token * 7 + i) % 11) / 10 - 0.05;
+}
 
 /** The fake's answer to a prompt (token ids joined by commas) at a seed. */
 export function answer(prompt: string, seed: number): string {
@@ -79,11 +84,18 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                 if (fault === "429") return res.writeHead(429).end("slow down");
                 if (fault === "400") return res.writeHead(400, {"content-type": "application/json"}).end(JSON.stringify({error: {message: "model 'x' not found"}}));
                 if (fault === "malformed") return res.writeHead(200, {"content-type": "application/json"}).end("{\"choices\": [{\"tex");
-                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, model?: string, n?: number,
+                const r = JSON.parse(body) as {prompt: string | number[], seed: number, max_tokens: number, model?: string, n?: number, prompt_logprobs?: number,
                                               return_token_ids?: boolean, verbose?: boolean, return_tokens?: boolean};
                 if (o.vllm != null && r.model !== o.vllm.model && !state.loaded.some((l) => l.name === r.model))
                     return json(404, {object: "error", message: `The model \`${r.model}\` does not exist.`, type: "NotFoundError", code: 404});
-                state.served.push({prompt: r.prompt, seed: r.seed, model: r.model, n: r.n ?? 1});
+                state.served.push({prompt: r.prompt, seed: r.seed, model: r.model, n: r.n ?? 1, promptLogprobs: r.prompt_logprobs != null});
+                // vLLM's prompt log-probs: each prompt token's own (the first has none)
+                if (o.vllm != null && r.prompt_logprobs != null && Array.isArray(r.prompt)) {
+                    const tokens = r.prompt;
+                    return json(200, {id: "cmpl", object: "text_completion", choices: [{index: 0, text: "x", finish_reason: "length", logprobs: null,
+                        prompt_logprobs: tokens.map((t, i) => i === 0 ? null : {[String(t)]: {logprob: promptLogprob(t, i), rank: 1, decoded_token: "?"}})}],
+                        usage: {prompt_tokens: tokens.length, completion_tokens: 1}});
+                }
                 const text = answer(typeof r.prompt === "string" ? r.prompt : r.prompt.join(","), r.seed);
                 // n > 1 (vLLM's way): choice k from seed + k, the choices listed last to first (their index says which)
                 const n = r.n ?? 1;
