@@ -9,7 +9,7 @@ import {execa} from "execa";
 import {afterEach, beforeAll, describe, expect, it} from "vitest";
 import {startLlamaServer, type LlamaServer} from "../src/remote/llamaServer.js";
 import {fixtures} from "./helpers/fixtures.js";
-import {testModel, tmpDir} from "./helpers/models.js";
+import {randomAdapter, testModel, tmpDir} from "./helpers/models.js";
 
 const node = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
 type Line = {id: string, sample: number, text: string, tokens: number[], logprobs: number[], finish: string};
@@ -145,6 +145,36 @@ describe("rollouts on llama-server", () => {
         expect(texts(b)).toEqual(texts(a));
         // the choices are different samples (their seeds differ)
         for (let i = 0; i < 4; i++) expect(new Set([0, 1, 2, 3].map((k) => texts(a).get(`p${i}/${k}`))).size).toBeGreaterThan(1);
+    }, 300_000);
+
+    it("still merge's file loads in llama-server and samples as the base with its adapter at run time", async () => {
+        const base = await testModel("tiny", "f32", 4);
+        const adapter = await randomAdapter(path.join(tmpDir, "server-adapter.gguf"), 1, ["attn_q", "attn_v", "ffn_down"]);
+        const merged = path.join(tmpDir, "server-merged.gguf");
+        const m = await node(["merge", "--model", base, "--adapter", adapter, "--out", merged]);
+        expect(m.exitCode, m.stderr).toBe(0);
+        const s = await serve({model: merged});
+        const problems = problemsFile("merge-problems.jsonl", 6);
+        const common = ["--problems", problems, "--samples", "1", "--temperature", "0", "--max-tokens", "32", "--seed", "1"];
+        const [local, remote] = [path.join(tmpDir, "merge-local.jsonl"), path.join(tmpDir, "merge-remote.jsonl")];
+        const a = await node(["generate", "--model", base, "--adapter", adapter, ...common, "--parallel", "3", "--threads", "1", "--out", local]);
+        expect(a.exitCode, a.stderr).toBe(0);
+        const b = await node(["generate", "--model", base, ...common, "--endpoint", s.url, "--out", remote]);
+        expect(b.exitCode, b.stderr).toBe(0);
+        const byId = (f: string) => new Map(lines(f).map((l) => [l.id, l]));
+        const [x, y] = [byId(local), byId(remote)];
+        expect(y.size).toBe(6);
+        // and not what the base alone writes: the adapter is in the merged weights
+        const plain = path.join(tmpDir, "merge-base.jsonl");
+        expect((await node(["generate", "--model", base, ...common, "--parallel", "3", "--threads", "1", "--out", plain])).exitCode).toBe(0);
+        let differs = 0;
+        for (const [id, l] of byId(plain)) if (JSON.stringify(l.tokens) !== JSON.stringify(x.get(id)!.tokens)) differs++;
+        expect(differs).toBeGreaterThan(0);
+        for (const [id, l] of x) {
+            expect(y.get(id)!.tokens, id).toEqual(l.tokens);
+            const lp = y.get(id)!.logprobs;
+            for (let i = 0; i < lp.length; i++) expect(Math.abs(lp[i]! - l.logprobs[i]!)).toBeLessThan(1e-3);
+        }
     }, 300_000);
 
     it("still eval on a server: the same greedy responses, verdicts and figures as the local engine's", async () => {

@@ -6,33 +6,11 @@ import path from "node:path";
 import {execa} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
 import {loadModel} from "../src/engine/Model.js";
-import {GgufWriter} from "../src/models/GgufWriter.js";
-import {presets} from "../src/models/presets.js";
-import {fixtures, readJsonlFixture, seeded} from "./helpers/fixtures.js";
-import {qwen2Adapter, testModel, tmpDir} from "./helpers/models.js";
+import {fixtures, readJsonlFixture} from "./helpers/fixtures.js";
+import {qwen2Adapter, randomAdapter, testModel, tmpDir} from "./helpers/models.js";
 
 const cli = (args: string[]) => execa(process.execPath, ["dist/src/cli/main.js", ...args], {reject: false});
 const text = readJsonlFixture<{problem: string}>(path.join(fixtures, "data/math500.jsonl")).slice(0, 3).map((r) => r.problem).join("\n");
-
-/** A random LoRA adapter for the tiny preset on `modules` of every layer. */
-async function randomAdapter(file: string, seed: number, modules: string[], rank = 4, alpha = 8) {
-    const p = presets.tiny;
-    const kv = p.kvHeads * (p.embedding / p.heads);
-    const shapes: Record<string, [number, number]> = {
-        attn_q: [p.embedding, p.embedding], attn_k: [p.embedding, kv], attn_v: [p.embedding, kv], attn_output: [p.embedding, p.embedding],
-        ffn_gate: [p.embedding, p.feedForward], ffn_up: [p.embedding, p.feedForward], ffn_down: [p.feedForward, p.embedding]
-    };
-    const next = seeded(seed);
-    const w = new GgufWriter().string("general.architecture", "llama").string("general.type", "adapter")
-        .string("adapter.type", "lora").f32("adapter.lora.alpha", alpha);
-    for (let l = 0; l < p.layers; l++) for (const m of modules) {
-        const [cols, rows] = shapes[m]!;
-        const fill = (_s: number, o: Float32Array) => { for (let i = 0; i < o.length; i++) o[i] = (next() - 0.5) * 0.2; };
-        w.tensor(`blk.${l}.${m}.weight.lora_a`, [cols, rank], fill).tensor(`blk.${l}.${m}.weight.lora_b`, [rank, rows], fill);
-    }
-    await w.write(file);
-    return file;
-}
 
 /** Per-token log-probs of `text` under the model, with the adapters applied at run time. */
 async function logprobs(model: string, adapters: {path: string, scale: number}[] = []) {

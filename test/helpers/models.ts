@@ -5,7 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import {GgufWriter} from "../../src/models/GgufWriter.js";
 import {makeModel, type ModelType} from "../../src/models/makeModel.js";
-import type {Preset, PresetName} from "../../src/models/presets.js";
+import {presets, type Preset, type PresetName} from "../../src/models/presets.js";
+import {seeded} from "./fixtures.js";
 
 export const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "still-test-"));
 process.on("exit", () => fs.rmSync(tmpDir, {recursive: true, force: true}));
@@ -37,5 +38,25 @@ export async function qwen2Adapter(): Promise<string> {
         .tensor("blk.0.attn_q.weight.lora_a", [128, 4], (_s, o) => o.fill(0.1))
         .tensor("blk.0.attn_q.weight.lora_b", [4, 128], (_s, o) => o.fill(0.1))
         .write(file);
+    return file;
+}
+
+/** A random LoRA adapter for the tiny preset on `modules` of every layer. */
+export async function randomAdapter(file: string, seed: number, modules: string[], rank = 4, alpha = 8) {
+    const p = presets.tiny;
+    const kv = p.kvHeads * (p.embedding / p.heads);
+    const shapes: Record<string, [number, number]> = {
+        attn_q: [p.embedding, p.embedding], attn_k: [p.embedding, kv], attn_v: [p.embedding, kv], attn_output: [p.embedding, p.embedding],
+        ffn_gate: [p.embedding, p.feedForward], ffn_up: [p.embedding, p.feedForward], ffn_down: [p.feedForward, p.embedding]
+    };
+    const next = seeded(seed);
+    const w = new GgufWriter().string("general.architecture", "llama").string("general.type", "adapter")
+        .string("adapter.type", "lora").f32("adapter.lora.alpha", alpha);
+    for (let l = 0; l < p.layers; l++) for (const m of modules) {
+        const [cols, rows] = shapes[m]!;
+        const fill = (_s: number, o: Float32Array) => { for (let i = 0; i < o.length; i++) o[i] = (next() - 0.5) * 0.2; };
+        w.tensor(`blk.${l}.${m}.weight.lora_a`, [cols, rank], fill).tensor(`blk.${l}.${m}.weight.lora_b`, [rank, rows], fill);
+    }
+    await w.write(file);
     return file;
 }
