@@ -84,6 +84,37 @@ describe("the loop on servers", () => {
         expect(server.loaded).toHaveLength(2);
     }, 600_000);
 
+    it("a grpo round samples every step on the servers with that step's adapter, the one before unloaded", async () => {
+        const data = path.join(root, "data");
+        const config = {
+            name: "fleet-rl", runsDir: "runs", seed: 3, model: {path: model}, prompt: {system: "Think, then answer."},
+            data: {problems: path.join(data, "problems.jsonl")},
+            rounds: [{method: "grpo", grpo: {steps: 2, promptsPerStep: 2, samplesPerPrompt: 2, maxTokens: 48, chunk: 2, lora: {rank: 4, alpha: 8}, policy: {loss: "dr_grpo"}}}],
+            servers: {urls: [server.url], model: "base", phases: ["grpo"]}
+        };
+        const file = path.join(root, "fleet-rl.json");
+        fs.writeFileSync(file, JSON.stringify(config));
+        const before = server.served.length;
+        const r = await cli(["run", "--config", file]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        const requests = server.served.slice(before);
+        // 2 steps × 2 prompts × 2 samples, each naming a grpo adapter the server was given
+        expect(requests).toHaveLength(8);
+        const given = new Set([...server.loaded.map((l) => l.name), ...server.unloaded]);
+        for (const q of requests) {
+            expect(q.model).toMatch(/^fleet-rl-grpo-[0-9a-f]{10}$/);
+            expect(given.has(q.model!)).toBe(true);
+        }
+        // one grpo adapter stays loaded: each step's replaced the one before, whose PEFT folder went too
+        expect(server.loaded.filter((l) => l.name.startsWith("fleet-rl-grpo-"))).toHaveLength(1);
+        const used = new Set(requests.map((q) => q.model));
+        expect(server.unloaded.filter((n) => n.startsWith("fleet-rl-grpo-"))).toHaveLength(used.size - 1);
+        const grpo = path.join(root, "runs", "fleet-rl", "round-1", "grpo");
+        expect(fs.readdirSync(grpo).filter((f) => f.startsWith("peft-"))).toEqual([`peft-${server.loaded.at(-1)!.name.slice(-10)}`]);
+        const metrics = fs.readFileSync(path.join(root, "runs", "fleet-rl", "round-1", "grpo", "metrics.jsonl"), "utf8").trim().split("\n");
+        expect(metrics).toHaveLength(2);
+    }, 600_000);
+
     it("an adapter the servers cannot load stops the run with one sentence naming the endpoint", async () => {
         const plain = await fakeOpenAi(); // not vLLM: no run-time adapters
         try {

@@ -112,8 +112,9 @@ export const runConfigSchema = z.strictObject({
         adapters: z.enum(["load", "none"]).describe("load: each phase's adapter is exported in PEFT's layout next to it and loaded on every server " +
             "by vLLM's /v1/load_lora_adapter (vLLM started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, the run folder readable by it); " +
             "none: the servers sample the base model only, and phases with an adapter sample locally").default("load"),
-        phases: z.array(z.enum(["explore", "select", "evaluate"])).min(1).describe("What runs on the servers: sampling (explore, evaluate) and the perplexity " +
-            "scores of selection (select: servers with prompt log-probs, as vLLM's prompt_logprobs; llama-server has none); grpo rounds stay local").default(["explore", "evaluate"])
+        phases: z.array(z.enum(["explore", "select", "evaluate", "grpo"])).min(1).describe("What runs on the servers: sampling (explore, evaluate; grpo: every step's " +
+            "samples, each step's adapter loaded there and the one before unloaded) and the perplexity scores of selection (select: servers with prompt log-probs, " +
+            "as vLLM's prompt_logprobs; llama-server has none)").default(["explore", "evaluate"])
     }).optional().describe("OpenAI-compatible servers (vLLM, SGLang, llama-server) that sample instead of the local engine; the model file still gives the template and tokenizer"),
     evaluate: z.strictObject({
         greedy: z.boolean().describe("Greedy pass@1").default(true),

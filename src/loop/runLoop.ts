@@ -33,7 +33,7 @@ import {type PhaseSummary, evalStepSchema, exploreStepSchema, grpoStepSchema, ph
 import {writeReport} from "./report.js";
 import {RunDir} from "./RunDir.js";
 import type {EndpointOptions} from "../remote/RemoteRollouts.js";
-import {serveAdapter} from "../remote/serveAdapter.js";
+import {serveAdapter, unloadAdapter} from "../remote/serveAdapter.js";
 import {shuffle} from "./seeded.js";
 
 export type {PhaseSummary};
@@ -176,24 +176,52 @@ class Loop {
         return (message: string) => this.emit({type: "log", step, message});
     }
 
-    /**
-     * Where a phase samples: on config.servers (a function that loads the current adapter there,
-     * named after the phase that trained it, when sampling is needed), or undefined for the local engine.
-     */
-    private remote(use: "explore" | "select" | "evaluate", step: string): (() => Promise<EndpointOptions>) | undefined {
+    /** The servers' options for `use`, or undefined where it runs locally. */
+    private endpoints(use: "explore" | "select" | "evaluate" | "grpo"): EndpointOptions | undefined {
         const s = this.config.servers;
         if (s == null || !s.phases.includes(use)) return undefined;
-        const adapter = this.adapterPath;
-        if (adapter != null && s.adapters === "none") return undefined;
-        const endpoints: EndpointOptions = {
+        return {
             urls: s.urls, concurrency: s.concurrency, timeoutMs: s.timeoutMs, prompt: s.prompt, logprobs: s.logprobs, samplesPerRequest: s.samplesPerRequest,
             ...(s.apiKeyEnv == null ? {} : {apiKeyEnv: s.apiKeyEnv})
         };
-        return async () => ({
+    }
+
+    /** The servers with `adapter` loaded there (named after the phase that trained it), as the model requests name. */
+    private async served(endpoints: EndpointOptions, adapter: string | undefined, step: string): Promise<EndpointOptions> {
+        const s = this.config.servers!;
+        return {
             ...endpoints,
             model: adapter == null ? s.model
                 : await serveAdapter({adapter, baseModel: this.config.model.path, label: `${this.config.name}-${path.basename(path.dirname(adapter))}`, endpoints, onLog: this.log(step)})
-        });
+        };
+    }
+
+    /**
+     * Where a phase samples: on config.servers (a function that loads the current adapter there
+     * when sampling is needed), or undefined for the local engine (also where adapters stay local and there is one).
+     */
+    private remote(use: "explore" | "select" | "evaluate", step: string): (() => Promise<EndpointOptions>) | undefined {
+        const endpoints = this.endpoints(use);
+        const adapter = this.adapterPath;
+        if (endpoints == null || adapter != null && this.config.servers!.adapters === "none") return undefined;
+        return () => this.served(endpoints, adapter, step);
+    }
+
+    /** For a grpo round: every step's adapter loaded on the servers, the one before unloaded. */
+    private remoteSteps(step: string): ((adapter: string | undefined) => Promise<EndpointOptions>) | undefined {
+        const endpoints = this.endpoints("grpo");
+        if (endpoints == null || this.config.servers!.adapters === "none") return undefined;
+        let previous: string | undefined;
+        return async (adapter) => {
+            const served = await this.served(endpoints, adapter, step);
+            if (adapter != null && previous != null && previous !== served.model) {
+                await unloadAdapter(previous, endpoints);
+                // and its PEFT folder (one per step would pile up): named by the hash the name ends with
+                await fs.promises.rm(path.join(path.dirname(adapter), `peft-${previous.slice(-10)}`), {recursive: true, force: true});
+            }
+            if (adapter != null) previous = served.model;
+            return served;
+        };
     }
 
     // --- phases --------------------------------------------------------------------
@@ -323,7 +351,7 @@ class Loop {
             const result = await grpo({
                 model: this.model, problems: pool, systemPrompt: this.data.systemPrompt, dir: this.runDir.path(name, "grpo"),
                 config: r.grpo, adapter: this.adapterPath, seed: this.config.seed + round, threads, signal: this.options.signal, verifier: this.verifier,
-                evaluate: (adapter, at) => this.evaluateDuring(name, adapter, at),
+                evaluate: (adapter, at) => this.evaluateDuring(name, adapter, at), remote: this.remoteSteps(step),
                 onEvent: (e) => {
                     if (e.type === "progress") this.progress(step)(e.step - 1 + (e.total > 0 ? e.done / e.total : 0), e.steps, e.phase);
                     if (e.type === "step") this.progress(step)(e.metrics.step, r.grpo.steps ?? e.metrics.step,

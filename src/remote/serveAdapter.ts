@@ -73,3 +73,17 @@ export async function serveAdapter(o: ServeAdapterOptions): Promise<string> {
     }
     return name;
 }
+
+/** Unloads an adapter from every endpoint (vLLM's /v1/unload_lora_adapter), best effort: a server that refuses keeps it. */
+export async function unloadAdapter(name: string, endpoints: EndpointOptions): Promise<void> {
+    const e = endpointOptionsSchema.parse(endpoints);
+    const key = e.apiKeyEnv == null ? undefined : process.env[e.apiKeyEnv];
+    const headers = {"content-type": "application/json", ...(key == null ? {} : {authorization: `Bearer ${key}`})};
+    const http = new HttpClient(1);
+    try {
+        await Promise.all(e.urls.map((u) => http.request(`${u.replace(/\/+$/, "")}/v1/unload_lora_adapter`,
+            {method: "POST", headers, body: JSON.stringify({lora_name: name}), timeoutMs: 30_000}).catch(() => undefined)));
+    } finally {
+        http.close();
+    }
+}

@@ -8,6 +8,7 @@
 // resumes at the trainer's last checkpoint: steps after it are redone from the samples and
 // rewards on disk (or sampled again with the same seeds and the same adapter), so it ends
 // with the same adapter and metrics as an uninterrupted run.
+import type {EndpointOptions} from "../remote/RemoteRollouts.js";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -107,6 +108,11 @@ export type GrpoOptions = {
     evaluate?: ((adapter: Adapter, step: number) => Promise<Record<string, number>>) | undefined,
     signal?: AbortSignal | undefined,
     onEvent?: ((e: GrpoEvent) => void) | undefined,
+    /**
+     * Sample on servers instead of the local engine: called with the adapter each sampling pass
+     * uses (its file; undefined for the base model), it puts it on the servers and says how to reach them.
+     */
+    remote?: ((adapter: string | undefined) => Promise<EndpointOptions>) | undefined,
     /** A new trainer process for every update, resumed from the checkpoint of the step before (the per-step-process
      * baseline of bench:rl: how the loop trains with a still-train call per phase). Checkpoints every step. */
     trainerPerStep?: boolean
@@ -215,7 +221,7 @@ class GrpoRun {
             model: this.o.model, problems: this.o.problems, systemPrompt: this.o.systemPrompt,
             sampling: {...this.sampling(this.seed * 1_000_003), samples: cur.samples ?? this.c.samplesPerPrompt},
             engine: {parallel: this.c.parallel, ...(this.o.threads == null ? {} : {threads: this.o.threads})},
-            rollouts: await this.rollouts(), dir: path.join(this.o.dir, "curation"), chunk: this.c.chunk, signal: this.o.signal, verifier: this.o.verifier,
+            ...await this.sampler(this.o.adapter), dir: path.join(this.o.dir, "curation"), chunk: this.c.chunk, signal: this.o.signal, verifier: this.o.verifier,
             onProgress: (done, total) => this.o.onEvent?.({type: "progress", step: 0, steps: this.c.steps, phase: "curation", done, total})
         });
         const passRates: Record<string, number> = {};
@@ -280,11 +286,21 @@ class GrpoRun {
         return this.engine;
     }
 
+    /** Where a sampling pass with `adapter` runs: on the servers (loaded there when a chunk needs it), or the local engine. */
+    private async sampler(adapter: string | undefined): Promise<{rollouts: RolloutEngine} | {remote: () => Promise<EndpointOptions>}> {
+        const remote = this.o.remote;
+        if (remote != null) return {remote: () => remote(adapter)};
+        return {rollouts: await this.rollouts()};
+    }
+
     /** The adapter at `file` into the engine; the previous one is freed. */
     private async use(file: string) {
         const next = await this.o.model.loadAdapter(file);
-        this.engine ??= this.o.model.rollouts({parallel: this.c.parallel, ...(this.o.threads == null ? {} : {threads: this.o.threads})});
-        this.engine.setAdapters([{adapter: next}]);
+        // (sampling on servers: the adapter is for evaluations alone, and no engine is made)
+        if (this.o.remote == null) {
+            this.engine ??= this.o.model.rollouts({parallel: this.c.parallel, ...(this.o.threads == null ? {} : {threads: this.o.threads})});
+            this.engine.setAdapters([{adapter: next}]);
+        }
         this.adapter?.dispose();
         this.adapter = next;
     }
@@ -337,7 +353,7 @@ class GrpoRun {
         const t0 = performance.now();
         const samples = await sampleAndGrade({
             model: this.o.model, problems, systemPrompt: this.o.systemPrompt, sampling: this.sampling(this.seed * 1_000_003 + k),
-            engine: {}, rollouts: await this.rollouts(), keepLogprobs: true, dir: path.join(dir, "samples"), chunk: c.chunk, verifier: this.o.verifier,
+            engine: {}, ...await this.sampler(this.adapterPath), keepLogprobs: true, dir: path.join(dir, "samples"), chunk: c.chunk, verifier: this.o.verifier,
             signal: this.o.signal, onProgress: (d, t) => emit("sampling", d, t)
         });
         const sampleSeconds = (performance.now() - t0) / 1000;
@@ -354,7 +370,8 @@ class GrpoRun {
         rewards.forEach((r) => byGroup.set(group.get(r.id)!, [...byGroup.get(group.get(r.id)!) ?? [], r]));
         const equal = [...byGroup.values()].filter((g) => g.every((r) => r.reward === g[0]!.reward)).length;
         const dropEqual = c.dropEqualGroups ?? c.policy.loss === "dapo";
-        const keep = (r: RewardRow, s: GradedSample) => s.tokens.length > 0 && !(dropEqual && byGroup.get(group.get(r.id)!)!.every((x) => x.reward === r.reward));
+        // (a sample from a server, re-tokenized here, can come out longer than maxTokens: the trainer's context has no room for it)
+        const keep = (r: RewardRow, s: GradedSample) => s.tokens.length > 0 && s.tokens.length <= c.maxTokens && !(dropEqual && byGroup.get(group.get(r.id)!)!.every((x) => x.reward === r.reward));
         const batch = path.join(dir, "batch.bin");
         const file = await TrainingFile.create(batch, "policy", this.o.model.facts.vocabSize);
         try {

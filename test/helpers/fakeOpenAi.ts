@@ -15,6 +15,8 @@ export type FakeServer = {
     served: {prompt: string | number[], seed: number, model: string | undefined, n: number, promptLogprobs: boolean}[],
     /** vLLM mode: the adapters loaded at run time, with their folders. */
     loaded: {name: string, path: string}[],
+    /** vLLM mode: the adapters unloaded, by name. */
+    unloaded: string[],
     /** Faults for the next requests, in order. */
     faults: Fault[],
     /** Stops listening and cuts open connections (as a killed server). */
@@ -50,7 +52,7 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                                      llamaServer?: {stop: string, tokenize: (text: string) => number[]},
                                      vllm?: {model: string}} = {}): Promise<FakeServer> {
     const sockets = new Set<import("node:net").Socket>();
-    const state: FakeServer = {url: "", served: [], loaded: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
+    const state: FakeServer = {url: "", served: [], loaded: [], unloaded: [], faults: [], kill: async () => {}, restart: async () => {}, close: async () => {}};
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
         const json = (status: number, value: unknown) => res.writeHead(status, {"content-type": "application/json"}).end(JSON.stringify(value));
         // vLLM's model list and run-time adapter loading (the folder must hold a PEFT adapter)
@@ -67,6 +69,19 @@ export async function fakeOpenAi(o: {delayMs?: number, tokenIds?: (text: string)
                     return json(404, {object: "error", message: `No adapter found for ${r.lora_path}`, type: "NotFoundError", code: 404});
                 state.loaded.push({name: r.lora_name, path: r.lora_path});
                 res.writeHead(200, {"content-type": "text/plain"}).end(`Success: LoRA adapter '${r.lora_name}' added successfully.`);
+            });
+            return;
+        }
+        if (o.vllm != null && req.method === "POST" && req.url === "/v1/unload_lora_adapter") {
+            let body = "";
+            req.on("data", (c) => { body += c; });
+            req.on("end", () => {
+                const name = (JSON.parse(body) as {lora_name: string}).lora_name;
+                if (!state.loaded.some((l) => l.name === name))
+                    return json(404, {object: "error", message: `The lora adapter '${name}' cannot be found.`, type: "NotFoundError", code: 404});
+                state.loaded = state.loaded.filter((l) => l.name !== name);
+                state.unloaded.push(name);
+                res.writeHead(200, {"content-type": "text/plain"}).end(`Success: LoRA adapter '${name}' removed successfully.`);
             });
             return;
         }
