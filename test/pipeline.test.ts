@@ -7,8 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa, type ResultPromise} from "execa";
 import {beforeAll, describe, expect, it} from "vitest";
-import {demoProblems, teacherResponse} from "../src/demo/demoTask.js";
-import {rng} from "../src/loop/seeded.js";
+import {writeDemoData} from "./helpers/demoData.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
 const root = path.join(tmpDir, "pipeline");
@@ -64,15 +63,7 @@ let model: string;
 
 beforeAll(async () => {
     model = await testModel("tiny", "f32", 5);
-    const data = path.join(root, "data");
-    fs.mkdirSync(data, {recursive: true});
-    const problems = demoProblems(11, 36);
-    const teacher = rng(4);
-    const line = (p: (typeof problems)[number]) => JSON.stringify({id: p.id, problem: p.question, answer: p.answer});
-    fs.writeFileSync(path.join(data, "heldout.jsonl"), problems.slice(0, 4).map(line).join("\n") + "\n");
-    fs.writeFileSync(path.join(data, "problems.jsonl"), problems.slice(4, 16).map(line).join("\n") + "\n");
-    fs.writeFileSync(path.join(data, "thoughts.jsonl"), problems.slice(16).map((p) =>
-        JSON.stringify({question: p.question, response: teacherResponse(p, teacher), domain: "math", source: "test"})).join("\n") + "\n");
+    writeDemoData(path.join(root, "data"), {count: 36, heldout: 4, explore: 12});
 });
 
 describe("still run", () => {

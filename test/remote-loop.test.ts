@@ -6,8 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
-import {demoProblems, teacherResponse} from "../src/demo/demoTask.js";
-import {rng} from "../src/loop/seeded.js";
+import {writeDemoData} from "./helpers/demoData.js";
 import {type FakeServer, fakeOpenAi} from "./helpers/fakeOpenAi.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 
@@ -20,15 +19,7 @@ let server: FakeServer;
 beforeAll(async () => {
     model = await testModel("tiny", "f32", 5);
     server = await fakeOpenAi({vllm: {model: "base"}});
-    const data = path.join(root, "data");
-    fs.mkdirSync(data, {recursive: true});
-    const problems = demoProblems(11, 30);
-    const teacher = rng(4);
-    const line = (p: (typeof problems)[number]) => JSON.stringify({id: p.id, problem: p.question, answer: p.answer});
-    fs.writeFileSync(path.join(data, "heldout.jsonl"), problems.slice(0, 3).map(line).join("\n") + "\n");
-    fs.writeFileSync(path.join(data, "problems.jsonl"), problems.slice(3, 9).map(line).join("\n") + "\n");
-    fs.writeFileSync(path.join(data, "thoughts.jsonl"), problems.slice(9).map((p) =>
-        JSON.stringify({question: p.question, response: teacherResponse(p, teacher), domain: "math", source: "test"})).join("\n") + "\n");
+    writeDemoData(path.join(root, "data"), {count: 30, heldout: 3, explore: 6});
 }, 120_000);
 afterAll(async () => {
     await server?.close();
