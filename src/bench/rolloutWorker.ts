@@ -100,16 +100,17 @@ async function runLlamaServer(logprobs: boolean) {
         const jobs = prompts.length === 1 && parallel > 1
             ? Array.from({length: parallel}, (_, k) => ({id: "0", sample: k, prompt: "", promptTokens: prompts[0]!, seed: k + 1}))
             : prompts.map((p, i) => ({id: String(i), sample: 0, prompt: "", promptTokens: p, seed: i + 1}));
+        const sampling = {temperature: 1, topK: 40, topP: 1, minP: 0, stop: []};
         const pass = async (maxTokens: number) => {
             let generated = 0;
             const t0 = performance.now();
-            await runRemote(jobs, {maxTokens, temperature: 1, topK: 40, topP: 1, minP: 0, stop: []}, {urls: [server.url], concurrency: parallel, logprobs},
+            await runRemote(jobs, {...sampling, maxTokens}, {urls: [server.url], concurrency: parallel, logprobs},
                 {onResult: (r) => { generated += r.completionTokens ?? r.tokens?.length ?? 0; }});
             return {generated, ms: performance.now() - t0};
         };
         // warm-up, as for the others, on a prompt of its own (the measured prompts must not be in a cache yet)
         await runRemote([{id: "warm-up", sample: 0, prompt: "", promptTokens: [...prompts[0]!].reverse(), seed: 0}],
-            {maxTokens: 4, temperature: 1, topK: 40, topP: 1, minP: 0, stop: []}, {urls: [server.url]}, {onResult: () => {}});
+            {...sampling, maxTokens: 4}, {urls: [server.url]}, {onResult: () => {}});
         const first = await pass(1);
         const rest = await pass(genTokens);
         return {

@@ -130,9 +130,11 @@ async function generateRemote(o: z.output<typeof optionsSchema>, requests: Rollo
     const bar = o.json ? undefined : new Progress("generating", total, "auto", (v, t) => `${v}/${t} samples`);
     const started = performance.now();
     try {
-        const promptTokens = new Map(requests.map((r) => [r.id!, model.promptTokens(r.prompt)]));
+        // each prompt rendered once: its text, and its tokens from that text
+        const promptTokens = new Map<string, number[]>();
         const jobs: RemoteJob[] = requests.flatMap((r) => {
             const prompt = typeof r.prompt === "string" ? r.prompt : model.applyChatTemplate(r.prompt as ChatMessage[]);
+            promptTokens.set(r.id!, model.promptTokens(prompt));
             return r.sampleIndices!.map((k) => ({id: r.id!, sample: k, prompt, promptTokens: promptTokens.get(r.id!)!, seed: remoteSeed(sampling.seed, r.id!, k)}));
         });
         const read = serverSampleReader(model, keptStops(sampling));

@@ -145,7 +145,7 @@ async function sampleOnServers(o: SampleAndGradeOptions, remote: EndpointOptions
     const jobs = problems.flatMap((p) => {
         const messages = problemMessages(p, o.systemPrompt);
         const prompt = o.model.applyChatTemplate(messages);
-        const promptTokens = o.model.promptTokens(messages);
+        const promptTokens = o.model.promptTokens(prompt);
         return Array.from({length: sampling.samples}, (_, k) => ({id: p.id, sample: k, prompt, promptTokens, seed: remoteSeed(sampling.seed, p.id, k)}));
     });
     const read = serverSampleReader(o.model, keptStops(sampling));

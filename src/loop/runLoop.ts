@@ -180,20 +180,14 @@ class Loop {
     private endpoints(use: "explore" | "select" | "evaluate" | "grpo"): EndpointOptions | undefined {
         const s = this.config.servers;
         if (s == null || !s.phases.includes(use)) return undefined;
-        return {
-            urls: s.urls, concurrency: s.concurrency, timeoutMs: s.timeoutMs, prompt: s.prompt, logprobs: s.logprobs, samplesPerRequest: s.samplesPerRequest,
-            ...(s.apiKeyEnv == null ? {} : {apiKeyEnv: s.apiKeyEnv})
-        };
+        // the client's own options (the base model's name is added per phase)
+        const {model: _base, adapters: _adapters, phases: _phases, ...endpoints} = s;
+        return endpoints;
     }
 
-    /** The servers with `adapter` loaded there (named after the phase that trained it), as the model requests name. */
-    private async served(endpoints: EndpointOptions, adapter: string | undefined, step: string): Promise<EndpointOptions> {
-        const s = this.config.servers!;
-        return {
-            ...endpoints,
-            model: adapter == null ? s.model
-                : await serveAdapter({adapter, baseModel: this.config.model.path, label: `${this.config.name}-${path.basename(path.dirname(adapter))}`, endpoints, onLog: this.log(step)})
-        };
+    /** `adapter` loaded on the servers (named after the phase that trained it); its name and PEFT folder. */
+    private serve(endpoints: EndpointOptions, adapter: string, step: string) {
+        return serveAdapter({adapter, baseModel: this.config.model.path, label: `${this.config.name}-${path.basename(path.dirname(adapter))}`, endpoints, onLog: this.log(step)});
     }
 
     /**
@@ -204,23 +198,24 @@ class Loop {
         const endpoints = this.endpoints(use);
         const adapter = this.adapterPath;
         if (endpoints == null || adapter != null && this.config.servers!.adapters === "none") return undefined;
-        return () => this.served(endpoints, adapter, step);
+        return async () => ({...endpoints, model: adapter == null ? this.config.servers!.model : (await this.serve(endpoints, adapter, step)).name});
     }
 
     /** For a grpo round: every step's adapter loaded on the servers, the one before unloaded. */
     private remoteSteps(step: string): ((adapter: string | undefined) => Promise<EndpointOptions>) | undefined {
         const endpoints = this.endpoints("grpo");
         if (endpoints == null || this.config.servers!.adapters === "none") return undefined;
-        let previous: string | undefined;
+        let previous: {name: string, dir: string} | undefined;
         return async (adapter) => {
-            const served = await this.served(endpoints, adapter, step);
-            if (adapter != null && previous != null && previous !== served.model) {
-                await unloadAdapter(previous, endpoints);
-                // and its PEFT folder (one per step would pile up): named by the hash the name ends with
-                await fs.promises.rm(path.join(path.dirname(adapter), `peft-${previous.slice(-10)}`), {recursive: true, force: true});
+            if (adapter == null) return {...endpoints, model: this.config.servers!.model};
+            const served = await this.serve(endpoints, adapter, step);
+            if (previous != null && previous.name !== served.name) {
+                await unloadAdapter(previous.name, endpoints);
+                // and its PEFT folder (one per step would pile up)
+                await fs.promises.rm(previous.dir, {recursive: true, force: true});
             }
-            if (adapter != null) previous = served.model;
-            return served;
+            previous = served;
+            return {...endpoints, model: served.name};
         };
     }
 

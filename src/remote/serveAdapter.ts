@@ -24,8 +24,8 @@ export type ServeAdapterOptions = {
     onLog?: (line: string) => void
 };
 
-/** Loads the adapter on every endpoint; returns the model name to sample it by. */
-export async function serveAdapter(o: ServeAdapterOptions): Promise<string> {
+/** Loads the adapter on every endpoint; returns the model name to sample it by, and the PEFT folder the servers read. */
+export async function serveAdapter(o: ServeAdapterOptions): Promise<{name: string, dir: string}> {
     const e = endpointOptionsSchema.parse(o.endpoints);
     const hash = createHash("sha256").update(await fsp.readFile(o.adapter)).digest("hex").slice(0, 10);
     const name = `${o.label}-${hash}`.replace(/[^A-Za-z0-9._-]/g, "-");
@@ -71,7 +71,7 @@ export async function serveAdapter(o: ServeAdapterOptions): Promise<string> {
     } finally {
         http.close();
     }
-    return name;
+    return {name, dir};
 }
 
 /** Unloads an adapter from every endpoint (vLLM's /v1/unload_lora_adapter), best effort: a server that refuses keeps it. */
