@@ -173,6 +173,16 @@ describe("policy gradients on a tiny model", () => {
         }, 240_000);
     }
 
+    it("at a sampling temperature (logits / T): the clipped ratio, KL and importance weights against finite differences", async () => {
+        const model = await testModel("tiny");
+        const data = await policyData(2, 3, 13);
+        // (a smaller step than the tests above: at 1e-2 a ratio of this data crosses its band's edge inside the difference)
+        const events = await trainer(["grad-check", "--model", model, "--data", data, "--init-random-b", "--ctx", "256", "--policy-loss", "grpo",
+            "--temperature", "0.6", "--kl-beta", "0.1", "--tis-cap", "2", "--ref-shift", "0.3", "--fd-step", "3e-3"]);
+        const summary = events.find((e) => e.type === "grad_check")!;
+        if (summary.type === "grad_check") expect(summary.worst_rel_error).toBeLessThan(1e-2);
+    }, 240_000);
+
     it("the one-pass step (the old policy is the current one) against finite differences", async () => {
         const model = await testModel("tiny");
         const data = await policyData(2, 4, 11);
@@ -246,6 +256,43 @@ describe("the resident trainer (still-train serve)", () => {
         const again = await ResidentTrainer.start(await options(dir));
         expect(again.ready).toMatchObject({step: 5, policy_step: 2, resumed: true});
         await again.stop();
+    }, 120_000);
+
+    it("scores completions at the sampling temperature: log softmax(logits / T) of the model's logits", async () => {
+        const model = await testModel("tiny");
+        const prompt = [5, 17, 200, 3], completion = [44, 9, 130, 250, 7];
+        const all = [...prompt, ...completion];
+        const logitsFile = path.join(tmpDir, "temperature-logits.f32");
+        await trainer(["logits", "--model", model, "--tokens", all.join(","), "--out", logitsFile]);
+        const buf = fs.readFileSync(logitsFile);
+        const logits = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+        const vocab = logits.length / all.length;
+        // the completion's log-probs at temperature T, from the logits by hand (in doubles)
+        const expected = (T: number) => completion.map((tok, i) => {
+            const row = logits.subarray((prompt.length - 1 + i) * vocab, (prompt.length + i) * vocab);
+            const max = Math.max(...row);
+            let sum = 0;
+            for (const z of row) sum += Math.exp((z - max) / T);
+            return (row[tok]! - max) / T - Math.log(sum);
+        });
+        const lp06 = expected(0.6), lp1 = expected(1);
+        expect(Math.max(...lp06.map((v, i) => Math.abs(v - lp1[i]!)))).toBeGreaterThan(0.05);
+        for (const T of [0.6, 1]) {
+            const dir = fs.mkdtempSync(path.join(tmpDir, "serve-t-"));
+            const data = path.join(dir, "batch.bin");
+            const f = await TrainingFile.create(data, "policy", 263);
+            // the sampler's log-probs set to those at 0.6: the trainer's differ from them only when it scores at another temperature
+            for (const reward of [1, -1]) await f.addPolicy({prompt, completion, reward, group: 0, samplerLogprobs: lp06});
+            await f.close();
+            const t = await ResidentTrainer.start({...await options(dir), policy: {loss: "grpo"}, temperature: T});
+            try {
+                const s = await t.step({data, lr: 1e-6});
+                if (T === 0.6) expect(s["sampler/logp_diff"]).toBeLessThan(1e-4);
+                else expect(s["sampler/logp_diff"]).toBeCloseTo(lp06.reduce((a, v, i) => a + Math.abs(v - lp1[i]!), 0) / lp06.length, 3);
+            } finally {
+                await t.stop();
+            }
+        }
     }, 120_000);
 
     it("after kill -9 mid-step, a restart from the checkpoint ends with the uninterrupted run's adapter", async () => {

@@ -272,7 +272,7 @@ bool Engine::row_loss_pass(const Batch & b, const LossSpec & spec, bool backward
         ggml_tensor * rows = g.input(ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, n), b.rows.data() + c.r0);
         ggml_tensor * labels = g.labels(b.labels.data() + c.r0, n, model_.hp.n_vocab);
         ggml_tensor * h = final_norm(g.ctx, ggml_get_rows(g.ctx, act_.x[L], rows));
-        const RowLoss rl = row_loss(g, h, labels, backward ? spec.row_coef->data() + c.r0 : nullptr, spec.entropy);
+        const RowLoss rl = row_loss(g, h, labels, backward ? spec.row_coef->data() + c.r0 : nullptr, spec.entropy, spec.logit_scale);
         if (backward) {
             g.outputs.push_back(rl.loss);
             g.accumulators.push_back({act_.x[L], act_.gx[L % 2]});

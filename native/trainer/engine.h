@@ -190,7 +190,7 @@ private:
     // Policy rows: the NLL of each row ([1, n]), its entropy when `entropy` is given, and
     // the loss Σ coef · NLL when `coef` is (else null).
     struct RowLoss { ggml_tensor * nll = nullptr, * entropy = nullptr, * loss = nullptr; };
-    RowLoss row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy);
+    RowLoss row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy, float logit_scale = 1.0f);
     void read_rows(const RowLoss & rl, int64_t r0, BatchResult & out);
 
     // the one-graph step (graph.cpp)

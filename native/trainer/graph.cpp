@@ -119,10 +119,12 @@ void Engine::group_nll(ggml_context * ctx, ggml_tensor * h, ggml_tensor * labels
     }
 }
 
-Engine::RowLoss Engine::row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy) {
+Engine::RowLoss Engine::row_loss(Graph & g, ggml_tensor * h, ggml_tensor * labels, const float * coef, bool entropy, float logit_scale) {
     ggml_context * ctx = g.ctx;
     RowLoss rl;
-    ggml_tensor * p = ggml_soft_max(ctx, ggml_mul_mat(ctx, model_.output, h)); // [n_vocab, n]
+    ggml_tensor * logits = ggml_mul_mat(ctx, model_.output, h); // [n_vocab, n]
+    if (logit_scale != 1.0f) logits = ggml_scale(ctx, logits, logit_scale); // the sampling temperature
+    ggml_tensor * p = ggml_soft_max(ctx, logits);
     // −log p(label). The floor keeps the log finite where the softmax underflows (p < 1e-37,
     // a token no sampler would have drawn); above it, value and gradient are exact.
     rl.nll = ggml_scale(ctx, ggml_log(ctx, ggml_scale_bias(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, p, labels)), 1.0f, 1e-37f)), -1.0f);
@@ -277,7 +279,7 @@ ggml_tensor * Engine::whole_row(Graph & g, const Batch & batch, const LossSpec &
     // the hidden states of the loss rows only: logits are computed where a token is scored
     ggml_tensor * h = ggml_get_rows(ctx, forward(ctx, tokens, pos, m), rows); // [n_embd, N]
     if (spec.task == Task::POLICY) {
-        rl = row_loss(g, h, labels, spec.row_coef ? spec.row_coef->data() : nullptr, spec.entropy);
+        rl = row_loss(g, h, labels, spec.row_coef ? spec.row_coef->data() : nullptr, spec.entropy, spec.logit_scale);
         return rl.loss ? rl.loss : rl.nll;
     }
     nll.assign(batch.terms.size(), nullptr);

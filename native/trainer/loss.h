@@ -44,6 +44,7 @@ struct LossSpec {
     const std::vector<double> * ref_rejected = nullptr;
     const std::vector<float> * row_coef = nullptr;      // policy: ∂loss/∂nll per loss row (null: forward only)
     bool entropy = false;                               // policy: also the entropy at every loss row
+    float logit_scale = 1.0f;                           // policy: logits × this (1 / T) before the softmax
 };
 
 // The loss as a graph node, from the terms' NLL nodes (null for a term without tokens).

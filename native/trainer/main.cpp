@@ -83,6 +83,7 @@ static void usage(const char * argv0) {
         "  --clip-low X (0.2)  --clip-high X (0.2; DAPO 0.28)   the ratio's band [1 - low, 1 + high]\n"
         "  --kl-beta X (0)       weight of the KL term to the starting policy\n"
         "  --tis-cap X (0)       truncated importance sampling against the sampler's log-probs (0: off)\n"
+        "  --temperature T (1)   the sampling temperature: log-probs are log softmax(logits / T)\n"
         "  --max-completion N    dr_grpo's length normaliser (0: the longest completion of the step)\n"
         "output:\n"
         "  --out FILE            adapter GGUF (or full model with --full)\n"
@@ -273,6 +274,7 @@ static int run(int argc, char ** argv) {
         else if (a == "--clip-high") pc.clip_high = float_in(0, 1e6);
         else if (a == "--kl-beta") pc.beta = float_in(0, 1e6);
         else if (a == "--tis-cap") pc.tis_cap = float_in(0, 1e6);
+        else if (a == "--temperature") pc.temperature = float_in(1e-6, 100);
         else if (a == "--max-completion") pc.max_completion = int_in(0, BIG);
         else if (a == "--entries") gc.entries = int_in(1, 1 << 20);
         else if (a == "--fd-step") gc.step = float_in(1e-9, 1);

@@ -22,6 +22,7 @@ bool parse_policy_loss(const std::string & s, PolicyLoss & out) {
 bool check_policy_config(const PolicyConfig & pc) {
     const char * bad = nullptr;
     if (!(pc.clip_low >= 0 && pc.clip_low < 1)) bad = "--clip-low (ε_low) must be at least 0 and below 1";
+    else if (!(pc.temperature > 0)) bad = "--temperature must be above 0 (the policy's log-probs are log softmax(logits / T))";
     else if (!(pc.clip_high >= 0)) bad = "--clip-high (ε_high) must be at least 0";
     else if (pc.clip_high < pc.clip_low) bad = "--clip-high (ε_high) is below --clip-low (ε_low); clip-higher needs ε_high >= ε_low";
     else if (!(pc.beta >= 0)) bad = "--kl-beta must be at least 0";

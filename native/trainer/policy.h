@@ -5,6 +5,10 @@
 // A step samples G completions o_i for each of B prompts (a group per prompt), each with
 // a reward r_i. Per completion token t of sample i, with lp = log π_θ(o_it | ...):
 //
+//   lp is the policy's log-prob at the sampling temperature T: log softmax(z / T) of the
+//   logits z (TRL scores so too), so the ratio, the KL term and the entropy are those of the
+//   distribution the samples were drawn from (before any top-k or top-p cut).
+//
 //   advantage      A_i   = r_i − mean(r of i's group), divided by std(r of i's group) + 1e-4
 //                          (sample std, as torch.std) when rewards are scaled (grpo, dapo; not dr_grpo)
 //   ratio          ρ_it  = exp(lp − lp_old), lp_old from the policy that sampled, before any update
@@ -44,6 +48,7 @@ struct PolicyConfig {
     double beta = 0.0;             // weight of the KL term (0: none, and no reference pass)
     double tis_cap = 0.0;          // truncated importance sampling cap (0: off)
     int64_t max_completion = 0;    // dr_grpo's L (0: the longest completion of the step)
+    double temperature = 1.0;      // T: the logits are divided by it before the log-softmax
 };
 
 // Checks the options against each other; one error line naming the option when they clash.

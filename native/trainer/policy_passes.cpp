@@ -46,12 +46,14 @@ PolicyTokens tokens_of(const PolicyPass & p, const Item & it, int64_t idx, const
 
 } // namespace
 
-bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, TokenValues & lp, TokenValues * entropy) {
+bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, double temperature, TokenValues & lp,
+                  TokenValues * entropy) {
     lp.resize(d.items.size());
     if (entropy) entropy->resize(d.items.size());
     LossSpec spec;
     spec.task = Task::POLICY;
     spec.entropy = entropy != nullptr;
+    spec.logit_scale = (float) (1.0 / temperature);
     for (const Row & r : pack_rows(d, items, ctx)) {
         const Batch b = make_batch(d, r);
         BatchResult res;
@@ -66,7 +68,7 @@ bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & it
 
 bool policy_objective(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, const PolicyPass & p, double & loss) {
     TokenValues lp;
-    if (!policy_logps(e, d, items, ctx, lp, nullptr)) return false;
+    if (!policy_logps(e, d, items, ctx, p.config->temperature, lp, nullptr)) return false;
     const StepShape shape(d, items);
     loss = 0;
     for (int64_t idx : items) {
@@ -95,6 +97,7 @@ bool policy_gradient(Engine & e, const Dataset & d, const std::vector<int64_t> &
         LossSpec spec;
         spec.task = Task::POLICY;
         spec.entropy = p.entropy;
+        spec.logit_scale = (float) (1.0 / pc.temperature);
         BatchResult first;
         if (!one_pass && !e.eval(b, spec, false, first)) return false;
         // the coefficients of every loss row

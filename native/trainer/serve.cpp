@@ -88,11 +88,16 @@ KeyValues serve_identity(const Engine & e, const TrainConfig & tc, const PolicyC
     char buf[256];
     snprintf(buf, sizeof(buf), "%s clip=%.9g,%.9g beta=%.9g tis=%.9g scale=%d L=%lld", policy_loss_name(pc.loss), pc.clip_low, pc.clip_high,
              pc.beta, pc.tis_cap, pc.scale_rewards ? 1 : 0, (long long) pc.max_completion);
+    std::string policy = buf;
+    if (pc.temperature != 1.0) {
+        snprintf(buf, sizeof(buf), " T=%.9g", pc.temperature);
+        policy += buf;
+    }
     KeyValues kv = {
         {"task", "policy"},
         {"model", m.hp.arch + "/" + m.hp.name + "/" + std::to_string(m.hp.n_layer) + "x" + std::to_string(m.hp.n_embd) + "/" + std::to_string(m.hp.n_vocab)},
         {"mode", eo.full ? "full" : "lora"},
-        {"policy", buf},
+        {"policy", policy},
         {"seed", std::to_string(tc.seed)},
     };
     snprintf(buf, sizeof(buf), "%.9g,%.9g,%.9g wd=%.9g clip=%.9g", tc.beta1, tc.beta2, tc.eps, tc.weight_decay, tc.max_grad_norm);
@@ -251,12 +256,12 @@ private:
         TokenValues old, ref;
         const bool need_old = minibatches > 1 || iterations > 1;
         const double t_old = now_seconds();
-        if (need_old && !policy_logps(e_, d, all, tc_.ctx, old, nullptr)) return false;
+        if (need_old && !policy_logps(e_, d, all, tc_.ctx, pc_.temperature, old, nullptr)) return false;
         const double t_ref = now_seconds();
         if (pc_.beta > 0) {
             std::vector<std::vector<float>> current;
             if (!copy_params(current) || !set_params(ref_params_)) return false;
-            const bool ok = policy_logps(e_, d, all, tc_.ctx, ref, nullptr);
+            const bool ok = policy_logps(e_, d, all, tc_.ctx, pc_.temperature, ref, nullptr);
             if (!set_params(current) || !ok) {
                 fatal = true;
                 return false;

@@ -528,7 +528,7 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
             return EXIT_ERROR;
         }
         TokenValues lp;
-        if (!policy_logps(e, d, items, gc.ctx, lp, nullptr)) return EXIT_ERROR;
+        if (!policy_logps(e, d, items, gc.ctx, gc.policy.temperature, lp, nullptr)) return EXIT_ERROR;
         Rng shift(0x01d);
         old = ref = lp;
         for (size_t i = 0; i < lp.size(); i++) {

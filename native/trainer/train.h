@@ -84,7 +84,9 @@ struct PolicyPass {
 
 // Forward passes over `items` (packed in order into rows of up to `ctx` tokens): every
 // completion token's log-prob, and its entropy when asked.
-bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, TokenValues & lp, TokenValues * entropy);
+// `temperature` divides the logits (the policy's sampling temperature, PolicyConfig::temperature).
+bool policy_logps(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, double temperature, TokenValues & lp,
+                  TokenValues * entropy);
 
 // The loss of one optimizer step over `items` at the current parameters (forward only).
 bool policy_objective(Engine & e, const Dataset & d, const std::vector<int64_t> & items, int64_t ctx, const PolicyPass & p, double & loss);

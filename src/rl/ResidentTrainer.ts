@@ -33,6 +33,7 @@ export const residentTrainerOptionsSchema = z.strictObject({
     recompute: training.recompute,
     policy: policyLossSchema.prefault({}),
     maxCompletion: z.number().int().min(0).describe("dr_grpo's length normaliser: the longest completion allowed (0: the step's longest)").default(0),
+    temperature: z.number().positive().max(100).describe("The sampling temperature: the policy's log-probs are log softmax(logits / T)").default(1),
     optimizer: optimizerOptionsSchema.pick({beta1: true, beta2: true, eps: true, weightDecay: true, maxGradNorm: true}).prefault({}),
     seed: training.seed,
     threads: training.threads,
@@ -220,7 +221,7 @@ function serveArgs(o: z.output<typeof residentTrainerOptionsSchema>): string[] {
         "--model", o.model, "--checkpoint", o.checkpoint, "--resume", "--ctx", String(o.ctx), "--recompute", o.recompute,
         "--seed", String(o.seed), "--rank", String(o.lora.rank), "--alpha", String(o.lora.alpha), "--modules", o.lora.modules.join(","),
         "--policy-loss", p.loss, "--clip-low", String(p.clipLow), "--clip-high", String(p.clipHigh), "--kl-beta", String(p.klBeta),
-        "--tis-cap", String(p.tisCap), "--max-completion", String(o.maxCompletion),
+        "--tis-cap", String(p.tisCap), "--max-completion", String(o.maxCompletion), "--temperature", String(o.temperature),
         "--adam-beta1", String(opt.beta1), "--adam-beta2", String(opt.beta2), "--adam-eps", String(opt.eps),
         "--weight-decay", String(opt.weightDecay), "--max-grad-norm", String(opt.maxGradNorm)
     ];

@@ -39,7 +39,7 @@ export const grpoConfigSchema = z.strictObject({
     dropEqualGroups: z.boolean().optional().describe("DAPO's dynamic sampling: leave out groups whose rewards are all equal " +
         "(they carry no advantage); default: true for dapo"),
     rewards: rewardSchemeSchema.prefault({}),
-    temperature: z.number().min(0).max(100).describe("Sampling temperature").default(1),
+    temperature: z.number().min(0).max(100).describe("Sampling temperature; the trainer scores the samples at it too (log softmax(logits / T))").default(1),
     topK: z.number().int().min(0).describe("Top-k cut (0: off)").default(0),
     topP: z.number().gt(0).max(1).describe("Nucleus cut (1: off)").default(1),
     maxTokens: z.number().int().min(1).describe("Most tokens per sample; a sample cut there is unfinished").default(1024),
@@ -138,6 +138,9 @@ export function checkGrpoConfig(c: ResolvedGrpoConfig, problems: number, functio
     if (c.promptsPerStep > problems) throw new OptionError(`promptsPerStep (${c.promptsPerStep}) exceeds the ${problems} problems.`);
     if (c.minibatches > c.promptsPerStep * c.samplesPerPrompt)
         throw new OptionError(`minibatches (${c.minibatches}) exceeds the ${c.promptsPerStep * c.samplesPerPrompt} samples of a step.`);
+    if (c.policy.tisCap > 0 && c.temperature !== 1)
+        throw new OptionError(`policy.tisCap weighs the trainer's log-probs at temperature ${c.temperature} against the sampler's, which are at temperature 1; ` +
+            "sample at temperature 1 or set tisCap 0.");
     const band = c.curation.passRate;
     if (band != null && band[0] > band[1]) throw new OptionError(`curation.passRate [${band.join(", ")}] is empty: its low end is above its high end.`);
     const names = new Set<string>();
@@ -276,6 +279,8 @@ class GrpoRun {
             model: this.o.model.path, checkpoint: path.join(this.o.dir, "trainer", "checkpoint.gguf"),
             ...(this.o.adapter == null ? {} : {adapter: this.o.adapter}),
             lora: c.lora, ctx, recompute: c.recompute, policy: c.policy, maxCompletion: c.maxTokens, seed: this.seed,
+            // the trainer scores the samples at the temperature they were drawn at (greedy: 1)
+            temperature: c.temperature > 0 ? c.temperature : 1,
             ...(this.o.threads == null ? {} : {threads: this.o.threads})
         }, {signal: this.o.signal, onPlan: (plan) => this.o.onEvent?.({type: "plan", plan})});
     }
