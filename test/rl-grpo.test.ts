@@ -70,9 +70,10 @@ describe("grpo options", () => {
         expect(() => c({policy: {clipLow: 0.3, clipHigh: 0.2}})).toThrow(/clipHigh \(ε_high\) is below clipLow/);
         expect(() => checkGrpoConfig(c({promptsPerStep: 12}), 10)).toThrow(OptionError);
         expect(() => checkGrpoConfig(c({curation: {passRate: [0.6, 0.1]}}), 10)).toThrow(/is empty/);
-        // the sampler's log-probs are at temperature 1; the trainer's at the sampling temperature
-        expect(() => checkGrpoConfig(c({temperature: 0.6, policy: {tisCap: 2}}), 10)).toThrow(/tisCap weighs the trainer's log-probs at temperature 0.6/);
-        expect(() => checkGrpoConfig(c({temperature: 1, policy: {tisCap: 2}}), 10)).not.toThrow();
+        // servers' log-probs are at temperature 1, the trainer's at the sampling temperature
+        expect(() => checkGrpoConfig(c({temperature: 0.6, policy: {tisCap: 2}}), 10, [], true)).toThrow(/tisCap weighs the trainer's log-probs at temperature 0.6/);
+        expect(() => checkGrpoConfig(c({temperature: 0.6, policy: {tisCap: 2}}), 10)).not.toThrow();
+        expect(() => checkGrpoConfig(c({temperature: 1, policy: {tisCap: 2}}), 10, [], true)).not.toThrow();
         expect(() => checkGrpoConfig(c({}), 10, [{name: "outcome", fn: () => 0}])).toThrow(/name "outcome" is taken/);
     });
 });

@@ -136,6 +136,28 @@ describe("sampling", () => {
             });
         });
 
+    it("reports log-probabilities at the sampling temperature when asked (temperedLogprobs), the same samples drawn", async () => {
+        const prompt = model.tokenize("Once upon", {special: true, addSpecial: true});
+        const opts = {samples: 4, maxTokens: 8, seed: 5, temperature: 0.6, topK: 20, stopAfter: [] as string[]};
+        const engine = model.rollouts({parallel: 4, flashAttention: "off"});
+        const plain = (await collect(engine, [{prompt}], opts)).samples;
+        const tempered = (await collect(engine, [{prompt}], {...opts, temperedLogprobs: true})).samples;
+        expect(tempered.map((x) => x.tokens)).toEqual(plain.map((x) => x.tokens));
+        let moved = 0;
+        for (const [i, x] of tempered.entries()) {
+            const rows = await model.logits([...prompt, ...x.tokens], {from: prompt.length - 1});
+            x.tokens.forEach((tok, j) => {
+                const row = rows[j]!;
+                const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
+                const at = (T: number) => (row[tok]! - max) / T - Math.log(row.reduce((sum, v) => sum + Math.exp((v - max) / T), 0));
+                expect(Math.abs(x.logprobs[j]! - at(0.6))).toBeLessThan(1e-3);
+                expect(Math.abs(plain[i]!.logprobs[j]! - at(1))).toBeLessThan(1e-3);
+                moved = Math.max(moved, Math.abs(at(0.6) - at(1)));
+            });
+        }
+        expect(moved).toBeGreaterThan(0.01);
+    });
+
     it.each(["split", "unified"] as const)("decodes a prompt once for all its samples (%s KV cache)", async (kvCache) => {
         const prompt = model.tokenize("A shared prompt that many samples continue.", {special: true, addSpecial: true});
         const other = model.tokenize("Another prompt.", {special: true, addSpecial: true});

@@ -22,6 +22,7 @@ static std::vector<still::RolloutRequest> to_requests(Napi::Env env, const Napi:
         p.sampling.top_p = static_cast<float>(number_option(o, "topP", p.sampling.top_p));
         p.sampling.min_p = static_cast<float>(number_option(o, "minP", p.sampling.min_p));
         p.sampling.seed = static_cast<uint64_t>(number_option(o, "seed", 0));
+        p.sampling.tempered_logprobs = bool_option(o, "temperedLogprobs", false);
         p.stop_tokens = int_array(env, o.Get("stopTokens"), "stopTokens");
         p.stop_strings = string_array(env, o.Get("stopStrings"), "stopStrings");
         p.keep_strings = string_array(env, o.Get("keepStrings"), "keepStrings");

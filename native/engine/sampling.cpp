@@ -155,6 +155,25 @@ static Scan scan_logits(const float * x, int32_t n, float * block_max) {
     return {max + static_cast<float>(std::log(sum)), argmax};
 }
 
+// log Σ exp(scale · (x_i − max)) over the vocabulary (max the largest x_i): a second pass
+// for log-probabilities at a temperature (scale = 1 / T).
+STILL_VECTOR_CLONES
+static double scaled_log_sum(const float * x, int32_t n, float max, float scale) {
+    double sum = 0;
+    int32_t i = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    vf16 acc = vf16{};
+    for (; i + 16 <= n; i += 16) {
+        vf16 v;
+        std::memcpy(&v, x + i, sizeof(v));
+        acc += exp_nonpositive((v - max) * scale);
+    }
+    for (int32_t j = 0; j < 16; j++) sum += acc[j];
+#endif
+    for (; i < n; i++) sum += exp_nonpositive((x[i] - max) * scale);
+    return std::log(sum);
+}
+
 // The k largest logits, visiting only blocks whose maximum could enter the heap.
 static void top_k(const float * x, int32_t n, int32_t k, const float * block_max, std::vector<llama_token_data> & heap) {
     heap.clear();
@@ -217,7 +236,12 @@ llama_token Sampler::sample(const float * logits, float * logprob) {
     llama_sampler_apply(chain_, &cur);
     const llama_token token = cur.data[cur.selected].id;
     llama_sampler_accept(chain_, token);
-    *logprob = logits[token] - lse;
+    if (params_.tempered_logprobs && params_.temperature != 1.0f) {
+        const float max = logits[scan.argmax], scale = 1.0f / params_.temperature;
+        *logprob = static_cast<float>((logits[token] - max) * scale - scaled_log_sum(logits, n_vocab_, max, scale));
+    } else {
+        *logprob = logits[token] - lse;
+    }
     return token;
 }
 

@@ -21,6 +21,7 @@ struct SamplingParams {
     float top_p = 1.0f;       // 1: off
     float min_p = 0.0f;       // 0: off
     uint64_t seed = 0;        // a sample's seed follows from this and its index
+    bool tempered_logprobs = false; // report log softmax(logits / temperature) instead of log softmax(logits)
 };
 
 // The seed of sample `index` of a request seeded with `seed` (never LLAMA_DEFAULT_SEED,

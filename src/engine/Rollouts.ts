@@ -32,6 +32,8 @@ export const samplingSchema = z.object({
     topK: z.number().int().min(0).describe("Top-k cut; 0 is off").default(0),
     topP: z.number().gt(0).max(1).describe("Nucleus (top-p) cut; 1 is off").default(1),
     minP: z.number().min(0).max(1).describe("Min-p cut; 0 is off").default(0),
+    temperedLogprobs: z.boolean().describe("Report each token's log-probability at the sampling temperature, log softmax(logits / T) over " +
+        "the whole vocabulary (what an RL trainer scoring at T compares with), instead of at temperature 1").default(false),
     seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
         .describe("Base seed; each request's samples derive theirs from it, the request's id and the sample index").default(0),
     maxTokens: z.number().int().min(0).describe("Most tokens per sample").default(512),
@@ -121,6 +123,7 @@ export class RolloutEngine extends BatchEngine<NativeRollouts> {
                 topP: s.topP,
                 minP: s.minP,
                 seed: requestSeed(s.seed, r.id ?? String(i)),
+                temperedLogprobs: s.temperedLogprobs,
                 stopStrings: s.stop,
                 stopTokens,
                 stopAtEog: s.stopAtEog,

@@ -39,7 +39,7 @@ export type NativeDecodeOptions = {parallel: number, batchSize: number, ubatchSi
 
 export type NativeRolloutRequest = {
     prompt: number[], samples: number[], maxTokens: number, temperature: number, topK: number, topP: number,
-    minP: number, seed: number, stopStrings: string[], stopTokens: number[], stopAtEog: boolean, keepStrings: string[]
+    minP: number, seed: number, temperedLogprobs: boolean, stopStrings: string[], stopTokens: number[], stopAtEog: boolean, keepStrings: string[]
 };
 
 /** native/addon/AddonRollouts.cpp */

@@ -3,6 +3,7 @@
 // writes one (text, tokens, log-probs).
 import type {Model} from "../engine/Model.js";
 import {requestSeed, type SamplingOptions} from "../engine/Rollouts.js";
+import {OptionError} from "../errors.js";
 import {MARKERS} from "../format/markers.js";
 import type {RemoteResult, RemoteSampling} from "./RemoteRollouts.js";
 
@@ -17,6 +18,8 @@ export function keptStops(sampling: SamplingOptions): string[] {
 }
 
 export function remoteSampling(sampling: SamplingOptions & {maxTokens: number}): RemoteSampling {
+    if (sampling.temperedLogprobs === true && (sampling.temperature ?? 1) !== 1)
+        throw new OptionError("temperedLogprobs: servers report log-probabilities at temperature 1; sample locally for them at the sampling temperature.");
     return {
         maxTokens: sampling.maxTokens, temperature: sampling.temperature ?? 1, topK: sampling.topK ?? 0, topP: sampling.topP ?? 1,
         minP: sampling.minP ?? 0, stop: [...(sampling.stop ?? []), ...keptStops(sampling)]

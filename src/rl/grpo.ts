@@ -130,17 +130,18 @@ const rewardRowSchema = z.object({
 type RewardRow = z.infer<typeof rewardRowSchema>;
 const metricsRowSchema = z.object({step: z.number().int()}).passthrough();
 
-/** Checks a configuration against itself and the problems, before any work. */
-export function checkGrpoConfig(c: ResolvedGrpoConfig, problems: number, functions: readonly RewardFunction[] = []) {
+/** Checks a configuration against itself and the problems, before any work (`remote`: sampling on servers). */
+export function checkGrpoConfig(c: ResolvedGrpoConfig, problems: number, functions: readonly RewardFunction[] = [], remote = false) {
     const scale = c.policy.scaleRewards ?? c.policy.loss !== "dr_grpo";
     if (c.samplesPerPrompt < 2 && scale)
         throw new OptionError("samplesPerPrompt 1 leaves each group one reward and no std to scale advantages by; sample at least 2 per prompt, or set policy.scaleRewards false.");
     if (c.promptsPerStep > problems) throw new OptionError(`promptsPerStep (${c.promptsPerStep}) exceeds the ${problems} problems.`);
     if (c.minibatches > c.promptsPerStep * c.samplesPerPrompt)
         throw new OptionError(`minibatches (${c.minibatches}) exceeds the ${c.promptsPerStep * c.samplesPerPrompt} samples of a step.`);
-    if (c.policy.tisCap > 0 && c.temperature !== 1)
-        throw new OptionError(`policy.tisCap weighs the trainer's log-probs at temperature ${c.temperature} against the sampler's, which are at temperature 1; ` +
-            "sample at temperature 1 or set tisCap 0.");
+    // (the local engine reports log-probs at the sampling temperature for the trainer to compare with; servers at temperature 1)
+    if (remote && c.policy.tisCap > 0 && c.temperature !== 1)
+        throw new OptionError(`policy.tisCap weighs the trainer's log-probs at temperature ${c.temperature} against the servers', which are at temperature 1; ` +
+            "sample at temperature 1, locally, or set tisCap 0.");
     const band = c.curation.passRate;
     if (band != null && band[0] > band[1]) throw new OptionError(`curation.passRate [${band.join(", ")}] is empty: its low end is above its high end.`);
     const names = new Set<string>();
@@ -155,7 +156,7 @@ export function checkGrpoConfig(c: ResolvedGrpoConfig, problems: number, functio
 export async function grpo(o: GrpoOptions): Promise<GrpoResult> {
     const started = performance.now();
     const c = parseOptions(grpoConfigSchema, o.config ?? {}, "grpo options");
-    checkGrpoConfig(c, o.problems.length, o.rewardFunctions);
+    checkGrpoConfig(c, o.problems.length, o.rewardFunctions, o.remote != null);
     throwIfAborted(o.signal, "grpo");
     await fsp.mkdir(o.dir, {recursive: true});
     const run = new GrpoRun(o, c);
@@ -343,7 +344,9 @@ class GrpoRun {
 
     private sampling(seed: number) {
         const c = this.c;
-        return {samples: c.samplesPerPrompt, temperature: c.temperature, topK: c.topK, topP: c.topP, maxTokens: c.maxTokens, seed};
+        // log-probs at the temperature the trainer scores at (the servers' are at 1)
+        return {samples: c.samplesPerPrompt, temperature: c.temperature, topK: c.topK, topP: c.topP, maxTokens: c.maxTokens, seed,
+            temperedLogprobs: this.o.remote == null};
     }
 
     private async step(pool: readonly Problem[], k: number): Promise<GrpoStepMetrics> {
