@@ -1,5 +1,5 @@
 // npm run bench:rl -- [--presets tiny,qwen2.5-0.5b] [--steps 3] [--prompts 4] [--samples 4] [--max-tokens 64]
-//                     [--threads N] [--json]
+//                     [--context N] [--threads N] [--json]
 //
 // Online RL steps (grpo(), LoRA r 16 on all modules) with the resident trainer against the
 // per-step-process baseline (a new trainer process for every update, resumed from the
@@ -27,10 +27,11 @@ const optionsSchema = z.object({
     prompts: z.number().int().min(1).describe("Prompts per step").default(4),
     samples: z.number().int().min(2).describe("Samples per prompt").default(4),
     maxTokens: z.number().int().min(1).describe("Most tokens per sample").default(64),
+    context: z.number().int().min(16).optional().describe("The trainer's row length in tokens (default: grpo's)"),
     threads: z.number().int().min(1).describe("CPU threads of the engine and the trainer").default(Math.max(1, os.availableParallelism() - 1)),
     json: z.boolean().describe("Print one JSON object last").default(false)
 });
-const options = parseArgv(optionsSchema, ["--presets <list>", "--steps <n>", "--prompts <n>", "--samples <n>", "--max-tokens <n>", "--threads <n>", "--json"]);
+const options = parseArgv(optionsSchema, ["--presets <list>", "--steps <n>", "--prompts <n>", "--samples <n>", "--max-tokens <n>", "--context <n>", "--threads <n>", "--json"]);
 const log = (line: string) => process.stderr.write(line + "\n");
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-rl-"));
 process.on("exit", () => fs.rmSync(work, {recursive: true, force: true}));
@@ -61,6 +62,7 @@ async function measure(preset: PresetName, perStep: boolean): Promise<{steps: Gr
             model, problems, systemPrompt: null, dir, seed: 1, threads: options.threads, trainerPerStep: perStep,
             config: {
                 steps: options.steps, promptsPerStep: options.prompts, samplesPerPrompt: options.samples, maxTokens: options.maxTokens,
+                ...(options.context == null ? {} : {context: options.context}),
                 temperature: 1, learningRate: 1e-5, parallel: options.prompts * options.samples, lora: {rank: 16, alpha: 32},
                 // rewards that differ within groups, so every update has a gradient
                 dropEqualGroups: false
