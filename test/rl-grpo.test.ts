@@ -39,6 +39,17 @@ describe("rewards", () => {
         expect((await rewardSample(problem, {sample: 3, text: cut, completionTokens: 20, finish: "stop"}, scheme, 64)).correct).toBe(false);
     });
 
+    it("a format gate: a right answer outside the thought format is rewarded as wrong, its grade kept", async () => {
+        const gate = rewardSchemeSchema.parse({requireFormat: true});
+        // the thought closed and the answer boxed, but no solution block
+        const loose = `${MARKERS.beginThought}\n6 sevens\n${MARKERS.endThought}\n\\boxed{42}.\n${MARKERS.endSolution}`;
+        const r = (text: string, sch = gate) => rewardSample(problem, {sample: 0, text, completionTokens: 40, finish: "stop"}, sch, 64);
+        expect(await r(loose, scheme)).toMatchObject({reward: 1, correct: true});
+        expect(await r(loose)).toMatchObject({reward: -1, correct: true, unfinished: false});
+        expect((await r(finished("42"))).reward).toBe(1);
+        expect((await r(finished("41"))).reward).toBe(-1);
+    });
+
     it("format bonus, DAPO's soft over-length penalty and your own functions add up, each part kept", async () => {
         expect([overlongPenalty(40, 64, {buffer: 16, penalty: 1}), overlongPenalty(56, 64, {buffer: 16, penalty: 1}),
             overlongPenalty(64, 64, {buffer: 16, penalty: 1})]).toEqual([0, -0.5, -1]);

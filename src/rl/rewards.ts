@@ -15,6 +15,8 @@ export const rewardSchemeSchema = z.strictObject({
     unfinished: z.number().describe("Reward of a response without a final answer, cut at maxTokens, or whose thought never closed " +
         "(never counted as correct, whatever its last line holds)").default(-2),
     format: z.number().describe("Added to a response that follows the thought format exactly (0: off)").default(0),
+    requireFormat: z.boolean().describe("A format gate: a finished response that does not follow the thought format exactly gets the wrong " +
+        "reward whatever its answer (its grade, and the accuracy metrics, stay the grader's)").default(false),
     overlong: z.strictObject({
         buffer: z.number().int().min(1).describe("The last tokens before maxTokens over which the penalty grows from 0 to its full size"),
         penalty: z.number().min(0).describe("The penalty at maxTokens and beyond").default(1)
@@ -81,10 +83,11 @@ export async function rewardSample(problem: Problem,
         problem, sample: s.sample, text: s.text, completionTokens: s.completionTokens, finish: s.finish,
         correct: g.correct && !unfinished, extracted: g.extracted, unfinished
     };
+    const wellFormed = scheme.format !== 0 || scheme.requireFormat ? parseThought(s.text).wellFormed : true;
     const parts: Record<string, number | null> = {
-        outcome: unfinished ? scheme.unfinished : input.correct ? scheme.correct : scheme.wrong
+        outcome: unfinished ? scheme.unfinished : input.correct && (wellFormed || !scheme.requireFormat) ? scheme.correct : scheme.wrong
     };
-    if (scheme.format !== 0) parts.format = parseThought(s.text).wellFormed ? scheme.format : 0;
+    if (scheme.format !== 0) parts.format = wellFormed ? scheme.format : 0;
     if (scheme.overlong != null) parts.overlong = overlongPenalty(s.completionTokens, maxTokens, scheme.overlong);
     for (const f of functions) {
         let value: number | null;
