@@ -29,7 +29,7 @@ export class RunDir {
         const hash = configHash(config);
         if (fs.existsSync(path.join(dir, "state.json"))) {
             const run = await RunDir.open(dir);
-            if (run.state.config !== hash)
+            if (run.state.config !== hash && !await run.sameConfigWithNewDefaults(hash))
                 throw new DataError(path.join(dir, "config.json"), "holds another configuration for this run name; " +
                     "resume it with `still run --resume`, or give the new config another name");
             return run;
@@ -39,6 +39,16 @@ export class RunDir {
         const state: State = {version: 1, config: hash, created: new Date().toISOString(), steps: {}};
         await writeJsonAtomic(path.join(dir, "state.json"), state);
         return new RunDir(dir, config, state);
+    }
+
+    /**
+     * Whether the folder's config.json is the one its run began with (it still hashes to the
+     * state's record) and resolves today to the config hashed as `hash`: a run begun by a
+     * version whose schema had fewer keys with defaults, resumed unchanged.
+     */
+    private async sameConfigWithNewDefaults(hash: string): Promise<boolean> {
+        const stored: unknown = JSON.parse(await fsp.readFile(this.path("config.json"), "utf8"));
+        return createHash("sha256").update(JSON.stringify(stored)).digest("hex").slice(0, 16) === this.state.config && configHash(this.config) === hash;
     }
 
     /** Opens an existing run folder. */
