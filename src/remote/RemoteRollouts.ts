@@ -152,6 +152,18 @@ export type RequestKind<J, R> = {
     parse: (unit: readonly J[], json: unknown, url: string, elapsedMs: number) => R[]
 };
 
+/** An endpoint's URL without trailing slashes (paths are appended to it). */
+export function endpointBase(url: string): string {
+    return url.replace(/\/+$/, "");
+}
+
+/** The JSON headers of every request to the endpoints, with the API key as a Bearer token; an unset key variable is refused. */
+export function requestHeaders(o: {apiKeyEnv?: string | undefined}): Record<string, string> {
+    const key = o.apiKeyEnv == null ? undefined : process.env[o.apiKeyEnv];
+    if (o.apiKeyEnv != null && (key == null || key === "")) throw new StillError(`the API key variable ${o.apiKeyEnv} is not set.`);
+    return {"content-type": "application/json", ...(key == null ? {} : {authorization: `Bearer ${key}`})};
+}
+
 /**
  * The scheduling and fault handling of every remote request: jobs of one problem (`id`) stay on
  * one endpoint, in units of up to samplesPerRequest; least-outstanding dispatch; retries with
@@ -163,9 +175,8 @@ export async function runRequests<J extends {id: string, sample: number}, R>(job
     type Unit = J[];
     type Endpoint = {url: string, outstanding: number, failures: number, alive: boolean, lastError: string, queue: Unit[], downSince: number};
     const o = endpointOptionsSchema.parse(options);
-    const apiKey = o.apiKeyEnv == null ? undefined : process.env[o.apiKeyEnv];
-    if (o.apiKeyEnv != null && (apiKey == null || apiKey === "")) throw new StillError(`the API key variable ${o.apiKeyEnv} is not set.`);
-    const endpoints: Endpoint[] = o.urls.map((u) => ({url: u.replace(/\/+$/, ""), outstanding: 0, failures: 0, alive: true, lastError: "", queue: [], downSince: 0}));
+    const headers = requestHeaders(o);
+    const endpoints: Endpoint[] = o.urls.map((u) => ({url: endpointBase(u), outstanding: 0, failures: 0, alive: true, lastError: "", queue: [], downSince: 0}));
     const attempts = new Map<Unit, number>();
     // problems not yet given to an endpoint, in order; each problem's samples stay together,
     // in requests of up to samplesPerRequest
@@ -185,7 +196,6 @@ export async function runRequests<J extends {id: string, sample: number}, R>(job
         const t = setTimeout(() => { wake = undefined; resolve(); }, ms);
         wake = () => { clearTimeout(t); resolve(); };
     });
-    const headers = {"content-type": "application/json", ...(apiKey == null ? {} : {authorization: `Bearer ${apiKey}`})};
     // a connection per request in flight, and one for health checks
     const http = new HttpClient(o.concurrency + 1);
 

@@ -11,7 +11,7 @@ import path from "node:path";
 import {StillError} from "../errors.js";
 import {exportPeft} from "../interop/peft.js";
 import {HttpClient} from "./httpClient.js";
-import {endpointOptionsSchema, type EndpointOptions} from "./RemoteRollouts.js";
+import {endpointBase, endpointOptionsSchema, type EndpointOptions, requestHeaders} from "./RemoteRollouts.js";
 
 export type ServeAdapterOptions = {
     /** The adapter (LoRA GGUF). */
@@ -38,13 +38,11 @@ export async function serveAdapter(o: ServeAdapterOptions): Promise<{name: strin
         await fsp.rm(dir, {recursive: true, force: true});
         await fsp.rename(tmp, dir);
     }
-    const key = e.apiKeyEnv == null ? undefined : process.env[e.apiKeyEnv];
-    if (e.apiKeyEnv != null && (key == null || key === "")) throw new StillError(`the API key variable ${e.apiKeyEnv} is not set.`);
-    const headers = {"content-type": "application/json", ...(key == null ? {} : {authorization: `Bearer ${key}`})};
+    const headers = requestHeaders(e);
     const http = new HttpClient(1);
     try {
         await Promise.all(e.urls.map(async (raw) => {
-            const url = raw.replace(/\/+$/, "");
+            const url = endpointBase(raw);
             const fail = (why: string) => new StillError(`the endpoint ${url} did not load the adapter ${name} from ${dir}: ${why}. ` +
                 "Loading adapters at run time needs vLLM started with --enable-lora (a --max-lora-rank of at least the adapter's rank) " +
                 "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and the folder readable by the server; or set servers.adapters to \"none\" to sample adapters locally.");
@@ -74,14 +72,16 @@ export async function serveAdapter(o: ServeAdapterOptions): Promise<{name: strin
     return {name, dir};
 }
 
-/** Unloads an adapter from every endpoint (vLLM's /v1/unload_lora_adapter), best effort: a server that refuses keeps it. */
+/**
+ * Unloads an adapter from every endpoint (vLLM's /v1/unload_lora_adapter), best effort: a server that refuses keeps it.
+ * (An unset API key variable is refused, as when loading.)
+ */
 export async function unloadAdapter(name: string, endpoints: EndpointOptions): Promise<void> {
     const e = endpointOptionsSchema.parse(endpoints);
-    const key = e.apiKeyEnv == null ? undefined : process.env[e.apiKeyEnv];
-    const headers = {"content-type": "application/json", ...(key == null ? {} : {authorization: `Bearer ${key}`})};
+    const headers = requestHeaders(e);
     const http = new HttpClient(1);
     try {
-        await Promise.all(e.urls.map((u) => http.request(`${u.replace(/\/+$/, "")}/v1/unload_lora_adapter`,
+        await Promise.all(e.urls.map((u) => http.request(`${endpointBase(u)}/v1/unload_lora_adapter`,
             {method: "POST", headers, body: JSON.stringify({lora_name: name}), timeoutMs: 30_000}).catch(() => undefined)));
     } finally {
         http.close();
