@@ -1,11 +1,10 @@
 // A run folder's config across versions: a run begun when the schema had fewer keys with
 // defaults resumes unchanged; a config that differs in a value is refused.
-import {createHash} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {describe, expect, it} from "vitest";
 import {parseRunConfig} from "../src/loop/config.js";
-import {RunDir} from "../src/loop/RunDir.js";
+import {configHash, RunDir} from "../src/loop/RunDir.js";
 import {tmpDir} from "./helpers/models.js";
 
 describe("a run folder's config", () => {
@@ -18,7 +17,7 @@ describe("a run folder's config", () => {
         delete stored.seed;
         fs.writeFileSync(run.path("config.json"), JSON.stringify(stored, null, 2));
         const state = JSON.parse(fs.readFileSync(run.path("state.json"), "utf8")) as {config: string};
-        state.config = createHash("sha256").update(JSON.stringify(stored)).digest("hex").slice(0, 16);
+        state.config = configHash(stored);
         fs.writeFileSync(run.path("state.json"), JSON.stringify(state));
 
         const reopened = await RunDir.open(run.dir);

@@ -48,7 +48,7 @@ export class RunDir {
      */
     private async sameConfigWithNewDefaults(hash: string): Promise<boolean> {
         const stored: unknown = JSON.parse(await fsp.readFile(this.path("config.json"), "utf8"));
-        return createHash("sha256").update(JSON.stringify(stored)).digest("hex").slice(0, 16) === this.state.config && configHash(this.config) === hash;
+        return configHash(stored) === this.state.config && configHash(this.config) === hash;
     }
 
     /** Opens an existing run folder. */
@@ -108,6 +108,7 @@ export class RunDir {
     }
 }
 
-export function configHash(config: RunConfig) {
+/** The hash state.json records: of a config as JSON (resolved, or as a folder's config.json holds it). */
+export function configHash(config: unknown) {
     return createHash("sha256").update(JSON.stringify(config)).digest("hex").slice(0, 16);
 }
