@@ -51,10 +51,10 @@ export type RewardedSample = RewardInput & {
     parts: Record<string, number | null>
 };
 
-/** Why a response counts as unfinished, or null when it is finished. */
-export function unfinishedReason(text: string, finish: "stop" | "length", extracted: string | null): string | null {
+/** Why a response counts as unfinished, or null when it is finished (`parsed`: the text's parseThought, when at hand). */
+export function unfinishedReason(text: string, finish: "stop" | "length", extracted: string | null,
+                                 parsed: ReturnType<typeof parseThought> = parseThought(text)): string | null {
     if (finish === "length") return "cut at maxTokens";
-    const parsed = parseThought(text);
     if ((text.includes(MARKERS.beginThought) && !text.includes(MARKERS.endThought)) || (text.includes(THINK_OPEN) && !text.includes(THINK_CLOSE)))
         return "the thought never closed";
     if (parsed.issues.some((i) => i.code === "truncated")) return "the response ends inside its thought or solution";
@@ -78,16 +78,16 @@ export async function rewardSample(problem: Problem,
                                    scheme: RewardScheme, maxTokens: number, functions: readonly RewardFunction[] = [],
                                    verifier?: CodeVerifier): Promise<RewardedSample> {
     const g = s.grade ?? await gradeProblem(problem, s.text, {verifier});
-    const unfinished = unfinishedReason(s.text, s.finish, g.extracted) != null;
+    const parsed = parseThought(s.text);
+    const unfinished = unfinishedReason(s.text, s.finish, g.extracted, parsed) != null;
     const input: RewardInput = {
         problem, sample: s.sample, text: s.text, completionTokens: s.completionTokens, finish: s.finish,
         correct: g.correct && !unfinished, extracted: g.extracted, unfinished
     };
-    const wellFormed = scheme.format !== 0 || scheme.requireFormat ? parseThought(s.text).wellFormed : true;
     const parts: Record<string, number | null> = {
-        outcome: unfinished ? scheme.unfinished : input.correct && (wellFormed || !scheme.requireFormat) ? scheme.correct : scheme.wrong
+        outcome: unfinished ? scheme.unfinished : input.correct && (parsed.wellFormed || !scheme.requireFormat) ? scheme.correct : scheme.wrong
     };
-    if (scheme.format !== 0) parts.format = wellFormed ? scheme.format : 0;
+    if (scheme.format !== 0) parts.format = parsed.wellFormed ? scheme.format : 0;
     if (scheme.overlong != null) parts.overlong = overlongPenalty(s.completionTokens, maxTokens, scheme.overlong);
     for (const f of functions) {
         let value: number | null;
