@@ -12,6 +12,7 @@ import type {Problem} from "../src/data/problemSchema.js";
 import {compareEvaluations, mcnemarExact, pairedBootstrap} from "../src/evaluate/compare.js";
 import {type EvalMetrics, standardError} from "../src/evaluate/evaluate.js";
 import {evaluationRecordSchema} from "../src/evaluate/runEvaluation.js";
+import {MARKERS} from "../src/format/markers.js";
 import {gradeProblem} from "../src/grade/gradeProblem.js";
 import {fixtures, readJsonlFixture} from "./helpers/fixtures.js";
 import {qwen2Adapter, testModel, tmpDir, tmpFile} from "./helpers/models.js";
@@ -65,6 +66,28 @@ describe("the statistics of an evaluation", () => {
         expect(c!.sampled!.b).toBeCloseTo(120 / 160, 12);
         expect(c!.sampled!.p).toBeLessThan(0.001);
         expect(compareEvaluations([before], [{...after, set: "other"}])).toEqual([]);
+    });
+});
+
+describe("responses cut short", () => {
+    const problem: Problem = {id: "p", problem: "6 times 7?", answer: "42", type: "math"};
+    const {beginThought: bT, endThought: eT, beginSolution: bS, endSolution: eS} = MARKERS;
+
+    it("are never correct, whatever they wrote last; finished ones in any form are graded as before", async () => {
+        const g = (text: string, finish?: "stop" | "length") => gradeProblem(problem, text, finish == null ? {} : {finish});
+        const whole = `${bT}\n6 sevens\n${eT}\n${bS}\n\\boxed{42}\n${eS}`;
+        expect(await g(whole, "stop")).toMatchObject({correct: true, extracted: "42", cutShort: null});
+        expect(await g(whole, "length")).toMatchObject({correct: false, extracted: "42", cutShort: "cut at maxTokens"});
+        expect(await g(`${bT}\n6 sevens: \\boxed{42}`, "stop")).toMatchObject({correct: false, extracted: "42", cutShort: "the thought never closed"});
+        expect(await g(`<think>\n6 sevens: \\boxed{42}`)).toMatchObject({correct: false, cutShort: "the thought never closed"});
+        expect(await g(`${bT}\n6 sevens\n${eT}\n${bS}\n\\boxed{42}`)).toMatchObject({correct: false, cutShort: "the response ends inside its thought or solution"});
+        // malformed but finished: the thought closed, the answer outside the solution block
+        expect(await g(`${bT}\n6 sevens\n${eT}\n\\boxed{42}`)).toMatchObject({correct: true, cutShort: null});
+        // no markers at all (a model without the thought format), and a thinking model's form
+        expect(await g("6 sevens make \\boxed{42}.", "stop")).toMatchObject({correct: true, cutShort: null});
+        expect(await g("6 sevens\n</think>\n\\boxed{42}", "stop")).toMatchObject({correct: true, cutShort: null});
+        expect(await g("6 sevens make \\boxed{42}.", "length")).toMatchObject({correct: false});
+        expect(await g(whole.replace("42", "41"))).toMatchObject({correct: false, cutShort: null});
     });
 });
 

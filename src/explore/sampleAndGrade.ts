@@ -94,7 +94,7 @@ export async function sampleAndGrade(o: SampleAndGradeOptions): Promise<GradedSa
             const take = (s: {id: string, sample: number, text: string, tokens: number[], finish: "stop" | "length", logprobs: number[]}) => {
                 const p = byId.get(s.id)!;
                 // code checks run in the sandbox while sampling goes on
-                const graded = gradeProblem(p, s.text, {verifier: o.verifier, signal: o.signal}).then((g): GradedSample => ({
+                const graded = gradeProblem(p, s.text, {verifier: o.verifier, signal: o.signal, finish: s.finish}).then((g): GradedSample => ({
                     id: p.id, sample: s.sample, text: s.text, tokens: s.tokens, finish: s.finish,
                     correct: g.correct, extracted: g.extracted, wellFormed: parseThought(s.text, o.format ?? "auto").wellFormed,
                     ...(g.code == null ? {} : {check: {status: g.code.status, test: g.code.test, message: g.code.message}}),

@@ -174,6 +174,20 @@ function parseStill(text: string): ThoughtParse {
     return {wellFormed: issues.length === 0, thought, solution, issues};
 }
 
+/**
+ * Why a response stops before giving its answer, or null: cut at maxTokens (finish "length"),
+ * a thought never closed, or a response ending inside its thought or solution. Such a
+ * response never counts as correct, whatever number it wrote last (`parsed`: the text's
+ * parseThought, when at hand).
+ */
+export function cutShortReason(text: string, finish?: "stop" | "length", parsed: ThoughtParse = parseThought(text)): string | null {
+    if (finish === "length") return "cut at maxTokens";
+    if ((text.includes(MARKERS.beginThought) && !text.includes(MARKERS.endThought)) || (text.includes(THINK_OPEN) && !text.includes(THINK_CLOSE)))
+        return "the thought never closed";
+    if (parsed.issues.some((i) => i.code === "truncated")) return "the response ends inside its thought or solution";
+    return null;
+}
+
 function lastPresent(at: Record<MarkerName, number[]>): MarkerName {
     let last: MarkerName = "beginThought";
     for (const name of ORDER) if (at[name].length > 0) last = name;

@@ -4,8 +4,7 @@
 import {z} from "zod";
 import type {Problem} from "../data/problemSchema.js";
 import {StillError} from "../errors.js";
-import {MARKERS} from "../format/markers.js";
-import {parseThought, THINK_CLOSE, THINK_OPEN} from "../format/parseThought.js";
+import {cutShortReason, parseThought} from "../format/parseThought.js";
 import type {CodeVerifier} from "../code/verifyCode.js";
 import {gradeProblem} from "../grade/gradeProblem.js";
 
@@ -51,15 +50,10 @@ export type RewardedSample = RewardInput & {
     parts: Record<string, number | null>
 };
 
-/** Why a response counts as unfinished, or null when it is finished (`parsed`: the text's parseThought, when at hand). */
+/** Why a response counts as unfinished (cut short, see cutShortReason, or without a final answer), or null when it is finished. */
 export function unfinishedReason(text: string, finish: "stop" | "length", extracted: string | null,
                                  parsed: ReturnType<typeof parseThought> = parseThought(text)): string | null {
-    if (finish === "length") return "cut at maxTokens";
-    if ((text.includes(MARKERS.beginThought) && !text.includes(MARKERS.endThought)) || (text.includes(THINK_OPEN) && !text.includes(THINK_CLOSE)))
-        return "the thought never closed";
-    if (parsed.issues.some((i) => i.code === "truncated")) return "the response ends inside its thought or solution";
-    if (extracted == null) return "no final answer";
-    return null;
+    return cutShortReason(text, finish, parsed) ?? (extracted == null ? "no final answer" : null);
 }
 
 /** DAPO's soft over-length penalty of a response of `tokens` tokens (0 or negative). */
@@ -77,7 +71,7 @@ export async function rewardSample(problem: Problem,
                                        grade?: {correct: boolean, extracted: string | null}},
                                    scheme: RewardScheme, maxTokens: number, functions: readonly RewardFunction[] = [],
                                    verifier?: CodeVerifier): Promise<RewardedSample> {
-    const g = s.grade ?? await gradeProblem(problem, s.text, {verifier});
+    const g = s.grade ?? await gradeProblem(problem, s.text, {verifier, finish: s.finish});
     const parsed = parseThought(s.text);
     const unfinished = unfinishedReason(s.text, s.finish, g.extracted, parsed) != null;
     const input: RewardInput = {
