@@ -40,6 +40,26 @@ describe("still grade", () => {
         expect(human.stdout.split("\n").at(-1)).toBe("5 graded, 4 correct (80.0%), 2 unreadable lines");
     });
 
+    it("a response cut short is wrong, as the evaluation grades it; a bare prediction is graded as it stands", async () => {
+        const whole = "<|begin_of_thought|>\n6 sevens\n<|end_of_thought|>\n<|begin_of_solution|>\n\\boxed{42}\n<|end_of_solution|>";
+        const lines = [
+            {response: whole, gold: "42"},
+            {response: whole, gold: "42", finish: "length"},
+            {response: "<|begin_of_thought|>\n6 sevens: \\boxed{42}", gold: "42", finish: "stop"},
+            {pred: "<|begin_of_thought|>\n6 sevens: \\boxed{42}", gold: "42"},
+            {response: whole, gold: "42", finish: "halted"}
+        ];
+        const file = scratchFile("cut-short.jsonl", lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+        const run = await cli(["grade", "--file", file, "--json"]);
+        const out = run.stdout.split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(out.map((o) => o.correct)).toEqual([true, false, false, true, false]);
+        expect(out.map((o) => o.cut_short)).toEqual([undefined, "cut at maxTokens", "the thought never closed", undefined, undefined]);
+        expect(out[1]!.extracted).toBe("42");
+        expect(out[4]!.error).toMatch(/:5: finish/);
+        const human = await cli(["grade", "--file", file]);
+        expect(human.stdout.split("\n")[1]).toBe("line 2: wrong    extracted: 42, cut short: cut at maxTokens");
+    });
+
     it("refuses bad options with one line", async () => {
         const none = await cli(["grade", "--gold", "1"]);
         expect(none.exitCode).toBe(1);

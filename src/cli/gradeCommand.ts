@@ -1,11 +1,14 @@
 // `still grade`: grade one prediction against a gold answer, or a JSONL file of them; code
 // lines (type "code", with tests) are checked in the sandbox, several at once, reported in order.
+// A line's `response` cut short (its `finish` "length", or ending inside its thought or
+// solution) is wrong, as the evaluation grades it; a bare `pred` is graded as it stands.
 import type {Command} from "commander";
 import {z} from "zod";
 import {DataError, OptionError} from "../errors.js";
 import {CodeVerifier, verifyOptionsSchema} from "../code/verifyCode.js";
 import {codeProblemFromRow} from "../data/codeProblems.js";
 import {readJsonl, validate} from "../io/jsonl.js";
+import {cutShortReason} from "../format/parseThought.js";
 import {answerTypeSchema, grade, gradeOptionsSchema, type GradeResult} from "../grade/grade.js";
 import {addOptions, parseCli} from "./cliOptions.js";
 
@@ -13,7 +16,7 @@ const optionsSchema = z.object({
     pred: z.string().optional().describe("The prediction (a model's response or just its answer)"),
     gold: z.string().optional().describe("The gold answer"),
     type: gradeOptionsSchema.shape.type,
-    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response), gold (or a list of accepted answers), and optionally type and choices; " +
+    file: z.string().min(1).optional().describe("Grade every line of a JSONL file: pred (or response, and optionally its finish), gold (or a list of accepted answers), and optionally type and choices; " +
         "code lines: response, type \"code\", language, tests (assert strings or {input, output}), or check and entry_point"),
     codeTimeout: verifyOptionsSchema.shape.testTimeoutMs,
     unsafeRunCodeWithoutSandbox: z.boolean().describe("Where no sandbox is available, run code lines unisolated (unsafe)").default(false),
@@ -22,10 +25,13 @@ const optionsSchema = z.object({
 const flags = ["--pred <text>", "--gold <text>", "--type <type>", "--file <file.jsonl>", "--code-timeout <ms>", "--unsafe-run-code-without-sandbox", "--json"];
 
 const text = z.union([z.string(), z.number().transform(String)]);
-const codeLineSchema = z.object({response: z.string(), type: z.literal("code")}).loose();
+const finishSchema = z.enum(["stop", "length"]).optional();
+const codeLineSchema = z.object({response: z.string(), type: z.literal("code"), finish: finishSchema}).loose();
 const lineSchema = z.object({
     pred: text.optional(),
     response: text.optional(),
+    /** How the response's generation ended ("length": cut at the token limit). */
+    finish: finishSchema,
     /** The gold answer, or a list of accepted ones. */
     gold: z.union([text, z.array(text).min(1)]),
     type: answerTypeSchema.optional(),
@@ -87,6 +93,12 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
                 pending.push(Promise.resolve(unreadableLine(line, problem.message)));
                 continue;
             }
+            const cutShort = cutShortReason(row!.value.response, row!.value.finish);
+            if (cutShort != null) {
+                pending.push(Promise.resolve({line, correct: false, text: json ? JSON.stringify({line, correct: false, type: "code", cut_short: cutShort})
+                    : `line ${line}: wrong    cut short: ${cutShort}`}));
+                continue;
+            }
             if (!checked) {
                 await verifier.ready([problem.code!.language ?? "python"]);
                 checked = true;
@@ -106,9 +118,11 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
             const options = {type: v.type ?? defaultType, ...(v.choices == null ? {} : {choices: v.choices})};
             const golds = Array.isArray(v.gold) ? v.gold : [v.gold];
             const results = golds.map((g) => grade(v.pred ?? v.response!, g, options));
-            const result = results.find((r) => r.correct) ?? results[0]!;
-            pending.push(Promise.resolve({line, correct: result.correct, text: json ? JSON.stringify({line, ...result})
-                : `line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}`}));
+            const found = results.find((r) => r.correct) ?? results[0]!;
+            const cutShort = v.pred == null ? cutShortReason(v.response!, v.finish) : null;
+            const result = cutShort == null ? found : {...found, correct: false};
+            pending.push(Promise.resolve({line, correct: result.correct, text: json ? JSON.stringify({line, ...result, ...(cutShort == null ? {} : {cut_short: cutShort})})
+                : `line ${line}: ${result.correct ? "correct" : "wrong  "}  extracted: ${result.extracted ?? "(none)"}${cutShort == null ? "" : `, cut short: ${cutShort}`}`}));
         }
         await flush(false);
     }
