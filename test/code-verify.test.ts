@@ -165,14 +165,17 @@ describe.skipIf(isolation.kind !== "namespaces")("still grade --file with code l
             {pred: "\\boxed{4}", gold: "4"},
             {type: "code", language: "javascript", response: fence("js", "function f(x) { return x + 1; }\n"), tests: ["assert.strictEqual(f(1), 3)"]},
             {type: "code", language: "python", response: "no code here", tests: ["assert f() == 1"]},
-            {type: "code", language: "python", tests: ["assert 1"]}
+            {type: "code", language: "python", tests: ["assert 1"]},
+            // passes its test, but the response was cut at the token limit: checked, and wrong
+            {type: "code", language: "python", response: fence("python", "print(int(input()) * 2)\n"), tests: [{input: "2", output: "4"}], finish: "length"}
         ];
         const file = scratchFile("code-grade.jsonl", lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
         const run = promisify(execFile);
         const r = await run(process.execPath, [path.join(repoRoot, "dist/src/cli/main.js"), "grade", "--file", file, "--json"]).catch((e: {stdout: string}) => e);
-        const out = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as {line: number, correct: boolean, status?: string, test?: number, error?: string});
-        expect(out.map((o) => o.line)).toEqual([1, 2, 3, 4, 5]);
-        expect(out.map((o) => o.correct)).toEqual([true, true, false, false, false]);
+        const out = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as {line: number, correct: boolean, status?: string, test?: number, error?: string, cut_short?: string});
+        expect(out.map((o) => o.line)).toEqual([1, 2, 3, 4, 5, 6]);
+        expect(out.map((o) => o.correct)).toEqual([true, true, false, false, false, false]);
+        expect(out[5]).toMatchObject({status: "passed", cut_short: "cut at maxTokens"});
         expect(out[2]!.status).toBe("failed");
         expect(out[2]!.test).toBe(1);
         expect(out[3]!.status).toBe("no_code");

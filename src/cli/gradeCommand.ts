@@ -94,19 +94,14 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
                 continue;
             }
             const cutShort = cutShortReason(row!.value.response, row!.value.finish);
-            if (cutShort != null) {
-                pending.push(Promise.resolve({line, correct: false, text: json ? JSON.stringify({line, correct: false, type: "code", cut_short: cutShort})
-                    : `line ${line}: wrong    cut short: ${cutShort}`}));
-                continue;
-            }
             if (!checked) {
                 await verifier.ready([problem.code!.language ?? "python"]);
                 checked = true;
             }
             pending.push(verifier.verifyResponse(row!.value.response, problem.code!, signal).then(({code: _code, ...r}) => {
-                const ok = r.status === "passed";
-                return {line, correct: ok, text: json ? JSON.stringify({line, correct: ok, type: "code", ...r})
-                    : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r.status}: ${r.message}`};
+                const ok = cutShort == null && r.status === "passed";
+                return {line, correct: ok, text: json ? JSON.stringify({line, correct: ok, type: "code", ...r, ...(cutShort == null ? {} : {cut_short: cutShort})})
+                    : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r.status}: ${r.message}${cutShort == null ? "" : `, cut short: ${cutShort}`}`};
             }, (err: Error) => unreadableLine(line, `the check failed to run: ${err.message}`)));
         } else {
             const parsed = validate(value, lineSchema, file, line, onBad);

@@ -16,7 +16,7 @@ export type ProblemGrade = {
     /** The answer found (for code: the program's first line); null when none was found. */
     extracted: string | null,
     type: ProblemType,
-    /** For code problems: how the check ended (absent when the response was cut short: its code is not run). */
+    /** For code problems: how the check ended. */
     code?: CodeResult,
     /** Why the response counts as cut short (then it is not correct), or null. */
     cutShort: string | null
@@ -34,11 +34,11 @@ export async function gradeProblem(problem: Problem, response: string, o: GradeP
     const cutShort = cutShortReason(response, o.finish);
     if (problem.type === "code") {
         if (o.verifier == null) throw new OptionError(`problem ${problem.id} is a code problem: grading it needs a CodeVerifier.`);
-        if (cutShort != null) return {correct: false, extracted: null, type: "code", cutShort};
         const r = await o.verifier.verifyResponse(response, problem.code!, o.signal);
         const {code, ...result} = r;
         const first = code?.split("\n").find((l) => l.trim().length > 0)?.trim() ?? null;
-        return {correct: result.status === "passed", extracted: first == null ? null : first.slice(0, 200), type: "code", code: result, cutShort};
+        // a cut-short response is still checked: its verdict says what the code did
+        return {correct: cutShort == null && result.status === "passed", extracted: first == null ? null : first.slice(0, 200), type: "code", code: result, cutShort};
     }
     const options = {type: problem.type, ...(problem.choices == null ? {} : {choices: problem.choices})};
     const g = grade(response, problem.answer, options);
