@@ -8,7 +8,7 @@ import {execa} from "execa";
 import {parquetWriteFile} from "hyparquet-writer";
 import {beforeAll, describe, expect, it} from "vitest";
 import {loadProblems} from "../src/data/loadMathProblems.js";
-import type {Problem} from "../src/data/problemSchema.js";
+import {type Problem, problemSchema} from "../src/data/problemSchema.js";
 import {compareEvaluations, mcnemarExact, pairedBootstrap} from "../src/evaluate/compare.js";
 import {type EvalMetrics, standardError} from "../src/evaluate/evaluate.js";
 import {evaluationRecordSchema} from "../src/evaluate/runEvaluation.js";
@@ -70,7 +70,7 @@ describe("the statistics of an evaluation", () => {
 });
 
 describe("responses cut short", () => {
-    const problem: Problem = {id: "p", problem: "6 times 7?", answer: "42", type: "math"};
+    const problem = problemSchema.parse({id: "p", question: "6 times 7?", answer: "42"});
     const {beginThought: bT, endThought: eT, beginSolution: bS, endSolution: eS} = MARKERS;
 
     it("are never correct, whatever they wrote last; finished ones in any form are graded as before", async () => {

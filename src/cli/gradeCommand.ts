@@ -10,6 +10,7 @@ import {codeProblemFromRow} from "../data/codeProblems.js";
 import {readJsonl, validate} from "../io/jsonl.js";
 import {cutShortReason} from "../format/parseThought.js";
 import {answerTypeSchema, grade, gradeOptionsSchema, type GradeResult} from "../grade/grade.js";
+import {gradeProblem} from "../grade/gradeProblem.js";
 import {addOptions, parseCli} from "./cliOptions.js";
 
 const optionsSchema = z.object({
@@ -93,15 +94,13 @@ async function gradeFile(file: string, defaultType: GradeResult["type"], json: b
                 pending.push(Promise.resolve(unreadableLine(line, problem.message)));
                 continue;
             }
-            const cutShort = cutShortReason(row!.value.response, row!.value.finish);
             if (!checked) {
                 await verifier.ready([problem.code!.language ?? "python"]);
                 checked = true;
             }
-            pending.push(verifier.verifyResponse(row!.value.response, problem.code!, signal).then(({code: _code, ...r}) => {
-                const ok = cutShort == null && r.status === "passed";
+            pending.push(gradeProblem(problem, row!.value.response, {verifier, signal, finish: row!.value.finish}).then(({correct: ok, code: r, cutShort}) => {
                 return {line, correct: ok, text: json ? JSON.stringify({line, correct: ok, type: "code", ...r, ...(cutShort == null ? {} : {cut_short: cutShort})})
-                    : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r.status}: ${r.message}${cutShort == null ? "" : `, cut short: ${cutShort}`}`};
+                    : `line ${line}: ${ok ? "correct" : "wrong  "}  ${r!.status}: ${r!.message}${cutShort == null ? "" : `, cut short: ${cutShort}`}`};
             }, (err: Error) => unreadableLine(line, `the check failed to run: ${err.message}`)));
         } else {
             const parsed = validate(value, lineSchema, file, line, onBad);

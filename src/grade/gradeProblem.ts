@@ -1,14 +1,14 @@
 // One grader for every problem type: math, choice and exact answers by grade(), code by
 // running it against the problem's tests in the sandbox (a CodeVerifier). Exploration,
-// evaluation and GRPO's rewards grade through here. A response cut short (at maxTokens, or
-// ending inside its thought or solution) is never correct, whatever it wrote last: the
-// evaluation scores what the rewards reward.
+// evaluation, GRPO's rewards and the code lines of `still grade --file` grade through here.
+// A response cut short (at maxTokens, or ending inside its thought or solution) is never
+// correct, whatever it wrote last: the evaluation scores what the rewards reward.
 import type {CodeResult} from "../code/codeSpec.js";
 import type {CodeVerifier} from "../code/verifyCode.js";
 import type {Problem} from "../data/problemSchema.js";
 import {OptionError} from "../errors.js";
-import type {ProblemType} from "./answerType.js";
 import {cutShortReason} from "../format/parseThought.js";
+import type {ProblemType} from "./answerType.js";
 import {grade} from "./grade.js";
 
 export type ProblemGrade = {
