@@ -26,7 +26,7 @@ describe("demo task", () => {
         const next = rng(7);
         let slips = 0;
         for (const p of all) {
-            const response = teacherResponse(p, next, 0.5);
+            const response = teacherResponse(p, next, {slipRate: 0.5});
             const parsed = parseThought(response);
             expect(parsed.wellFormed, parsed.issues.map((i) => i.message).join("; ")).toBe(true);
             expect(grade(response, p.answer).correct).toBe(true);
@@ -45,6 +45,30 @@ describe("demo task", () => {
         }
         expect(slips / all.length).toBeGreaterThan(0.4);
         expect(slips / all.length).toBeLessThan(0.6);
+    });
+
+    it("forgets to wrap at the hour in the share of thoughts it is told to, and nowhere else", () => {
+        const crossing = all.filter((p) => p.start + p.steps >= 60);
+        const within = all.filter((p) => p.start + p.steps < 60);
+        // always: a crossing thought counts on past 59 (the count to go still right) and boxes that minute, wrong
+        const always = rng(11);
+        for (const p of crossing) {
+            const response = teacherResponse(p, always, {slipRate: 0, hourSlipRate: 1});
+            const parsed = parseThought(response);
+            expect(parsed.wellFormed).toBe(true);
+            const lines = parsed.thought!.split("\n").slice(1);
+            expect(lines).toEqual(Array.from({length: p.steps}, (_, k) => `${p.start + k + 1} ${String(p.steps - k - 1).padStart(2, "0")}`));
+            expect(response).toContain(`\\boxed{${p.start + p.steps}}`);
+            expect(grade(response, p.answer).correct).toBe(false);
+        }
+        // a problem that does not pass the hour draws nothing for it: the same thoughts as a teacher without the habit
+        const [a, b] = [rng(12), rng(12)];
+        expect(within.map((p) => teacherResponse(p, a, {hourSlipRate: 0.5}))).toEqual(within.map((p) => teacherResponse(p, b)));
+        // a share: about that many of the crossing thoughts are wrong, the mended slips still right
+        const some = rng(13);
+        const wrong = crossing.filter((p) => !grade(teacherResponse(p, some, {slipRate: 0.5, hourSlipRate: 0.3}), p.answer).correct).length;
+        expect(wrong / crossing.length).toBeGreaterThan(0.2);
+        expect(wrong / crossing.length).toBeLessThan(0.4);
     });
 
     it("gives the base plain answers and worked steps that end on the answer, never in the thought format", () => {

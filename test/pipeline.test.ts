@@ -264,13 +264,31 @@ describe("still demo", () => {
         expect(third[0]).toBe("eval/base");
         expect(third).not.toContain("pretrain");
 
-        // --rl: a lighter imitation, then one GRPO round with the demo's settings (here 1 step)
+        // --rl: a teacher that forgets to wrap at the hour, then one GRPO round with the
+        // demo's settings (here 1 step); the other run's thoughts are left as they were
+        const thoughtsBefore = fs.readFileSync(path.join(out, "data", "thoughts.jsonl"), "utf8");
         const {rounds: _rounds, ...sizes} = plan;
-        const rl = await runDemo({out, seed: 2, threads: 1, rl: true, plan: {...sizes, grpo: {steps: 1, promptsPerStep: 2, samplesPerPrompt: 2}}});
+        const rl = await runDemo({out, seed: 2, threads: 1, rl: true, plan: {...sizes, thoughtProblems: 40, grpo: {steps: 1, promptsPerStep: 2, samplesPerPrompt: 2}}});
         expect(rl.phases.map((p) => p.name)).toEqual(["base", "imitate", "round-1"]);
         const config = readJson(path.join(out, "demo.config.json"));
         expect(config.name).toBe("demo-rl");
-        expect(config.imitate.train.epochs).toBe(demoPlan.rlImitateEpochs);
+        expect(config.imitate.train.epochs).toBe(demoPlan.imitateEpochs);
+        expect(fs.readFileSync(path.join(out, "data", "thoughts.jsonl"), "utf8")).toBe(thoughtsBefore);
+        expect(path.basename(config.data.thoughts)).toBe(`thoughts-hour-slips-${demoPlan.rlTeacher.hourSlipRate}.jsonl`);
+        const rlThoughts = fs.readFileSync(config.data.thoughts, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+        expect(rlThoughts).toHaveLength(40);
+        let unwrapped = 0;
+        for (const t of rlThoughts) {
+            const [steps, start] = /(\d\d) minutes after (\d\d)\?$/.exec(t.question)!.slice(1).map(Number);
+            const boxed = Number(/\\boxed\{(\d+)\}/.exec(t.response)![1]);
+            // a thought is right, or passes the hour and boxes the minute past 59 it counted to
+            if (boxed !== (start + steps) % 60) {
+                expect(start + steps).toBeGreaterThanOrEqual(60);
+                expect(boxed).toBe(start + steps);
+                unwrapped++;
+            }
+        }
+        expect(unwrapped).toBeGreaterThan(0);
         expect(config.rounds).toEqual([{method: "grpo", grpo: {...demoPlan.grpo, maxTokens: plan.maxTokens, parallel: 16, steps: 1, promptsPerStep: 2, samplesPerPrompt: 2}}]);
         const grpoSteps = fs.readFileSync(path.join(out, "demo-rl", "round-1", "grpo", "metrics.jsonl"), "utf8").trim().split("\n");
         expect(grpoSteps).toHaveLength(1);

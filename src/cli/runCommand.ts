@@ -68,7 +68,9 @@ function reporter(quiet: boolean) {
                 stop();
                 bar = {step: e.step, progress: new Progress(e.step, e.total, "auto")};
             }
-            bar.progress.update(e.done, e.detail == null ? `${e.done}/${e.total}` : `${e.done}/${e.total} ${e.detail}`);
+            // a step under way counts as a fraction (GRPO's sampling, training) for the bar; the text shows steps done
+            const done = `${Math.floor(e.done)}/${e.total}`;
+            bar.progress.update(e.done, e.detail == null ? done : `${done} ${e.detail}`);
         }
     };
 }

@@ -8,7 +8,7 @@ import path from "node:path";
 import {z} from "zod";
 import {OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import {type RunConfig, parseRunConfig} from "../loop/config.js";
-import {demoProblems, teacherResponse} from "./demoTask.js";
+import {demoProblems, type TeacherHabits, teacherResponse} from "./demoTask.js";
 import {PRETRAIN_RECIPE, type PretrainPlan, pretrainBase, pretrainPlanSchema, probeSummary} from "./pretrain.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
@@ -19,7 +19,7 @@ export const demoOptionsSchema = z.object({
     out: z.string().min(1).describe("Folder for the model, the data and the run").default(path.join("runs", "demo")),
     seed: z.number().int().min(0).describe("Seed of the task's problem order, the teacher, the base model and every run step").default(1),
     threads: z.number().int().min(1).optional().describe("CPU threads; default: STILL_THREADS, else every available CPU"),
-    rl: z.boolean().describe("A shorter imitation (4 passes), then one round of online RL (GRPO) instead of the SFT and DPO rounds (run folder demo-rl)").default(false)
+    rl: z.boolean().describe("A teacher that forgets to wrap at the hour in most thoughts that pass it, then one round of online RL (GRPO) instead of the SFT and DPO rounds (run folder demo-rl)").default(false)
 });
 
 export type DemoOptions = z.input<typeof demoOptionsSchema> & {
@@ -38,6 +38,8 @@ export const demoPlan = {
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 240,
+    /** How the teacher errs in the thoughts (demoTask.ts): a slip it mends now and then. */
+    teacher: {slipRate: 0.15} as TeacherHabits,
     /** Imitation's learning rate, passes over the thoughts and tokens per optimizer step. */
     imitateLearningRate: 5e-3,
     imitateEpochs: 5,
@@ -49,19 +51,25 @@ export const demoPlan = {
     samples: 4,
     /** Self-improvement rounds, in order. */
     rounds: ["sft", "dpo"] as ("sft" | "dpo" | "grpo")[],
-    /** `still demo --rl`: imitation's passes (fewer than imitateEpochs: five alone reach 75-98%
-     * on seeds 1-3, leaving the round little to show; with fewer than four the round taught
-     * seeds 1 and 3 to close their thought by repeating markers, README "Quick start") and the
-     * GRPO round. Sampling at temperature 1 gave next to no correct sample to learn from;
+    /**
+     * `still demo --rl`: the teacher forgets to wrap at the hour in 70% of the thoughts that
+     * pass it and never notices, so imitation learns the mistake (greedy, it answers none of
+     * the held-out problems that pass the hour) and the round, rewarded by the grader, has
+     * something to unlearn that the teacher cannot show: RL going past its teacher. With a
+     * teacher that never errs, imitation reached 96-100% on seeds 1-3 and the round had
+     * nothing to show; fewer passes left it room on one seed and taught others to close
+     * their thought by repeating markers (README "Quick start").
+     * The round: sampling at temperature 1 gave next to no correct sample to learn from;
      * dr_grpo (no std scaling, no per-length weighting) at 4e-4 lifted held-out accuracy where
-     * grpo at 2e-4-5e-4 left it level or lowered it, its entropy rising. With the trainer
+     * grpo at 2e-4-5e-4 left it level or lowered it, its entropy rising; from this teacher's
+     * imitation 3e-4 kept the format where 4e-4 let 6% of seed 1's answers lose a marker. With the trainer
      * scoring at the sampling temperature, 0.6 (top-k 5) lowered a seed-3 adapter where 0.3
-     * raised it (86% to 29% against 92%, in the grading that still counted cut-short responses).
-     * The format gate (a right answer outside the format rewarded as wrong) lifted seed 3 from
-     * 53% to 91% where the same round without it gave 76%, a quarter of it with repeated markers. */
-    rlImitateEpochs: 4,
+     * raised it. The format gate (a right answer outside the format rewarded as wrong) kept
+     * the round from teaching malformed responses that box the right minute.
+     */
+    rlTeacher: {slipRate: 0.15, hourSlipRate: 0.7} as TeacherHabits,
     grpo: {
-        steps: 30, promptsPerStep: 8, samplesPerPrompt: 8, learningRate: 4e-4, temperature: 0.3, topK: 5,
+        steps: 30, promptsPerStep: 8, samplesPerPrompt: 8, learningRate: 3e-4, temperature: 0.3, topK: 5,
         policy: {loss: "dr_grpo"}, rewards: {requireFormat: true}
     } as GrpoConfig
 };
@@ -72,7 +80,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const started = performance.now();
     const {out: outDir, seed, rl} = parseOptions(demoOptionsSchema, {out: options.out, seed: options.seed, threads: options.threads, rl: options.rl}, "demo options");
     const out = path.resolve(outDir);
-    const plan: DemoPlan = {...demoPlan, ...(rl ? {rounds: ["grpo" as const], imitateEpochs: demoPlan.rlImitateEpochs} : {}), ...options.plan,
+    const plan: DemoPlan = {...demoPlan, ...(rl ? {rounds: ["grpo" as const], teacher: demoPlan.rlTeacher} : {}), ...options.plan,
         pretrain: pretrainPlanSchema.parse({...demoPlan.pretrain, ...options.plan?.pretrain}), grpo: {...demoPlan.grpo, ...options.plan?.grpo}};
     const signal = options.signal;
     const emit = options.onEvent;
@@ -95,7 +103,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     const asProblem = (p: (typeof all)[number]) => ({id: p.id, problem: p.question, answer: p.answer});
     await writeJsonlAtomic(file("heldout.jsonl"), heldOut.map(asProblem));
     await writeJsonlAtomic(file("problems.jsonl"), pool.map(asProblem));
-    await writeJsonlAtomic(file("thoughts.jsonl"), thoughtSet.map((p) => ({question: p.question, response: teacherResponse(p, teacher), domain: p.domain, source: "demo teacher"})));
+    // a teacher with other habits writes another file: the runs of one folder keep their own data
+    const thoughts = file(plan.teacher.hourSlipRate ? `thoughts-hour-slips-${plan.teacher.hourSlipRate}.jsonl` : "thoughts.jsonl");
+    await writeJsonlAtomic(thoughts, thoughtSet.map((p) => ({question: p.question, response: teacherResponse(p, teacher, plan.teacher), domain: p.domain, source: "demo teacher"})));
 
     // The base: the tiny model pre-trained on what a base model would know, in stages
     // until its probe passes (pretrain.ts); a base made before for this seed and recipe is reused.
@@ -121,7 +131,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
         // small is thrown by any unseen text before the question. The format is learnt
         // by imitation alone.
         prompt: {system: null},
-        data: {thoughts: file("thoughts.jsonl"), problems: file("problems.jsonl"), eval: [{name: "held-out", path: file("heldout.jsonl")}]},
+        data: {thoughts, problems: file("problems.jsonl"), eval: [{name: "held-out", path: file("heldout.jsonl")}]},
         imitate: {train: {...train, learningRate: plan.imitateLearningRate, epochs: plan.imitateEpochs, batchTokens: plan.imitateBatchTokens}},
         explore: {samples: plan.samples, temperature: 0.7, topK: 20, maxTokens: plan.maxTokens, parallel: 16, chunk: 100},
         select: {policy: "lowest", maxPerProblem: 2},

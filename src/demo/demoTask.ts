@@ -46,10 +46,13 @@ export function demoProblems(seed: number, count = MINUTES * (MAX_STEPS - MIN_ST
     return shuffle(all, seed).slice(0, count);
 }
 
-/** The counting lines from the start to the answer: "48 27", "49 26", … "15 00". */
-function countingLines(problem: DemoProblem): string[] {
+/**
+ * The counting lines from the start to the answer: "48 27", "49 26", … "15 00". `minute`
+ * gives the minute k minutes after the start (wrapping at the hour unless a slip says not).
+ */
+function countingLines(problem: DemoProblem, minute = (k: number) => later(problem.start, k)): string[] {
     const lines: string[] = [];
-    for (let k = 1; k <= problem.steps; k++) lines.push(`${two(later(problem.start, k))} ${two(problem.steps - k)}`);
+    for (let k = 1; k <= problem.steps; k++) lines.push(`${two(minute(k))} ${two(problem.steps - k)}`);
     return lines;
 }
 
@@ -61,26 +64,43 @@ function countingLines(problem: DemoProblem): string[] {
 export const opening = (p: DemoProblem) => `${two(p.start)} ${two(p.steps)}`;
 const answerText = (p: DemoProblem) => two(later(p.start, p.steps));
 
+/** How the scripted teacher errs. */
+export type TeacherHabits = {
+    /** Share of thoughts with one skipped minute that the next line notices and mends ("wait, …"). */
+    slipRate?: number,
+    /**
+     * Share of the thoughts that pass the hour in which the teacher forgets to wrap and counts
+     * on past 59 (60, 61, …), boxing a minute the display never shows: a mistake it never
+     * notices, so those thoughts end on a wrong answer. Default 0 (draws nothing then).
+     */
+    hourSlipRate?: number
+};
+
 /**
  * A long-form thought and solution for a problem: the thought counts on, line by line,
  * and ends on its last counting line ("15 00"); the solution is the minute it reached,
  * boxed. With probability `slipRate` one line first skips a minute, and the next line
- * notices it ("wait, after 17 comes 18, not 19.") and goes on from the right one.
+ * notices it ("wait, after 17 comes 18, not 19.") and goes on from the right one. With
+ * `hourSlipRate`, a thought that passes the hour may not wrap (TeacherHabits).
  *
  * The boxed minute stands as far from the last counting line ("15 00", then the thought's
  * end, the solution's marker and blank lines, "\boxed{") as the answer does in worked steps
  * ("15 00", then "the answer is "): 20 tokens, each marker one. The tiny model copies by
  * distance, so what it learnt for its own answers carries over to the solution.
  */
-export function teacherResponse(problem: DemoProblem, next: () => number, slipRate = 0.15): string {
-    const lines = countingLines(problem);
+export function teacherResponse(problem: DemoProblem, next: () => number, habits: TeacherHabits = {}): string {
+    const {slipRate = 0.15, hourSlipRate = 0} = habits;
+    // the hour slip is drawn only when it can happen, so a teacher without it draws as before
+    const noWrap = hourSlipRate > 0 && problem.start + problem.steps >= MINUTES && next() < hourSlipRate;
+    const minute = (k: number) => noWrap ? problem.start + k : later(problem.start, k);
+    const lines = countingLines(problem, minute);
     if (next() < slipRate) {
         // line `at` should reach start + at + 1; it reaches one further first
         const at = Math.floor(next() * lines.length);
-        const [previous, right, wrong] = [at, at + 1, at + 2].map((k) => two(later(problem.start, k)));
+        const [previous, right, wrong] = [at, at + 1, at + 2].map((k) => two(minute(k)));
         lines.splice(at, 0, `${wrong} ${two(problem.steps - at - 1)}`, `wait, after ${previous} comes ${right}, not ${wrong}.`);
     }
-    return formatThought({thought: [opening(problem), ...lines].join("\n"), solution: `\\boxed{${answerText(problem)}}.`});
+    return formatThought({thought: [opening(problem), ...lines].join("\n"), solution: `\\boxed{${two(minute(problem.steps))}}.`});
 }
 
 /**
