@@ -38,7 +38,7 @@ function fullRun(): Metric[] {
     });
     const grpo = Array.from({length: 10}, (_, step) => ({
         kind: "grpo", round: 1, step: step + 1, reward: 0.3 + step * 0.03, rewardStd: 0.2, accuracy: 0.3 + step * 0.03, unfinished: 0,
-        meanLength: 240 - step, maxLength: 300, clippedRatio: 0, kl: 0.01, entropy: 0.5, seconds: 3
+        meanLength: 12_000 - 150 * step, maxLength: 16_000, clippedRatio: 0, kl: 0.01, entropy: 0.5, seconds: 3
     }));
     return [
         evals[0], train("imitate", "sft"), evals[1],
@@ -81,16 +81,18 @@ describe.skipIf(chromium == null)("report.html in a browser", () => {
         expect(pngSize(c.screenshot!).width).toBe(1280);
     }, 120_000);
 
-    it("catches a chart that drew nothing, a missing section, a console error and a request", async () => {
+    it("catches a chart that drew nothing or cut off a label, a missing section, a console error and a request", async () => {
         const broken = html
             .replace(/<polyline[^>]*\/>/, (l) => l.replace(/points="[^"]*"/, "points=\"\""))
             .replace(/<circle[^>]*\/>/g, "")
             .replace(/<section id="perplexity">[\s\S]*?<\/section>/, "")
+            .replace(/<text x="[\d.]+" y="([\d.]+)" text-anchor="middle">base</, "<text x=\"636\" y=\"$1\" text-anchor=\"middle\">base<")
             .replace("</body>", "<script>console.error(\"broken\")</script><img src=\"http://127.0.0.1:9/x.png\"></body>");
         const c = await open(broken, "broken", 390);
         const found = problems(c, EVERY_SECTION);
         expect(found).toContain("section perplexity missing");
         expect(found.some((p) => /^chart "Accuracy" not drawn/.test(p))).toBe(true);
+        expect(found).toContain("chart \"Accuracy\" cuts off its text \"base\"");
         expect(found).toContain("console: broken");
         expect(found.some((p) => p.startsWith("requested http://127.0.0.1:9/"))).toBe(true);
     }, 120_000);

@@ -180,14 +180,17 @@ const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b
 /** Lines over labelled points; y in [0, 1] shown as percentages, or (scale auto) over the values' own range. */
 function lineChart(title: string, labels: readonly string[], series: {name: string, values: (number | null)[]}[],
                    options: {scale?: "share" | "auto", xTitle?: string} = {}): string {
-    const w = 640, h = 220, left = 40, bottom = 40, top = 10;
+    // margins that hold the tick labels (13px) whole: "0.811" to the left, the top tick's ascent above
+    const w = 640, h = 220, left = 48, bottom = 40, top = 14;
     const all = series.flatMap((s) => s.values).filter((v): v is number => v != null && Number.isFinite(v));
     const auto = options.scale === "auto" && all.length > 0;
     let lo = auto ? Math.min(...all) : 0, hi = auto ? Math.max(...all) : 1;
     if (hi - lo < 1e-9) [lo, hi] = [lo - 1, hi + 1];
-    const x = (i: number) => left + (labels.length <= 1 ? (w - left) / 2 : (i * (w - left - 20)) / (labels.length - 1));
+    // room on the right for the last label, centred on its point
+    const x = (i: number) => left + (labels.length <= 1 ? (w - left) / 2 : (i * (w - left - 40)) / (labels.length - 1));
     const y = (v: number) => top + (1 - (v - lo) / (hi - lo)) * (h - top - bottom);
-    const tick = (v: number) => auto ? v.toPrecision(3) : `${(v * 100).toFixed(0)}%`;
+    // "12.3k", not "1.23e+4": long thoughts' lengths run to thousands of tokens
+    const tick = (v: number) => !auto ? `${(v * 100).toFixed(0)}%` : Math.abs(v) >= 1000 ? `${Number((v / 1000).toPrecision(3))}k` : v.toPrecision(3);
     const grid = [0, 0.25, 0.5, 0.75, 1].map((f) => lo + f * (hi - lo)).map((v) =>
         `<line x1="${left}" x2="${w}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${tick(v)}</text>`).join("");
     // at most ~10 x labels: the chart scales down to a phone's width

@@ -20,7 +20,7 @@ export function findChromium(): string | null {
     return found;
 }
 
-export type FigureCheck = {caption: string, width: number, height: number, marks: number};
+export type FigureCheck = {caption: string, width: number, height: number, marks: number, /** Texts that reach outside their chart's box (cut off). */ clipped: string[]};
 export type PageCheck = {
     /** Console errors and uncaught exceptions, in order. */
     errors: string[],
@@ -64,7 +64,13 @@ export async function inspectPage(browserPath: string, file: string, o: {width: 
                     const b = (el as SVGGraphicsElement).getBBox();
                     return el.tagName === "circle" ? b.width > 0 : b.height > 0 && b.width > 0;
                 }).length;
-                return {caption: f.querySelector("figcaption")?.textContent ?? "", width: box?.width ?? 0, height: box?.height ?? 0, marks};
+                // labels and ticks drawn past the chart's own box are cut off on screen
+                const view = svg?.viewBox.baseVal;
+                const clipped = svg == null || view == null || view.width === 0 ? [] : [...svg.querySelectorAll("text")].filter((t) => {
+                    const b = t.getBBox();
+                    return b.x < view.x - 0.5 || b.y < view.y - 0.5 || b.x + b.width > view.x + view.width + 0.5 || b.y + b.height > view.y + view.height + 0.5;
+                }).map((t) => t.textContent ?? "");
+                return {caption: f.querySelector("figcaption")?.textContent ?? "", width: box?.width ?? 0, height: box?.height ?? 0, marks, clipped};
             });
             const responses = [...document.querySelectorAll(".response")].map((r) => ({
                 verdict: r.querySelector(".verdict")?.textContent ?? "",
@@ -85,11 +91,12 @@ export async function inspectPage(browserPath: string, file: string, o: {width: 
     }
 }
 
-/** What is wrong with a checked page, as sentences (none for a good one): errors, requests, sections missing of `sections`, charts that drew nothing, sideways scrolling. */
+/** What is wrong with a checked page, as sentences (none for a good one): errors, requests, sections missing of `sections`, charts that drew nothing or cut off a label, sideways scrolling. */
 export function pageProblems(c: PageCheck, sections: readonly string[]): string[] {
     const out = [...c.errors, ...c.requests.map((r) => `requested ${r}`)];
     for (const id of sections) if (!c.sections.some((s) => s.id === id)) out.push(`section ${id} missing`);
     for (const f of c.figures) if (f.marks === 0 || f.width < 100 || f.height < 40) out.push(`chart "${f.caption}" not drawn (${f.width}×${f.height}, ${f.marks} marks)`);
+    for (const f of c.figures) for (const t of f.clipped) out.push(`chart "${f.caption}" cuts off its text "${t}"`);
     if (c.overflows) out.push("wider than the window");
     return out;
 }
