@@ -4,7 +4,7 @@
 import {describe, expect, it} from "vitest";
 import {parseThought} from "../src/format/parseThought.js";
 import {grade} from "../src/grade/grade.js";
-import {countedOut, demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, teacherResponse, workedSteps} from "../src/demo/demoTask.js";
+import {countedOut, demoProblems, MAX_STEPS, MIN_STEPS, plainAnswer, TEACHER_SLIP_RATE, teacherResponse, thoughtsFileName, workedSteps} from "../src/demo/demoTask.js";
 import {rng} from "../src/loop/seeded.js";
 
 describe("demo task", () => {
@@ -69,6 +69,11 @@ describe("demo task", () => {
         const wrong = crossing.filter((p) => !grade(teacherResponse(p, some, {slipRate: 0.5, hourSlipRate: 0.3}), p.answer).correct).length;
         expect(wrong / crossing.length).toBeGreaterThan(0.2);
         expect(wrong / crossing.length).toBeLessThan(0.4);
+        // each set of habits has its own thoughts file; the teacher's own keep thoughts.jsonl
+        expect(thoughtsFileName({})).toBe("thoughts.jsonl");
+        expect(thoughtsFileName({slipRate: TEACHER_SLIP_RATE})).toBe("thoughts.jsonl");
+        expect(thoughtsFileName({hourSlipRate: 0.7})).toBe("thoughts-hour-slips-0.7.jsonl");
+        expect(thoughtsFileName({slipRate: 0.5, hourSlipRate: 0.7})).toBe("thoughts-slips-0.5-hour-slips-0.7.jsonl");
     });
 
     it("gives the base plain answers and worked steps that end on the answer, never in the thought format", () => {

@@ -8,7 +8,7 @@ import path from "node:path";
 import {z} from "zod";
 import {OptionError, parseOptions, throwIfAborted} from "../errors.js";
 import {type RunConfig, parseRunConfig} from "../loop/config.js";
-import {demoProblems, type TeacherHabits, teacherResponse} from "./demoTask.js";
+import {demoProblems, type TeacherHabits, teacherResponse, thoughtsFileName} from "./demoTask.js";
 import {PRETRAIN_RECIPE, type PretrainPlan, pretrainBase, pretrainPlanSchema, probeSummary} from "./pretrain.js";
 import {type LoopEvent, type LoopSummary, runLoop} from "../loop/runLoop.js";
 import {rng} from "../loop/seeded.js";
@@ -38,8 +38,8 @@ export const demoPlan = {
     } as PretrainPlan,
     /** Problems with a teacher's long-form thought, for imitation. */
     thoughtProblems: 240,
-    /** How the teacher errs in the thoughts (demoTask.ts): a slip it mends now and then. */
-    teacher: {slipRate: 0.15} as TeacherHabits,
+    /** How the teacher errs in the thoughts (demoTask.ts); none given: a slip it mends now and then. */
+    teacher: {} as TeacherHabits,
     /** Imitation's learning rate, passes over the thoughts and tokens per optimizer step. */
     imitateLearningRate: 5e-3,
     imitateEpochs: 5,
@@ -53,7 +53,7 @@ export const demoPlan = {
     rounds: ["sft", "dpo"] as ("sft" | "dpo" | "grpo")[],
     /**
      * `still demo --rl`: the teacher forgets to wrap at the hour in 70% of the thoughts that
-     * pass it and never notices, so imitation learns the mistake (greedy, it answers none of
+     * pass it and never notices, so imitation learns the mistake (greedy, it answers few of
      * the held-out problems that pass the hour) and the round, rewarded by the grader, has
      * something to unlearn that the teacher cannot show: RL going past its teacher. With a
      * teacher that never errs, imitation reached 96-100% on seeds 1-3 and the round had
@@ -62,12 +62,12 @@ export const demoPlan = {
      * The round: sampling at temperature 1 gave next to no correct sample to learn from;
      * dr_grpo (no std scaling, no per-length weighting) at 4e-4 lifted held-out accuracy where
      * grpo at 2e-4-5e-4 left it level or lowered it, its entropy rising; from this teacher's
-     * imitation 3e-4 kept the format where 4e-4 let 6% of seed 1's answers lose a marker. With the trainer
-     * scoring at the sampling temperature, 0.6 (top-k 5) lowered a seed-3 adapter where 0.3
-     * raised it. The format gate (a right answer outside the format rewarded as wrong) kept
+     * imitation 3e-4 kept the format where 4e-4 let 6% of seed 1's answers lose a marker.
+     * With the trainer scoring at the sampling temperature, 0.6 (top-k 5) lowered a seed-3
+     * adapter where 0.3 raised it. The format gate (a right answer outside the format rewarded as wrong) kept
      * the round from teaching malformed responses that box the right minute.
      */
-    rlTeacher: {slipRate: 0.15, hourSlipRate: 0.7} as TeacherHabits,
+    rlTeacher: {hourSlipRate: 0.7} as TeacherHabits,
     grpo: {
         steps: 30, promptsPerStep: 8, samplesPerPrompt: 8, learningRate: 3e-4, temperature: 0.3, topK: 5,
         policy: {loss: "dr_grpo"}, rewards: {requireFormat: true}
@@ -104,7 +104,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<LoopSummary> {
     await writeJsonlAtomic(file("heldout.jsonl"), heldOut.map(asProblem));
     await writeJsonlAtomic(file("problems.jsonl"), pool.map(asProblem));
     // a teacher with other habits writes another file: the runs of one folder keep their own data
-    const thoughts = file(plan.teacher.hourSlipRate ? `thoughts-hour-slips-${plan.teacher.hourSlipRate}.jsonl` : "thoughts.jsonl");
+    const thoughts = file(thoughtsFileName(plan.teacher));
     await writeJsonlAtomic(thoughts, thoughtSet.map((p) => ({question: p.question, response: teacherResponse(p, teacher, plan.teacher), domain: p.domain, source: "demo teacher"})));
 
     // The base: the tiny model pre-trained on what a base model would know, in stages

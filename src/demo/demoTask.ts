@@ -64,9 +64,12 @@ function countingLines(problem: DemoProblem, minute = (k: number) => later(probl
 export const opening = (p: DemoProblem) => `${two(p.start)} ${two(p.steps)}`;
 const answerText = (p: DemoProblem) => two(later(p.start, p.steps));
 
+/** Share of the teacher's thoughts with a slip it mends, unless its habits say otherwise. */
+export const TEACHER_SLIP_RATE = 0.15;
+
 /** How the scripted teacher errs. */
 export type TeacherHabits = {
-    /** Share of thoughts with one skipped minute that the next line notices and mends ("wait, …"). */
+    /** Share of thoughts with one skipped minute that the next line notices and mends ("wait, …"); default TEACHER_SLIP_RATE. */
     slipRate?: number,
     /**
      * Share of the thoughts that pass the hour in which the teacher forgets to wrap and counts
@@ -75,6 +78,16 @@ export type TeacherHabits = {
      */
     hourSlipRate?: number
 };
+
+/**
+ * The file name for thoughts written with `habits`: thoughts.jsonl for the teacher's own,
+ * a name per habit changed otherwise ("thoughts-hour-slips-0.7.jsonl"), so that runs with
+ * different teachers in one folder never overwrite each other's data.
+ */
+export function thoughtsFileName(habits: TeacherHabits): string {
+    const {slipRate = TEACHER_SLIP_RATE, hourSlipRate = 0} = habits;
+    return `thoughts${slipRate === TEACHER_SLIP_RATE ? "" : `-slips-${slipRate}`}${hourSlipRate === 0 ? "" : `-hour-slips-${hourSlipRate}`}.jsonl`;
+}
 
 /**
  * A long-form thought and solution for a problem: the thought counts on, line by line,
@@ -89,7 +102,7 @@ export type TeacherHabits = {
  * distance, so what it learnt for its own answers carries over to the solution.
  */
 export function teacherResponse(problem: DemoProblem, next: () => number, habits: TeacherHabits = {}): string {
-    const {slipRate = 0.15, hourSlipRate = 0} = habits;
+    const {slipRate = TEACHER_SLIP_RATE, hourSlipRate = 0} = habits;
     // the hour slip is drawn only when it can happen, so a teacher without it draws as before
     const noWrap = hourSlipRate > 0 && problem.start + problem.steps >= MINUTES && next() < hourSlipRate;
     const minute = (k: number) => noWrap ? problem.start + k : later(problem.start, k);
