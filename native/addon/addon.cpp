@@ -9,6 +9,7 @@
 #include "addon.h"
 #include "backend.h"
 #include "log.h"
+#include "q8_gemm.h"
 
 namespace still_addon {
 
@@ -40,6 +41,16 @@ static Napi::Value Devices(const Napi::CallbackInfo & info) {
 
 static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return Napi::String::New(info.Env(), still::backend_system_info());
+}
+
+// q8Kernel() -> {status, products}: still's Q8_0 kernel (STILL_Q8_GEMM=1), what it does here.
+static Napi::Value Q8Kernel(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("active", Napi::Boolean::New(env, still::q8_gemm_active()));
+    o.Set("status", still::q8_gemm_status());
+    o.Set("products", Napi::Number::New(env, static_cast<double>(still::q8_gemm_products())));
+    return o;
 }
 
 // ggmlTypeInfo(typeId) -> {name, blockSize, typeSize} | null
@@ -132,6 +143,7 @@ static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
     exports.Set("init", Napi::Function::New(env, Init, "init"));
     exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
+    exports.Set("q8Kernel", Napi::Function::New(env, Q8Kernel, "q8Kernel"));
     exports.Set("ggmlTypeInfo", Napi::Function::New(env, GgmlTypeInfo, "ggmlTypeInfo"));
     exports.Set("setLogLevel", Napi::Function::New(env, SetLogLevel, "setLogLevel"));
     exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));

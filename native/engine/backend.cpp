@@ -6,6 +6,7 @@
 #include "ggml.h"
 #include "llama.h"
 #include "log.h"
+#include "q8_gemm.h"
 
 namespace still {
 
@@ -31,6 +32,8 @@ void backend_init(const std::string & lib_dir, const std::vector<std::string> & 
             }
         }
         llama_backend_init();
+        // GPU builds keep llama.cpp's own placement: weights there live on the device.
+        if (!has_gpu_device()) q8_gemm_register();
     });
 }
 
@@ -55,7 +58,7 @@ std::vector<DeviceInfo> backend_devices() {
 
 bool backend_has_gpu() { return has_gpu_device(); }
 
-std::string backend_system_info() { return llama_print_system_info(); }
+std::string backend_system_info() { return std::string(llama_print_system_info()) + " | still-q8 = " + q8_gemm_status(); }
 
 TypeInfo ggml_type_info(int32_t type) {
     TypeInfo info;
