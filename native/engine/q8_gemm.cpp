@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -341,6 +342,8 @@ ggml_status backend_graph_compute(ggml_backend_t backend, ggml_cgraph * graph) {
                     s = mul_mat(ctx, node);
                 } catch (const std::bad_alloc &) {
                     s = GGML_STATUS_ALLOC_FAILED;
+                } catch (const std::exception &) { // e.g. a worker thread that could not start
+                    s = GGML_STATUS_FAILED;
                 }
                 if (s != GGML_STATUS_SUCCESS) return s;
                 break;
