@@ -43,7 +43,7 @@ static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return Napi::String::New(info.Env(), still::backend_system_info());
 }
 
-// q8Kernel() -> {status, products}: still's Q8_0 kernel (STILL_Q8_GEMM=1), what it does here.
+// q8Kernel() -> {active, status, products}: still's Q8_0 kernel (STILL_Q8_GEMM=1), what it does here.
 static Napi::Value Q8Kernel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);

@@ -58,7 +58,7 @@ std::vector<DeviceInfo> backend_devices() {
 
 bool backend_has_gpu() { return has_gpu_device(); }
 
-std::string backend_system_info() { return std::string(llama_print_system_info()) + " | still-q8 = " + q8_gemm_status(); }
+std::string backend_system_info() { return llama_print_system_info(); }
 
 TypeInfo ggml_type_info(int32_t type) {
     TypeInfo info;

@@ -1,20 +1,20 @@
 #include "q8_gemm.h"
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 #include "ggml-backend-impl.h"
 #include "ggml-backend.h"
 #include "ggml.h"
+#include "work_pool.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define STILL_Q8_GEMM_X86 1
@@ -208,77 +208,22 @@ STILL_AVX512 bool gemm_tiles(const char * w, size_t w_stride, int64_t t0, int64_
     return true;
 }
 
-// --- threads ------------------------------------------------------------------------------
-// Workers wait briefly spinning, then sleep: between two products ggml's CPU backend runs
-// the rest of the layer on the same cores, and a spinning worker would take one from it.
-class Pool {
-public:
-    ~Pool() {
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            stop_ = true;
-            generation_.fetch_add(1);
-        }
-        wake_.notify_all();
-        for (auto & t : threads_) t.join();
-    }
-
-    // fn(ith, nth) on nth threads, the caller being ith 0.
-    void run(int nth, const std::function<void(int, int)> & fn) {
-        while (static_cast<int>(threads_.size()) < nth - 1) {
-            // A new worker starts from the generation before this run's, so it takes part.
-            const int ith = static_cast<int>(threads_.size()) + 1;
-            const uint64_t seen = generation_.load();
-            threads_.emplace_back([this, ith, seen] { loop(ith, seen); });
-        }
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            fn_ = &fn;
-            nth_ = nth;
-            pending_.store(nth - 1);
-            generation_.fetch_add(1);
-        }
-        wake_.notify_all();
-        fn(0, nth);
-        while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
-    }
-
-private:
-    void loop(int ith, uint64_t seen) {
-        while (true) {
-            for (int spin = 0; spin < 2000 && generation_.load(std::memory_order_acquire) == seen; spin++) _mm_pause();
-            if (generation_.load(std::memory_order_acquire) == seen) {
-                std::unique_lock<std::mutex> lock(mu_);
-                wake_.wait(lock, [&] { return generation_.load() != seen; });
-            }
-            seen = generation_.load();
-            if (stop_) return;
-            if (ith < nth_) {
-                (*fn_)(ith, nth_);
-                pending_.fetch_sub(1, std::memory_order_release);
-            }
-        }
-    }
-
-    std::vector<std::thread> threads_;
-    std::mutex mu_;
-    std::condition_variable wake_;
-    std::atomic<uint64_t> generation_{0};
-    std::atomic<int> pending_{0};
-    const std::function<void(int, int)> * fn_ = nullptr;
-    int nth_ = 1;
-    std::atomic<bool> stop_{false};
-};
-
 // --- the backend ---------------------------------------------------------------------------
 constexpr int64_t kMinColumns = 8;
+constexpr const char * kName = "still-q8";
 
 std::atomic<uint64_t> products{0}; // computed since the process started
 
 struct Context {
     int n_threads = 1;
     Columns x;
-    Pool pool;
+    std::unique_ptr<WorkPool> pool; // n_threads - 1 workers, made again when that changes
+
+    // fn(ith, nth) on nth threads, the caller among them.
+    void run(int nth, const std::function<void(int, int)> & fn) {
+        if (pool == nullptr || pool->workers() != n_threads - 1) pool = std::make_unique<WorkPool>(n_threads - 1);
+        pool->run(nth, [&](int32_t ith) { fn(ith, nth); });
+    }
 };
 
 bool buffer_is_host(const ggml_backend_buffer_t b) { return b == nullptr || ggml_backend_buffer_is_host(b); }
@@ -315,16 +260,16 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
             quantize_column(col, x.nb, x.q.data() + j * x.nb * kBlock, x.d.data() + j * x.nb, x.corr.data() + j * x.nb);
         }
     };
-    ctx.pool.run(nth, job);
+    ctx.run(nth, job);
     const std::function<void(int, int)> product = [&](int ith, int n) {
         if (!gemm_tiles(static_cast<const char *>(w->data), w->nb[1], tiles * ith / n, tiles * (ith + 1) / n, x, static_cast<char *>(op->data), op->nb[1])) ok = false;
     };
-    ctx.pool.run(nth, product);
+    ctx.run(nth, product);
     products.fetch_add(1, std::memory_order_relaxed);
     return ok ? GGML_STATUS_SUCCESS : GGML_STATUS_ALLOC_FAILED;
 }
 
-const char * backend_name(ggml_backend_t) { return "still-q8"; }
+const char * backend_name(ggml_backend_t) { return kName; }
 
 void backend_free(ggml_backend_t backend) {
     delete static_cast<Context *>(backend->context);
@@ -366,7 +311,7 @@ ggml_guid_t backend_guid() {
     return &guid;
 }
 
-const char * dev_name(ggml_backend_dev_t) { return "still-q8"; }
+const char * dev_name(ggml_backend_dev_t) { return kName; }
 const char * dev_description(ggml_backend_dev_t) { return "Q8_0 matrix products on AVX-512 VNNI"; }
 void dev_memory(ggml_backend_dev_t, size_t * free, size_t * total) { *free = *total = 0; }
 enum ggml_backend_dev_type dev_type(ggml_backend_dev_t) { return GGML_BACKEND_DEVICE_TYPE_ACCEL; }
@@ -386,7 +331,7 @@ bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) { return suppor
 bool dev_supports_buft(ggml_backend_dev_t, ggml_backend_buffer_type_t buft) { return ggml_backend_buft_is_host(buft); }
 bool dev_offload_op(ggml_backend_dev_t, const ggml_tensor *) { return false; }
 
-const char * reg_name(ggml_backend_reg_t) { return "still-q8"; }
+const char * reg_name(ggml_backend_reg_t) { return kName; }
 size_t reg_device_count(ggml_backend_reg_t) { return 1; }
 ggml_backend_dev_t reg_device(ggml_backend_reg_t reg, size_t);
 
@@ -450,7 +395,7 @@ std::string what = "off (a GPU device is present)";
 
 } // namespace
 
-std::string q8_gemm_register() {
+void q8_gemm_register() {
     std::call_once(once, [] {
         const char * env = std::getenv("STILL_Q8_GEMM");
         if (env == nullptr || std::strcmp(env, "1") != 0) {
@@ -465,7 +410,6 @@ std::string q8_gemm_register() {
             what = "on (AVX-512 VNNI)";
         }
     });
-    return what;
 }
 
 bool q8_gemm_active() { return registered; }
@@ -476,9 +420,9 @@ uint64_t q8_gemm_products() { return products.load(); }
 
 #else
 
-std::string q8_gemm_register() { return "off (not an x86-64 build)"; }
+void q8_gemm_register() {}
 bool q8_gemm_active() { return false; }
-std::string q8_gemm_status() { return q8_gemm_register(); }
+std::string q8_gemm_status() { return "off (not an x86-64 build)"; }
 uint64_t q8_gemm_products() { return 0; }
 
 #endif

@@ -15,8 +15,7 @@ namespace still {
 
 // Registers the backend with ggml when STILL_Q8_GEMM is "1" and this CPU can run it.
 // Call once, after the CPU backend is loaded and before any model context is made.
-// Returns what it did, for the logs and the benchmark's report.
-std::string q8_gemm_register();
+void q8_gemm_register();
 
 // Whether the backend is registered.
 bool q8_gemm_active();

@@ -26,6 +26,8 @@ public:
         for (auto & t : threads_) t.join();
     }
 
+    int32_t workers() const { return static_cast<int32_t>(threads_.size()); }
+
     // fn(i) for every i in [0, n), on the workers and the calling thread.
     void run(int32_t n, const std::function<void(int32_t)> & fn) {
         {
