@@ -3,6 +3,7 @@ import {defineConfig} from "vitest/config";
 export default defineConfig({
     test: {
         include: ["test/**/*.test.ts"],
+        globalSetup: ["test/helpers/globalSetup.ts"],
         // One process per file: the native addon and llama.cpp's backends are process-wide.
         pool: "forks",
         testTimeout: 60_000,

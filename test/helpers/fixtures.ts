@@ -10,8 +10,11 @@ export function readJsonlFixture<T = Record<string, unknown>>(file: string): T[]
     return fs.readFileSync(path.resolve(fixtures, file), "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as T);
 }
 
+/** Where test files make their temporary folders: the run's own folder (test/helpers/globalSetup.ts, removed when the run ends) under vitest. */
+export const testTmpRoot = process.env.STILL_TEST_TMP != null && fs.existsSync(process.env.STILL_TEST_TMP) ? process.env.STILL_TEST_TMP : os.tmpdir();
+
 /** A temporary folder for this test file, removed at exit. */
-export const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "still-grade-test-"));
+export const scratch = fs.mkdtempSync(path.join(testTmpRoot, "still-grade-test-"));
 process.on("exit", () => fs.rmSync(scratch, {recursive: true, force: true}));
 
 export function scratchFile(name: string, content: string | Uint8Array): string {

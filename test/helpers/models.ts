@@ -1,14 +1,13 @@
 // Models for tests: made by the project's own maker into a temporary folder, once per
 // test file (process), and removed at exit.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import {GgufWriter} from "../../src/models/GgufWriter.js";
 import {makeModel, type ModelType} from "../../src/models/makeModel.js";
 import {presets, type Preset, type PresetName} from "../../src/models/presets.js";
-import {seeded} from "./fixtures.js";
+import {seeded, testTmpRoot} from "./fixtures.js";
 
-export const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "still-test-"));
+export const tmpDir = fs.mkdtempSync(path.join(testTmpRoot, "still-test-"));
 process.on("exit", () => fs.rmSync(tmpDir, {recursive: true, force: true}));
 
 const made = new Map<string, Promise<string>>();
