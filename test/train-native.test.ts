@@ -106,6 +106,55 @@ describe("backward products through frozen weights", () => {
     });
 });
 
+describe("F32 products summed over 128 or fewer (still's kernel)", () => {
+    const dump = async (modelPath: string, data: string, name: string, extra: string[]) => {
+        const out = path.join(tmpDir, `${name}.grads`);
+        const events = await trainer(["grad-check", "--model", modelPath, "--data", data, "--init-random-b", "--no-finite-differences",
+            "--dump-grads", out, ...extra]);
+        const check = events.find((e) => e.type === "grad_check");
+        return {grads: new Float32Array(fs.readFileSync(out).buffer.slice(0)), shortProducts: check?.type === "grad_check" ? check.short_products : undefined};
+    };
+    const vocabSize = async (modelPath: string) => {
+        const m = await loadModel(modelPath, {vocabOnly: true});
+        try { return m.facts.vocabSize; } finally { await m.dispose(); }
+    };
+    const relL2 = (a: Float32Array, b: Float32Array) => {
+        let d = 0;
+        let n = 0;
+        for (let i = 0; i < a.length; i++) {
+            d += (a[i]! - b[i]!) ** 2;
+            n += b[i]! ** 2;
+        }
+        return Math.sqrt(d / n);
+    };
+
+    it.each(["tiny", "tiny-qwen2"] as const)("take attention's and LoRA's short products and give ggml's gradients on %s", async (preset) => {
+        const modelPath = await testModel(preset);
+        const data = await randomSftData(await vocabSize(modelPath), 3, 11);
+        const ours = await dump(modelPath, data, `${preset}-still`, ["--rank", "8", "--short-products", "still"]);
+        const ggml = await dump(modelPath, data, `${preset}-ggml`, ["--rank", "8", "--short-products", "ggml"]);
+        expect(ours.shortProducts).toBeGreaterThan(0);
+        expect(ggml.shortProducts).toBe(0);
+        expect(ours.grads.length).toBe(ggml.grads.length);
+        expect(relL2(ours.grads, ggml.grads)).toBeLessThan(1e-4);
+    });
+
+    it("leave the gradient within a few percent with BF16 or Q8_0 copies of the frozen weights", async () => {
+        const modelPath = await testModel("tiny-qwen2", "q8_0");
+        const data = await randomSftData(await vocabSize(modelPath), 3, 12);
+        const exact = await dump(modelPath, data, "bw-f32", ["--backward-weights", "f32"]);
+        const bf16 = await dump(modelPath, data, "bw-bf16", ["--backward-weights", "bf16"]);
+        const q8 = await dump(modelPath, data, "bw-q8_0", ["--backward-weights", "q8_0"]);
+        const eBf16 = relL2(bf16.grads, exact.grads);
+        const eQ8 = relL2(q8.grads, exact.grads);
+        // different numbers (the copies are used), but close ones
+        expect(eBf16).toBeGreaterThan(0);
+        expect(eQ8).toBeGreaterThan(0);
+        expect(eBf16).toBeLessThan(0.01);
+        expect(eQ8).toBeLessThan(0.03);
+    });
+});
+
 describe("a Q4_K base", () => {
     it("trains, with the same gradients on the matrix kernels as through OUT_PROD", async () => {
         const file = path.join(tmpDir, "tiny-q4_k.gguf");

@@ -39,7 +39,11 @@ struct EngineOptions {
     uint64_t seed = 0;
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
-    bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
+    // The type of the frozen weights' transposed copies in the backward products on the CPU:
+    // F32 (exact), BF16 or Q8_0 (faster, less exact; Q8_0 only for weights whose output
+    // dimension is whole Q8_0 blocks, others stay F32).
+    ggml_type frozen_t = GGML_TYPE_F32;
+    bool small_k_kernel = true;  // F32 products with a short summed dimension on still's kernel (small_k.cpp)
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
     size_t chunk_bytes = 256u << 20; // chunked steps: the compute memory one chunk's graph aims for
@@ -149,6 +153,8 @@ public:
     // Free memory where the step's tensors go (the GPU's, or the machine's).
     size_t free_memory() const;
 
+    int64_t short_products() const { return short_products_; } // products handed to small_k.cpp's kernel so far
+
 private:
     struct LoraPair { ggml_tensor * a = nullptr; ggml_tensor * b = nullptr; };
 
@@ -234,18 +240,20 @@ private:
         ggml_tensor * gk = nullptr;      // ∂loss/∂K, ∂loss/∂V of the layer being differentiated (laid out as k, v)
         ggml_tensor * gv = nullptr;
         // the frozen weights of the layer being differentiated, transposed once for all its
-        // chunks' backward products (F32, or BF16 with frozen_bf16 on the CPU) [n_in, n_out]
+        // chunks' backward products (F32, or opt_.frozen_t on the CPU) [n_in, n_out]
         std::array<ggml_tensor *, MOD_COUNT> wt{};
     } act_;
     // frozen weight -> its transposed copy, for the graphs built while it is set
     std::map<const ggml_tensor *, ggml_tensor *> frozen_t_;
+    int64_t short_products_ = 0;
     // empties frozen_t_ when it goes out of scope (its tensors live only as long as their graphs)
     struct FrozenScope {
         std::map<const ggml_tensor *, ggml_tensor *> & m;
         ~FrozenScope() { m.clear(); }
     };
     bool is_frozen(const ggml_tensor * w) const;
-    ggml_type frozen_t_type() const;
+    ggml_type frozen_t_type(const ggml_tensor * w) const;
+    void small_k_products(ggml_context * ctx, ggml_cgraph * gf);
     ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;
     bool transpose_frozen(int il);

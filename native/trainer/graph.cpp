@@ -206,7 +206,10 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
         ggml_build_forward_expand(gf, t);
     }
     *loss_grad = nullptr;
-    if (!loss) return gf;
+    if (!loss) {
+        small_k_products(g.ctx, gf);
+        return gf;
+    }
     ggml_set_output(loss);
     ggml_build_forward_expand(gf, loss);
     ggml_set_loss(loss);
@@ -223,7 +226,9 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
     ggml_build_backward_expand(g.ctx, gf, grad_accs.data());
     *loss_grad = ggml_graph_get_grad_acc(gf, loss);
     ggml_set_input(*loss_grad);
-    return opt_.out_prod_as_mul_mat ? rewrite_out_prods(g.ctx, gf, 2 * g.size) : gf;
+    ggml_cgraph * out = opt_.out_prod_as_mul_mat ? rewrite_out_prods(g.ctx, gf, 2 * g.size) : gf;
+    small_k_products(g.ctx, out);
+    return out;
 }
 
 bool Engine::run(Graph & g, ggml_tensor * loss) {

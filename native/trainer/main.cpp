@@ -108,7 +108,8 @@ static void usage(const char * argv0) {
         "  --plan-only           print the memory plan (one JSON line) and stop\n"
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
-        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n",
+        "  --backward-weights T  f32 (default), bf16 or q8_0: frozen weights in the backward products\n"
+        "  --short-products K    still (default) or ggml: the kernel of F32 products summed over 128 or fewer\n",
         argv0, argv0, argv0, argv0, argv0);
 }
 
@@ -311,11 +312,19 @@ static int run(int argc, char ** argv) {
         }
         else if (a == "--backward-weights") {
             const std::string t = value();
-            if (t != "f32" && t != "bf16") {
-                fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
+            if (t != "f32" && t != "bf16" && t != "q8_0") {
+                fprintf(stderr, "main: error: --backward-weights must be f32, bf16 or q8_0, got '%s'\n", t.c_str());
                 return EXIT_ERROR;
             }
-            eo.frozen_bf16 = t == "bf16";
+            eo.frozen_t = t == "bf16" ? GGML_TYPE_BF16 : t == "q8_0" ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
+        }
+        else if (a == "--short-products") {
+            const std::string k = value();
+            if (k != "still" && k != "ggml") {
+                fprintf(stderr, "main: error: --short-products must be still or ggml, got '%s'\n", k.c_str());
+                return EXIT_ERROR;
+            }
+            eo.small_k_kernel = k == "still";
         }
         else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
         else {

@@ -1,0 +1,144 @@
+// F32 matrix products with a short summed dimension (attention's keys × queries over a head's
+// 64 dimensions, LoRA's B over the rank) on a kernel of their own.
+//
+// ggml's F32 kernel (llamafile's tinyBLAS) keeps one vector of partial sums per output and
+// adds its lanes together at the end, which is cheap when the summed dimension K is long and
+// dominates when it is 16 or 64: there, in a LoRA step of the qwen2.5-0.5b shape, those
+// products took a quarter of the step. The kernel here keeps a tile of outputs in registers
+// instead (32 or 16 rows of the result by 6 columns) and adds one rank-1 update per step of the
+// sum, so nothing is reduced across lanes: the standard register-blocked form, with the rows
+// of src0 packed K-major for each tile of rows. The sums run in a different order than ggml's,
+// so results agree to rounding, not bit for bit.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine.h"
+
+namespace st {
+
+namespace {
+
+// Longest summed dimension handed to this kernel; longer ones stay on ggml's.
+const int64_t MAX_K = 128;
+// Result columns per work item (a few tiles, so rows of src0 are packed once per item).
+const int64_t COLS_PER_ITEM = 96;
+const int NR = 6; // result columns per tile
+
+typedef float vf16 __attribute__((vector_size(64)));
+
+// A tile of V×16 result rows by C columns: c[r][0 .. V×16) = Σ_k ap[k][·] · b[r][k].
+template <int V, int C>
+inline __attribute__((always_inline)) void tile(const float * ap, const float * const * b, int64_t K, float * const * c, int rows) {
+    vf16 acc[C][V];
+    for (int r = 0; r < C; r++)
+        for (int v = 0; v < V; v++) acc[r][v] = vf16{};
+    for (int64_t k = 0; k < K; k++) {
+        vf16 a[V];
+        for (int v = 0; v < V; v++) memcpy(&a[v], ap + (k * V + v) * 16, sizeof(vf16));
+        for (int r = 0; r < C; r++) {
+            const float s = b[r][k];
+            for (int v = 0; v < V; v++) acc[r][v] += a[v] * s;
+        }
+    }
+    for (int r = 0; r < C; r++) {
+        if (rows == V * 16) {
+            for (int v = 0; v < V; v++) memcpy(c[r] + v * 16, &acc[r][v], sizeof(vf16));
+        } else {
+            float out[V * 16];
+            memcpy(out, acc[r], sizeof(out));
+            memcpy(c[r], out, (size_t) rows * sizeof(float));
+        }
+    }
+}
+
+// The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
+template <int V>
+inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, int nth) {
+    const ggml_tensor * a = dst->src[0];
+    const ggml_tensor * b = dst->src[1];
+    const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
+    const int64_t B2 = b->ne[2], B3 = b->ne[3];
+    const int64_t r2 = B2 / a->ne[2], r3 = B3 / a->ne[3];
+    const int W = V * 16;
+    const int64_t row_tiles = (M + W - 1) / W, col_runs = (N + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
+    const int64_t items = B2 * B3 * row_tiles * col_runs;
+    std::vector<float> packed((size_t) (K * W));
+    for (int64_t item = ith; item < items; item += nth) {
+        const int64_t cr = item % col_runs, rt = (item / col_runs) % row_tiles, bb = item / (col_runs * row_tiles);
+        const int64_t i2 = bb % B2, i3 = bb / B2;
+        const int64_t m0 = rt * W, rows = std::min<int64_t>(W, M - m0);
+        const char * abase = (const char *) a->data + (i2 / r2) * a->nb[2] + (i3 / r3) * a->nb[3];
+        for (int64_t i = 0; i < W; i++) {
+            if (i < rows) {
+                const float * src = (const float *) (abase + (m0 + i) * a->nb[1]);
+                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = src[k];
+            } else {
+                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = 0.0f;
+            }
+        }
+        const char * bbase = (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3];
+        char * cbase = (char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3] + m0 * sizeof(float);
+        const int64_t n1 = std::min(N, (cr + 1) * COLS_PER_ITEM);
+        for (int64_t n = cr * COLS_PER_ITEM; n < n1; n += NR) {
+            const int cols = (int) std::min<int64_t>(NR, n1 - n);
+            const float * bp[NR];
+            float * cp[NR];
+            for (int r = 0; r < NR; r++) {
+                const int64_t j = n + std::min(r, cols - 1);
+                bp[r] = (const float *) (bbase + j * b->nb[1]);
+                cp[r] = (float *) (cbase + j * dst->nb[1]);
+            }
+            switch (cols) {
+                case 6: tile<V, 6>(packed.data(), bp, K, cp, (int) rows); break;
+                case 5: tile<V, 5>(packed.data(), bp, K, cp, (int) rows); break;
+                case 4: tile<V, 4>(packed.data(), bp, K, cp, (int) rows); break;
+                case 3: tile<V, 3>(packed.data(), bp, K, cp, (int) rows); break;
+                case 2: tile<V, 2>(packed.data(), bp, K, cp, (int) rows); break;
+                default: tile<V, 1>(packed.data(), bp, K, cp, (int) rows); break;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void *) { product<2>(dst, ith, nth); }
+__attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void *) { product<1>(dst, ith, nth); }
+
+ggml_custom_op_t kernel_for_cpu() {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return product_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return product_avx2;
+    return nullptr;
+}
+#else
+ggml_custom_op_t kernel_for_cpu() { return nullptr; }
+#endif
+
+} // namespace
+
+void Engine::small_k_products(ggml_context * ctx, ggml_cgraph * gf) {
+    static const ggml_custom_op_t kernel = kernel_for_cpu();
+    if (gpu_ || !kernel || !opt_.small_k_kernel) return;
+    const int n = ggml_graph_n_nodes(gf);
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(gf, i);
+        if (node->op != GGML_OP_MUL_MAT) continue;
+        ggml_tensor * a = node->src[0];
+        ggml_tensor * b = node->src[1];
+        if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) continue;
+        if (a->ne[0] > MAX_K || a->ne[1] < 16 || b->ne[1] < NR) continue;
+        if (a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || !ggml_is_contiguous(node)) continue;
+        if (b->ne[2] % a->ne[2] != 0 || b->ne[3] % a->ne[3] != 0) continue;
+        ggml_tensor * args[2] = {a, b};
+        ggml_tensor * c = ggml_custom_4d(ctx, GGML_TYPE_F32, node->ne[0], node->ne[1], node->ne[2], node->ne[3], args, 2, kernel,
+                                         GGML_N_TASKS_MAX, nullptr);
+        // the node itself becomes the custom product (its consumers keep pointing at it)
+        node->op = c->op;
+        memcpy(node->op_params, c->op_params, sizeof(node->op_params));
+        for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
+        short_products_++;
+    }
+}
+
+} // namespace st
