@@ -43,7 +43,7 @@ struct EngineOptions {
     // F32 (exact), BF16 or Q8_0 (faster, less exact; Q8_0 only for weights whose output
     // dimension is whole Q8_0 blocks, others stay F32).
     ggml_type frozen_t = GGML_TYPE_F32;
-    bool small_k_kernel = true;  // F32 products with a short summed dimension on still's kernel (small_k.cpp)
+    bool f32_kernel = true;      // F32 products on still's kernel (f32_gemm.cpp) rather than ggml's
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
     size_t chunk_bytes = 256u << 20; // chunked steps: the compute memory one chunk's graph aims for
@@ -153,7 +153,7 @@ public:
     // Free memory where the step's tensors go (the GPU's, or the machine's).
     size_t free_memory() const;
 
-    int64_t short_products() const { return short_products_; } // products handed to small_k.cpp's kernel so far
+    int64_t f32_products() const { return f32_products_; } // products handed to f32_gemm.cpp's kernel so far
 
 private:
     struct LoraPair { ggml_tensor * a = nullptr; ggml_tensor * b = nullptr; };
@@ -245,7 +245,7 @@ private:
     } act_;
     // frozen weight -> its transposed copy, for the graphs built while it is set
     std::map<const ggml_tensor *, ggml_tensor *> frozen_t_;
-    int64_t short_products_ = 0;
+    int64_t f32_products_ = 0;
     // empties frozen_t_ when it goes out of scope (its tensors live only as long as their graphs)
     struct FrozenScope {
         std::map<const ggml_tensor *, ggml_tensor *> & m;
@@ -253,7 +253,7 @@ private:
     };
     bool is_frozen(const ggml_tensor * w) const;
     ggml_type frozen_t_type(const ggml_tensor * w) const;
-    void small_k_products(ggml_context * ctx, ggml_cgraph * gf);
+    void f32_products(ggml_context * ctx, ggml_cgraph * gf);
     ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;
     bool transpose_frozen(int il);

@@ -207,7 +207,7 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
     }
     *loss_grad = nullptr;
     if (!loss) {
-        small_k_products(g.ctx, gf);
+        f32_products(g.ctx, gf);
         return gf;
     }
     ggml_set_output(loss);
@@ -227,7 +227,7 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
     *loss_grad = ggml_graph_get_grad_acc(gf, loss);
     ggml_set_input(*loss_grad);
     ggml_cgraph * out = opt_.out_prod_as_mul_mat ? rewrite_out_prods(g.ctx, gf, 2 * g.size) : gf;
-    small_k_products(g.ctx, out);
+    f32_products(g.ctx, out);
     return out;
 }
 

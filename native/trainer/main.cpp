@@ -109,7 +109,7 @@ static void usage(const char * argv0) {
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
         "  --backward-weights T  f32 (default), bf16 or q8_0: frozen weights in the backward products\n"
-        "  --short-products K    still (default) or ggml: the kernel of F32 products summed over 128 or fewer\n",
+        "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n",
         argv0, argv0, argv0, argv0, argv0);
 }
 
@@ -318,13 +318,13 @@ static int run(int argc, char ** argv) {
             }
             eo.frozen_t = t == "bf16" ? GGML_TYPE_BF16 : t == "q8_0" ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
         }
-        else if (a == "--short-products") {
+        else if (a == "--f32-products") {
             const std::string k = value();
             if (k != "still" && k != "ggml") {
-                fprintf(stderr, "main: error: --short-products must be still or ggml, got '%s'\n", k.c_str());
+                fprintf(stderr, "main: error: --f32-products must be still or ggml, got '%s'\n", k.c_str());
                 return EXIT_ERROR;
             }
-            eo.small_k_kernel = k == "still";
+            eo.f32_kernel = k == "still";
         }
         else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
         else {

@@ -1,15 +1,18 @@
-// F32 matrix products with a short summed dimension (attention's keys × queries over a head's
-// 64 dimensions, LoRA's B over the rank) on a kernel of their own.
+// The trainer's F32 matrix products on a kernel of its own: the backward pass's products
+// through the frozen weights' F32 copies, attention's, LoRA's.
 //
 // ggml's F32 kernel (llamafile's tinyBLAS) keeps one vector of partial sums per output and
-// adds its lanes together at the end, which is cheap when the summed dimension K is long and
-// dominates when it is 16 or 64: there, in a LoRA step of the qwen2.5-0.5b shape, those
-// products took a quarter of the step. The kernel here keeps a tile of outputs in registers
-// instead (32 or 16 rows of the result by 6 columns) and adds one rank-1 update per step of the
-// sum, so nothing is reduced across lanes: the standard register-blocked form, with the rows
-// of src0 packed K-major for each tile of rows. The sums run in a different order than ggml's,
-// so results agree to rounding, not bit for bit.
+// adds its lanes together at the end, which costs most when the summed dimension K is short
+// (attention's 64 dimensions of a head, LoRA's rank), and it reads the rows of both operands
+// straight from memory for every tile of outputs. The kernel here keeps a tile of outputs in
+// registers instead (32 rows of the result by 6 columns with AVX-512, 16 with AVX2) and adds one rank-1 update per
+// step of the sum, with the tile's rows of src0 packed K-major once per run of columns, so
+// nothing is reduced across lanes and the packed rows stay in cache. On the qwen2.5-0.5b
+// shape (one 1,024-token row, 2 threads, Zen 4) it ran those products about twice as fast as
+// ggml's. The sums run in another order than ggml's, so results agree to rounding, not bit
+// for bit.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -19,48 +22,64 @@ namespace st {
 
 namespace {
 
-// Longest summed dimension handed to this kernel; longer ones stay on ggml's.
-const int64_t MAX_K = 128;
+// Longest summed dimension handed to this kernel (its packed rows take 128 × K bytes per
+// thread); longer ones stay on ggml's.
+const int64_t MAX_K = 1 << 16;
 // Result columns per work item (a few tiles, so rows of src0 are packed once per item).
 const int64_t COLS_PER_ITEM = 96;
 const int NR = 6; // result columns per tile
+const int64_t SUM_BLOCK = 32; // steps of the sum per partial sum (see tile)
 
+// Register vectors of 16 floats (AVX-512) and 8 (AVX2); a tile is two of them tall.
 typedef float vf16 __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+const int V = 2;
 
-// A tile of V×16 result rows by C columns: c[r][0 .. V×16) = Σ_k ap[k][·] · b[r][k].
-template <int V, int C>
+// A tile of V vectors of result rows by C columns: c[r][0 .. V×L) = Σ_k ap[k][·] · b[r][k].
+template <typename Vec, int C>
 inline __attribute__((always_inline)) void tile(const float * ap, const float * const * b, int64_t K, float * const * c, int rows) {
-    vf16 acc[C][V];
+    constexpr int L = sizeof(Vec) / sizeof(float);
+    // Sums of SUM_BLOCK steps each, added into the totals in turn: rounding grows with
+    // SUM_BLOCK + K / SUM_BLOCK terms rather than K (ggml's kernel: K / 16 + 16).
+    Vec total[C][V];
     for (int r = 0; r < C; r++)
-        for (int v = 0; v < V; v++) acc[r][v] = vf16{};
-    for (int64_t k = 0; k < K; k++) {
-        vf16 a[V];
-        for (int v = 0; v < V; v++) memcpy(&a[v], ap + (k * V + v) * 16, sizeof(vf16));
-        for (int r = 0; r < C; r++) {
-            const float s = b[r][k];
-            for (int v = 0; v < V; v++) acc[r][v] += a[v] * s;
+        for (int v = 0; v < V; v++) total[r][v] = Vec{};
+    for (int64_t k0 = 0; k0 < K; k0 += SUM_BLOCK) {
+        const int64_t k1 = std::min<int64_t>(K, k0 + SUM_BLOCK);
+        Vec acc[C][V];
+        for (int r = 0; r < C; r++)
+            for (int v = 0; v < V; v++) acc[r][v] = Vec{};
+        for (int64_t k = k0; k < k1; k++) {
+            Vec a[V];
+            for (int v = 0; v < V; v++) memcpy(&a[v], ap + (k * V + v) * L, sizeof(Vec));
+            for (int r = 0; r < C; r++) {
+                const float s = b[r][k];
+                for (int v = 0; v < V; v++) acc[r][v] += a[v] * s;
+            }
         }
+        for (int r = 0; r < C; r++)
+            for (int v = 0; v < V; v++) total[r][v] += acc[r][v];
     }
     for (int r = 0; r < C; r++) {
-        if (rows == V * 16) {
-            for (int v = 0; v < V; v++) memcpy(c[r] + v * 16, &acc[r][v], sizeof(vf16));
+        if (rows == V * L) {
+            for (int v = 0; v < V; v++) memcpy(c[r] + v * L, &total[r][v], sizeof(Vec));
         } else {
-            float out[V * 16];
-            memcpy(out, acc[r], sizeof(out));
+            float out[V * L];
+            memcpy(out, total[r], sizeof(out));
             memcpy(c[r], out, (size_t) rows * sizeof(float));
         }
     }
 }
 
 // The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
-template <int V>
+template <typename Vec>
 inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, int nth) {
     const ggml_tensor * a = dst->src[0];
     const ggml_tensor * b = dst->src[1];
     const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
     const int64_t B2 = b->ne[2], B3 = b->ne[3];
     const int64_t r2 = B2 / a->ne[2], r3 = B3 / a->ne[3];
-    const int W = V * 16;
+    const int W = V * (int) (sizeof(Vec) / sizeof(float));
     const int64_t row_tiles = (M + W - 1) / W, col_runs = (N + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
     const int64_t items = B2 * B3 * row_tiles * col_runs;
     std::vector<float> packed((size_t) (K * W));
@@ -90,25 +109,29 @@ inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, i
                 cp[r] = (float *) (cbase + j * dst->nb[1]);
             }
             switch (cols) {
-                case 6: tile<V, 6>(packed.data(), bp, K, cp, (int) rows); break;
-                case 5: tile<V, 5>(packed.data(), bp, K, cp, (int) rows); break;
-                case 4: tile<V, 4>(packed.data(), bp, K, cp, (int) rows); break;
-                case 3: tile<V, 3>(packed.data(), bp, K, cp, (int) rows); break;
-                case 2: tile<V, 2>(packed.data(), bp, K, cp, (int) rows); break;
-                default: tile<V, 1>(packed.data(), bp, K, cp, (int) rows); break;
+                case 6: tile<Vec, 6>(packed.data(), bp, K, cp, (int) rows); break;
+                case 5: tile<Vec, 5>(packed.data(), bp, K, cp, (int) rows); break;
+                case 4: tile<Vec, 4>(packed.data(), bp, K, cp, (int) rows); break;
+                case 3: tile<Vec, 3>(packed.data(), bp, K, cp, (int) rows); break;
+                case 2: tile<Vec, 2>(packed.data(), bp, K, cp, (int) rows); break;
+                default: tile<Vec, 1>(packed.data(), bp, K, cp, (int) rows); break;
             }
         }
     }
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void *) { product<2>(dst, ith, nth); }
-__attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void *) { product<1>(dst, ith, nth); }
+__attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void *) { product<vf16>(dst, ith, nth); }
+__attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void *) { product<vf8>(dst, ith, nth); }
 
+// The widest kernel the CPU runs; STILL_TRAIN_F32_KERNEL=avx2 picks the narrower one where
+// both run (tests of the AVX2 kernel on AVX-512 machines).
 ggml_custom_op_t kernel_for_cpu() {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return product_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return product_avx2;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char * want = getenv("STILL_TRAIN_F32_KERNEL");
+    if (avx2 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) return product_avx512;
+    if (avx2) return product_avx2;
     return nullptr;
 }
 #else
@@ -117,9 +140,9 @@ ggml_custom_op_t kernel_for_cpu() { return nullptr; }
 
 } // namespace
 
-void Engine::small_k_products(ggml_context * ctx, ggml_cgraph * gf) {
+void Engine::f32_products(ggml_context * ctx, ggml_cgraph * gf) {
     static const ggml_custom_op_t kernel = kernel_for_cpu();
-    if (gpu_ || !kernel || !opt_.small_k_kernel) return;
+    if (gpu_ || !kernel || !opt_.f32_kernel) return;
     const int n = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gf, i);
@@ -137,7 +160,7 @@ void Engine::small_k_products(ggml_context * ctx, ggml_cgraph * gf) {
         node->op = c->op;
         memcpy(node->op_params, c->op_params, sizeof(node->op_params));
         for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
-        short_products_++;
+        f32_products_++;
     }
 }
 
