@@ -87,20 +87,18 @@ describe("chunked steps with recomputation", () => {
         }, 120_000);
     }
 
-    it("gives the one-graph step's gradients with BF16 and Q8_0 copies of the frozen weights too (a Q8_0 base)", async () => {
+    it("gives the one-graph step's gradients with BF16 copies of the frozen weights too (a Q8_0 base)", async () => {
         const model = await testModel("tiny-qwen2", "q8_0");
         const data = await randomSftData(263, 7, 14);
         const chunks = ["--ctx", "64", "--block-tokens", "16", "--loss-rows", "5"];
         const exact = await gradients(model, data, "off", [...chunks, "--backward-weights", "f32"]);
-        for (const type of ["bf16", "q8_0"]) {
-            const extra = [...chunks, "--backward-weights", type];
-            const oneGraph = await gradients(model, data, "off", extra);
-            const chunked = await gradients(model, data, "on", extra);
-            // the low-precision copies round the products' other operand too, so the paths'
-            // last-bit differences upstream show as whole roundings here: not 1e-4 as in F32,
-            // but well inside the copies' own distance from the exact gradient
-            expect(relDiff(oneGraph, chunked), type).toBeLessThan(relDiff(exact, chunked) / 3);
-        }
+        const extra = [...chunks, "--backward-weights", "bf16"];
+        const oneGraph = await gradients(model, data, "off", extra);
+        const chunked = await gradients(model, data, "on", extra);
+        // BF16 products round their other operand too, so the paths' last-bit differences
+        // upstream show as whole roundings here: not 1e-4 as in F32, but well inside the
+        // copies' own distance from the exact gradient
+        expect(relDiff(oneGraph, chunked)).toBeLessThan(relDiff(exact, chunked) / 3);
     }, 120_000);
 
     it("gives every weight's gradient in full fine-tuning too, and agrees with finite differences", async () => {

@@ -150,19 +150,15 @@ describe("the trainer's F32 products on still's kernel", () => {
         }
     });
 
-    it("leave the gradient within a few percent with BF16 or Q8_0 copies of the frozen weights", async () => {
+    it("leave the gradient within 1% with BF16 copies of the frozen weights", async () => {
         const modelPath = await testModel("tiny-qwen2", "q8_0");
         const data = await randomSftData(await vocabSize(modelPath), 3, 12);
         const exact = await dump(modelPath, data, "bw-f32", ["--backward-weights", "f32"]);
         const bf16 = await dump(modelPath, data, "bw-bf16", ["--backward-weights", "bf16"]);
-        const q8 = await dump(modelPath, data, "bw-q8_0", ["--backward-weights", "q8_0"]);
-        const eBf16 = relL2(bf16.grads, exact.grads);
-        const eQ8 = relL2(q8.grads, exact.grads);
+        const err = relL2(bf16.grads, exact.grads);
         // different numbers (the copies are used), but close ones
-        expect(eBf16).toBeGreaterThan(0);
-        expect(eQ8).toBeGreaterThan(0);
-        expect(eBf16).toBeLessThan(0.01);
-        expect(eQ8).toBeLessThan(0.03);
+        expect(err).toBeGreaterThan(0);
+        expect(err).toBeLessThan(0.01);
     });
 });
 

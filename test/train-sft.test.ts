@@ -128,8 +128,7 @@ describe("sft on the tiny model", () => {
         fs.writeFileSync(data, examples.map((e) => JSON.stringify(e)).join("\n") + "\n");
         const out = path.join(tmpDir, "cli-sft.gguf");
         const res = await execa(process.execPath, [path.join(packageRoot, "dist", "src", "cli", "main.js"), "train", "sft", "--model", modelPath,
-            "--data", data, "--out", out, "--no-system", "--ctx", "256", "--max-steps", "2", "--threads", "1", "--backward-weights", "bf16", "--json"],
-            {reject: false});
+            "--data", data, "--out", out, "--no-system", "--ctx", "256", "--max-steps", "2", "--threads", "1", "--json"], {reject: false});
         expect(res.exitCode, res.stderr).toBe(0);
         const summary = JSON.parse(res.stdout.trim()) as {out: string, steps: number, records: number};
         expect(summary).toMatchObject({out, steps: 2, records: examples.length});
@@ -137,10 +136,6 @@ describe("sft on the tiny model", () => {
             "--data", data, "--out", out, "--rank", "zero"], {reject: false});
         expect(bad.exitCode).toBe(1);
         expect(bad.stderr).toMatch(/^still: error: invalid options/);
-        const badType = await execa(process.execPath, [path.join(packageRoot, "dist", "src", "cli", "main.js"), "train", "sft", "--model", modelPath,
-            "--data", data, "--out", out, "--backward-weights", "fp8"], {reject: false});
-        expect(badType.exitCode).toBe(1);
-        expect(badType.stderr).toMatch(/backwardWeights/);
     });
 
     it("trains only the thought with mask 'thought'", async () => {

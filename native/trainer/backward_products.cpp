@@ -1,6 +1,5 @@
 // The backward pass's products on the matrix-multiply kernels (OUT_PROD rewritten as MUL_MAT).
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -33,32 +32,18 @@ const double GEMM_FMA = 0.02;       // per multiply-add in the blocked matrix ke
 // A frozen weight whose F32 transpose would be larger than this is multiplied in slices.
 const size_t FROZEN_CHUNK_BYTES = 64u << 20;
 
-// One Q8_0 block (32 values, one scale), rounded to nearest as ggml's reference quantizer does.
-static void quantize_block_q8_0(const float * x, uint8_t * out) {
-    float amax = 0.0f;
-    for (int i = 0; i < 32; i++) amax = std::max(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const ggml_fp16_t dh = ggml_fp32_to_fp16(d);
-    memcpy(out, &dh, sizeof(dh));
-    int8_t * q = (int8_t *) (out + sizeof(dh));
-    for (int i = 0; i < 32; i++) q[i] = (int8_t) std::lround(x[i] * id);
-}
-
-// dst = src[0] with dims 0 and 1 swapped, contiguous F32, BF16 or Q8_0 (dst's rows a whole
-// number of blocks); src[0] is F32 (any strides) or a type with a row dequantizer (rows
-// contiguous). A blocked copy: ggml's own transposing CONT copies element by element, which
+// dst = src[0] with dims 0 and 1 swapped, contiguous F32 or BF16; src[0] is F32 (any
+// strides) or a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing CONT copies element by element, which
 // costs more than the products it feeds.
 static void transpose_rows(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * src = dst->src[0];
     const int64_t M = src->ne[0], K = src->ne[1], B2 = src->ne[2], B3 = src->ne[3];
-    const int64_t BK = 64; // a whole number of Q8_0 blocks
+    const int64_t BK = 64;
     const int64_t blocks_k = (K + BK - 1) / BK;
     const int64_t total = blocks_k * B2 * B3;
     const ggml_type_traits * tr = ggml_get_type_traits(src->type);
     const bool f32_rows = src->type == GGML_TYPE_F32 && src->nb[0] == sizeof(float);
     std::vector<float> buf((size_t) BK * M);
-    float col[BK];
     for (int64_t job = ith; job < total; job += nth) {
         const int64_t kb = job % blocks_k, b2 = (job / blocks_k) % B2, b3 = job / (blocks_k * B2);
         const int64_t k0 = kb * BK, nk = std::min(BK, K - k0);
@@ -78,13 +63,6 @@ static void transpose_rows(ggml_tensor * dst, int ith, int nth, void *) {
             for (int64_t m = 0; m < M; m++) {
                 float * d = (float *) (base + m * dst->nb[1]) + k0;
                 for (int64_t k = 0; k < nk; k++) d[k] = buf[k * M + m];
-            }
-        } else if (dst->type == GGML_TYPE_Q8_0) {
-            const size_t block = ggml_type_size(GGML_TYPE_Q8_0);
-            for (int64_t m = 0; m < M; m++) {
-                for (int64_t k = 0; k < nk; k++) col[k] = buf[k * M + m];
-                uint8_t * d = (uint8_t *) (base + m * dst->nb[1]) + k0 / 32 * block;
-                for (int64_t k = 0; k < nk; k += 32) quantize_block_q8_0(col + k, d + k / 32 * block);
             }
         } else {
             // BF16, rounded to nearest even (finite weights only)
@@ -111,22 +89,20 @@ bool Engine::is_frozen(const ggml_tensor * w) const {
     return w->buffer == model_.buf && !(w->flags & GGML_TENSOR_FLAG_PARAM) && ggml_n_dims(w) == 2;
 }
 
-ggml_type Engine::frozen_t_type(const ggml_tensor * w) const {
-    if (gpu_) return GGML_TYPE_F32;
-    if (opt_.frozen_t == GGML_TYPE_Q8_0) return w->ne[1] % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
-    return opt_.frozen_t;
+ggml_type Engine::frozen_t_type() const {
+    return gpu_ ? GGML_TYPE_F32 : opt_.frozen_t;
 }
 
 // An uninitialised tensor for w's transposed copy, in ctx.
 ggml_tensor * Engine::new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const {
-    return ggml_new_tensor_2d(ctx, frozen_t_type(w), w->ne[1], w->ne[0]);
+    return ggml_new_tensor_2d(ctx, frozen_t_type(), w->ne[1], w->ne[0]);
 }
 
 size_t Engine::frozen_t_bytes() const {
     size_t n = 0;
     for (int mod = 0; mod < MOD_COUNT; mod++) {
         const ggml_tensor * w = model_.layers.empty() ? nullptr : model_.layers[0].lin[mod].w;
-        if (w && is_frozen(w)) n += ggml_row_size(frozen_t_type(w), w->ne[1]) * (size_t) w->ne[0];
+        if (w && is_frozen(w)) n += ggml_row_size(frozen_t_type(), w->ne[1]) * (size_t) w->ne[0];
     }
     return n;
 }
@@ -172,7 +148,7 @@ void Engine::chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor 
         ggml_tensor * wt;
         if (!gpu_) {
             ggml_tensor * args[1] = {ws};
-            wt = ggml_custom_4d(ctx, frozen_t_type(w), n, M, 1, 1, args, 1, transpose_rows, GGML_N_TASKS_MAX, nullptr);
+            wt = ggml_custom_4d(ctx, frozen_t_type(), n, M, 1, 1, args, 1, transpose_rows, GGML_N_TASKS_MAX, nullptr);
         } else {
             wt = ggml_cont(ctx, ggml_transpose(ctx, ws->type == GGML_TYPE_F32 ? ws : ggml_cast(ctx, ggml_cont(ctx, ws), GGML_TYPE_F32)));
         }
@@ -221,7 +197,7 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
                 const bool rows_ok = t->type == GGML_TYPE_F32 || ggml_is_contiguous(t);
                 if (!gpu_ && rows_ok) {
                     ggml_tensor * args[1] = {t};
-                    const ggml_type type = t->buffer == model_.buf ? frozen_t_type(t) : GGML_TYPE_F32;
+                    const ggml_type type = t->buffer == model_.buf ? frozen_t_type() : GGML_TYPE_F32;
                     tt = ggml_custom_4d(ctx, type, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
                                         transpose_rows, GGML_N_TASKS_MAX, nullptr);
                 } else {

@@ -40,8 +40,7 @@ struct EngineOptions {
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
     // The type of the frozen weights' transposed copies in the backward products on the CPU:
-    // F32 (exact), BF16 or Q8_0 (faster, less exact; Q8_0 only for weights whose output
-    // dimension is whole Q8_0 blocks, others stay F32).
+    // F32 (exact) or BF16 (half the memory, less exact).
     ggml_type frozen_t = GGML_TYPE_F32;
     bool f32_kernel = true;      // F32 products on still's kernel (f32_gemm.cpp) rather than ggml's
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
@@ -252,7 +251,7 @@ private:
         ~FrozenScope() { m.clear(); }
     };
     bool is_frozen(const ggml_tensor * w) const;
-    ggml_type frozen_t_type(const ggml_tensor * w) const;
+    ggml_type frozen_t_type() const;
     void f32_products(ggml_context * ctx, ggml_cgraph * gf);
     ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;

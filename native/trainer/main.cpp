@@ -108,7 +108,7 @@ static void usage(const char * argv0) {
         "  --plan-only           print the memory plan (one JSON line) and stop\n"
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
-        "  --backward-weights T  f32 (default), bf16 or q8_0: frozen weights in the backward products\n"
+        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n"
         "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n",
         argv0, argv0, argv0, argv0, argv0);
 }
@@ -312,11 +312,11 @@ static int run(int argc, char ** argv) {
         }
         else if (a == "--backward-weights") {
             const std::string t = value();
-            if (t != "f32" && t != "bf16" && t != "q8_0") {
-                fprintf(stderr, "main: error: --backward-weights must be f32, bf16 or q8_0, got '%s'\n", t.c_str());
+            if (t != "f32" && t != "bf16") {
+                fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
                 return EXIT_ERROR;
             }
-            eo.frozen_t = t == "bf16" ? GGML_TYPE_BF16 : t == "q8_0" ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
+            eo.frozen_t = t == "bf16" ? GGML_TYPE_BF16 : GGML_TYPE_F32;
         }
         else if (a == "--f32-products") {
             const std::string k = value();

@@ -16,7 +16,7 @@ const commonFlags: (string | CliOption)[] = [
     {flags: "--lr <x>", field: "optimizer.lr"}, {flags: "--min-lr <x>", field: "optimizer.minLr"}, {flags: "--schedule <s>", field: "optimizer.schedule"},
     {flags: "--warmup-steps <n>", field: "optimizer.warmupSteps"}, {flags: "--warmup-ratio <x>", field: "optimizer.warmupRatio"},
     {flags: "--weight-decay <x>", field: "optimizer.weightDecay"}, {flags: "--max-grad-norm <x>", field: "optimizer.maxGradNorm"},
-    "--epochs <n>", "--ctx <n>", "--recompute <mode>", "--backward-weights <type>", "--grad-accum <n>", "--max-steps <n>", "--seed <n>", "--save-every <n>", "--log-every <n>",
+    "--epochs <n>", "--ctx <n>", "--recompute <mode>", "--grad-accum <n>", "--max-steps <n>", "--seed <n>", "--save-every <n>", "--log-every <n>",
     "--resume", "--work-dir <dir>",
     {flags: "--system <text>", field: "systemPrompt"}, {flags: "--no-system", field: "systemPrompt", help: "No system prompt"},
     "--overflow <policy>", "--threads <n>", {flags: "--no-gpu", field: "gpu", help: "Train on the CPU even when a GPU backend is present"},

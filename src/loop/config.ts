@@ -29,7 +29,6 @@ export const trainSchema = z.strictObject({
     batchTokens: z.number().int().min(16).describe("Tokens per optimizer step (examples are packed into rows up to the context)").default(4096),
     context: z.number().int().min(16).describe("Row length examples are packed into, in tokens").default(2048),
     recompute: trainingOptionsSchema.shape.recompute,
-    backwardWeights: trainingOptionsSchema.shape.backwardWeights,
     warmup: z.number().min(0).max(1).describe("Warmup, as a share of all steps").default(0.05),
     weightDecay: z.number().min(0).describe("AdamW weight decay").default(0),
     saveEvery: z.number().int().min(0)

@@ -397,7 +397,7 @@ class Loop {
         const record: TrainStep = await this.step(`${phase}/train`, trainStepSchema, async () => {
             const r = await go({
                 model: this.config.model.path, out: this.runDir.path(phase, "adapter.gguf"), workDir: this.runDir.path(phase, "train"),
-                resume: true, seed: this.config.seed, epochs: t.epochs, ctx: t.context, recompute: t.recompute, backwardWeights: t.backwardWeights, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
+                resume: true, seed: this.config.seed, epochs: t.epochs, ctx: t.context, recompute: t.recompute, gradAccum: Math.max(1, Math.round(t.batchTokens / t.context)),
                 saveEvery: t.saveEvery, lora: t.lora, optimizer: {lr: t.learningRate, warmupRatio: t.warmup, weightDecay: t.weightDecay},
                 systemPrompt: this.data.systemPrompt, overflow: "truncate",
                 ...(threads == null ? {} : {threads}),

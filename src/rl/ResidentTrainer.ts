@@ -31,7 +31,6 @@ export const residentTrainerOptionsSchema = z.strictObject({
     lora: training.lora,
     ctx: training.ctx,
     recompute: training.recompute,
-    backwardWeights: training.backwardWeights,
     policy: policyLossSchema.prefault({}),
     maxCompletion: z.number().int().min(0).describe("dr_grpo's length normaliser: the longest completion allowed (0: the step's longest)").default(0),
     temperature: z.number().positive().max(100).describe("The sampling temperature: the policy's log-probs are log softmax(logits / T)").default(1),
@@ -220,7 +219,6 @@ function serveArgs(o: z.output<typeof residentTrainerOptionsSchema>): string[] {
     const opt = o.optimizer;
     const args = [
         "--model", o.model, "--checkpoint", o.checkpoint, "--resume", "--ctx", String(o.ctx), "--recompute", o.recompute,
-        "--backward-weights", o.backwardWeights,
         "--seed", String(o.seed), "--rank", String(o.lora.rank), "--alpha", String(o.lora.alpha), "--modules", o.lora.modules.join(","),
         "--policy-loss", p.loss, "--clip-low", String(p.clipLow), "--clip-high", String(p.clipHigh), "--kl-beta", String(p.klBeta),
         "--tis-cap", String(p.tisCap), "--max-completion", String(o.maxCompletion), "--temperature", String(o.temperature),

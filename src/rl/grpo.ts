@@ -54,7 +54,6 @@ export const grpoConfigSchema = z.strictObject({
     context: z.number().int().min(16).max(1 << 17).optional()
         .describe("The trainer's longest row in tokens; default: the longest prompt + maxTokens"),
     recompute: trainingOptionsSchema.shape.recompute,
-    backwardWeights: trainingOptionsSchema.shape.backwardWeights,
     lora: loraOptionsSchema.describe("The adapter trained when there is no starting adapter").prefault({}),
     evalEvery: z.number().int().min(0).describe("Evaluate every N steps (0: only at the end, by the caller)").default(0),
     checkpointEvery: z.number().int().min(1).describe("Checkpoint the trainer every N steps (a killed run redoes at most N − 1)").default(1)
@@ -280,7 +279,7 @@ class GrpoRun {
         this.trainer = await ResidentTrainer.start({
             model: this.o.model.path, checkpoint: path.join(this.o.dir, "trainer", "checkpoint.gguf"),
             ...(this.o.adapter == null ? {} : {adapter: this.o.adapter}),
-            lora: c.lora, ctx, recompute: c.recompute, backwardWeights: c.backwardWeights, policy: c.policy, maxCompletion: c.maxTokens, seed: this.seed,
+            lora: c.lora, ctx, recompute: c.recompute, policy: c.policy, maxCompletion: c.maxTokens, seed: this.seed,
             // the trainer scores the samples at the temperature they were drawn at (greedy: 1)
             temperature: c.temperature > 0 ? c.temperature : 1,
             ...(this.o.threads == null ? {} : {threads: this.o.threads})

@@ -39,9 +39,6 @@ export const trainingOptionsSchema = z.object({
     recompute: z.enum(["auto", "on", "off"]).describe("How a step is taken: in one graph (off: fastest on short rows, memory grows " +
         "with the square of the row's length), or chunked with recomputation (on: memory linear in it, gradients the same); auto " +
         "takes one graph for rows up to 2,048 tokens when the memory plan says it fits, else chunked").default("auto"),
-    backwardWeights: z.enum(["f32", "bf16", "q8_0"]).describe("On the CPU, the type of the frozen weights' transposed copies the " +
-        "backward pass multiplies by: f32 (the exact gradient of the model as loaded), bf16 or q8_0 (faster, the gradient ~1% / ~5% " +
-        "off; see the README's trainer section)").default("f32"),
     gradAccum: z.number().int().min(1).describe("Rows per optimizer step").default(1),
     maxSteps: z.number().int().min(0).describe("Stop after this many optimizer steps (0: all epochs); the schedule spans them").default(0),
     seed: z.number().int().min(0).describe("Data order and LoRA initialisation").default(0),
@@ -77,7 +74,7 @@ export function trainerArgs(o: ResolvedTrainingOptions, files: {data: string, ch
     if (o.full) args.push("--full");
     else args.push("--rank", String(o.lora.rank), "--alpha", String(o.lora.alpha), "--modules", o.lora.modules.join(","));
     if (o.resume) args.push("--resume");
-    args.push("--recompute", o.recompute, "--backward-weights", o.backwardWeights);
+    args.push("--recompute", o.recompute);
     if (o.threads != null) args.push("--threads", String(o.threads));
     if (!o.gpu) args.push("--no-gpu");
     return args;
