@@ -9,6 +9,8 @@
 // Tokens/s leave out the first step (and llama-finetune's first datapoint); figures are
 // medians over --runs, with each process's peak RSS (GNU time). A second table compares a
 // DPO step with an SFT step on the same pairs (the same rows), and the reference pass.
+// With --ctx-sweep L1,L2,… it trains rows of those lengths chunked and in one graph instead;
+// --compare-kernels adds the same steps on ggml's F32 matrix kernel beside still's.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -35,10 +37,12 @@ const optionsSchema = z.object({
     ctxSweep: z.array(z.number().int().min(16)).optional()
         .describe("Instead: train rows of each of these lengths (one row per step, LoRA r 16 on all modules), chunked with recomputation " +
             "and in one graph where it fits, and report tokens/s, peak RSS and the memory plan's estimate (presets default to qwen2.5-0.5b, types to q8_0)"),
+    compareKernels: z.boolean().describe("Sweep: each row's steps also with ggml's F32 matrix kernel (--f32-products ggml) instead of still's, " +
+        "in the same run").default(false),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--presets <list>", "--types <list>", "--threads <n>", "--runs <n>", "--ctx <n>", "--steps <n>",
-    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--ctx-sweep <list>", "--json"]);
+    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--ctx-sweep <list>", "--compare-kernels", "--json"]);
 
 type Figures = {tokens_per_s: number | null, peak_rss_mb: number | null, error?: string};
 type Result = {model: string, base_type: string, mode: "lora", still: Figures, llama_finetune: Figures & {base_type: "f32", mode: "full"}};
@@ -129,14 +133,16 @@ const medianFigures = (fs_: Figures[]): Figures => {
 // --- the ctx sweep ------------------------------------------------------------------------
 
 type SweepFigures = {tokens_per_s: number | null, peak_rss_mb: number | null, estimated_peak_mb: number | null, error?: string};
-type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFigures, one_graph: SweepFigures};
+type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFigures, one_graph: SweepFigures,
+    ggml_kernel?: {chunked: SweepFigures, one_graph: SweepFigures}};
 
 /** One still-train run over `rows` rows of `ctx` tokens taken one way: the memory plan's estimate, tokens/s after the first step, peak RSS. */
-async function sweepRun(modelPath: string, data: string, ctx: number, recompute: "on" | "off", steps: number): Promise<SweepFigures> {
+async function sweepRun(modelPath: string, data: string, ctx: number, recompute: "on" | "off", steps: number,
+                        kernel: "still" | "ggml" = "still"): Promise<SweepFigures> {
     const out = path.join(work, `sweep-${runNo++}.gguf`);
     const {res, peakRssMb} = await runMeasured(trainBin, ["sft", "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
         "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--rank", "16", "--alpha", "32",
-        "--recompute", recompute, "--backend-dir", backendDir]);
+        "--recompute", recompute, "--f32-products", kernel, "--backend-dir", backendDir]);
     const evs = events(res.stdout);
     const plan = evs.find((e) => e.type === "plan");
     const estimated = plan?.type === "plan" ? Math.round(plan.estimated_peak_mb) : null;
@@ -177,8 +183,16 @@ async function sweep(): Promise<SweepRow[]> {
                 const chunked = await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps);
                 log(`${preset} ${type}, rows of ${ctx} tokens: one graph`);
                 const oneGraph = await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps);
-                rows.push({model: preset, base_type: type, ctx, chunked, one_graph: oneGraph});
+                const row: SweepRow = {model: preset, base_type: type, ctx, chunked, one_graph: oneGraph};
                 log(`  chunked ${chunked.tokens_per_s ?? chunked.error} tokens/s, ${chunked.peak_rss_mb} MB; one graph ${oneGraph.tokens_per_s ?? oneGraph.error}`);
+                if (options.compareKernels) {
+                    log(`${preset} ${type}, rows of ${ctx} tokens: chunked and one graph with ggml's F32 kernel`);
+                    row.ggml_kernel = {chunked: await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps, "ggml"),
+                        one_graph: await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps, "ggml")};
+                    log(`  chunked ${row.ggml_kernel.chunked.tokens_per_s ?? row.ggml_kernel.chunked.error} tokens/s; ` +
+                        `one graph ${row.ggml_kernel.one_graph.tokens_per_s ?? row.ggml_kernel.one_graph.error}`);
+                }
+                rows.push(row);
             }
         }
     }
@@ -198,6 +212,16 @@ function printSweep(rows: SweepRow[]) {
         const ratio = r.chunked.tokens_per_s != null && first.chunked.tokens_per_s != null ? (r.chunked.tokens_per_s / first.chunked.tokens_per_s).toFixed(2) : "-";
         process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.chunked)} | ${ratio} | ${mb(r.chunked.peak_rss_mb)} | ${est(r.chunked)} | ` +
             `${tps(r.one_graph)} | ${mb(r.one_graph.peak_rss_mb)} | ${est(r.one_graph)} |\n`);
+    }
+    if (rows.some((r) => r.ggml_kernel != null)) {
+        const times = (a: SweepFigures, b: SweepFigures) => (a.tokens_per_s != null && b.tokens_per_s != null ? `${(a.tokens_per_s / b.tokens_per_s).toFixed(2)}×` : "-");
+        process.stdout.write("\nThe same steps with ggml's F32 matrix kernel (--f32-products ggml), measured in this run:\n\n" +
+            "| model | ctx | chunked tokens/s, ggml's kernel | still's / ggml's | one graph tokens/s, ggml's kernel | still's / ggml's |\n|---|---|---|---|---|---|\n");
+        for (const r of rows) {
+            if (r.ggml_kernel == null) continue;
+            process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.ggml_kernel.chunked)} | ${times(r.chunked, r.ggml_kernel.chunked)} | ` +
+                `${tps(r.ggml_kernel.one_graph)} | ${times(r.one_graph, r.ggml_kernel.one_graph)} |\n`);
+        }
     }
     // linear memory: the growth of the peak from 8k to 32k tokens against 4k to 8k (6 when linear, 20 when quadratic)
     for (const m of new Set(rows.map((r) => `${r.model} ${r.base_type}`))) {
