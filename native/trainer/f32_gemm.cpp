@@ -5,12 +5,13 @@
 // adds its lanes together at the end, which costs most when the summed dimension K is short
 // (attention's 64 dimensions of a head, LoRA's rank), and it reads the rows of both operands
 // straight from memory for every tile of outputs. The kernel here keeps a tile of outputs in
-// registers instead (32 rows of the result by 6 columns with AVX-512, 16 with AVX2) and adds one rank-1 update per
-// step of the sum, with the tile's rows of src0 packed K-major once per run of columns, so
-// nothing is reduced across lanes and the packed rows stay in cache. On the qwen2.5-0.5b
-// shape (one 1,024-token row, 2 threads, Zen 4) it ran those products about twice as fast as
-// ggml's. The sums run in another order than ggml's, so results agree to rounding, not bit
-// for bit.
+// registers instead (32 rows of the result by 6 columns with AVX-512, 16 by 6 with AVX2) and
+// adds one rank-1 update per step of the sum, with the tile's rows of src0 packed K-major
+// once per run of columns, so nothing is reduced across lanes and the packed rows stay in
+// cache. The sums run in another order than ggml's (partial sums of 32 steps, added in turn,
+// so rounding stays at ggml's level): results agree to rounding, not bit for bit. On the
+// qwen2.5-0.5b shape (2 threads, Zen 4) a 1,024-token LoRA step ran 1.48× faster than with
+// ggml's kernel, an 8,192-token chunked one 1.65× (bench:train --compare-kernels).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
