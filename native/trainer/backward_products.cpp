@@ -212,6 +212,12 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
     const int n = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gf, i);
+        if (node->op == GGML_OP_OUT_PROD && node->type == GGML_TYPE_F32 && node->src[0]->type == GGML_TYPE_F32 &&
+            !frozen_t_.count(node->src[0]) && f32_product(ctx, node, true)) {
+            // both operands read where they are by still's F32 kernel (f32_gemm.cpp): no transposed copies
+            ggml_build_forward_expand(out, node);
+            continue;
+        }
         if (node->op == GGML_OP_OUT_PROD && node->type == GGML_TYPE_F32) {
             ggml_tensor * a = node->src[0]; // [M, K, ...]
             ggml_tensor * b = node->src[1]; // [N, K, ...]

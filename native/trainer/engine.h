@@ -253,6 +253,8 @@ private:
     bool is_frozen(const ggml_tensor * w) const;
     ggml_type frozen_t_type() const;
     void f32_products(ggml_context * ctx, ggml_cgraph * gf);
+    ggml_custom_op_t f32_kernel() const;
+    bool f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod);
     ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;
     bool transpose_frozen(int il);

@@ -26,9 +26,12 @@ namespace {
 // Longest summed dimension handed to this kernel (its packed rows take 128 × K bytes per
 // thread); longer ones stay on ggml's.
 const int64_t MAX_K = 1 << 16;
+const int NR = 6; // result columns per tile
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+
 // Result columns per work item (a few tiles, so rows of src0 are packed once per item).
 const int64_t COLS_PER_ITEM = 96;
-const int NR = 6; // result columns per tile
 const int64_t SUM_BLOCK = 32; // steps of the sum per partial sum (see tile)
 
 // Register vectors of 16 floats (AVX-512) and 8 (AVX2); a tile is two of them tall.
@@ -36,9 +39,9 @@ typedef float vf16 __attribute__((vector_size(64)));
 typedef float vf8 __attribute__((vector_size(32)));
 const int V = 2;
 
-// A tile of V vectors of result rows by C columns: c[r][0 .. V×L) = Σ_k ap[k][·] · b[r][k].
+// A tile of V vectors of result rows by C columns: c[r][0 .. V×L) = Σ_k ap[k][·] · b[r][k·bk].
 template <typename Vec, int C>
-inline __attribute__((always_inline)) void tile(const float * ap, const float * const * b, int64_t K, float * const * c, int rows) {
+inline __attribute__((always_inline)) void tile(const float * ap, const float * const * b, int64_t bk, int64_t K, float * const * c, int rows) {
     constexpr int L = sizeof(Vec) / sizeof(float);
     // Sums of SUM_BLOCK steps each, added into the totals in turn: rounding grows with
     // SUM_BLOCK + K / SUM_BLOCK terms rather than K (ggml's kernel: K / 16 + 16).
@@ -54,7 +57,7 @@ inline __attribute__((always_inline)) void tile(const float * ap, const float * 
             Vec a[V];
             for (int v = 0; v < V; v++) memcpy(&a[v], ap + (k * V + v) * L, sizeof(Vec));
             for (int r = 0; r < C; r++) {
-                const float s = b[r][k];
+                const float s = b[r][k * bk];
                 for (int v = 0; v < V; v++) acc[r][v] += a[v] * s;
             }
         }
@@ -72,29 +75,51 @@ inline __attribute__((always_inline)) void tile(const float * ap, const float * 
     }
 }
 
-// The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
-template <typename Vec>
-inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, int nth) {
+// The operands of a product as the kernel reads them: A(m, k) and B(n, k) at byte strides of
+// their own, so MUL_MAT (both summed along rows) and OUT_PROD (both summed across rows) need
+// no transposed copies.
+struct Operands {
+    int64_t M, N, K;
+    size_t am, ak, bn, bk; // bytes between A's rows m and steps k, and B's
+};
+
+Operands operands(const ggml_tensor * dst, bool out_prod) {
     const ggml_tensor * a = dst->src[0];
     const ggml_tensor * b = dst->src[1];
-    const int64_t K = a->ne[0], M = a->ne[1], N = b->ne[1];
-    const int64_t B2 = b->ne[2], B3 = b->ne[3];
+    if (out_prod) return {a->ne[0], b->ne[0], a->ne[1], a->nb[0], a->nb[1], b->nb[0], b->nb[1]};
+    return {a->ne[1], b->ne[1], a->ne[0], a->nb[1], a->nb[0], b->nb[1], b->nb[0]};
+}
+
+// The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
+template <typename Vec>
+inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, int nth, bool out_prod) {
+    const ggml_tensor * a = dst->src[0];
+    const ggml_tensor * b = dst->src[1];
+    const Operands o = operands(dst, out_prod);
+    const int64_t K = o.K, M = o.M, N = o.N;
+    const int64_t B2 = dst->ne[2], B3 = dst->ne[3];
     const int64_t r2 = B2 / a->ne[2], r3 = B3 / a->ne[3];
     const int W = V * (int) (sizeof(Vec) / sizeof(float));
     const int64_t row_tiles = (M + W - 1) / W, col_runs = (N + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
     const int64_t items = B2 * B3 * row_tiles * col_runs;
+    const int64_t bk = (int64_t) (o.bk / sizeof(float));
     std::vector<float> packed((size_t) (K * W));
     for (int64_t item = ith; item < items; item += nth) {
         const int64_t cr = item % col_runs, rt = (item / col_runs) % row_tiles, bb = item / (col_runs * row_tiles);
         const int64_t i2 = bb % B2, i3 = bb / B2;
         const int64_t m0 = rt * W, rows = std::min<int64_t>(W, M - m0);
-        const char * abase = (const char *) a->data + (i2 / r2) * a->nb[2] + (i3 / r3) * a->nb[3];
-        for (int64_t i = 0; i < W; i++) {
-            if (i < rows) {
-                const float * src = (const float *) (abase + (m0 + i) * a->nb[1]);
-                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = src[k];
-            } else {
-                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = 0.0f;
+        const char * abase = (const char *) a->data + (i2 / r2) * a->nb[2] + (i3 / r3) * a->nb[3] + m0 * o.am;
+        if (o.am == sizeof(float)) {
+            // A's rows m lie side by side (OUT_PROD): each step k is one run of the tile's rows
+            for (int64_t k = 0; k < K; k++) {
+                float * to = packed.data() + k * W;
+                memcpy(to, abase + k * o.ak, (size_t) rows * sizeof(float));
+                for (int64_t i = rows; i < W; i++) to[i] = 0.0f;
+            }
+        } else {
+            for (int64_t i = 0; i < W; i++) {
+                const char * src = abase + i * o.am;
+                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = i < rows ? *(const float *) (src + k * o.ak) : 0.0f;
             }
         }
         const char * bbase = (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3];
@@ -106,24 +131,24 @@ inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, i
             float * cp[NR];
             for (int r = 0; r < NR; r++) {
                 const int64_t j = n + std::min(r, cols - 1);
-                bp[r] = (const float *) (bbase + j * b->nb[1]);
+                bp[r] = (const float *) (bbase + j * o.bn);
                 cp[r] = (float *) (cbase + j * dst->nb[1]);
             }
             switch (cols) {
-                case 6: tile<Vec, 6>(packed.data(), bp, K, cp, (int) rows); break;
-                case 5: tile<Vec, 5>(packed.data(), bp, K, cp, (int) rows); break;
-                case 4: tile<Vec, 4>(packed.data(), bp, K, cp, (int) rows); break;
-                case 3: tile<Vec, 3>(packed.data(), bp, K, cp, (int) rows); break;
-                case 2: tile<Vec, 2>(packed.data(), bp, K, cp, (int) rows); break;
-                default: tile<Vec, 1>(packed.data(), bp, K, cp, (int) rows); break;
+                case 6: tile<Vec, 6>(packed.data(), bp, bk, K, cp, (int) rows); break;
+                case 5: tile<Vec, 5>(packed.data(), bp, bk, K, cp, (int) rows); break;
+                case 4: tile<Vec, 4>(packed.data(), bp, bk, K, cp, (int) rows); break;
+                case 3: tile<Vec, 3>(packed.data(), bp, bk, K, cp, (int) rows); break;
+                case 2: tile<Vec, 2>(packed.data(), bp, bk, K, cp, (int) rows); break;
+                default: tile<Vec, 1>(packed.data(), bp, bk, K, cp, (int) rows); break;
             }
         }
     }
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void *) { product<vf16>(dst, ith, nth); }
-__attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void *) { product<vf8>(dst, ith, nth); }
+// userdata: null for MUL_MAT's operands, non-null for OUT_PROD's
+__attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf16>(dst, ith, nth, ud != nullptr); }
+__attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf8>(dst, ith, nth, ud != nullptr); }
 
 // The widest kernel the CPU runs; STILL_TRAIN_F32_KERNEL=avx2 picks the narrower one where
 // both run (tests of the AVX2 kernel on AVX-512 machines).
@@ -137,31 +162,46 @@ ggml_custom_op_t kernel_for_cpu() {
 }
 #else
 ggml_custom_op_t kernel_for_cpu() { return nullptr; }
+struct Operands { int64_t M, N, K; size_t am, ak, bn, bk; };
+Operands operands(const ggml_tensor *, bool) { return {0, 0, 0, 0, 0, 0, 0}; }
 #endif
 
 } // namespace
 
-void Engine::f32_products(ggml_context * ctx, ggml_cgraph * gf) {
+ggml_custom_op_t Engine::f32_kernel() const {
     static const ggml_custom_op_t kernel = kernel_for_cpu();
-    if (gpu_ || !kernel || !opt_.f32_kernel) return;
+    return gpu_ || !opt_.f32_kernel ? nullptr : kernel;
+}
+
+// Makes node (an F32 MUL_MAT, or OUT_PROD when out_prod) a product on the kernel, where the
+// kernel takes its shapes; returns whether it did.
+bool Engine::f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod) {
+    const ggml_custom_op_t kernel = f32_kernel();
+    ggml_tensor * a = node->src[0];
+    ggml_tensor * b = node->src[1];
+    if (!kernel || a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) return false;
+    const Operands o = operands(node, out_prod);
+    if (o.K > MAX_K || o.M < 16 || o.N < NR || !ggml_is_contiguous(node)) return false;
+    // the packed rows are read along m when A's rows lie side by side, else along k
+    if (o.am != sizeof(float) && o.ak != sizeof(float)) return false;
+    if (node->ne[2] % a->ne[2] != 0 || node->ne[3] % a->ne[3] != 0 || node->ne[2] != b->ne[2] || node->ne[3] != b->ne[3]) return false;
+    ggml_tensor * args[2] = {a, b};
+    ggml_tensor * c = ggml_custom_4d(ctx, GGML_TYPE_F32, node->ne[0], node->ne[1], node->ne[2], node->ne[3], args, 2, kernel,
+                                     GGML_N_TASKS_MAX, out_prod ? (void *) node : nullptr);
+    // the node itself becomes the custom product (its consumers keep pointing at it)
+    node->op = c->op;
+    memcpy(node->op_params, c->op_params, sizeof(node->op_params));
+    for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
+    f32_products_++;
+    return true;
+}
+
+void Engine::f32_products(ggml_context * ctx, ggml_cgraph * gf) {
+    if (!f32_kernel()) return;
     const int n = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gf, i);
-        if (node->op != GGML_OP_MUL_MAT) continue;
-        ggml_tensor * a = node->src[0];
-        ggml_tensor * b = node->src[1];
-        if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) continue;
-        if (a->ne[0] > MAX_K || a->ne[1] < 16 || b->ne[1] < NR) continue;
-        if (a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) || !ggml_is_contiguous(node)) continue;
-        if (b->ne[2] % a->ne[2] != 0 || b->ne[3] % a->ne[3] != 0) continue;
-        ggml_tensor * args[2] = {a, b};
-        ggml_tensor * c = ggml_custom_4d(ctx, GGML_TYPE_F32, node->ne[0], node->ne[1], node->ne[2], node->ne[3], args, 2, kernel,
-                                         GGML_N_TASKS_MAX, nullptr);
-        // the node itself becomes the custom product (its consumers keep pointing at it)
-        node->op = c->op;
-        memcpy(node->op_params, c->op_params, sizeof(node->op_params));
-        for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
-        f32_products_++;
+        if (node->op == GGML_OP_MUL_MAT) f32_product(ctx, node, false);
     }
 }
 
