@@ -9,9 +9,10 @@
 // adds one rank-1 update per step of the sum, with the tile's rows of src0 packed K-major
 // once per run of columns, so nothing is reduced across lanes and the packed rows stay in
 // cache. The sums run in another order than ggml's (partial sums of 32 steps, added in turn,
-// so rounding stays at ggml's level): results agree to rounding, not bit for bit. On the
-// qwen2.5-0.5b shape (2 threads, Zen 4) a 1,024-token LoRA step ran 1.48× faster than with
-// ggml's kernel, an 8,192-token chunked one 1.65× (bench:train --compare-kernels).
+// so rounding stays at ggml's level): results agree to rounding, not bit for bit. OUT_PROD
+// nodes are read with their own strides, so the backward pass needs no transposed copies of
+// their operands. On the qwen2.5-0.5b shape (2 threads, Zen 4) a 1,024-token LoRA step ran
+// 1.68× faster than with ggml's kernel (bench:train --ctx-sweep 1024 --compare-kernels).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
