@@ -15,45 +15,11 @@ import {formatThought} from "../src/format/formatThought.js";
 import {sft} from "../src/train/sft.js";
 import type {StepEvent, TrainerEvent} from "../src/train/runTrainer.js";
 import {testModel, tmpDir} from "./helpers/models.js";
-import {randomDpoData, randomSftData, trainer} from "./helpers/trainer.js";
+import {gradientDump, normDiff, randomDpoData, randomSftData, relDiff, trainer} from "./helpers/trainer.js";
 
-/** Largest |a − b| over the largest |a|: the relative difference of two gradient dumps. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-    expect(b.length).toBe(a.length);
-    let diff = 0, scale = 0;
-    for (let i = 0; i < a.length; i++) {
-        diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-        scale = Math.max(scale, Math.abs(a[i]!));
-    }
-    expect(scale).toBeGreaterThan(0);
-    return diff / scale;
-}
-
-/** ‖a − b‖ / ‖a‖: a tensor's relative error. (Twenty AdamW steps turn last-place differences
- * of near-zero gradients into differences of a few lr in single entries, so the largest
- * entry's difference is not the measure for weights.) */
-function normDiff(a: Float32Array, b: Float32Array): number {
-    expect(b.length).toBe(a.length);
-    let diff = 0, norm = 0;
-    for (let i = 0; i < a.length; i++) {
-        diff += (a[i]! - b[i]!) ** 2;
-        norm += a[i]! ** 2;
-    }
-    return Math.sqrt(diff / norm);
-}
-
-const floats = (file: string) => {
-    const buf = fs.readFileSync(file);
-    return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-};
-
-let dumps = 0;
 /** The gradients of one grad-check pass over the whole data file, with the step taken one way. */
 async function gradients(model: string, data: string, recompute: "on" | "off", extra: string[] = []): Promise<Float32Array> {
-    const out = path.join(tmpDir, `grads-${dumps++}.bin`);
-    await trainer(["grad-check", "--model", model, "--data", data, "--init-random-b", "--no-finite-differences", "--recompute", recompute,
-        "--dump-grads", out, ...extra]);
-    return floats(out);
+    return (await gradientDump(["--model", model, "--data", data, "--init-random-b", "--no-finite-differences", "--recompute", recompute, ...extra])).grads;
 }
 
 /** The F32 tensors of a GGUF file by name. */

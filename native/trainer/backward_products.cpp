@@ -25,17 +25,17 @@ namespace {
 const double AXPY_CALL = 4.0;       // overhead of one axpy in OUT_PROD
 const double AXPY_ELEM = 0.1;       // per element of an axpy
 const double DEQUANT_ELEM = 0.5;    // per element dequantized inside OUT_PROD
-const double TRANSPOSE_ELEM = 0.5;  // per element of a transposing copy (transpose_rows)
+const double TRANSPOSE_ELEM = 0.5;  // per element of a transposing copy (transpose_to_f32)
 const double GEMM_FMA = 0.02;       // per multiply-add in the blocked matrix kernel
 }
 
 // A frozen weight whose F32 transpose would be larger than this is multiplied in slices.
 const size_t FROZEN_CHUNK_BYTES = 64u << 20;
 
-// dst = src[0] with dims 0 and 1 swapped, contiguous F32 or BF16; src[0] is F32 (any
-// strides) or a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing CONT copies element by element, which
-// costs more than the products it feeds.
-static void transpose_rows(ggml_tensor * dst, int ith, int nth, void *) {
+// dst = src[0] with dims 0 and 1 swapped, contiguous F32 (or BF16); src[0] is F32 (any strides) or
+// a type with a row dequantizer (rows contiguous). A blocked copy: ggml's own transposing
+// CONT copies element by element, which costs more than the products it feeds.
+static void transpose_to_f32(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * src = dst->src[0];
     const int64_t M = src->ne[0], K = src->ne[1], B2 = src->ne[2], B3 = src->ne[3];
     const int64_t BK = 64;
@@ -90,7 +90,7 @@ bool Engine::is_frozen(const ggml_tensor * w) const {
 }
 
 ggml_type Engine::frozen_t_type() const {
-    return gpu_ ? GGML_TYPE_F32 : opt_.frozen_t;
+    return !gpu_ && opt_.frozen_bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F32;
 }
 
 // An uninitialised tensor for w's transposed copy, in ctx.
@@ -102,7 +102,7 @@ size_t Engine::frozen_t_bytes() const {
     size_t n = 0;
     for (int mod = 0; mod < MOD_COUNT; mod++) {
         const ggml_tensor * w = model_.layers.empty() ? nullptr : model_.layers[0].lin[mod].w;
-        if (w && is_frozen(w)) n += ggml_row_size(frozen_t_type(), w->ne[1]) * (size_t) w->ne[0];
+        if (w && is_frozen(w)) n += (size_t) ggml_nelements(w) * ggml_type_size(frozen_t_type());
     }
     return n;
 }
@@ -120,7 +120,7 @@ bool Engine::transpose_frozen(int il) {
         ggml_tensor * t;
         if (!gpu_ && (w->type == GGML_TYPE_F32 || ggml_is_contiguous(w))) {
             ggml_tensor * args[1] = {w};
-            t = ggml_custom_4d(g.ctx, wt->type, w->ne[1], w->ne[0], 1, 1, args, 1, transpose_rows, GGML_N_TASKS_MAX, nullptr);
+            t = ggml_custom_4d(g.ctx, wt->type, w->ne[1], w->ne[0], 1, 1, args, 1, transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
         } else {
             t = ggml_cont(g.ctx, ggml_transpose(g.ctx, w->type == GGML_TYPE_F32 ? w : ggml_cast(g.ctx, w, GGML_TYPE_F32)));
             if (wt->type != GGML_TYPE_F32) t = ggml_cast(g.ctx, t, wt->type);
@@ -148,7 +148,7 @@ void Engine::chunked_product(ggml_context * ctx, ggml_cgraph * out, ggml_tensor 
         ggml_tensor * wt;
         if (!gpu_) {
             ggml_tensor * args[1] = {ws};
-            wt = ggml_custom_4d(ctx, frozen_t_type(), n, M, 1, 1, args, 1, transpose_rows, GGML_N_TASKS_MAX, nullptr);
+            wt = ggml_custom_4d(ctx, opt_.frozen_bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F32, n, M, 1, 1, args, 1, transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
         } else {
             wt = ggml_cont(ctx, ggml_transpose(ctx, ws->type == GGML_TYPE_F32 ? ws : ggml_cast(ctx, ggml_cont(ctx, ws), GGML_TYPE_F32)));
         }
@@ -197,9 +197,9 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
                 const bool rows_ok = t->type == GGML_TYPE_F32 || ggml_is_contiguous(t);
                 if (!gpu_ && rows_ok) {
                     ggml_tensor * args[1] = {t};
-                    const ggml_type type = t->buffer == model_.buf ? frozen_t_type() : GGML_TYPE_F32;
-                    tt = ggml_custom_4d(ctx, type, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
-                                        transpose_rows, GGML_N_TASKS_MAX, nullptr);
+                    const bool low = opt_.frozen_bf16 && t->buffer == model_.buf;
+                    tt = ggml_custom_4d(ctx, low ? GGML_TYPE_BF16 : GGML_TYPE_F32, t->ne[1], t->ne[0], t->ne[2], t->ne[3], args, 1,
+                                        transpose_to_f32, GGML_N_TASKS_MAX, nullptr);
                 } else {
                     ggml_tensor * f = t->type == GGML_TYPE_F32 ? t : ggml_cast(ctx, t, GGML_TYPE_F32);
                     tt = ggml_cont(ctx, ggml_transpose(ctx, f));
@@ -212,15 +212,14 @@ ggml_cgraph * Engine::rewrite_out_prods(ggml_context * ctx, ggml_cgraph * gf, in
     const int n = ggml_graph_n_nodes(gf);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gf, i);
-        if (node->op == GGML_OP_OUT_PROD && node->type == GGML_TYPE_F32 && node->src[0]->type == GGML_TYPE_F32 &&
-            !frozen_t_.count(node->src[0]) && f32_product(ctx, node, true)) {
-            // both operands read where they are by still's F32 kernel (f32_gemm.cpp): no transposed copies
-            ggml_build_forward_expand(out, node);
-            continue;
-        }
         if (node->op == GGML_OP_OUT_PROD && node->type == GGML_TYPE_F32) {
             ggml_tensor * a = node->src[0]; // [M, K, ...]
             ggml_tensor * b = node->src[1]; // [N, K, ...]
+            if (!frozen_t_.count(a) && f32_product(ctx, node, true)) {
+                // both operands read where they are by still's F32 kernel (f32_gemm.cpp): no transposed copies
+                ggml_build_forward_expand(out, node);
+                continue;
+            }
             const double M = (double) a->ne[0], K = (double) a->ne[1], N = (double) b->ne[0];
             const double batches = (double) (node->ne[2] * node->ne[3]);
             const double a_batches = (double) (a->ne[2] * a->ne[3]);

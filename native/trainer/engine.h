@@ -39,9 +39,7 @@ struct EngineOptions {
     uint64_t seed = 0;
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
-    // The type of the frozen weights' transposed copies in the backward products on the CPU:
-    // F32 (exact) or BF16 (half the memory, less exact).
-    ggml_type frozen_t = GGML_TYPE_F32;
+    bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
     bool f32_kernel = true;      // F32 products on still's kernel (f32_gemm.cpp) rather than ggml's
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
@@ -239,7 +237,7 @@ private:
         ggml_tensor * gk = nullptr;      // ∂loss/∂K, ∂loss/∂V of the layer being differentiated (laid out as k, v)
         ggml_tensor * gv = nullptr;
         // the frozen weights of the layer being differentiated, transposed once for all its
-        // chunks' backward products (F32, or opt_.frozen_t on the CPU) [n_in, n_out]
+        // chunks' backward products (F32, or BF16 with frozen_bf16 on the CPU) [n_in, n_out]
         std::array<ggml_tensor *, MOD_COUNT> wt{};
     } act_;
     // frozen weight -> its transposed copy, for the graphs built while it is set

@@ -29,6 +29,21 @@ namespace {
 const int64_t MAX_K = 1 << 16;
 const int NR = 6; // result columns per tile
 
+// The operands of a product as the kernel reads them: A(m, k) and B(n, k) at byte strides of
+// their own, so MUL_MAT (both summed along rows) and OUT_PROD (both summed across rows) need
+// no transposed copies.
+struct Operands {
+    int64_t M, N, K;
+    size_t am, ak, bn, bk; // bytes between A's rows m and steps k, and B's
+};
+
+Operands operands(const ggml_tensor * dst, bool out_prod) {
+    const ggml_tensor * a = dst->src[0];
+    const ggml_tensor * b = dst->src[1];
+    if (out_prod) return {a->ne[0], b->ne[0], a->ne[1], a->nb[0], a->nb[1], b->nb[0], b->nb[1]};
+    return {a->ne[1], b->ne[1], a->ne[0], a->nb[1], a->nb[0], b->nb[1], b->nb[0]};
+}
+
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 
 // Result columns per work item (a few tiles, so rows of src0 are packed once per item).
@@ -74,21 +89,6 @@ inline __attribute__((always_inline)) void tile(const float * ap, const float * 
             memcpy(c[r], out, (size_t) rows * sizeof(float));
         }
     }
-}
-
-// The operands of a product as the kernel reads them: A(m, k) and B(n, k) at byte strides of
-// their own, so MUL_MAT (both summed along rows) and OUT_PROD (both summed across rows) need
-// no transposed copies.
-struct Operands {
-    int64_t M, N, K;
-    size_t am, ak, bn, bk; // bytes between A's rows m and steps k, and B's
-};
-
-Operands operands(const ggml_tensor * dst, bool out_prod) {
-    const ggml_tensor * a = dst->src[0];
-    const ggml_tensor * b = dst->src[1];
-    if (out_prod) return {a->ne[0], b->ne[0], a->ne[1], a->nb[0], a->nb[1], b->nb[0], b->nb[1]};
-    return {a->ne[1], b->ne[1], a->ne[0], a->nb[1], a->nb[0], b->nb[1], b->nb[0]};
 }
 
 // The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
@@ -163,8 +163,6 @@ ggml_custom_op_t kernel_for_cpu() {
 }
 #else
 ggml_custom_op_t kernel_for_cpu() { return nullptr; }
-struct Operands { int64_t M, N, K; size_t am, ak, bn, bk; };
-Operands operands(const ggml_tensor *, bool) { return {0, 0, 0, 0, 0, 0, 0}; }
 #endif
 
 } // namespace

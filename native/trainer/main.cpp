@@ -316,7 +316,7 @@ static int run(int argc, char ** argv) {
                 fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
                 return EXIT_ERROR;
             }
-            eo.frozen_t = t == "bf16" ? GGML_TYPE_BF16 : GGML_TYPE_F32;
+            eo.frozen_bf16 = t == "bf16";
         }
         else if (a == "--f32-products") {
             const std::string k = value();

@@ -1,5 +1,7 @@
 // Running still-train directly, and writing its input, for the trainer's tests.
+import fs from "node:fs";
 import path from "node:path";
+import {expect} from "vitest";
 import {getBackend} from "../../src/engine/binding.js";
 import {type TrainerEvent, runTrainer, trainerBinary} from "../../src/train/runTrainer.js";
 import {TrainingFile} from "../../src/train/TrainingFile.js";
@@ -13,6 +15,40 @@ export async function trainer(args: string[], options: {signal?: AbortSignal, on
 }
 
 let fileNo = 0;
+
+/** The gradients of one `still-train grad-check` pass (args: its options; --dump-grads is added), and how many products took still's F32 kernel. */
+export async function gradientDump(args: string[]): Promise<{grads: Float32Array, f32Products: number | undefined}> {
+    const out = path.join(tmpDir, `grads-${fileNo++}.bin`);
+    const events = await trainer(["grad-check", ...args, "--dump-grads", out]);
+    const check = events.find((e) => e.type === "grad_check");
+    const buf = fs.readFileSync(out);
+    return {grads: new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4), f32Products: check?.type === "grad_check" ? check.f32_products : undefined};
+}
+
+/** Largest |a − b| over the largest |a|: the relative difference of two gradient dumps. */
+export function relDiff(a: Float32Array, b: Float32Array): number {
+    expect(b.length).toBe(a.length);
+    let diff = 0, scale = 0;
+    for (let i = 0; i < a.length; i++) {
+        diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+        scale = Math.max(scale, Math.abs(a[i]!));
+    }
+    expect(scale).toBeGreaterThan(0);
+    return diff / scale;
+}
+
+/** ‖a − b‖ / ‖a‖: a tensor's relative error. (Twenty AdamW steps turn last-place differences
+ * of near-zero gradients into differences of a few lr in single entries, so the largest
+ * entry's difference is not the measure for weights.) */
+export function normDiff(a: Float32Array, b: Float32Array): number {
+    expect(b.length).toBe(a.length);
+    let diff = 0, norm = 0;
+    for (let i = 0; i < a.length; i++) {
+        diff += (a[i]! - b[i]!) ** 2;
+        norm += a[i]! ** 2;
+    }
+    return Math.sqrt(diff / norm);
+}
 
 /** An SFT data file of random token sequences with loss weights 0, 0.5 and 1. */
 export async function randomSftData(vocab: number, count: number, seed = 1): Promise<string> {
