@@ -1,21 +1,12 @@
 // still's own Q8_0 matrix-product kernel (native/engine/q8_gemm.cpp), on only with
 // STILL_Q8_GEMM=1 and on CPUs with AVX-512 VNNI. The backend is chosen once per process,
 // so the kernel's figures come from a child process and are set against this one's.
-import fs from "node:fs";
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
 import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
+import {hasAvx512Vnni as vnni} from "./helpers/cpu.js";
 import {testModel} from "./helpers/models.js";
-
-const cpuFlags = (() => {
-    try {
-        return new Set((fs.readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1] ?? "").trim().split(/\s+/));
-    } catch {
-        return new Set<string>();
-    }
-})();
-const vnni = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].every((f) => cpuFlags.has(f));
 
 const text = "Hello my name is Q and 6×7 = 42; the quick brown fox jumps over the lazy dog.";
 const requests = Array.from({length: 40}, (_, i) => ({id: `q${i}`, prompt: `${["Hello my name is", "数学: 1 + 1 = ", "Once upon a time"][i % 3]} ${i}`}));

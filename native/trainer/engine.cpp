@@ -178,6 +178,10 @@ bool Engine::compute(ggml_cgraph * gf, bool abortable) {
         fprintf(stderr, "%s: error: graph computation failed (status %d)\n", __func__, (int) st);
         return false;
     }
+    if (take_q8_failure()) {
+        fprintf(stderr, "%s: error: out of memory for the activations of a Q8_0 matrix product (--q8-products ggml avoids them)\n", __func__);
+        return false;
+    }
     return true;
 }
 

@@ -21,6 +21,10 @@
 
 namespace st {
 
+// Whether a Q8_0 product on still's kernel failed (no room for its columns) since the last
+// call; its outputs are NaN then.
+bool take_q8_failure();
+
 struct LoraConfig {
     int64_t rank = 8;
     float alpha = 16.0f;
@@ -41,6 +45,7 @@ struct EngineOptions {
     bool use_gpu = true;         // offload to a GPU backend when one is registered
     bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
     bool f32_kernel = true;      // F32 products on still's kernel (f32_gemm.cpp) rather than ggml's
+    bool q8_kernel = true;       // forward products of Q8_0 weights on still's (q8_products.cpp) where the CPU has AVX-512 VNNI
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
     size_t chunk_bytes = 256u << 20; // chunked steps: the compute memory one chunk's graph aims for
@@ -151,6 +156,7 @@ public:
     size_t free_memory() const;
 
     int64_t f32_products() const { return f32_products_; } // products handed to f32_gemm.cpp's kernel so far
+    int64_t q8_products() const { return q8_products_; }   // and to q8_products.cpp's
 
 private:
     struct LoraPair { ggml_tensor * a = nullptr; ggml_tensor * b = nullptr; };
@@ -242,7 +248,7 @@ private:
     } act_;
     // frozen weight -> its transposed copy, for the graphs built while it is set
     std::map<const ggml_tensor *, ggml_tensor *> frozen_t_;
-    int64_t f32_products_ = 0;
+    int64_t f32_products_ = 0, q8_products_ = 0;
     // empties frozen_t_ when it goes out of scope (its tensors live only as long as their graphs)
     struct FrozenScope {
         std::map<const ggml_tensor *, ggml_tensor *> & m;
@@ -250,9 +256,13 @@ private:
     };
     bool is_frozen(const ggml_tensor * w) const;
     ggml_type frozen_t_type() const;
-    void f32_products(ggml_context * ctx, ggml_cgraph * gf);
+    // the graph's matrix products on still's kernels where they take them (f32_gemm.cpp, q8_products.cpp)
+    void own_products(ggml_context * ctx, ggml_cgraph * gf);
     ggml_custom_op_t f32_kernel() const;
     bool f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod);
+    bool q8_product(ggml_context * ctx, ggml_tensor * node);
+    // node becomes a custom op of kernel over its two sources (its consumers keep pointing at it)
+    static void make_custom(ggml_context * ctx, ggml_tensor * node, ggml_custom_op_t kernel, void * userdata);
     ggml_tensor * new_frozen_t(ggml_context * ctx, const ggml_tensor * w) const;
     size_t frozen_t_bytes() const;
     bool transpose_frozen(int il);

@@ -184,24 +184,9 @@ bool Engine::f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod) 
     // the packed rows are read along m when A's rows lie side by side, else along k
     if (o.am != sizeof(float) && o.ak != sizeof(float)) return false;
     if (node->ne[2] % a->ne[2] != 0 || node->ne[3] % a->ne[3] != 0 || node->ne[2] != b->ne[2] || node->ne[3] != b->ne[3]) return false;
-    ggml_tensor * args[2] = {a, b};
-    ggml_tensor * c = ggml_custom_4d(ctx, GGML_TYPE_F32, node->ne[0], node->ne[1], node->ne[2], node->ne[3], args, 2, kernel,
-                                     GGML_N_TASKS_MAX, out_prod ? (void *) node : nullptr);
-    // the node itself becomes the custom product (its consumers keep pointing at it)
-    node->op = c->op;
-    memcpy(node->op_params, c->op_params, sizeof(node->op_params));
-    for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
+    make_custom(ctx, node, kernel, out_prod ? (void *) node : nullptr);
     f32_products_++;
     return true;
-}
-
-void Engine::f32_products(ggml_context * ctx, ggml_cgraph * gf) {
-    if (!f32_kernel()) return;
-    const int n = ggml_graph_n_nodes(gf);
-    for (int i = 0; i < n; i++) {
-        ggml_tensor * node = ggml_graph_node(gf, i);
-        if (node->op == GGML_OP_MUL_MAT) f32_product(ctx, node, false);
-    }
 }
 
 } // namespace st

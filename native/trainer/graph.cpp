@@ -207,7 +207,7 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
     }
     *loss_grad = nullptr;
     if (!loss) {
-        f32_products(g.ctx, gf);
+        own_products(g.ctx, gf);
         return gf;
     }
     ggml_set_output(loss);
@@ -227,8 +227,25 @@ ggml_cgraph * Engine::build(Graph & g, ggml_tensor * loss, ggml_tensor ** loss_g
     *loss_grad = ggml_graph_get_grad_acc(gf, loss);
     ggml_set_input(*loss_grad);
     ggml_cgraph * out = opt_.out_prod_as_mul_mat ? rewrite_out_prods(g.ctx, gf, 2 * g.size) : gf;
-    f32_products(g.ctx, out);
+    own_products(g.ctx, out);
     return out;
+}
+
+void Engine::make_custom(ggml_context * ctx, ggml_tensor * node, ggml_custom_op_t kernel, void * userdata) {
+    ggml_tensor * args[2] = {node->src[0], node->src[1]};
+    ggml_tensor * c = ggml_custom_4d(ctx, GGML_TYPE_F32, node->ne[0], node->ne[1], node->ne[2], node->ne[3], args, 2, kernel,
+                                     GGML_N_TASKS_MAX, userdata);
+    node->op = c->op;
+    memcpy(node->op_params, c->op_params, sizeof(node->op_params));
+    for (int s = 0; s < GGML_MAX_SRC; s++) node->src[s] = c->src[s];
+}
+
+void Engine::own_products(ggml_context * ctx, ggml_cgraph * gf) {
+    const int n = ggml_graph_n_nodes(gf);
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(gf, i);
+        if (node->op == GGML_OP_MUL_MAT && !q8_product(ctx, node)) f32_product(ctx, node, false);
+    }
 }
 
 bool Engine::run(Graph & g, ggml_tensor * loss) {

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <csignal>
 #include <exception>
+#include <initializer_list>
 #include <new>
 #include <cstdio>
 #include <cstdlib>
@@ -109,7 +110,9 @@ static void usage(const char * argv0) {
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
         "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n"
-        "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n",
+        "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n"
+        "  --q8-products K       still (default where the CPU has AVX-512 VNNI) or ggml: the kernel of\n"
+        "                        the forward products of Q8_0 weights\n",
         argv0, argv0, argv0, argv0, argv0);
 }
 
@@ -195,6 +198,20 @@ static int run(int argc, char ** argv) {
                 exit(EXIT_ERROR);
             }
             return x;
+        };
+        // the value, which must be one of the names given
+        auto one_of = [&](std::initializer_list<const char *> names) -> std::string {
+            const std::string v = value();
+            std::string list;
+            size_t k = 0;
+            for (const char * n : names) {
+                if (v == n) return v;
+                if (k > 0) list += k + 1 == names.size() ? " or " : ", ";
+                list += n;
+                k++;
+            }
+            fprintf(stderr, "main: error: %s must be %s, got '%s'\n", a.c_str(), list.c_str(), v.c_str());
+            exit(EXIT_ERROR);
         };
         const int64_t BIG = (int64_t) 1 << 40;
 
@@ -287,14 +304,9 @@ static int run(int argc, char ** argv) {
         else if (a == "--backend-dir") eo.backend_dir = value();
         else if (a == "--no-gpu") eo.use_gpu = false;
         else if (a == "--recompute") {
-            const std::string m = value();
+            const std::string m = one_of({"auto", "on", "off"});
             if (m == "auto") tc.recompute = Recompute::AUTO;
-            else if (m == "on") tc.recompute = gc.recompute = Recompute::ON;
-            else if (m == "off") tc.recompute = gc.recompute = Recompute::OFF;
-            else {
-                fprintf(stderr, "main: error: --recompute must be auto, on or off, got '%s'\n", m.c_str());
-                return EXIT_ERROR;
-            }
+            else tc.recompute = gc.recompute = m == "on" ? Recompute::ON : Recompute::OFF;
         }
         else if (a == "--block-tokens") eo.block_tokens = int_in(0, 1 << 17);
         else if (a == "--loss-rows") eo.loss_rows = int_in(0, 1 << 17);
@@ -302,30 +314,10 @@ static int run(int argc, char ** argv) {
         else if (a == "--memory-budget") tc.memory_budget = (size_t) int_in(1, (int64_t) 1 << 30) << 20;
         else if (a == "--plan-only") tc.plan_only = true;
         else if (a == "--dump-grads") gc.dump_grads = value();
-        else if (a == "--backward-products") {
-            const std::string m = value();
-            if (m != "mul_mat" && m != "out_prod") {
-                fprintf(stderr, "main: error: --backward-products must be mul_mat or out_prod, got '%s'\n", m.c_str());
-                return EXIT_ERROR;
-            }
-            eo.out_prod_as_mul_mat = m == "mul_mat";
-        }
-        else if (a == "--backward-weights") {
-            const std::string t = value();
-            if (t != "f32" && t != "bf16") {
-                fprintf(stderr, "main: error: --backward-weights must be f32 or bf16, got '%s'\n", t.c_str());
-                return EXIT_ERROR;
-            }
-            eo.frozen_bf16 = t == "bf16";
-        }
-        else if (a == "--f32-products") {
-            const std::string k = value();
-            if (k != "still" && k != "ggml") {
-                fprintf(stderr, "main: error: --f32-products must be still or ggml, got '%s'\n", k.c_str());
-                return EXIT_ERROR;
-            }
-            eo.f32_kernel = k == "still";
-        }
+        else if (a == "--backward-products") eo.out_prod_as_mul_mat = one_of({"mul_mat", "out_prod"}) == "mul_mat";
+        else if (a == "--backward-weights") eo.frozen_bf16 = one_of({"f32", "bf16"}) == "bf16";
+        else if (a == "--f32-products") eo.f32_kernel = one_of({"still", "ggml"}) == "still";
+        else if (a == "--q8-products") eo.q8_kernel = one_of({"still", "ggml"}) == "still";
         else if (a == "--help" || a == "-h") { usage(argv[0]); return EXIT_OK; }
         else {
             fprintf(stderr, "main: error: unknown option '%s' (see --help)\n", a.c_str());

@@ -667,7 +667,7 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc) {
     }
     JsonLine().str("type", "grad_check").num("loss", loss0).integer("tensors", (int64_t) e.trainables().size())
         .integer("entries", checked).num("worst_rel_error", worst).str("worst_tensor", worst_tensor)
-        .integer("f32_products", e.f32_products()).print();
+        .integer("f32_products", e.f32_products()).integer("q8_products", e.q8_products()).print();
     return EXIT_OK;
 }
 

@@ -10,7 +10,7 @@
 // medians over --runs, with each process's peak RSS (GNU time). A second table compares a
 // DPO step with an SFT step on the same pairs (the same rows), and the reference pass.
 // With --ctx-sweep L1,L2,… it trains rows of those lengths chunked and in one graph instead;
-// --compare-kernels adds the same steps on ggml's F32 matrix kernel beside still's.
+// --compare-kernels adds the same steps on ggml's matrix kernels (F32 and Q8_0) beside still's.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -37,7 +37,7 @@ const optionsSchema = z.object({
     ctxSweep: z.array(z.number().int().min(16)).optional()
         .describe("Instead: train rows of each of these lengths (one row per step, LoRA r 16 on all modules), chunked with recomputation " +
             "and in one graph where it fits, and report tokens/s, peak RSS and the memory plan's estimate (presets default to qwen2.5-0.5b, types to q8_0)"),
-    compareKernels: z.boolean().describe("Sweep: each row's steps also with ggml's F32 matrix kernel (--f32-products ggml) instead of still's, " +
+    compareKernels: z.boolean().describe("Sweep: each row's steps also with ggml's matrix kernels (--f32-products ggml --q8-products ggml) instead of still's, " +
         "in the same run").default(false),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
@@ -142,7 +142,7 @@ async function sweepRun(modelPath: string, data: string, ctx: number, recompute:
     const out = path.join(work, `sweep-${runNo++}.gguf`);
     const {res, peakRssMb} = await runMeasured(trainBin, ["sft", "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
         "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--rank", "16", "--alpha", "32",
-        "--recompute", recompute, "--f32-products", kernel, "--backend-dir", backendDir]);
+        "--recompute", recompute, "--f32-products", kernel, "--q8-products", kernel, "--backend-dir", backendDir]);
     const evs = events(res.stdout);
     const plan = evs.find((e) => e.type === "plan");
     const estimated = plan?.type === "plan" ? Math.round(plan.estimated_peak_mb) : null;
@@ -186,7 +186,7 @@ async function sweep(): Promise<SweepRow[]> {
                 const row: SweepRow = {model: preset, base_type: type, ctx, chunked, one_graph: oneGraph};
                 log(`  chunked ${chunked.tokens_per_s ?? chunked.error} tokens/s, ${chunked.peak_rss_mb} MB; one graph ${oneGraph.tokens_per_s ?? oneGraph.error}`);
                 if (options.compareKernels) {
-                    log(`${preset} ${type}, rows of ${ctx} tokens: chunked and one graph with ggml's F32 kernel`);
+                    log(`${preset} ${type}, rows of ${ctx} tokens: chunked and one graph with ggml's kernels`);
                     row.ggml_kernel = {chunked: await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps, "ggml"),
                         one_graph: await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps, "ggml")};
                     log(`  chunked ${row.ggml_kernel.chunked.tokens_per_s ?? row.ggml_kernel.chunked.error} tokens/s; ` +
@@ -215,8 +215,8 @@ function printSweep(rows: SweepRow[]) {
     }
     if (rows.some((r) => r.ggml_kernel != null)) {
         const times = (a: SweepFigures, b: SweepFigures) => (a.tokens_per_s != null && b.tokens_per_s != null ? `${(a.tokens_per_s / b.tokens_per_s).toFixed(2)}×` : "-");
-        process.stdout.write("\nThe same steps with ggml's F32 matrix kernel (--f32-products ggml), measured in this run:\n\n" +
-            "| model | ctx | chunked tokens/s, ggml's kernel | still's / ggml's | one graph tokens/s, ggml's kernel | still's / ggml's |\n|---|---|---|---|---|---|\n");
+        process.stdout.write("\nThe same steps with ggml's matrix kernels (--f32-products ggml --q8-products ggml), measured in this run:\n\n" +
+            "| model | ctx | chunked tokens/s, ggml's kernels | still's / ggml's | one graph tokens/s, ggml's kernels | still's / ggml's |\n|---|---|---|---|---|---|\n");
         for (const r of rows) {
             if (r.ggml_kernel == null) continue;
             process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.ggml_kernel.chunked)} | ${times(r.chunked, r.ggml_kernel.chunked)} | ` +

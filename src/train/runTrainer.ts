@@ -38,7 +38,7 @@ export const trainerEventSchema = z.discriminatedUnion("type", [
     z.object({type: z.literal("grad"), tensor: z.string(), grad_norm: z.number(), rel_error: z.number(),
         rel_error_gradient_direction: z.number(), rel_error_mixed_direction: z.number(), entries: z.number(), rel_error_entries: z.number()}),
     z.object({type: z.literal("grad_check"), loss: z.number(), tensors: z.number(), entries: z.number(), worst_rel_error: z.number(), worst_tensor: z.string(),
-        f32_products: z.number().optional()}),
+        f32_products: z.number().optional(), q8_products: z.number().optional()}),
     z.object({type: z.literal("logits"), tokens: z.number(), vocab: z.number(), out: z.string()})
 ]);
 export type TrainerEvent = z.infer<typeof trainerEventSchema>;

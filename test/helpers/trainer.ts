@@ -16,13 +16,14 @@ export async function trainer(args: string[], options: {signal?: AbortSignal, on
 
 let fileNo = 0;
 
-/** The gradients of one `still-train grad-check` pass (args: its options; --dump-grads is added), and how many products took still's F32 kernel. */
-export async function gradientDump(args: string[]): Promise<{grads: Float32Array, f32Products: number | undefined}> {
+/** The gradients of one `still-train grad-check` pass (args: its options; --dump-grads is added), and how many products took still's F32 and Q8_0 kernels. */
+export async function gradientDump(args: string[]): Promise<{grads: Float32Array, f32Products: number | undefined, q8Products: number | undefined}> {
     const out = path.join(tmpDir, `grads-${fileNo++}.bin`);
     const events = await trainer(["grad-check", ...args, "--dump-grads", out]);
     const check = events.find((e) => e.type === "grad_check");
     const buf = fs.readFileSync(out);
-    return {grads: new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4), f32Products: check?.type === "grad_check" ? check.f32_products : undefined};
+    const summary = check?.type === "grad_check" ? check : undefined;
+    return {grads: new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4), f32Products: summary?.f32_products, q8Products: summary?.q8_products};
 }
 
 /** Largest |a − b| over the largest |a|: the relative difference of two gradient dumps. */

@@ -1,0 +1,13 @@
+// What this machine's CPU can run, from /proc/cpuinfo (empty elsewhere).
+import fs from "node:fs";
+
+const cpuFlags = (() => {
+    try {
+        return new Set((fs.readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1] ?? "").trim().split(/\s+/));
+    } catch {
+        return new Set<string>();
+    }
+})();
+
+/** Whether the CPU has AVX-512 VNNI (still's Q8_0 kernels run only there). */
+export const hasAvx512Vnni = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].every((f) => cpuFlags.has(f));
