@@ -44,7 +44,7 @@ struct EngineOptions {
     bool out_prod_as_mul_mat = true; // backward products on the matrix-multiply kernels (see rewrite_out_prods)
     bool use_gpu = true;         // offload to a GPU backend when one is registered
     bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
-    bool f32_kernel = true;      // F32 products on still's kernel (f32_gemm.cpp) rather than ggml's
+    bool f32_kernel = true;      // F32 products (and those of frozen weights' BF16 copies) on still's kernels (f32_gemm.cpp) rather than ggml's
     bool q8_kernel = true;       // forward products of Q8_0 weights on still's (q8_products.cpp) where the CPU has AVX-512 VNNI
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
@@ -258,7 +258,6 @@ private:
     ggml_type frozen_t_type() const;
     // the graph's matrix products on still's kernels where they take them (f32_gemm.cpp, q8_products.cpp)
     void own_products(ggml_context * ctx, ggml_cgraph * gf);
-    ggml_custom_op_t f32_kernel() const;
     bool f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod);
     bool q8_product(ggml_context * ctx, ggml_tensor * node);
     // node becomes a custom op of kernel over its two sources (its consumers keep pointing at it)

@@ -13,7 +13,11 @@
 // nodes are read with their own strides, so the backward pass needs no transposed copies of
 // their operands. On the qwen2.5-0.5b shape (2 threads, Zen 4) a 1,024-token LoRA step ran
 // 1.68× faster than with ggml's kernel (bench:train --ctx-sweep 1024 --compare-kernels).
+// With --backward-weights bf16 the frozen weights' transposed copies are BF16, and their
+// products run on a kernel of the same shape over AVX-512 BF16's pair dot products (the
+// F32 operand rounded to BF16 as ggml rounds it), where the CPU has them.
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -28,6 +32,10 @@ namespace {
 // thread); longer ones stay on ggml's.
 const int64_t MAX_K = 1 << 16;
 const int NR = 6; // result columns per tile
+// Most bytes of B's columns as BF16 pairs a thread keeps for a BF16 product (each thread
+// converts all of B once per product, then multiplies it by its tiles of A); larger
+// products stay on ggml's kernel.
+const size_t MAX_BF16_COLUMNS_BYTES = 64u << 20;
 
 // The operands of a product as the kernel reads them: A(m, k) and B(n, k) at byte strides of
 // their own, so MUL_MAT (both summed along rows) and OUT_PROD (both summed across rows) need
@@ -45,6 +53,7 @@ Operands operands(const ggml_tensor * dst, bool out_prod) {
 }
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
 
 // Result columns per work item (a few tiles, so rows of src0 are packed once per item).
 const int64_t COLS_PER_ITEM = 96;
@@ -91,57 +100,201 @@ inline __attribute__((always_inline)) void tile(const float * ap, const float * 
     }
 }
 
-// The whole product for threads ith of nth: work items are (batch, tile of rows, run of columns).
+// One work item of a product: a tile of result rows [m0, m0 + rows) by a run of columns
+// [n0, n1) of one batch, with where its operands and results begin.
+struct Item {
+    int64_t batch, m0, rows, n0, n1;
+    const char * a; // A's row m0
+    const char * b; // B's batch
+    char * c;       // the result's batch, row m0
+};
+
+// Thread ith's share of dst's work items (batch, tile of W rows, run of columns), in turn.
+class Items {
+public:
+    Items(ggml_tensor * dst, const Operands & o, int64_t W, int ith, int nth, int64_t cols_per_item = COLS_PER_ITEM)
+        : dst_(dst), o_(o), W_(W), run_(cols_per_item), item_(ith), nth_(nth) {
+        B2_ = dst->ne[2];
+        r2_ = B2_ / dst->src[0]->ne[2];
+        r3_ = dst->ne[3] / dst->src[0]->ne[3];
+        row_tiles_ = (o.M + W - 1) / W;
+        col_runs_ = (o.N + run_ - 1) / run_;
+        items_ = B2_ * dst->ne[3] * row_tiles_ * col_runs_;
+    }
+    bool next(Item & it) {
+        if (item_ >= items_) return false;
+        const int64_t cr = item_ % col_runs_, rt = (item_ / col_runs_) % row_tiles_, bb = item_ / (col_runs_ * row_tiles_);
+        const int64_t i2 = bb % B2_, i3 = bb / B2_, m0 = rt * W_;
+        const ggml_tensor * a = dst_->src[0];
+        const ggml_tensor * b = dst_->src[1];
+        it = {bb, m0, std::min<int64_t>(W_, o_.M - m0), cr * run_, std::min(o_.N, (cr + 1) * run_),
+              (const char *) a->data + (i2 / r2_) * a->nb[2] + (i3 / r3_) * a->nb[3] + m0 * o_.am,
+              (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3],
+              (char *) dst_->data + i2 * dst_->nb[2] + i3 * dst_->nb[3] + m0 * sizeof(float)};
+        item_ += nth_;
+        return true;
+    }
+
+private:
+    ggml_tensor * dst_;
+    Operands o_;
+    int64_t W_, run_, item_, nth_, B2_ = 1, r2_ = 1, r3_ = 1, row_tiles_ = 0, col_runs_ = 0, items_ = 0;
+};
+
+// The item's columns from n in a group of up to NR: how many, and the result's columns (a
+// short group repeats its last column); col(r) is the column of slot r.
+struct Group {
+    int cols;
+    int64_t n;
+    int64_t col(int r) const { return n + std::min(r, cols - 1); }
+};
+inline Group group(const Item & it, int64_t n) { return {(int) std::min<int64_t>(NR, it.n1 - n), n}; }
+
+// The whole product for threads ith of nth.
 template <typename Vec>
 inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, int nth, bool out_prod) {
-    const ggml_tensor * a = dst->src[0];
-    const ggml_tensor * b = dst->src[1];
     const Operands o = operands(dst, out_prod);
-    const int64_t K = o.K, M = o.M, N = o.N;
-    const int64_t B2 = dst->ne[2], B3 = dst->ne[3];
-    const int64_t r2 = B2 / a->ne[2], r3 = B3 / a->ne[3];
+    const int64_t K = o.K;
     const int W = V * (int) (sizeof(Vec) / sizeof(float));
-    const int64_t row_tiles = (M + W - 1) / W, col_runs = (N + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
-    const int64_t items = B2 * B3 * row_tiles * col_runs;
     const int64_t bk = (int64_t) (o.bk / sizeof(float));
     std::vector<float> packed((size_t) (K * W));
-    for (int64_t item = ith; item < items; item += nth) {
-        const int64_t cr = item % col_runs, rt = (item / col_runs) % row_tiles, bb = item / (col_runs * row_tiles);
-        const int64_t i2 = bb % B2, i3 = bb / B2;
-        const int64_t m0 = rt * W, rows = std::min<int64_t>(W, M - m0);
-        const char * abase = (const char *) a->data + (i2 / r2) * a->nb[2] + (i3 / r3) * a->nb[3] + m0 * o.am;
+    Items items(dst, o, W, ith, nth);
+    for (Item it; items.next(it);) {
         if (o.am == sizeof(float)) {
             // A's rows m lie side by side (OUT_PROD): each step k is one run of the tile's rows
             for (int64_t k = 0; k < K; k++) {
                 float * to = packed.data() + k * W;
-                memcpy(to, abase + k * o.ak, (size_t) rows * sizeof(float));
-                for (int64_t i = rows; i < W; i++) to[i] = 0.0f;
+                memcpy(to, it.a + k * o.ak, (size_t) it.rows * sizeof(float));
+                for (int64_t i = it.rows; i < W; i++) to[i] = 0.0f;
             }
         } else {
             for (int64_t i = 0; i < W; i++) {
-                const char * src = abase + i * o.am;
-                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = i < rows ? *(const float *) (src + k * o.ak) : 0.0f;
+                const char * src = it.a + i * o.am;
+                for (int64_t k = 0; k < K; k++) packed[(size_t) (k * W + i)] = i < it.rows ? *(const float *) (src + k * o.ak) : 0.0f;
             }
         }
-        const char * bbase = (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3];
-        char * cbase = (char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3] + m0 * sizeof(float);
-        const int64_t n1 = std::min(N, (cr + 1) * COLS_PER_ITEM);
-        for (int64_t n = cr * COLS_PER_ITEM; n < n1; n += NR) {
-            const int cols = (int) std::min<int64_t>(NR, n1 - n);
+        for (int64_t n = it.n0; n < it.n1; n += NR) {
+            const Group g = group(it, n);
             const float * bp[NR];
             float * cp[NR];
             for (int r = 0; r < NR; r++) {
-                const int64_t j = n + std::min(r, cols - 1);
-                bp[r] = (const float *) (bbase + j * o.bn);
-                cp[r] = (float *) (cbase + j * dst->nb[1]);
+                bp[r] = (const float *) (it.b + g.col(r) * o.bn);
+                cp[r] = (float *) (it.c + g.col(r) * dst->nb[1]);
             }
-            switch (cols) {
-                case 6: tile<Vec, 6>(packed.data(), bp, bk, K, cp, (int) rows); break;
-                case 5: tile<Vec, 5>(packed.data(), bp, bk, K, cp, (int) rows); break;
-                case 4: tile<Vec, 4>(packed.data(), bp, bk, K, cp, (int) rows); break;
-                case 3: tile<Vec, 3>(packed.data(), bp, bk, K, cp, (int) rows); break;
-                case 2: tile<Vec, 2>(packed.data(), bp, bk, K, cp, (int) rows); break;
-                default: tile<Vec, 1>(packed.data(), bp, bk, K, cp, (int) rows); break;
+            switch (g.cols) {
+                case 6: tile<Vec, 6>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+                case 5: tile<Vec, 5>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+                case 4: tile<Vec, 4>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+                case 3: tile<Vec, 3>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+                case 2: tile<Vec, 2>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+                default: tile<Vec, 1>(packed.data(), bp, bk, K, cp, (int) it.rows); break;
+            }
+        }
+    }
+}
+
+// --- BF16 copies of the frozen weights (--backward-weights bf16) ---------------------------
+// A is BF16 (summed along its rows), B F32 rounded to BF16 as ggml rounds a BF16 product's
+// second operand (to nearest even); AVX-512 BF16 multiplies pairs of steps of the sum at
+// once, twice the FMA kernel's rate. A tile of 32 result rows is two registers of pairs.
+
+#define STILL_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+
+// x rounded to BF16, nearest even (NaN kept a NaN).
+inline uint16_t to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof(u));
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t) ((u >> 16) | 64);
+    return (uint16_t) ((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+// c[r][0 .. 32) = Σ_p ap[p] · b[r][p] over P pairs of steps, partial sums of SUM_BLOCK steps.
+template <int C>
+STILL_BF16 inline void tile_bf16(const uint32_t * ap, const uint32_t * const * b, int64_t P, float * const * c, int rows) {
+    __m512 total[C][2];
+    for (int r = 0; r < C; r++) total[r][0] = total[r][1] = _mm512_setzero_ps();
+    for (int64_t p0 = 0; p0 < P; p0 += SUM_BLOCK / 2) {
+        const int64_t p1 = std::min<int64_t>(P, p0 + SUM_BLOCK / 2);
+        __m512 acc[C][2];
+        for (int r = 0; r < C; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int64_t p = p0; p < p1; p++) {
+            const __m512bh a0 = (__m512bh) _mm512_loadu_si512(ap + 32 * p), a1 = (__m512bh) _mm512_loadu_si512(ap + 32 * p + 16);
+            for (int r = 0; r < C; r++) {
+                const __m512bh s = (__m512bh) _mm512_set1_epi32((int) b[r][p]);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a0, s);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a1, s);
+            }
+        }
+        for (int r = 0; r < C; r++) {
+            total[r][0] = _mm512_add_ps(total[r][0], acc[r][0]);
+            total[r][1] = _mm512_add_ps(total[r][1], acc[r][1]);
+        }
+    }
+    for (int r = 0; r < C; r++) {
+        alignas(64) float out[32];
+        _mm512_store_ps(out, total[r][0]);
+        _mm512_store_ps(out + 16, total[r][1]);
+        memcpy(c[r], out, (size_t) rows * sizeof(float));
+    }
+}
+
+// MUL_MAT of a BF16 A (steps of the sum side by side) by an F32 B, for threads ith of nth:
+// work items are (batch, tile of 32 rows) over all of B's columns.
+STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
+    const Operands o = operands(dst, false);
+    const int64_t K = o.K, P = (K + 1) / 2, N = o.N;
+    // A's tile as pairs: 16 words p·32 + 16v + i hold row 16v + i's steps 2p and 2p + 1
+    thread_local std::vector<uint32_t> packed;
+    thread_local std::vector<uint32_t> cols; // B's columns as pairs of BF16, kept (and grown) across products
+    packed.resize((size_t) (32 * P));
+    cols.resize((size_t) (N * P * dst->ne[2] * dst->ne[3]));
+    const ggml_tensor * b = dst->src[1];
+    for (int64_t i3 = 0; i3 < dst->ne[3]; i3++) {
+        for (int64_t i2 = 0; i2 < dst->ne[2]; i2++) {
+            for (int64_t j = 0; j < N; j++) {
+                const char * col = (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3] + j * o.bn;
+                uint32_t * to = cols.data() + ((i3 * dst->ne[2] + i2) * N + j) * P;
+                int64_t k = 0;
+                if (o.bk == sizeof(float)) {
+                    for (; k + 32 <= K; k += 32) {
+                        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps((const float *) col + k + 16), _mm512_loadu_ps((const float *) col + k));
+                        _mm512_storeu_si512(to + k / 2, (__m512i) v);
+                    }
+                }
+                for (; k < K; k += 2) {
+                    const uint32_t lo = to_bf16(*(const float *) (col + k * o.bk));
+                    const uint32_t hi = k + 1 < K ? to_bf16(*(const float *) (col + (k + 1) * o.bk)) : 0;
+                    to[k / 2] = lo | hi << 16;
+                }
+            }
+        }
+    }
+    Items items(dst, o, 32, ith, nth, N);
+    for (Item it; items.next(it);) {
+        for (int64_t i = 0; i < 32; i++) {
+            const uint16_t * row = (const uint16_t *) (it.a + i * o.am);
+            uint32_t * to = packed.data() + i;
+            for (int64_t p = 0; p < P; p++) {
+                uint32_t v = 0;
+                if (i < it.rows) v = row[2 * p] | (2 * p + 1 < K ? (uint32_t) row[2 * p + 1] << 16 : 0);
+                to[p * 32] = v;
+            }
+        }
+        for (int64_t n = it.n0; n < it.n1; n += NR) {
+            const Group g = group(it, n);
+            const uint32_t * bp[NR];
+            float * cp[NR];
+            for (int r = 0; r < NR; r++) {
+                bp[r] = cols.data() + (it.batch * N + g.col(r)) * P;
+                cp[r] = (float *) (it.c + g.col(r) * dst->nb[1]);
+            }
+            switch (g.cols) {
+                case 6: tile_bf16<6>(packed.data(), bp, P, cp, (int) it.rows); break;
+                case 5: tile_bf16<5>(packed.data(), bp, P, cp, (int) it.rows); break;
+                case 4: tile_bf16<4>(packed.data(), bp, P, cp, (int) it.rows); break;
+                case 3: tile_bf16<3>(packed.data(), bp, P, cp, (int) it.rows); break;
+                case 2: tile_bf16<2>(packed.data(), bp, P, cp, (int) it.rows); break;
+                default: tile_bf16<1>(packed.data(), bp, P, cp, (int) it.rows); break;
             }
         }
     }
@@ -151,38 +304,49 @@ inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, i
 __attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf16>(dst, ith, nth, ud != nullptr); }
 __attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf8>(dst, ith, nth, ud != nullptr); }
 
-// The widest kernel the CPU runs; STILL_TRAIN_F32_KERNEL=avx2 picks the narrower one where
-// both run (tests of the AVX2 kernel on AVX-512 machines).
-ggml_custom_op_t kernel_for_cpu() {
+struct Kernels {
+    ggml_custom_op_t f32 = nullptr, bf16 = nullptr;
+};
+
+// The widest F32 kernel the CPU runs, and the BF16 one where it runs; STILL_TRAIN_F32_KERNEL=avx2
+// picks the narrower F32 kernel where both run (tests of the AVX2 kernel on AVX-512 machines).
+Kernels kernels_for_cpu() {
     __builtin_cpu_init();
+    Kernels k;
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
     const char * want = getenv("STILL_TRAIN_F32_KERNEL");
-    if (avx2 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) return product_avx512;
-    if (avx2) return product_avx2;
-    return nullptr;
+    if (avx512 && !(want && strcmp(want, "avx2") == 0)) k.f32 = product_avx512;
+    else if (avx2) k.f32 = product_avx2;
+    if (avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16")) k.bf16 = product_bf16;
+    return k;
 }
 #else
-ggml_custom_op_t kernel_for_cpu() { return nullptr; }
+struct Kernels {
+    ggml_custom_op_t f32 = nullptr, bf16 = nullptr;
+};
+Kernels kernels_for_cpu() { return {}; }
 #endif
 
 } // namespace
 
-ggml_custom_op_t Engine::f32_kernel() const {
-    static const ggml_custom_op_t kernel = kernel_for_cpu();
-    return gpu_ || !opt_.f32_kernel ? nullptr : kernel;
-}
-
-// Makes node (an F32 MUL_MAT, or OUT_PROD when out_prod) a product on the kernel, where the
-// kernel takes its shapes; returns whether it did.
+// Makes node (an F32 MUL_MAT, or OUT_PROD when out_prod; or a MUL_MAT of a BF16 copy of a
+// frozen weight by F32) a product on still's kernel, where the kernel takes its shapes;
+// returns whether it did.
 bool Engine::f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod) {
-    const ggml_custom_op_t kernel = f32_kernel();
+    static const Kernels kernels = kernels_for_cpu();
+    if (gpu_ || !opt_.f32_kernel) return false;
     ggml_tensor * a = node->src[0];
     ggml_tensor * b = node->src[1];
-    if (!kernel || a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) return false;
+    if (b->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) return false;
+    const bool bf16 = a->type == GGML_TYPE_BF16 && !out_prod;
+    const ggml_custom_op_t kernel = bf16 ? kernels.bf16 : a->type == GGML_TYPE_F32 ? kernels.f32 : nullptr;
+    if (!kernel) return false;
     const Operands o = operands(node, out_prod);
     if (o.K > MAX_K || o.M < 16 || o.N < NR || !ggml_is_contiguous(node)) return false;
-    // the packed rows are read along m when A's rows lie side by side, else along k
-    if (o.am != sizeof(float) && o.ak != sizeof(float)) return false;
+    // the packed rows are read along m when A's rows lie side by side, else along k (BF16: along k only)
+    if (bf16 ? o.ak != sizeof(uint16_t) : o.am != sizeof(float) && o.ak != sizeof(float)) return false;
+    if (bf16 && (size_t) (o.N * (o.K + 1) / 2 * node->ne[2] * node->ne[3]) * sizeof(uint32_t) > MAX_BF16_COLUMNS_BYTES) return false;
     if (node->ne[2] % a->ne[2] != 0 || node->ne[3] % a->ne[3] != 0 || node->ne[2] != b->ne[2] || node->ne[3] != b->ne[3]) return false;
     make_custom(ctx, node, kernel, out_prod ? (void *) node : nullptr);
     f32_products_++;

@@ -10,7 +10,8 @@
 // medians over --runs, with each process's peak RSS (GNU time). A second table compares a
 // DPO step with an SFT step on the same pairs (the same rows), and the reference pass.
 // With --ctx-sweep L1,L2,… it trains rows of those lengths chunked and in one graph instead;
-// --compare-kernels adds the same steps on ggml's matrix kernels (F32 and Q8_0) beside still's.
+// --compare-kernels adds the same steps on ggml's matrix kernels (F32 and Q8_0) beside still's,
+// --compare-bf16 the same steps with BF16 copies of the frozen weights (--backward-weights bf16).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -39,10 +40,11 @@ const optionsSchema = z.object({
             "and in one graph where it fits, and report tokens/s, peak RSS and the memory plan's estimate (presets default to qwen2.5-0.5b, types to q8_0)"),
     compareKernels: z.boolean().describe("Sweep: each row's steps also with ggml's matrix kernels (--f32-products ggml --q8-products ggml) instead of still's, " +
         "in the same run").default(false),
+    compareBf16: z.boolean().describe("Sweep: each row's steps also with BF16 copies of the frozen weights (--backward-weights bf16), in the same run").default(false),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--presets <list>", "--types <list>", "--threads <n>", "--runs <n>", "--ctx <n>", "--steps <n>",
-    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--ctx-sweep <list>", "--compare-kernels", "--json"]);
+    {flags: "--no-dpo", help: "Skip the DPO-versus-SFT comparison"}, "--ctx-sweep <list>", "--compare-kernels", "--compare-bf16", "--json"]);
 
 type Figures = {tokens_per_s: number | null, peak_rss_mb: number | null, error?: string};
 type Result = {model: string, base_type: string, mode: "lora", still: Figures, llama_finetune: Figures & {base_type: "f32", mode: "full"}};
@@ -134,15 +136,23 @@ const medianFigures = (fs_: Figures[]): Figures => {
 
 type SweepFigures = {tokens_per_s: number | null, peak_rss_mb: number | null, estimated_peak_mb: number | null, error?: string};
 type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFigures, one_graph: SweepFigures,
-    ggml_kernel?: {chunked: SweepFigures, one_graph: SweepFigures}};
+    ggml_kernel?: {chunked: SweepFigures, one_graph: SweepFigures}, bf16_copies?: {chunked: SweepFigures, one_graph: SweepFigures}};
+
+// The sweep's optional second and third ways of taking each row's steps, beside still's defaults.
+const comparisons = [
+    {key: "ggml_kernel", on: options.compareKernels, what: "ggml's kernels", args: ["--f32-products", "ggml", "--q8-products", "ggml"],
+        title: "The same steps with ggml's matrix kernels (--f32-products ggml --q8-products ggml)"},
+    {key: "bf16_copies", on: options.compareBf16, what: "BF16 copies", args: ["--backward-weights", "bf16"],
+        title: "The same steps with BF16 copies of the frozen weights in the backward products (--backward-weights bf16)"}
+] as const;
 
 /** One still-train run over `rows` rows of `ctx` tokens taken one way: the memory plan's estimate, tokens/s after the first step, peak RSS. */
 async function sweepRun(modelPath: string, data: string, ctx: number, recompute: "on" | "off", steps: number,
-                        kernel: "still" | "ggml" = "still"): Promise<SweepFigures> {
+                        extra: readonly string[] = []): Promise<SweepFigures> {
     const out = path.join(work, `sweep-${runNo++}.gguf`);
     const {res, peakRssMb} = await runMeasured(trainBin, ["sft", "--model", modelPath, "--data", data, "--out", out, "--ctx", String(ctx),
         "--max-steps", String(steps), "--threads", String(options.threads), "--lr", "1e-5", "--rank", "16", "--alpha", "32",
-        "--recompute", recompute, "--f32-products", kernel, "--q8-products", kernel, "--backend-dir", backendDir]);
+        "--recompute", recompute, ...extra, "--backend-dir", backendDir]);
     const evs = events(res.stdout);
     const plan = evs.find((e) => e.type === "plan");
     const estimated = plan?.type === "plan" ? Math.round(plan.estimated_peak_mb) : null;
@@ -185,12 +195,12 @@ async function sweep(): Promise<SweepRow[]> {
                 const oneGraph = await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps);
                 const row: SweepRow = {model: preset, base_type: type, ctx, chunked, one_graph: oneGraph};
                 log(`  chunked ${chunked.tokens_per_s ?? chunked.error} tokens/s, ${chunked.peak_rss_mb} MB; one graph ${oneGraph.tokens_per_s ?? oneGraph.error}`);
-                if (options.compareKernels) {
-                    log(`${preset} ${type}, rows of ${ctx} tokens: chunked and one graph with ggml's kernels`);
-                    row.ggml_kernel = {chunked: await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps, "ggml"),
-                        one_graph: await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps, "ggml")};
-                    log(`  chunked ${row.ggml_kernel.chunked.tokens_per_s ?? row.ggml_kernel.chunked.error} tokens/s; ` +
-                        `one graph ${row.ggml_kernel.one_graph.tokens_per_s ?? row.ggml_kernel.one_graph.error}`);
+                for (const c of comparisons.filter((x) => x.on)) {
+                    log(`${preset} ${type}, rows of ${ctx} tokens: chunked and one graph with ${c.what}`);
+                    const figures = {chunked: await sweepRun(modelPath, files.get(ctx)!, ctx, "on", steps, c.args),
+                        one_graph: await sweepRun(modelPath, files.get(ctx)!, ctx, "off", steps, c.args)};
+                    row[c.key] = figures;
+                    log(`  chunked ${figures.chunked.tokens_per_s ?? figures.chunked.error} tokens/s; one graph ${figures.one_graph.tokens_per_s ?? figures.one_graph.error}`);
                 }
                 rows.push(row);
             }
@@ -213,14 +223,16 @@ function printSweep(rows: SweepRow[]) {
         process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.chunked)} | ${ratio} | ${mb(r.chunked.peak_rss_mb)} | ${est(r.chunked)} | ` +
             `${tps(r.one_graph)} | ${mb(r.one_graph.peak_rss_mb)} | ${est(r.one_graph)} |\n`);
     }
-    if (rows.some((r) => r.ggml_kernel != null)) {
-        const times = (a: SweepFigures, b: SweepFigures) => (a.tokens_per_s != null && b.tokens_per_s != null ? `${(a.tokens_per_s / b.tokens_per_s).toFixed(2)}×` : "-");
-        process.stdout.write("\nThe same steps with ggml's matrix kernels (--f32-products ggml --q8-products ggml), measured in this run:\n\n" +
-            "| model | ctx | chunked tokens/s, ggml's kernels | still's / ggml's | one graph tokens/s, ggml's kernels | still's / ggml's |\n|---|---|---|---|---|---|\n");
+    const times = (a: SweepFigures, b: SweepFigures) => (a.tokens_per_s != null && b.tokens_per_s != null ? `${(a.tokens_per_s / b.tokens_per_s).toFixed(2)}×` : "-");
+    for (const c of comparisons) {
+        if (!rows.some((r) => r[c.key] != null)) continue;
+        process.stdout.write(`\n${c.title}, measured in this run:\n\n` +
+            `| model | ctx | chunked tokens/s, ${c.what} | default / ${c.what} | one graph tokens/s, ${c.what} | default / ${c.what} |\n|---|---|---|---|---|---|\n`);
         for (const r of rows) {
-            if (r.ggml_kernel == null) continue;
-            process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(r.ggml_kernel.chunked)} | ${times(r.chunked, r.ggml_kernel.chunked)} | ` +
-                `${tps(r.ggml_kernel.one_graph)} | ${times(r.one_graph, r.ggml_kernel.one_graph)} |\n`);
+            const f = r[c.key];
+            if (f == null) continue;
+            process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(f.chunked)} | ${times(r.chunked, f.chunked)} | ` +
+                `${tps(f.one_graph)} | ${times(r.one_graph, f.one_graph)} |\n`);
         }
     }
     // linear memory: the growth of the peak from 8k to 32k tokens against 4k to 8k (6 when linear, 20 when quadratic)
