@@ -109,7 +109,8 @@ static void usage(const char * argv0) {
         "  --plan-only           print the memory plan (one JSON line) and stop\n"
         "  --dump-grads FILE     grad-check: write every gradient (F32, trainable order) to FILE\n"
         "  --backward-products K mul_mat (default) or out_prod: the kernel of the backward pass's products\n"
-        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products\n"
+        "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products (bf16:\n"
+        "                        half the memory, faster where the CPU has AVX-512 BF16, less exact)\n"
         "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n"
         "  --q8-products K       still (default where the CPU has AVX-512 VNNI) or ggml: the kernel of\n"
         "                        the forward products of Q8_0 weights\n",

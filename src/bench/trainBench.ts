@@ -140,9 +140,10 @@ type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFi
 
 // The sweep's optional second and third ways of taking each row's steps, beside still's defaults.
 const comparisons = [
-    {key: "ggml_kernel", on: options.compareKernels, what: "ggml's kernels", args: ["--f32-products", "ggml", "--q8-products", "ggml"],
+    // ratio: the default's speed over the comparison's (ggml's kernels), or the comparison's over the default's (BF16)
+    {key: "ggml_kernel", on: options.compareKernels, what: "ggml's kernels", args: ["--f32-products", "ggml", "--q8-products", "ggml"], ratio: "still's / ggml's",
         title: "The same steps with ggml's matrix kernels (--f32-products ggml --q8-products ggml)"},
-    {key: "bf16_copies", on: options.compareBf16, what: "BF16 copies", args: ["--backward-weights", "bf16"],
+    {key: "bf16_copies", on: options.compareBf16, what: "BF16 copies", args: ["--backward-weights", "bf16"], ratio: "BF16 / F32 copies",
         title: "The same steps with BF16 copies of the frozen weights in the backward products (--backward-weights bf16)"}
 ] as const;
 
@@ -227,12 +228,13 @@ function printSweep(rows: SweepRow[]) {
     for (const c of comparisons) {
         if (!rows.some((r) => r[c.key] != null)) continue;
         process.stdout.write(`\n${c.title}, measured in this run:\n\n` +
-            `| model | ctx | chunked tokens/s, ${c.what} | default / ${c.what} | one graph tokens/s, ${c.what} | default / ${c.what} |\n|---|---|---|---|---|---|\n`);
+            `| model | ctx | chunked tokens/s, ${c.what} | ${c.ratio} | one graph tokens/s, ${c.what} | ${c.ratio} |\n|---|---|---|---|---|---|\n`);
+        const ratio = (ours: SweepFigures, theirs: SweepFigures) => (c.key === "ggml_kernel" ? times(ours, theirs) : times(theirs, ours));
         for (const r of rows) {
             const f = r[c.key];
             if (f == null) continue;
-            process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(f.chunked)} | ${times(r.chunked, f.chunked)} | ` +
-                `${tps(f.one_graph)} | ${times(r.one_graph, f.one_graph)} |\n`);
+            process.stdout.write(`| ${r.model} ${r.base_type} | ${r.ctx} | ${tps(f.chunked)} | ${ratio(r.chunked, f.chunked)} | ` +
+                `${tps(f.one_graph)} | ${ratio(r.one_graph, f.one_graph)} |\n`);
         }
     }
     // linear memory: the growth of the peak from 8k to 32k tokens against 4k to 8k (6 when linear, 20 when quadratic)
