@@ -32,10 +32,6 @@ namespace {
 // thread); longer ones stay on ggml's.
 const int64_t MAX_K = 1 << 16;
 const int NR = 6; // result columns per tile
-// Most bytes of B's columns as BF16 pairs a thread keeps for a BF16 product (each thread
-// converts all of B once per product, then multiplies it by its tiles of A); larger
-// products stay on ggml's kernel.
-const size_t MAX_BF16_COLUMNS_BYTES = 64u << 20;
 
 // The operands of a product as the kernel reads them: A(m, k) and B(n, k) at byte strides of
 // their own, so MUL_MAT (both summed along rows) and OUT_PROD (both summed across rows) need
@@ -103,17 +99,18 @@ inline __attribute__((always_inline)) void tile(const float * ap, const float * 
 // One work item of a product: a tile of result rows [m0, m0 + rows) by a run of columns
 // [n0, n1) of one batch, with where its operands and results begin.
 struct Item {
-    int64_t batch, m0, rows, n0, n1;
+    int64_t batch, m0, rows, n0, n1; // batch: i2 + i3 · ne2 of the result
     const char * a; // A's row m0
     const char * b; // B's batch
     char * c;       // the result's batch, row m0
 };
 
-// Thread ith's share of dst's work items (batch, tile of W rows, run of columns), in turn.
+// Thread ith's share of dst's work items (batch, tile of W rows, run of columns), in turn:
+// the runs of columns of one tile one after the other, or with rows_first the tiles of one run.
 class Items {
 public:
-    Items(ggml_tensor * dst, const Operands & o, int64_t W, int ith, int nth, int64_t cols_per_item = COLS_PER_ITEM)
-        : dst_(dst), o_(o), W_(W), run_(cols_per_item), item_(ith), nth_(nth) {
+    Items(ggml_tensor * dst, const Operands & o, int64_t W, int ith, int nth, int64_t cols_per_item = COLS_PER_ITEM, bool rows_first = false)
+        : dst_(dst), o_(o), W_(W), run_(cols_per_item), item_(ith), nth_(nth), rows_first_(rows_first) {
         B2_ = dst->ne[2];
         r2_ = B2_ / dst->src[0]->ne[2];
         r3_ = dst->ne[3] / dst->src[0]->ne[3];
@@ -123,7 +120,8 @@ public:
     }
     bool next(Item & it) {
         if (item_ >= items_) return false;
-        const int64_t cr = item_ % col_runs_, rt = (item_ / col_runs_) % row_tiles_, bb = item_ / (col_runs_ * row_tiles_);
+        const int64_t inner = item_ % (col_runs_ * row_tiles_), bb = item_ / (col_runs_ * row_tiles_);
+        const int64_t cr = rows_first_ ? inner / row_tiles_ : inner % col_runs_, rt = rows_first_ ? inner % row_tiles_ : inner / col_runs_;
         const int64_t i2 = bb % B2_, i3 = bb / B2_, m0 = rt * W_;
         const ggml_tensor * a = dst_->src[0];
         const ggml_tensor * b = dst_->src[1];
@@ -139,6 +137,7 @@ private:
     ggml_tensor * dst_;
     Operands o_;
     int64_t W_, run_, item_, nth_, B2_ = 1, r2_ = 1, r3_ = 1, row_tiles_ = 0, col_runs_ = 0, items_ = 0;
+    bool rows_first_;
 };
 
 // The item's columns from n in a group of up to NR: how many, and the result's columns (a
@@ -239,21 +238,27 @@ STILL_BF16 inline void tile_bf16(const uint32_t * ap, const uint32_t * const * b
 }
 
 // MUL_MAT of a BF16 A (steps of the sum side by side) by an F32 B, for threads ith of nth:
-// work items are (batch, tile of 32 rows) over all of B's columns.
+// work items are (batch, tile of 32 rows, run of columns), the tiles of a run in turn, so a
+// thread converts each run of B's columns to BF16 pairs once (runs of about 8 MB, at least
+// 96 columns) and packs each tile of A once per run.
 STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
     const Operands o = operands(dst, false);
-    const int64_t K = o.K, P = (K + 1) / 2, N = o.N;
+    const int64_t K = o.K, P = (K + 1) / 2;
+    const int64_t run = std::max<int64_t>((int64_t) (8u << 20) / (2 * K) / NR * NR, COLS_PER_ITEM);
     // A's tile as pairs: 16 words p·32 + 16v + i hold row 16v + i's steps 2p and 2p + 1
     thread_local std::vector<uint32_t> packed;
-    thread_local std::vector<uint32_t> cols; // B's columns as pairs of BF16, kept (and grown) across products
+    thread_local std::vector<uint32_t> cols; // a run of B's columns as pairs of BF16
     packed.resize((size_t) (32 * P));
-    cols.resize((size_t) (N * P * dst->ne[2] * dst->ne[3]));
-    const ggml_tensor * b = dst->src[1];
-    for (int64_t i3 = 0; i3 < dst->ne[3]; i3++) {
-        for (int64_t i2 = 0; i2 < dst->ne[2]; i2++) {
-            for (int64_t j = 0; j < N; j++) {
-                const char * col = (const char *) b->data + i2 * b->nb[2] + i3 * b->nb[3] + j * o.bn;
-                uint32_t * to = cols.data() + ((i3 * dst->ne[2] + i2) * N + j) * P;
+    cols.resize((size_t) (run * P));
+    int64_t converted_batch = -1, converted_n0 = -1;
+    Items items(dst, o, 32, ith, nth, run, true);
+    for (Item it; items.next(it);) {
+        if (it.batch != converted_batch || it.n0 != converted_n0) {
+            converted_batch = it.batch;
+            converted_n0 = it.n0;
+            for (int64_t j = it.n0; j < it.n1; j++) {
+                const char * col = it.b + j * o.bn;
+                uint32_t * to = cols.data() + (j - it.n0) * P;
                 int64_t k = 0;
                 if (o.bk == sizeof(float)) {
                     for (; k + 32 <= K; k += 32) {
@@ -268,9 +273,6 @@ STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
                 }
             }
         }
-    }
-    Items items(dst, o, 32, ith, nth, N);
-    for (Item it; items.next(it);) {
         for (int64_t i = 0; i < 32; i++) {
             const uint16_t * row = (const uint16_t *) (it.a + i * o.am);
             uint32_t * to = packed.data() + i;
@@ -285,7 +287,7 @@ STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
             const uint32_t * bp[NR];
             float * cp[NR];
             for (int r = 0; r < NR; r++) {
-                bp[r] = cols.data() + (it.batch * N + g.col(r)) * P;
+                bp[r] = cols.data() + (g.col(r) - it.n0) * P;
                 cp[r] = (float *) (it.c + g.col(r) * dst->nb[1]);
             }
             switch (g.cols) {
@@ -346,7 +348,6 @@ bool Engine::f32_product(ggml_context * ctx, ggml_tensor * node, bool out_prod) 
     if (o.K > MAX_K || o.M < 16 || o.N < NR || !ggml_is_contiguous(node)) return false;
     // the packed rows are read along m when A's rows lie side by side, else along k (BF16: along k only)
     if (bf16 ? o.ak != sizeof(uint16_t) : o.am != sizeof(float) && o.ak != sizeof(float)) return false;
-    if (bf16 && (size_t) (o.N * (o.K + 1) / 2 * node->ne[2] * node->ne[3]) * sizeof(uint32_t) > MAX_BF16_COLUMNS_BYTES) return false;
     if (node->ne[2] % a->ne[2] != 0 || node->ne[3] % a->ne[3] != 0 || node->ne[2] != b->ne[2] || node->ne[3] != b->ne[3]) return false;
     make_custom(ctx, node, kernel, out_prod ? (void *) node : nullptr);
     f32_products_++;
