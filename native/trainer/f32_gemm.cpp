@@ -244,7 +244,12 @@ STILL_BF16 inline void tile_bf16(const uint32_t * ap, const uint32_t * const * b
 STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
     const Operands o = operands(dst, false);
     const int64_t K = o.K, P = (K + 1) / 2;
-    const int64_t run = std::max<int64_t>((int64_t) (8u << 20) / (2 * K) / NR * NR, COLS_PER_ITEM);
+    // STILL_TRAIN_BF16_RUN_COLUMNS sets the run (tests of products that take several runs)
+    static const int64_t forced = [] {
+        const char * v = getenv("STILL_TRAIN_BF16_RUN_COLUMNS");
+        return v ? std::max<int64_t>(NR, atoll(v) / NR * NR) : 0;
+    }();
+    const int64_t run = forced > 0 ? forced : std::max<int64_t>((int64_t) (8u << 20) / (2 * K) / NR * NR, COLS_PER_ITEM);
     // A's tile as pairs: 16 words p·32 + 16v + i hold row 16v + i's steps 2p and 2p + 1
     thread_local std::vector<uint32_t> packed;
     thread_local std::vector<uint32_t> cols; // a run of B's columns as pairs of BF16
