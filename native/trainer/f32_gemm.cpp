@@ -48,6 +48,11 @@ Operands operands(const ggml_tensor * dst, bool out_prod) {
     return {a->ne[1], b->ne[1], a->ne[0], a->nb[1], a->nb[0], b->nb[1], b->nb[0]};
 }
 
+// still's kernels for this CPU (none where it runs none)
+struct Kernels {
+    ggml_custom_op_t f32 = nullptr, bf16 = nullptr;
+};
+
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
@@ -199,14 +204,6 @@ inline __attribute__((always_inline)) void product(ggml_tensor * dst, int ith, i
 
 #define STILL_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 
-// x rounded to BF16, nearest even (NaN kept a NaN).
-inline uint16_t to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof(u));
-    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t) ((u >> 16) | 64);
-    return (uint16_t) ((u + (0x7fff + ((u >> 16) & 1))) >> 16);
-}
-
 // c[r][0 .. 32) = Σ_p ap[p] · b[r][p] over P pairs of steps, partial sums of SUM_BLOCK steps.
 template <int C>
 STILL_BF16 inline void tile_bf16(const uint32_t * ap, const uint32_t * const * b, int64_t P, float * const * c, int rows) {
@@ -272,8 +269,8 @@ STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
                     }
                 }
                 for (; k < K; k += 2) {
-                    const uint32_t lo = to_bf16(*(const float *) (col + k * o.bk));
-                    const uint32_t hi = k + 1 < K ? to_bf16(*(const float *) (col + (k + 1) * o.bk)) : 0;
+                    const uint32_t lo = ggml_fp32_to_bf16(*(const float *) (col + k * o.bk)).bits;
+                    const uint32_t hi = k + 1 < K ? ggml_fp32_to_bf16(*(const float *) (col + (k + 1) * o.bk)).bits : 0;
                     to[k / 2] = lo | hi << 16;
                 }
             }
@@ -311,10 +308,6 @@ STILL_BF16 void product_bf16(ggml_tensor * dst, int ith, int nth, void *) {
 __attribute__((target("avx512f,avx2,fma"))) void product_avx512(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf16>(dst, ith, nth, ud != nullptr); }
 __attribute__((target("avx2,fma"))) void product_avx2(ggml_tensor * dst, int ith, int nth, void * ud) { product<vf8>(dst, ith, nth, ud != nullptr); }
 
-struct Kernels {
-    ggml_custom_op_t f32 = nullptr, bf16 = nullptr;
-};
-
 // The widest F32 kernel the CPU runs, and the BF16 one where it runs; STILL_TRAIN_F32_KERNEL=avx2
 // picks the narrower F32 kernel where both run (tests of the AVX2 kernel on AVX-512 machines).
 Kernels kernels_for_cpu() {
@@ -329,9 +322,6 @@ Kernels kernels_for_cpu() {
     return k;
 }
 #else
-struct Kernels {
-    ggml_custom_op_t f32 = nullptr, bf16 = nullptr;
-};
 Kernels kernels_for_cpu() { return {}; }
 #endif
 
