@@ -140,10 +140,11 @@ type SweepRow = {model: string, base_type: string, ctx: number, chunked: SweepFi
 
 // The sweep's optional second and third ways of taking each row's steps, beside still's defaults.
 const comparisons = [
-    // ratio: the default's speed over the comparison's (ggml's kernels), or the comparison's over the default's (BF16)
-    {key: "ggml_kernel", on: options.compareKernels, what: "ggml's kernels", args: ["--f32-products", "ggml", "--q8-products", "ggml"], ratio: "still's / ggml's",
+    // ratio: the default's speed over the comparison's (defaultOver), or the comparison's over the default's
+    {key: "ggml_kernel", on: options.compareKernels, what: "ggml's kernels", args: ["--f32-products", "ggml", "--q8-products", "ggml"],
+        ratio: "still's / ggml's", defaultOver: true,
         title: "The same steps with ggml's matrix kernels (--f32-products ggml --q8-products ggml)"},
-    {key: "bf16_copies", on: options.compareBf16, what: "BF16 copies", args: ["--backward-weights", "bf16"], ratio: "BF16 / F32 copies",
+    {key: "bf16_copies", on: options.compareBf16, what: "BF16 copies", args: ["--backward-weights", "bf16"], ratio: "BF16 / F32 copies", defaultOver: false,
         title: "The same steps with BF16 copies of the frozen weights in the backward products (--backward-weights bf16)"}
 ] as const;
 
@@ -229,7 +230,7 @@ function printSweep(rows: SweepRow[]) {
         if (!rows.some((r) => r[c.key] != null)) continue;
         process.stdout.write(`\n${c.title}, measured in this run:\n\n` +
             `| model | ctx | chunked tokens/s, ${c.what} | ${c.ratio} | one graph tokens/s, ${c.what} | ${c.ratio} |\n|---|---|---|---|---|---|\n`);
-        const ratio = (ours: SweepFigures, theirs: SweepFigures) => (c.key === "ggml_kernel" ? times(ours, theirs) : times(theirs, ours));
+        const ratio = (ours: SweepFigures, theirs: SweepFigures) => (c.defaultOver ? times(ours, theirs) : times(theirs, ours));
         for (const r of rows) {
             const f = r[c.key];
             if (f == null) continue;
