@@ -36,6 +36,7 @@ describe("still CLI", () => {
         expect(info.stdout).toMatch(/^architecture\s+qwen3$/m);
         expect(info.stdout).toMatch(/^STILL markers\s+<\|begin_of_thought\|> 259$/m);
         expect(info.stdout).toMatch(/^chat template\s+\d+ characters \(ChatML\)$/m);
+        expect(info.stdout).toMatch(/^Q8_0 kernel\s+(on|off)\b/m);
         expect(info.stdout).toMatch(/^backend\s+\w+ \(llama\.cpp /m);
     });
 

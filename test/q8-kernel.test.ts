@@ -1,6 +1,8 @@
-// still's own Q8_0 matrix-product kernel (native/engine/q8_gemm.cpp), on only with
-// STILL_Q8_GEMM=1 and on CPUs with AVX-512 VNNI. The backend is chosen once per process,
-// so the kernel's figures come from a child process and are set against this one's.
+// still's own Q8_0 matrix-product kernel (native/engine/q8_gemm.cpp), on CPUs with AVX-512
+// VNNI: by default for the output layer's products only (logits to float rounding, every
+// hidden state ggml's); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none. The backend
+// is chosen once per process, so the other modes' figures come from child processes and
+// are set against this one's (the default).
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
 import {getBackend} from "../src/engine/binding.js";
@@ -31,7 +33,7 @@ await model.dispose();
 process.stdout.write(JSON.stringify({devices: getBackend().devices.map((d) => d.name), kernel: getBackend().binding.q8Kernel(), logits, outputs}) + "\\n");
 `;
 
-type Result = {devices: string[], kernel: {active: boolean, status: string, products: number}, logits: number[][], outputs: string[][]};
+type Result = {devices: string[], kernel: {active: boolean, mode: string, status: string, products: number}, logits: number[][], outputs: string[][]};
 
 async function compute(model: Model): Promise<Result> {
     const logits = (await model.logits(model.tokenize(text, {special: true, addSpecial: true}))).map((r) => Array.from(r));
@@ -44,54 +46,86 @@ async function compute(model: Model): Promise<Result> {
     return {devices: getBackend().devices.map((d) => d.name), kernel: getBackend().binding.q8Kernel(), logits, outputs};
 }
 
+async function child(file: string, mode: string): Promise<Result> {
+    const res = await execa(process.execPath, ["--input-type=module", "-e", script, JSON.stringify([file, text, requests, greedy])], {env: {STILL_Q8_GEMM: mode}});
+    return JSON.parse(res.stdout.trim().split("\n").at(-1)!) as Result;
+}
+
+/** The largest difference of two runs' logits, the largest logit, and the rows whose arg-max differs. */
+function compare(a: Result, b: Result) {
+    expect(a.logits).toHaveLength(b.logits.length);
+    let maxDiff = 0, scale = 0, argmaxDiffers = 0;
+    const top = (r: number[]) => r.indexOf(Math.max(...r));
+    for (const [i, row] of a.logits.entries()) {
+        const ref = b.logits[i]!;
+        for (const [j, v] of row.entries()) {
+            maxDiff = Math.max(maxDiff, Math.abs(v - ref[j]!));
+            scale = Math.max(scale, Math.abs(ref[j]!));
+        }
+        if (top(row) !== top(ref)) argmaxDiffers++;
+    }
+    return {maxDiff, scale, argmaxDiffers};
+}
+
 describe.each(["tiny", "tiny-qwen2"] as const)("the Q8_0 kernel on %s", (preset) => {
     let file: string;
     let model: Model;
     let here: Result;
-    let kernel: Result;
+    let ggml: Result;
+    let all: Result;
     beforeAll(async () => {
         file = await testModel(preset, "q8_0");
         model = await loadModel(file);
         here = await compute(model);
-        if (!vnni) return;
-        const res = await execa(process.execPath, ["--input-type=module", "-e", script, JSON.stringify([file, text, requests, greedy])],
-            {env: {STILL_Q8_GEMM: "1"}});
-        kernel = JSON.parse(res.stdout.trim().split("\n").at(-1)!) as Result;
-    }, 120_000);
+        ggml = await child(file, "0");
+        if (vnni) all = await child(file, "all");
+    }, 180_000);
     afterAll(() => model?.dispose());
 
-    it("is off unless asked for", () => {
-        expect(here.devices).not.toContain("still-q8");
-        expect(here.kernel).toMatchObject({active: false, products: 0});
-        expect(here.kernel.status).toMatch(/^off/);
+    it("is off with STILL_Q8_GEMM=0, and on CPUs without AVX-512 VNNI", () => {
+        expect(ggml.devices).not.toContain("still-q8");
+        expect(ggml.kernel).toMatchObject({active: false, mode: "off", products: 0});
+        expect(ggml.kernel.status).toMatch(/^off \(STILL_Q8_GEMM=0\)/);
+        if (!vnni) expect(here.kernel).toMatchObject({active: false, mode: "off", products: 0});
     });
 
-    it.skipIf(!vnni)("is on with STILL_Q8_GEMM=1 and gives llama.cpp's logits to rounding", () => {
-        expect(kernel.devices).toContain("still-q8");
-        expect(kernel.kernel.active).toBe(true);
+    it("names a value of STILL_Q8_GEMM it does not know, and stays off", async () => {
+        const res = await child(file, "fast");
+        expect(res.kernel).toMatchObject({active: false, mode: "off", products: 0});
+        expect(res.kernel.status).toContain("STILL_Q8_GEMM=fast is not one of output, all, 0");
+        // the engine runs as with ggml's products
+        expect(res.outputs).toEqual(ggml.outputs);
+    }, 60_000);
+
+    it.skipIf(!vnni)("takes the output layer's products by default and gives llama.cpp's logits to float rounding, hidden states bit for bit", () => {
+        expect(here.devices).toContain("still-q8");
+        expect(here.kernel).toMatchObject({active: true, mode: "output"});
+        // the logits of the text (one product) and of every decode step of 8 or more sequences
+        expect(here.kernel.products).toBeGreaterThan(10);
+        const {maxDiff, scale, argmaxDiffers} = compare(here, ggml);
+        // Only the last product's sums are added in another order: about 1e-7 of the scale.
+        // (A changed hidden state would move them by a quant of the next layer: 1e-3.)
+        expect(maxDiff).toBeLessThan(1e-5 * scale);
+        expect(argmaxDiffers).toBe(0);
+        expect(here.outputs).toEqual(ggml.outputs);
+    });
+
+    it.skipIf(!vnni)("takes every Q8_0 product with STILL_Q8_GEMM=all and gives llama.cpp's logits to rounding", () => {
+        expect(all.devices).toContain("still-q8");
+        expect(all.kernel).toMatchObject({active: true, mode: "all"});
         // every layer's products of every batch of 8 columns or more: prompt, decode steps
-        expect(kernel.kernel.products).toBeGreaterThan(50);
-        expect(kernel.logits).toHaveLength(here.logits.length);
-        let maxDiff = 0, scale = 0, argmaxDiffers = 0;
-        for (const [i, row] of kernel.logits.entries()) {
-            const ref = here.logits[i]!;
-            for (const [j, v] of row.entries()) {
-                maxDiff = Math.max(maxDiff, Math.abs(v - ref[j]!));
-                scale = Math.max(scale, Math.abs(ref[j]!));
-            }
-            const top = (r: number[]) => r.indexOf(Math.max(...r));
-            if (top(row) !== top(ref)) argmaxDiffers++;
-        }
+        expect(all.kernel.products).toBeGreaterThan(50);
+        const {maxDiff, scale, argmaxDiffers} = compare(all, ggml);
         // Products equal to float rounding; the next layer's Q8_0 activations turn some
         // roundings into a step of one quant, so logits move by about 1e-3 of their scale.
         expect(maxDiff).toBeLessThan(0.05 * scale);
         expect(argmaxDiffers).toBeLessThanOrEqual(1);
     });
 
-    it.skipIf(!vnni)("gives the same greedy outputs at 8 and 32 sequences (each column's sums do not depend on the batch)", () => {
-        expect(kernel.outputs[1]).toEqual(kernel.outputs[0]);
+    it.skipIf(!vnni)("gives the same greedy outputs at 8 and 32 sequences with every product on it (each column's sums do not depend on the batch)", () => {
+        expect(all.outputs[1]).toEqual(all.outputs[0]);
         // and most of them are llama.cpp's own
-        const same = kernel.outputs[0]!.filter((o, i) => o === here.outputs[0]![i]).length;
+        const same = all.outputs[0]!.filter((o, i) => o === ggml.outputs[0]![i]).length;
         expect(same).toBeGreaterThanOrEqual(30);
     });
 });

@@ -43,11 +43,12 @@ static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return Napi::String::New(info.Env(), still::backend_system_info());
 }
 
-// q8Kernel() -> {active, status, products}: still's Q8_0 kernel (STILL_Q8_GEMM=1), what it does here.
+// q8Kernel() -> {active, mode, status, products}: still's Q8_0 kernel (STILL_Q8_GEMM), what it does here.
 static Napi::Value Q8Kernel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("active", Napi::Boolean::New(env, still::q8_gemm_active()));
+    o.Set("mode", still::q8_gemm_mode());
     o.Set("status", still::q8_gemm_status());
     o.Set("products", Napi::Number::New(env, static_cast<double>(still::q8_gemm_products())));
     return o;

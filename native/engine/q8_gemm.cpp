@@ -9,6 +9,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "ggml-backend-impl.h"
@@ -32,6 +33,18 @@ constexpr const char * kName = "still-q8";
 
 std::atomic<uint64_t> products{0}; // computed since the process started
 
+// Which products the backend takes: none, the output layer's only (the default), or all.
+enum class Mode { Off, Output, All };
+Mode mode = Mode::Off;
+
+// The output layer's weights: its own or, in models that tie them, the token embeddings
+// (llama.cpp's names). Nothing is computed from its product but logits, so its rounding
+// differences stay in the logits (about 1e-7 of their scale) and every hidden state is
+// llama.cpp's bit for bit.
+bool is_output_weight(const ggml_tensor * w) {
+    return std::strcmp(w->name, "output.weight") == 0 || std::strcmp(w->name, "token_embd.weight") == 0;
+}
+
 struct Context {
     int n_threads = 1;
     Scratch columns; // the quantized activations of the product being computed
@@ -52,12 +65,12 @@ bool supported(const ggml_tensor * op) {
     const ggml_tensor * x = op->src[1];
     if (w->type != GGML_TYPE_Q8_0 || x->type != GGML_TYPE_F32) return false;
     if (w->ne[2] != 1 || w->ne[3] != 1 || x->ne[2] != 1 || x->ne[3] != 1) return false;
-    if (w->ne[0] % kBlock != 0 || w->ne[1] % kTile != 0 || x->ne[1] < kMinColumns) return false;
+    if (w->ne[0] % kBlock != 0 || x->ne[1] < kMinColumns) return false;
     if (w->nb[0] != sizeof(BlockQ8) || w->nb[1] != static_cast<size_t>(w->ne[0] / kBlock) * sizeof(BlockQ8)) return false;
     if (x->nb[0] != sizeof(float) || op->nb[0] != sizeof(float)) return false;
     // Weights another CPU kernel has repacked at load time are not in Q8_0's layout.
     if (w->extra != nullptr || !buffer_is_host(w->buffer)) return false;
-    return true;
+    return mode == Mode::All || (mode == Mode::Output && is_output_weight(w));
 }
 
 ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
@@ -68,6 +81,7 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     if (mem == nullptr) return GGML_STATUS_ALLOC_FAILED;
     const Columns x = Columns::in(mem, n, nb);
     const int64_t tiles = w->ne[1] / kTile;
+    const int tail = static_cast<int>(w->ne[1] % kTile); // the last rows, short of a tile
     const int nth = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.n_threads, tiles)));
     std::atomic<bool> ok{true};
     const std::function<void(int, int)> job = [&](int ith, int n) {
@@ -78,7 +92,10 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     };
     ctx.run(nth, job);
     const std::function<void(int, int)> product = [&](int ith, int n) {
-        if (!gemm_tiles(static_cast<const char *>(w->data), w->nb[1], tiles * ith / n, tiles * (ith + 1) / n, x, static_cast<char *>(op->data), op->nb[1])) ok = false;
+        const char * wd = static_cast<const char *>(w->data);
+        char * out = static_cast<char *>(op->data);
+        if (!gemm_tiles(wd, w->nb[1], tiles * ith / n, tiles * (ith + 1) / n, x, out, op->nb[1])) ok = false;
+        if (tail > 0 && ith == n - 1 && !gemm_rows(wd, w->nb[1], tiles * kTile, tail, x, out, op->nb[1])) ok = false;
     };
     ctx.run(nth, product);
     products.fetch_add(1, std::memory_order_relaxed);
@@ -207,21 +224,37 @@ std::string what = "off (a GPU device is present)";
 void q8_gemm_register() {
     std::call_once(once, [] {
         const char * env = std::getenv("STILL_Q8_GEMM");
-        if (env == nullptr || std::strcmp(env, "1") != 0) {
-            what = "off (STILL_Q8_GEMM=1 turns it on)";
-        } else if (!cpu_can_run()) {
+        const std::string asked = env == nullptr ? "output" : env;
+        if (asked == "0" || asked == "off") {
+            what = "off (STILL_Q8_GEMM=" + asked + ")";
+            return;
+        }
+        if (asked == "1" || asked == "all") {
+            mode = Mode::All;
+        } else if (asked == "output") {
+            mode = Mode::Output;
+        } else {
+            what = "off (STILL_Q8_GEMM=" + asked + " is not one of output, all, 0)";
+            return;
+        }
+        if (!cpu_can_run()) {
             what = "off (this CPU has no AVX-512 VNNI)";
         } else if (ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == nullptr) {
             what = "off (no CPU backend)";
         } else {
             ggml_backend_register(&the_reg);
             registered = true;
-            what = "on (AVX-512 VNNI)";
+            what = mode == Mode::All ? "on: every Q8_0 product (AVX-512 VNNI)" : "on: the output layer's Q8_0 product (AVX-512 VNNI)";
         }
     });
 }
 
 bool q8_gemm_active() { return registered; }
+
+std::string q8_gemm_mode() {
+    if (!registered) return "off";
+    return mode == Mode::All ? "all" : "output";
+}
 
 std::string q8_gemm_status() { return what; }
 
@@ -231,6 +264,7 @@ uint64_t q8_gemm_products() { return products.load(); }
 
 void q8_gemm_register() {}
 bool q8_gemm_active() { return false; }
+std::string q8_gemm_mode() { return "off"; }
 std::string q8_gemm_status() { return "off (not an x86-64 build)"; }
 uint64_t q8_gemm_products() { return 0; }
 

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 namespace still::q8 {
 
@@ -182,6 +183,29 @@ struct Scratch {
     }
 };
 
+// One tile's 16 rows (rows[i], nb blocks each), transposed into W and their block scales
+// into da; the tile at `next` (tile_bytes long; null for none) is fetched meanwhile.
+STILL_AVX512_VNNI inline void load_tile(const BlockQ8 * const * rows, int64_t nb, __m512i * W, float * da, const char * next, size_t tile_bytes) {
+    for (int64_t l = 0; l < nb; l++) {
+        if (next != nullptr) {
+            const size_t from = (tile_bytes * l / nb) & ~size_t(63), to = tile_bytes * (l + 1) / nb;
+            for (size_t o = from; o < to; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
+        }
+        transpose_block(rows, l, W + 8 * l);
+        alignas(32) uint16_t h[kTile];
+        for (int i = 0; i < kTile; i++) h[i] = rows[i][l].d;
+        _mm512_store_ps(da + kTile * l, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i *>(h))));
+    }
+}
+
+// Every column of x against a loaded tile, rows r0.. of dst.
+STILL_AVX512_VNNI inline void tile_all_columns(const __m512i * W, const float * da, const Columns & x, char * dst, size_t dst_stride, int64_t r0) {
+    int64_t j = 0;
+    for (; j + 8 <= x.n; j += 8) tile_columns<8>(W, da, x, j, dst, dst_stride, r0);
+    for (; j + 4 <= x.n; j += 4) tile_columns<4>(W, da, x, j, dst, dst_stride, r0);
+    for (; j < x.n; j++) tile_columns<1>(W, da, x, j, dst, dst_stride, r0);
+}
+
 // Tiles [t0, t1) of rows of W·X into dst (x's column j at dst + j·dst_stride; w's rows
 // w_stride bytes apart). False when the thread's room for a transposed tile cannot be had.
 STILL_AVX512_VNNI inline bool gemm_tiles(const char * w, size_t w_stride, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
@@ -198,22 +222,32 @@ STILL_AVX512_VNNI inline bool gemm_tiles(const char * w, size_t w_stride, int64_
         const int64_t r0 = t * kTile;
         const BlockQ8 * rows[kTile];
         for (int i = 0; i < kTile; i++) rows[i] = reinterpret_cast<const BlockQ8 *>(w + static_cast<size_t>(r0 + i) * w_stride);
-        const char * next = t + 1 < t1 ? w + static_cast<size_t>(r0 + kTile) * w_stride : nullptr;
-        for (int64_t l = 0; l < nb; l++) {
-            if (next != nullptr) {
-                const size_t from = (tile_bytes * l / nb) & ~size_t(63), to = tile_bytes * (l + 1) / nb;
-                for (size_t o = from; o < to; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
-            }
-            transpose_block(rows, l, W + 8 * l);
-            alignas(32) uint16_t h[kTile];
-            for (int i = 0; i < kTile; i++) h[i] = rows[i][l].d;
-            _mm512_store_ps(da + kTile * l, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i *>(h))));
-        }
-        int64_t j = 0;
-        for (; j + 8 <= x.n; j += 8) tile_columns<8>(W, da, x, j, dst, dst_stride, r0);
-        for (; j + 4 <= x.n; j += 4) tile_columns<4>(W, da, x, j, dst, dst_stride, r0);
-        for (; j < x.n; j++) tile_columns<1>(W, da, x, j, dst, dst_stride, r0);
+        load_tile(rows, nb, W, da, t + 1 < t1 ? w + static_cast<size_t>(r0 + kTile) * w_stride : nullptr, tile_bytes);
+        tile_all_columns(W, da, x, dst, dst_stride, r0);
     }
+    return true;
+}
+
+// Rows [r0, r0 + n_rows) of W·X, n_rows < 16 (a matrix's last rows, short of a tile): the
+// tile is filled up with rows of zero blocks and only the given rows' sums are kept, so
+// they are what a whole tile gives them. False when the thread's room cannot be had.
+STILL_AVX512_VNNI inline bool gemm_rows(const char * w, size_t w_stride, int64_t r0, int n_rows, const Columns & x, char * dst, size_t dst_stride) {
+    thread_local Scratch scratch;
+    const int64_t nb = x.nb;
+    const size_t tile = static_cast<size_t>(nb) * (8 * 64 + kTile * 4);
+    const size_t zero = (static_cast<size_t>(nb) * sizeof(BlockQ8) + 63) & ~size_t(63);
+    char * mem = static_cast<char *>(scratch.get(tile + zero + static_cast<size_t>(x.n) * kTile * sizeof(float)));
+    if (mem == nullptr) return false;
+    __m512i * W = reinterpret_cast<__m512i *>(mem);
+    float * da = reinterpret_cast<float *>(mem + static_cast<size_t>(nb) * 8 * 64);
+    const BlockQ8 * blank = reinterpret_cast<const BlockQ8 *>(mem + tile);
+    std::memset(mem + tile, 0, zero); // scale 0, quants 0
+    float * out = reinterpret_cast<float *>(mem + tile + zero);
+    const BlockQ8 * rows[kTile];
+    for (int i = 0; i < kTile; i++) rows[i] = i < n_rows ? reinterpret_cast<const BlockQ8 *>(w + static_cast<size_t>(r0 + i) * w_stride) : blank;
+    load_tile(rows, nb, W, da, nullptr, 0);
+    tile_all_columns(W, da, x, reinterpret_cast<char *>(out), kTile * sizeof(float), 0);
+    for (int64_t j = 0; j < x.n; j++) std::memcpy(reinterpret_cast<float *>(dst + j * dst_stride) + r0, out + j * kTile, static_cast<size_t>(n_rows) * sizeof(float));
     return true;
 }
 

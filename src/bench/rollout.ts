@@ -10,6 +10,9 @@
 // figures are medians over --runs, with the peak RSS of each process. Also: still's remote
 // client (still generate --endpoint's) driving one llama-server built from the same source,
 // one slot per sequence, with and without log-probs asked for, over still's own engine.
+// On CPUs with AVX-512 VNNI, still also runs with ggml's products only (STILL_Q8_GEMM=0)
+// and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) beside its default (the
+// output layer's product on that kernel).
 //
 // Also printed: the CPU, the ggml CPU backend each engine loaded (its ISA variant), where
 // still's decode step goes (ggml decode, logits read, sampling with log-probs, taking the
@@ -30,9 +33,11 @@ import {loadModel} from "../engine/Model.js";
 import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
-type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null, q8_kernel?: boolean};
+type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null, q8_mode?: "off" | "output" | "all"};
 type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures | null, node_llama_cpp_uv1: Figures | null, llama_batched_bench: Figures,
-    /** still with its own Q8_0 matrix-product kernel (STILL_Q8_GEMM=1); null when not measured or this CPU cannot run it. */
+    /** still with ggml's products only (STILL_Q8_GEMM=0: logits bit for bit llama.cpp's); null when not measured or the same as still's default. */
+    still_ggml: Figures | null,
+    /** still with its own Q8_0 kernel for every product (STILL_Q8_GEMM=all); null when not measured or this CPU cannot run it. */
     still_q8: Figures | null,
     /** still's remote client driving one llama-server on 127.0.0.1, and its generation speed over still's own engine's. */
     llama_server: Figures | null, llama_server_ratio: number | null,
@@ -49,12 +54,12 @@ const optionsSchema = z.object({
     shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
     nodeLlamaCpp: nodeLlamaCppField,
     llamaServer: z.boolean().describe("Measure still's remote client driving one llama-server too").default(true),
-    q8Kernel: z.boolean().describe("Measure still with its Q8_0 kernel too (STILL_Q8_GEMM=1; AVX-512 VNNI CPUs, Q8_0 models)").default(true),
+    q8Kernel: z.boolean().describe("Measure still with ggml's products only (STILL_Q8_GEMM=0) and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) too (AVX-512 VNNI CPUs, Q8_0 models)").default(true),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>",
     nodeLlamaCppFlag, {flags: "--no-llama-server", help: "Skip still driving a llama-server"},
-    {flags: "--no-q8-kernel", help: "Skip still with its Q8_0 kernel (STILL_Q8_GEMM=1)"}, "--json"]);
+    {flags: "--no-q8-kernel", help: "Skip still with ggml's products only and with its Q8_0 kernel for every product"}, "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
@@ -131,7 +136,7 @@ function median(values: Figures[]): Figures | null {
         peak_rss_mb: rss.length === 0 ? null : Math.max(...rss),
         ...(at.cpu_backend === undefined ? {} : {cpu_backend: at.cpu_backend}),
         ...(at.split == null ? {} : {split: at.split}),
-        ...(at.q8_kernel === undefined ? {} : {q8_kernel: at.q8_kernel}),
+        ...(at.q8_mode === undefined ? {} : {q8_mode: at.q8_mode}),
         ...(at.server_peak_rss_mb === undefined ? {} : {server_peak_rss_mb: Math.max(...values.map((v) => v.server_peak_rss_mb ?? 0))})
     };
 }
@@ -190,12 +195,15 @@ if (!options.json) {
 const rows: Row[] = [];
 for (const c of cases) {
     const samples: Record<keyof Omit<Row, "parallel" | "shared_prompt" | "ceiling" | "llama_server_ratio" | "llama_server_no_logprobs_ratio">, Figures[]> =
-        {still: [], still_q8: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: [], llama_server: [], llama_server_no_logprobs: []};
+        {still: [], still_ggml: [], still_q8: [], node_llama_cpp: [], node_llama_cpp_uv1: [], llama_batched_bench: [], llama_server: [], llama_server_no_logprobs: []};
     for (let run = 1; run <= options.runs; run++) {
         log(`parallel ${c.parallel}${c.shared ? " (one shared prompt)" : ""}, run ${run}/${options.runs}`);
         // Interleaved, so drifts in machine load hit every engine alike.
-        samples.still.push(await runWorker("still", c.parallel, c.shared, {STILL_Q8_GEMM: "0"}));
-        if (options.q8Kernel && !hasGpu) samples.still_q8.push(await runWorker("still", c.parallel, c.shared, {STILL_Q8_GEMM: "1"}));
+        samples.still.push(await runWorker("still", c.parallel, c.shared));
+        if (options.q8Kernel && !hasGpu && samples.still.at(-1)!.q8_mode === "output") {
+            samples.still_ggml.push(await runWorker("still", c.parallel, c.shared, {STILL_Q8_GEMM: "0"}));
+            samples.still_q8.push(await runWorker("still", c.parallel, c.shared, {STILL_Q8_GEMM: "all"}));
+        }
         samples.llama_batched_bench.push(await runBatchedBench(c.parallel, c.shared));
         if (options.llamaServer) {
             samples.llama_server.push(await runWorker("llama-server", c.parallel, c.shared));
@@ -209,7 +217,8 @@ for (const c of cases) {
         parallel: c.parallel,
         shared_prompt: c.shared,
         still: median(samples.still)!,
-        still_q8: samples.still_q8.every((f) => f.q8_kernel === true) ? median(samples.still_q8) : null,
+        still_ggml: median(samples.still_ggml),
+        still_q8: median(samples.still_q8),
         node_llama_cpp: median(samples.node_llama_cpp),
         node_llama_cpp_uv1: median(samples.node_llama_cpp_uv1),
         llama_batched_bench: median(samples.llama_batched_bench)!,
@@ -242,17 +251,20 @@ if (!options.json && rows.length > 0) {
                 `${r.llama_server.prompt_tps} | ${r.llama_server.server_peak_rss_mb ?? "-"} / ${r.llama_server.peak_rss_mb ?? "-"} |\n`);
         }
     }
-    if (rows.some((r) => r.still_q8 != null)) {
-        process.stdout.write("\nstill with its Q8_0 kernel (STILL_Q8_GEMM=1: AVX-512 VNNI matrix products for Q8_0 weights; logits equal llama.cpp's " +
-            "to about 1e-3, not bit for bit), next to the engines above in the same run:\n\n" +
-            "| sequences | gen t/s | / still | / batched-bench | / node-llama-cpp | / n-l-c UV=1 | prompt t/s | / still prompt | ggml decode ms/step | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    if (rows.some((r) => r.still_ggml != null || r.still_q8 != null)) {
+        const mode = rows[0]!.still.q8_mode ?? "off";
+        process.stdout.write(`\nstill's Q8_0 kernel (AVX-512 VNNI; still's default above: ${mode === "off" ? "off" : `the ${mode === "all" ? "every" : "output layer's"} product`}), ` +
+            "next to still with ggml's products only (STILL_Q8_GEMM=0: logits bit for bit llama.cpp's) and with the kernel for every Q8_0 product " +
+            "(STILL_Q8_GEMM=all: logits llama.cpp's to about 1e-3), in the same run:\n\n" +
+            "| sequences | products | gen t/s | / still default | / batched-bench | / node-llama-cpp | / n-l-c UV=1 | prompt t/s | ggml decode ms/step | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for (const r of rows) {
-            const q = r.still_q8;
-            if (q == null) continue;
             const nlc = r.node_llama_cpp, uv1 = r.node_llama_cpp_uv1;
-            process.stdout.write(`| ${labelOf(r)} | ${q.gen_tps} | ${ratio(q.gen_tps, r.still.gen_tps)} | ${ratio(q.gen_tps, r.llama_batched_bench.gen_tps)} | ` +
-                `${nlc == null ? "-" : ratio(q.gen_tps, nlc.gen_tps)} | ${uv1 == null ? "-" : ratio(q.gen_tps, uv1.gen_tps)} | ${q.prompt_tps} | ` +
-                `${ratio(q.prompt_tps, r.still.prompt_tps)} | ${q.split == null ? "-" : q.split.decode_ms.toFixed(2)} | ${q.peak_rss_mb ?? "-"} |\n`);
+            for (const [label, q] of [["ggml's only", r.still_ggml], ["default", r.still], ["all on the kernel", r.still_q8]] as const) {
+                if (q == null) continue;
+                process.stdout.write(`| ${labelOf(r)} | ${label} | ${q.gen_tps} | ${ratio(q.gen_tps, r.still.gen_tps)} | ${ratio(q.gen_tps, r.llama_batched_bench.gen_tps)} | ` +
+                    `${nlc == null ? "-" : ratio(q.gen_tps, nlc.gen_tps)} | ${uv1 == null ? "-" : ratio(q.gen_tps, uv1.gen_tps)} | ${q.prompt_tps} | ` +
+                    `${q.split == null ? "-" : q.split.decode_ms.toFixed(2)} | ${q.peak_rss_mb ?? "-"} |\n`);
+            }
         }
     }
     process.stdout.write("\nstill's decode steps (the median run; ms per step, every step of the run):\n\n");

@@ -1,6 +1,6 @@
 // One measurement of one engine, in its own process (so its peak RSS is its own):
 //   node rolloutWorker.js still|node-llama-cpp|llama-server|llama-server-no-logprobs MODEL PARALLEL PROMPT_TOKENS GEN_TOKENS THREADS SHARED(0|1) PROMPTS.json
-// Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated, cpu_backend, split and q8_kernel (still only)}.
+// Prints one JSON line: {gen_tps, prompt_tps, peak_rss_mb, generated, cpu_backend, split and q8_mode (still only)}.
 import fs from "node:fs";
 import type {Token} from "node-llama-cpp";
 import {getBackend} from "../engine/binding.js";
@@ -20,8 +20,8 @@ void promptTokens;
 
 async function runStill() {
     const model = await loadModel(modelPath!, {trusted: true, gpuLayers: 0});
-    // STILL_Q8_GEMM=1 asks for the Q8_0 kernel; it is there only where this CPU can run it.
-    const q8Kernel = getBackend().binding.q8Kernel().active;
+    // STILL_Q8_GEMM chooses the Q8_0 kernel's products (output layer by default); none where this CPU cannot run it.
+    const q8Mode = getBackend().binding.q8Kernel().mode;
     const engine = model.rollouts({parallel, threads});
     const sampling = {temperature: 1, topK: 40, maxTokens: genTokens, stopAfter: [], stopAtEog: false};
     // Warm up (first-call allocations, page faults in the weights).
@@ -38,7 +38,7 @@ async function runStill() {
         gen_tps: stats.generatedTokens / (stats.generateMs / 1000),
         prompt_tps: stats.promptTokens / (stats.promptMs / 1000),
         generated: stats.generatedTokens,
-        q8_kernel: q8Kernel,
+        q8_mode: q8Mode,
         split: {
             steps: stats.decodes, decode_ms: per(stats.decodeMs), logits_ms: per(stats.logitsMs), sample_ms: per(stats.sampleMs),
             accept_ms: per(stats.acceptMs), other_ms: per(Math.max(0, stats.elapsedMs - measured))

@@ -2,6 +2,7 @@
 import path from "node:path";
 import type {Command} from "commander";
 import {z} from "zod";
+import {getBackend} from "../engine/binding.js";
 import {loadModel, loadModelOptionsSchema, type Model} from "../engine/Model.js";
 import {addOptions, parseCli} from "./cliOptions.js";
 import {MARKERS, type MarkerName} from "../format/markers.js";
@@ -74,7 +75,8 @@ function printHuman(model: Model) {
         ["STILL markers", markers.join("\n" + " ".repeat(20))],
         ["chat template", template],
         ["backend", `${f.backend.variant} (llama.cpp ${f.backend.llamaRelease}), GPU layers ${f.gpuLayers < 0 ? "all" : f.gpuLayers}`],
-        ["devices", f.backend.devices.map((d) => `${d.name} (${d.type}, ${d.description})`).join("; ")]
+        ["devices", f.backend.devices.map((d) => `${d.name} (${d.type}, ${d.description})`).join("; ")],
+        ["Q8_0 kernel", getBackend().binding.q8Kernel().status]
     ];
     if (f.backend.warning) rows.push(["warning", f.backend.warning]);
     for (const [k, v] of rows) process.stdout.write(`${k.padEnd(19)} ${v}\n`);

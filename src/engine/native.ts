@@ -66,8 +66,11 @@ export interface NativeBinding {
     init(libDir: string, fallbackDirs: string[]): void;
     devices(): unknown;
     systemInfo(): string;
-    /** still's Q8_0 kernel (native/engine/q8_gemm.cpp): on only with STILL_Q8_GEMM=1 on AVX-512 VNNI CPUs. */
-    q8Kernel(): {active: boolean, status: string, products: number};
+    /**
+     * still's Q8_0 kernel (native/engine/q8_gemm.cpp) on AVX-512 VNNI CPUs: by default the output
+     * layer's products only (mode "output"); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none.
+     */
+    q8Kernel(): {active: boolean, mode: "off" | "output" | "all", status: string, products: number};
     ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
     setLogLevel(level: number): void;
     quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
