@@ -53,7 +53,12 @@ STILL_AVX512_VNNI void product(ggml_tensor * dst, const ggml_tensor * w, const g
         const int64_t c = j - j0;
         quantize_column(col, nb, cols.q + c * nb * kBlock, cols.d + c * nb, cols.corr + c * nb);
     }
-    if (!gemm_tiles((const char *) w->data, w->nb[1], 0, w->ne[1] / kTile, cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
+    const char * wd = (const char *) w->data;
+    char * out = (char *) dst->data + j0 * dst->nb[1];
+    const int64_t tiles = w->ne[1] / kTile;
+    const int tail = (int) (w->ne[1] % kTile); // the last rows, short of a tile
+    if (!gemm_tiles(wd, w->nb[1], 0, tiles, cols, out, dst->nb[1])) failed = true;
+    if (tail > 0 && !gemm_rows(wd, w->nb[1], tiles * kTile, tail, cols, out, dst->nb[1])) failed = true;
 }
 
 void q8_op(ggml_tensor * dst, int ith, int nth, void *) { product(dst, dst->src[0], dst->src[1], ith, nth); }
@@ -75,7 +80,7 @@ bool Engine::q8_product(ggml_context * ctx, ggml_tensor * node) {
     ggml_tensor * w = node->src[0];
     ggml_tensor * x = node->src[1];
     if (w->type != GGML_TYPE_Q8_0 || x->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) return false;
-    if (w->ne[2] != 1 || w->ne[3] != 1 || w->ne[0] % 32 != 0 || w->ne[1] % 16 != 0 || w->nb[0] != ggml_type_size(GGML_TYPE_Q8_0)) return false;
+    if (w->ne[2] != 1 || w->ne[3] != 1 || w->ne[0] % 32 != 0 || w->nb[0] != ggml_type_size(GGML_TYPE_Q8_0)) return false;
     if (w->extra != nullptr || (w->buffer && !ggml_backend_buffer_is_host(w->buffer))) return false;
     if (x->nb[0] != sizeof(float) || !ggml_is_contiguous(node) || ggml_nrows(x) < MIN_COLUMNS) return false;
     make_custom(ctx, node, kernel, nullptr);
