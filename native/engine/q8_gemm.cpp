@@ -80,8 +80,7 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     void * mem = ctx.columns.get(Columns::bytes(n, nb));
     if (mem == nullptr) return GGML_STATUS_ALLOC_FAILED;
     const Columns x = Columns::in(mem, n, nb);
-    const int64_t tiles = w->ne[1] / kTile;
-    const int tail = static_cast<int>(w->ne[1] % kTile); // the last rows, short of a tile
+    const int64_t tiles = tiles_of(w->ne[1]);
     const int nth = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.n_threads, tiles)));
     std::atomic<bool> ok{true};
     const std::function<void(int, int)> job = [&](int ith, int n) {
@@ -92,10 +91,7 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     };
     ctx.run(nth, job);
     const std::function<void(int, int)> product = [&](int ith, int n) {
-        const char * wd = static_cast<const char *>(w->data);
-        char * out = static_cast<char *>(op->data);
-        if (!gemm_tiles(wd, w->nb[1], tiles * ith / n, tiles * (ith + 1) / n, x, out, op->nb[1])) ok = false;
-        if (tail > 0 && ith == n - 1 && !gemm_rows(wd, w->nb[1], tiles * kTile, tail, x, out, op->nb[1])) ok = false;
+        if (!gemm_tiles(static_cast<const char *>(w->data), w->nb[1], w->ne[1], tiles * ith / n, tiles * (ith + 1) / n, x, static_cast<char *>(op->data), op->nb[1])) ok = false;
     };
     ctx.run(nth, product);
     products.fetch_add(1, std::memory_order_relaxed);

@@ -20,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -206,9 +207,31 @@ STILL_AVX512_VNNI inline void tile_all_columns(const __m512i * W, const float * 
     for (; j < x.n; j++) tile_columns<1>(W, da, x, j, dst, dst_stride, r0);
 }
 
-// Tiles [t0, t1) of rows of W·X into dst (x's column j at dst + j·dst_stride; w's rows
-// w_stride bytes apart). False when the thread's room for a transposed tile cannot be had.
-STILL_AVX512_VNNI inline bool gemm_tiles(const char * w, size_t w_stride, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
+// The tiles of a matrix of `rows` rows, the last one short of 16 rows where rows is not a multiple of 16.
+inline int64_t tiles_of(int64_t rows) { return (rows + kTile - 1) / kTile; }
+
+// A tile of n_rows < 16 rows (rows[i] for i < n_rows, a matrix's last rows) into dst's rows
+// r0..: the tile is filled up with rows of zero blocks and only the given rows' sums are
+// kept, so they are what a whole tile gives them. W and da: room for a loaded tile. False
+// when the thread's room cannot be had.
+STILL_AVX512_VNNI inline bool short_tile(const BlockQ8 ** rows, int n_rows, __m512i * W, float * da, const Columns & x, char * dst, size_t dst_stride, int64_t r0) {
+    thread_local Scratch scratch;
+    const size_t zero = (static_cast<size_t>(x.nb) * sizeof(BlockQ8) + 63) & ~size_t(63);
+    char * mem = static_cast<char *>(scratch.get(zero + static_cast<size_t>(x.n) * kTile * sizeof(float)));
+    if (mem == nullptr) return false;
+    std::memset(mem, 0, zero); // scale 0, quants 0
+    for (int i = n_rows; i < kTile; i++) rows[i] = reinterpret_cast<const BlockQ8 *>(mem);
+    float * out = reinterpret_cast<float *>(mem + zero);
+    load_tile(rows, x.nb, W, da, nullptr, 0);
+    tile_all_columns(W, da, x, reinterpret_cast<char *>(out), kTile * sizeof(float), 0);
+    for (int64_t j = 0; j < x.n; j++) std::memcpy(reinterpret_cast<float *>(dst + j * dst_stride) + r0, out + j * kTile, static_cast<size_t>(n_rows) * sizeof(float));
+    return true;
+}
+
+// Tiles [t0, t1) of the rows of W·X into dst (x's column j at dst + j·dst_stride; W's `rows`
+// rows w_stride bytes apart, in tiles_of(rows) tiles). False when the thread's room for a
+// transposed tile cannot be had.
+STILL_AVX512_VNNI inline bool gemm_tiles(const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
     thread_local Scratch scratch;
     const int64_t nb = x.nb;
     char * mem = static_cast<char *>(scratch.get(static_cast<size_t>(nb) * (8 * 64 + kTile * 4)));
@@ -220,34 +243,17 @@ STILL_AVX512_VNNI inline bool gemm_tiles(const char * w, size_t w_stride, int64_
     const size_t tile_bytes = kTile * w_stride;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t r0 = t * kTile;
-        const BlockQ8 * rows[kTile];
-        for (int i = 0; i < kTile; i++) rows[i] = reinterpret_cast<const BlockQ8 *>(w + static_cast<size_t>(r0 + i) * w_stride);
-        load_tile(rows, nb, W, da, t + 1 < t1 ? w + static_cast<size_t>(r0 + kTile) * w_stride : nullptr, tile_bytes);
+        const int n_rows = static_cast<int>(std::min<int64_t>(kTile, rows - r0));
+        const BlockQ8 * tile_rows[kTile];
+        for (int i = 0; i < n_rows; i++) tile_rows[i] = reinterpret_cast<const BlockQ8 *>(w + static_cast<size_t>(r0 + i) * w_stride);
+        if (n_rows < kTile) {
+            if (!short_tile(tile_rows, n_rows, W, da, x, dst, dst_stride, r0)) return false;
+            continue;
+        }
+        const bool next_whole = t + 1 < t1 && r0 + 2 * kTile <= rows;
+        load_tile(tile_rows, nb, W, da, next_whole ? w + static_cast<size_t>(r0 + kTile) * w_stride : nullptr, tile_bytes);
         tile_all_columns(W, da, x, dst, dst_stride, r0);
     }
-    return true;
-}
-
-// Rows [r0, r0 + n_rows) of W·X, n_rows < 16 (a matrix's last rows, short of a tile): the
-// tile is filled up with rows of zero blocks and only the given rows' sums are kept, so
-// they are what a whole tile gives them. False when the thread's room cannot be had.
-STILL_AVX512_VNNI inline bool gemm_rows(const char * w, size_t w_stride, int64_t r0, int n_rows, const Columns & x, char * dst, size_t dst_stride) {
-    thread_local Scratch scratch;
-    const int64_t nb = x.nb;
-    const size_t tile = static_cast<size_t>(nb) * (8 * 64 + kTile * 4);
-    const size_t zero = (static_cast<size_t>(nb) * sizeof(BlockQ8) + 63) & ~size_t(63);
-    char * mem = static_cast<char *>(scratch.get(tile + zero + static_cast<size_t>(x.n) * kTile * sizeof(float)));
-    if (mem == nullptr) return false;
-    __m512i * W = reinterpret_cast<__m512i *>(mem);
-    float * da = reinterpret_cast<float *>(mem + static_cast<size_t>(nb) * 8 * 64);
-    const BlockQ8 * blank = reinterpret_cast<const BlockQ8 *>(mem + tile);
-    std::memset(mem + tile, 0, zero); // scale 0, quants 0
-    float * out = reinterpret_cast<float *>(mem + tile + zero);
-    const BlockQ8 * rows[kTile];
-    for (int i = 0; i < kTile; i++) rows[i] = i < n_rows ? reinterpret_cast<const BlockQ8 *>(w + static_cast<size_t>(r0 + i) * w_stride) : blank;
-    load_tile(rows, nb, W, da, nullptr, 0);
-    tile_all_columns(W, da, x, reinterpret_cast<char *>(out), kTile * sizeof(float), 0);
-    for (int64_t j = 0; j < x.n; j++) std::memcpy(reinterpret_cast<float *>(dst + j * dst_stride) + r0, out + j * kTile, static_cast<size_t>(n_rows) * sizeof(float));
     return true;
 }
 

@@ -53,12 +53,7 @@ STILL_AVX512_VNNI void product(ggml_tensor * dst, const ggml_tensor * w, const g
         const int64_t c = j - j0;
         quantize_column(col, nb, cols.q + c * nb * kBlock, cols.d + c * nb, cols.corr + c * nb);
     }
-    const char * wd = (const char *) w->data;
-    char * out = (char *) dst->data + j0 * dst->nb[1];
-    const int64_t tiles = w->ne[1] / kTile;
-    const int tail = (int) (w->ne[1] % kTile); // the last rows, short of a tile
-    if (!gemm_tiles(wd, w->nb[1], 0, tiles, cols, out, dst->nb[1])) failed = true;
-    if (tail > 0 && !gemm_rows(wd, w->nb[1], tiles * kTile, tail, cols, out, dst->nb[1])) failed = true;
+    if (!gemm_tiles((const char *) w->data, w->nb[1], w->ne[1], 0, tiles_of(w->ne[1]), cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
 }
 
 void q8_op(ggml_tensor * dst, int ith, int nth, void *) { product(dst, dst->src[0], dst->src[1], ith, nth); }
