@@ -1,13 +1,14 @@
 // still's own Q8_0 matrix-product kernel (native/engine/q8_gemm.cpp), on CPUs with AVX-512
-// VNNI: by default for the output layer's products only (logits to float rounding, every
-// hidden state ggml's); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none. The backend
-// is chosen once per process, so the other modes' figures come from child processes and
-// are set against this one's (the default).
+// VNNI (16-row tiles) or AVX-VNNI (8-row tiles; STILL_Q8_ISA=avxvnni runs them on a CPU that
+// has both): by default for the output layer's products only (logits to float rounding,
+// every hidden state ggml's); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none. The
+// backend is chosen once per process, so the other modes' figures come from child processes
+// and are set against this one's (the default).
 import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
 import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
-import {hasAvx512Vnni as vnni} from "./helpers/cpu.js";
+import {hasAvxVnni, hasAvx512Vnni as vnni} from "./helpers/cpu.js";
 import {testModel} from "./helpers/models.js";
 
 const text = "Hello my name is Q and 6×7 = 42; the quick brown fox jumps over the lazy dog.";
@@ -33,7 +34,7 @@ await model.dispose();
 process.stdout.write(JSON.stringify({devices: getBackend().devices.map((d) => d.name), kernel: getBackend().binding.q8Kernel(), logits, outputs}) + "\\n");
 `;
 
-type Result = {devices: string[], kernel: {active: boolean, mode: string, status: string, products: number}, logits: number[][], outputs: string[][]};
+type Result = {devices: string[], kernel: {active: boolean, mode: string, status: string, isa: string, products: number}, logits: number[][], outputs: string[][]};
 
 async function compute(model: Model): Promise<Result> {
     const logits = (await model.logits(model.tokenize(text, {special: true, addSpecial: true}))).map((r) => Array.from(r));
@@ -46,8 +47,9 @@ async function compute(model: Model): Promise<Result> {
     return {devices: getBackend().devices.map((d) => d.name), kernel: getBackend().binding.q8Kernel(), logits, outputs};
 }
 
-async function child(file: string, mode: string): Promise<Result> {
-    const res = await execa(process.execPath, ["--input-type=module", "-e", script, JSON.stringify([file, text, requests, greedy])], {env: {STILL_Q8_GEMM: mode}});
+async function child(file: string, mode: string, isa?: string): Promise<Result> {
+    const env = {STILL_Q8_GEMM: mode, STILL_Q8_ISA: isa ?? process.env.STILL_Q8_ISA};
+    const res = await execa(process.execPath, ["--input-type=module", "-e", script, JSON.stringify([file, text, requests, greedy])], {env});
     return JSON.parse(res.stdout.trim().split("\n").at(-1)!) as Result;
 }
 
@@ -73,12 +75,18 @@ describe.each(["tiny", "tiny-qwen2"] as const)("the Q8_0 kernel on %s", (preset)
     let here: Result;
     let ggml: Result;
     let all: Result;
+    let narrow: Result; // AVX-VNNI's 8-row tiles, the output layer's products
+    let narrowAll: Result; // and every product
     beforeAll(async () => {
         file = await testModel(preset, "q8_0");
         model = await loadModel(file);
         here = await compute(model);
         ggml = await child(file, "0");
         if (vnni) all = await child(file, "all");
+        if (hasAvxVnni) {
+            narrow = await child(file, "output", "avxvnni");
+            narrowAll = await child(file, "all", "avxvnni");
+        }
     }, 180_000);
     afterAll(() => model?.dispose());
 
@@ -97,9 +105,17 @@ describe.each(["tiny", "tiny-qwen2"] as const)("the Q8_0 kernel on %s", (preset)
         expect(res.outputs).toEqual(ggml.outputs);
     }, 60_000);
 
+    it("names an instruction set it does not know (STILL_Q8_ISA), and stays off", async () => {
+        const res = await child(file, "output", "avx9");
+        expect(res.kernel).toMatchObject({active: false, mode: "off", isa: "none", products: 0});
+        expect(res.kernel.status).toContain("STILL_Q8_ISA=avx9 is not one of avx512vnni, avxvnni, auto");
+        expect(res.outputs).toEqual(ggml.outputs);
+    }, 60_000);
+
     it.skipIf(!vnni)("takes the output layer's products by default and gives llama.cpp's logits to float rounding, hidden states bit for bit", () => {
         expect(here.devices).toContain("still-q8");
         expect(here.kernel).toMatchObject({active: true, mode: "output"});
+        if (process.env.STILL_Q8_ISA == null) expect(here.kernel.isa).toBe("AVX-512 VNNI");
         // the logits of the text (one product) and of every decode step of 8 or more sequences
         expect(here.kernel.products).toBeGreaterThan(10);
         const {maxDiff, scale, argmaxDiffers} = compare(here, ggml);
@@ -127,5 +143,28 @@ describe.each(["tiny", "tiny-qwen2"] as const)("the Q8_0 kernel on %s", (preset)
         // and most of them are llama.cpp's own
         const same = all.outputs[0]!.filter((o, i) => o === ggml.outputs[0]![i]).length;
         expect(same).toBeGreaterThanOrEqual(30);
+    });
+
+    it.skipIf(!hasAvxVnni)("runs on AVX-VNNI's 8-row tiles too: the output layer's products to float rounding, every product to rounding", () => {
+        expect(narrow.kernel).toMatchObject({active: true, mode: "output", isa: "AVX-VNNI"});
+        expect(narrow.kernel.status).toBe("on: the output layer's Q8_0 product (AVX-VNNI)");
+        expect(narrow.kernel.products).toBeGreaterThan(10);
+        const out = compare(narrow, ggml);
+        expect(out.maxDiff).toBeLessThan(1e-5 * out.scale);
+        expect(out.argmaxDiffers).toBe(0);
+        expect(narrow.outputs).toEqual(ggml.outputs);
+
+        expect(narrowAll.kernel).toMatchObject({active: true, mode: "all", isa: "AVX-VNNI"});
+        expect(narrowAll.kernel.products).toBeGreaterThan(50);
+        const every = compare(narrowAll, ggml);
+        expect(every.maxDiff).toBeLessThan(0.05 * every.scale);
+        expect(every.argmaxDiffers).toBeLessThanOrEqual(1);
+        expect(narrowAll.outputs[1]).toEqual(narrowAll.outputs[0]);
+    });
+
+    it.skipIf(!vnni || !hasAvxVnni)("gives the same sums on both tile widths (each row's block sums are the same integers, scaled in the same order)", () => {
+        expect(compare(narrow, here).maxDiff).toBe(0);
+        expect(compare(narrowAll, all).maxDiff).toBe(0);
+        expect(narrowAll.outputs).toEqual(all.outputs);
     });
 });

@@ -7,7 +7,7 @@ import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {TrainerError} from "../src/errors.js";
 import type {TrainerEvent} from "../src/train/runTrainer.js";
-import {hasAvx512Bf16, hasAvx512Vnni} from "./helpers/cpu.js";
+import {hasAvx512Bf16, hasAvx512Vnni, hasAvxVnni} from "./helpers/cpu.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 import {gradientDump, normDiff, randomDpoData, randomSftData, relDiff, trainer} from "./helpers/trainer.js";
 
@@ -167,24 +167,57 @@ describe("the trainer's F32 products on still's kernel", () => {
 });
 
 describe("the trainer's Q8_0 forward products on still's kernel", () => {
-    // AVX-512 VNNI only; elsewhere they stay on ggml's kernel. Each block's integer sums are
+    // AVX-512 VNNI (16-row tiles) or AVX-VNNI (8-row tiles; STILL_Q8_ISA picks one where the
+    // CPU has both); elsewhere they stay on ggml's kernel. Each block's integer sums are
     // ggml's, the scaling is not: products agree to float rounding, and where a later
     // layer's activations sit at a Q8_0 rounding edge a value moves by one quant. tiny-qwen2
     // has none in these rows (3e-7 here); tiny has some (2e-3, as with only the F32
     // products on still's kernel), so it gets the looser bound.
-    it.skipIf(!hasAvx512Vnni).each([["tiny-qwen2", 1e-5], ["tiny", 1e-2]] as const)("give ggml's gradients on %s at Q8_0 (within %s)", async (preset, bound) => {
+    const withIsa = async <T>(isa: string | undefined, fn: () => Promise<T>): Promise<T> => {
+        const saved = process.env.STILL_Q8_ISA;
+        if (isa == null) delete process.env.STILL_Q8_ISA;
+        else process.env.STILL_Q8_ISA = isa;
+        try {
+            return await fn();
+        } finally {
+            if (saved == null) delete process.env.STILL_Q8_ISA;
+            else process.env.STILL_Q8_ISA = saved;
+        }
+    };
+    const presets = [["tiny-qwen2", 1e-5], ["tiny", 1e-2]] as const;
+    const dumper = async (preset: string) => {
         const modelPath = await testModel(preset, "q8_0");
         const data = await randomSftData(await vocabSize(modelPath), 3, 13);
-        const dump = (kernel: string) => gradientDump(["--model", modelPath, "--data", data, "--init-random-b", "--no-finite-differences",
+        return (kernel: string) => gradientDump(["--model", modelPath, "--data", data, "--init-random-b", "--no-finite-differences",
             "--rank", "8", "--q8-products", kernel]);
-        const ggml = await dump("ggml");
-        expect(ggml.q8Products).toBe(0);
-        const ours = await dump("still");
-        // the frozen weights' products of every layer and the output's
-        expect(ours.q8Products).toBeGreaterThan(10);
-        const err = normDiff(ggml.grads, ours.grads);
-        expect(err).toBeGreaterThan(0);
-        expect(err).toBeLessThan(bound);
+    };
+
+    describe.each([["avx512vnni", hasAvx512Vnni], ["avxvnni", hasAvxVnni]] as const)("on %s", (isa, cpuHas) => {
+        it.skipIf(!cpuHas).each(presets)("give ggml's gradients on %s at Q8_0 (within %s)", async (preset, bound) => {
+            const dump = await dumper(preset);
+            const ggml = await dump("ggml");
+            expect(ggml.q8Products).toBe(0);
+            const ours = await withIsa(isa, () => dump("still"));
+            // the frozen weights' products of every layer and the output's
+            expect(ours.q8Products).toBeGreaterThan(10);
+            const err = normDiff(ggml.grads, ours.grads);
+            expect(err).toBeGreaterThan(0);
+            expect(err).toBeLessThan(bound);
+        });
+    });
+
+    it.skipIf(!hasAvx512Vnni || !hasAvxVnni)("give the same gradients on both tile widths", async () => {
+        const dump = await dumper("tiny");
+        const wide = await withIsa("avx512vnni", () => dump("still"));
+        const narrow = await withIsa("avxvnni", () => dump("still"));
+        expect(narrow.q8Products).toBe(wide.q8Products);
+        expect(relDiff(wide.grads, narrow.grads)).toBe(0);
+    });
+
+    it("leaves the products on ggml's kernel where STILL_Q8_ISA names an instruction set it does not know", async () => {
+        const dump = await dumper("tiny-qwen2");
+        const res = await withIsa("avx9", () => dump("still"));
+        expect(res.q8Products).toBe(0);
     });
 });
 

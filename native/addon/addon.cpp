@@ -19,7 +19,9 @@ static Napi::Value Init(const Napi::CallbackInfo & info) {
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "libDir must be a string");
     const std::string lib_dir = info[0].As<Napi::String>().Utf8Value();
     const std::vector<std::string> fallback = string_array(env, info.Length() > 1 ? info[1] : env.Undefined(), "fallbackDirs");
-    still::backend_init(lib_dir, fallback);
+    const std::string cpu_backend = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    const std::string error = still::backend_init(lib_dir, fallback, cpu_backend);
+    if (!error.empty()) throw Napi::Error::New(env, error);
     return env.Undefined();
 }
 
@@ -43,13 +45,14 @@ static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return Napi::String::New(info.Env(), still::backend_system_info());
 }
 
-// q8Kernel() -> {active, mode, status, products}: still's Q8_0 kernel (STILL_Q8_GEMM), what it does here.
+// q8Kernel() -> {active, mode, status, isa, products}: still's Q8_0 kernel (STILL_Q8_GEMM), what it does here.
 static Napi::Value Q8Kernel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     o.Set("active", Napi::Boolean::New(env, still::q8_gemm_active()));
     o.Set("mode", still::q8_gemm_mode());
     o.Set("status", still::q8_gemm_status());
+    o.Set("isa", still::q8_gemm_isa());
     o.Set("products", Napi::Number::New(env, static_cast<double>(still::q8_gemm_products())));
     return o;
 }

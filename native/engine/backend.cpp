@@ -18,13 +18,24 @@ static bool has_gpu_device() {
     return false;
 }
 
-void backend_init(const std::string & lib_dir, const std::vector<std::string> & fallback_dirs) {
+std::string backend_init(const std::string & lib_dir, const std::vector<std::string> & fallback_dirs, const std::string & cpu_backend) {
     static std::once_flag once;
+    static std::string error;
     std::call_once(once, [&] {
         log_install();
         // Builds with GGML_BACKEND_DL (the prebuilt packages) register nothing until
         // their backend modules are loaded; static builds come with their backends.
-        if (ggml_backend_reg_count() == 0 && !lib_dir.empty()) {
+        if (!cpu_backend.empty()) {
+            if (ggml_backend_reg_count() != 0) {
+                error = "this build has its CPU backend built in; a CPU backend module (" + cpu_backend + ") cannot be chosen";
+                return;
+            }
+            // that module alone: a CPU variant has no other backends to load
+            if (ggml_backend_load(cpu_backend.c_str()) == nullptr) {
+                error = "ggml's CPU backend " + cpu_backend + " did not load (this CPU lacks its instructions, or the file is not a ggml backend)";
+                return;
+            }
+        } else if (ggml_backend_reg_count() == 0 && !lib_dir.empty()) {
             ggml_backend_load_all_from_path(lib_dir.c_str());
             for (const std::string & dir : fallback_dirs) {
                 if (has_gpu_device()) break;
@@ -35,6 +46,7 @@ void backend_init(const std::string & lib_dir, const std::vector<std::string> & 
         // GPU builds keep llama.cpp's own placement: weights there live on the device.
         if (!has_gpu_device()) q8_gemm_register();
     });
+    return error;
 }
 
 std::vector<DeviceInfo> backend_devices() {

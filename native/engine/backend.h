@@ -18,8 +18,10 @@ struct DeviceInfo {
 
 // Initialises llama.cpp once. Backends built as loadable modules are loaded from
 // `lib_dir`; when that yields no GPU device, each of `fallback_dirs` is tried in turn.
-// Later calls return without doing anything.
-void backend_init(const std::string & lib_dir, const std::vector<std::string> & fallback_dirs);
+// With `cpu_backend` (a file: one of ggml's CPU backend modules, e.g. an ISA variant other
+// than the best this CPU runs), that module alone is loaded instead. Returns why it failed
+// ("" when it did not); later calls do nothing and return the first call's answer.
+std::string backend_init(const std::string & lib_dir, const std::vector<std::string> & fallback_dirs, const std::string & cpu_backend = "");
 
 std::vector<DeviceInfo> backend_devices();
 bool backend_has_gpu();

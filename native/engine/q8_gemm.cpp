@@ -36,6 +36,7 @@ std::atomic<uint64_t> products{0}; // computed since the process started
 // Which products the backend takes: none, the output layer's only (the default), or all.
 enum class Mode { Off, Output, All };
 Mode mode = Mode::Off;
+Isa isa = Isa::None; // the kernel that runs them
 
 // The output layer's weights: its own or, in models that tie them, the token embeddings
 // (llama.cpp's names). Nothing is computed from its product but logits, so its rounding
@@ -80,7 +81,7 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     void * mem = ctx.columns.get(Columns::bytes(n, nb));
     if (mem == nullptr) return GGML_STATUS_ALLOC_FAILED;
     const Columns x = Columns::in(mem, n, nb);
-    const int64_t tiles = tiles_of(w->ne[1]);
+    const int64_t tiles = tiles_of(isa, w->ne[1]);
     const int nth = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.n_threads, tiles)));
     std::atomic<bool> ok{true};
     const std::function<void(int, int)> job = [&](int ith, int n) {
@@ -91,7 +92,7 @@ ggml_status mul_mat(Context & ctx, ggml_tensor * op) {
     };
     ctx.run(nth, job);
     const std::function<void(int, int)> product = [&](int ith, int n) {
-        if (!gemm_tiles(static_cast<const char *>(w->data), w->nb[1], w->ne[1], tiles * ith / n, tiles * (ith + 1) / n, x, static_cast<char *>(op->data), op->nb[1])) ok = false;
+        if (!gemm_tiles(isa, static_cast<const char *>(w->data), w->nb[1], w->ne[1], tiles * ith / n, tiles * (ith + 1) / n, x, static_cast<char *>(op->data), op->nb[1])) ok = false;
     };
     ctx.run(nth, product);
     products.fetch_add(1, std::memory_order_relaxed);
@@ -141,7 +142,7 @@ ggml_guid_t backend_guid() {
 }
 
 const char * dev_name(ggml_backend_dev_t) { return kName; }
-const char * dev_description(ggml_backend_dev_t) { return "Q8_0 matrix products on AVX-512 VNNI"; }
+const char * dev_description(ggml_backend_dev_t) { return "Q8_0 matrix products on VNNI"; }
 void dev_memory(ggml_backend_dev_t, size_t * free, size_t * total) { *free = *total = 0; }
 enum ggml_backend_dev_type dev_type(ggml_backend_dev_t) { return GGML_BACKEND_DEVICE_TYPE_ACCEL; }
 
@@ -233,14 +234,16 @@ void q8_gemm_register() {
             what = "off (STILL_Q8_GEMM=" + asked + " is not one of output, all, 0)";
             return;
         }
-        if (!cpu_can_run()) {
-            what = "off (this CPU has no AVX-512 VNNI)";
+        std::string why;
+        isa = chosen_isa(&why);
+        if (isa == Isa::None) {
+            what = "off (" + why + ")";
         } else if (ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == nullptr) {
             what = "off (no CPU backend)";
         } else {
             ggml_backend_register(&the_reg);
             registered = true;
-            what = mode == Mode::All ? "on: every Q8_0 product (AVX-512 VNNI)" : "on: the output layer's Q8_0 product (AVX-512 VNNI)";
+            what = std::string(mode == Mode::All ? "on: every Q8_0 product (" : "on: the output layer's Q8_0 product (") + isa_name(isa) + ")";
         }
     });
 }
@@ -254,6 +257,8 @@ std::string q8_gemm_mode() {
 
 std::string q8_gemm_status() { return what; }
 
+std::string q8_gemm_isa() { return registered ? isa_name(isa) : "none"; }
+
 uint64_t q8_gemm_products() { return products.load(); }
 
 #else
@@ -262,6 +267,7 @@ void q8_gemm_register() {}
 bool q8_gemm_active() { return false; }
 std::string q8_gemm_mode() { return "off"; }
 std::string q8_gemm_status() { return "off (not an x86-64 build)"; }
+std::string q8_gemm_isa() { return "none"; }
 uint64_t q8_gemm_products() { return 0; }
 
 #endif

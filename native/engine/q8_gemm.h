@@ -1,5 +1,6 @@
 // A ggml backend of one kind of operation: matrix products of Q8_0 weights with batches
-// of 8 or more activation columns, on CPUs with AVX-512 VNNI. llama.cpp hands it those
+// of 8 or more activation columns, on CPUs with AVX-512 VNNI or AVX-VNNI (STILL_Q8_ISA,
+// "avx512vnni" or "avxvnni", picks one; the widest by default). llama.cpp hands it those
 // products by itself (an ACCEL device, as it does for BLAS); everything else stays on
 // ggml's CPU backend.
 //
@@ -31,6 +32,9 @@ std::string q8_gemm_mode();
 
 // What q8_gemm_register() did, or why it was not called.
 std::string q8_gemm_status();
+
+// The kernel's instruction set: "AVX-512 VNNI", "AVX-VNNI", or "none" where it is off.
+std::string q8_gemm_isa();
 
 // Matrix products the backend has computed in this process.
 uint64_t q8_gemm_products();

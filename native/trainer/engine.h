@@ -45,7 +45,7 @@ struct EngineOptions {
     bool use_gpu = true;         // offload to a GPU backend when one is registered
     bool frozen_bf16 = false;    // backward products through frozen weights in BF16 (faster, less exact)
     bool f32_kernel = true;      // F32 products (and those of frozen weights' BF16 copies) on still's kernels (f32_gemm.cpp) rather than ggml's
-    bool q8_kernel = true;       // forward products of Q8_0 weights on still's (q8_products.cpp) where the CPU has AVX-512 VNNI
+    bool q8_kernel = true;       // forward products of Q8_0 weights on still's (q8_products.cpp) where the CPU has AVX-512 VNNI or AVX-VNNI
     int64_t block_tokens = 0;    // chunked steps: queries per attention chunk and tokens per chunk (0: sized by chunk_bytes)
     int64_t loss_rows = 0;       // chunked steps: loss rows per chunk (0: sized by chunk_bytes)
     size_t chunk_bytes = 256u << 20; // chunked steps: the compute memory one chunk's graph aims for

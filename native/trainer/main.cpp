@@ -112,7 +112,7 @@ static void usage(const char * argv0) {
         "  --backward-weights T  f32 (default) or bf16: frozen weights in the backward products (bf16:\n"
         "                        half the memory, faster where the CPU has AVX-512 BF16, less exact)\n"
         "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n"
-        "  --q8-products K       still (default where the CPU has AVX-512 VNNI) or ggml: the kernel of\n"
+        "  --q8-products K       still (default where the CPU has AVX-512 VNNI or AVX-VNNI) or ggml: the kernel of\n"
         "                        the forward products of Q8_0 weights\n",
         argv0, argv0, argv0, argv0, argv0);
 }

@@ -1,5 +1,5 @@
 // The forward products of Q8_0 weights (the frozen base of a LoRA step, the log-prob passes)
-// on still's AVX-512 VNNI kernel (native/kernels/q8_0_gemm.h) instead of ggml's, which
+// on still's VNNI kernel (native/kernels/q8_0_gemm.h) instead of ggml's, which
 // keeps 8 partial sums per output and scales each of them (about a quarter of a LoRA step
 // on the qwen2.5-0.5b shape). The activations are quantized to Q8_0 exactly as ggml does,
 // and every block's integer dot product is ggml's; the sums are scaled once per block
@@ -27,9 +27,11 @@ const int64_t GROUP = 8;        // columns per group of the kernel's widest step
 #if STILL_Q8_0_GEMM
 using namespace still::q8;
 
+const Isa isa = chosen_isa(); // STILL_Q8_ISA, or the widest this CPU has
+
 // dst = W·X for this thread's columns: X's columns (all of its dimensions past the first,
 // flattened) split between the threads in groups of 8.
-STILL_AVX512_VNNI void product(ggml_tensor * dst, const ggml_tensor * w, const ggml_tensor * x, int ith, int nth) {
+void product(ggml_tensor * dst, const ggml_tensor * w, const ggml_tensor * x, int ith, int nth) {
     const int64_t nb = w->ne[0] / kBlock;
     const int64_t n1 = x->ne[1], n2 = x->ne[2];
     const int64_t N = n1 * n2 * x->ne[3];
@@ -53,12 +55,12 @@ STILL_AVX512_VNNI void product(ggml_tensor * dst, const ggml_tensor * w, const g
         const int64_t c = j - j0;
         quantize_column(col, nb, cols.q + c * nb * kBlock, cols.d + c * nb, cols.corr + c * nb);
     }
-    if (!gemm_tiles((const char *) w->data, w->nb[1], w->ne[1], 0, tiles_of(w->ne[1]), cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
+    if (!gemm_tiles(isa, (const char *) w->data, w->nb[1], w->ne[1], 0, tiles_of(isa, w->ne[1]), cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
 }
 
 void q8_op(ggml_tensor * dst, int ith, int nth, void *) { product(dst, dst->src[0], dst->src[1], ith, nth); }
 
-ggml_custom_op_t kernel_for_cpu() { return cpu_can_run() ? q8_op : nullptr; }
+ggml_custom_op_t kernel_for_cpu() { return isa != Isa::None ? q8_op : nullptr; }
 #else
 ggml_custom_op_t kernel_for_cpu() { return nullptr; }
 #endif

@@ -10,9 +10,14 @@
 // figures are medians over --runs, with the peak RSS of each process. Also: still's remote
 // client (still generate --endpoint's) driving one llama-server built from the same source,
 // one slot per sequence, with and without log-probs asked for, over still's own engine.
-// On CPUs with AVX-512 VNNI, still also runs with ggml's products only (STILL_Q8_GEMM=0)
-// and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) beside its default (the
-// output layer's product on that kernel).
+// On CPUs with AVX-512 VNNI or AVX-VNNI, still also runs with ggml's products only
+// (STILL_Q8_GEMM=0) and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) beside its
+// default (the output layer's product on that kernel).
+//
+// --ggml-cpu V runs still and batched-bench on one of ggml's CPU backend variants (haswell,
+// alderlake, …) instead of the best this CPU runs, to measure as a CPU of that kind would
+// run (with STILL_Q8_ISA=avxvnni, still's kernel as on AVX-VNNI CPUs); node-llama-cpp and
+// llama-server choose their own variant and are left out then.
 //
 // Also printed: the CPU, the ggml CPU backend each engine loaded (its ISA variant), where
 // still's decode step goes (ggml decode, logits read, sampling with log-probs, taking the
@@ -28,12 +33,13 @@ import {fileURLToPath} from "node:url";
 import {execa} from "execa";
 import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
-import {getBackend} from "../engine/binding.js";
+import {chosenCpuBackend, getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
 import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
-type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null, q8_mode?: "off" | "output" | "all"};
+type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null,
+    q8_mode?: "off" | "output" | "all", q8_isa?: string};
 type Row = {parallel: number, shared_prompt: boolean, still: Figures, node_llama_cpp: Figures | null, node_llama_cpp_uv1: Figures | null, llama_batched_bench: Figures,
     /** still with ggml's products only (STILL_Q8_GEMM=0: logits bit for bit llama.cpp's); null when not measured or the same as still's default. */
     still_ggml: Figures | null,
@@ -54,12 +60,13 @@ const optionsSchema = z.object({
     shared: z.number().int().min(0).describe("Samples of the one-prompt case (0 skips it)").default(32),
     nodeLlamaCpp: nodeLlamaCppField,
     llamaServer: z.boolean().describe("Measure still's remote client driving one llama-server too").default(true),
-    q8Kernel: z.boolean().describe("Measure still with ggml's products only (STILL_Q8_GEMM=0) and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) too (AVX-512 VNNI CPUs, Q8_0 models)").default(true),
+    q8Kernel: z.boolean().describe("Measure still with ggml's products only (STILL_Q8_GEMM=0) and with its Q8_0 kernel for every product (STILL_Q8_GEMM=all) too (VNNI CPUs, Q8_0 models)").default(true),
+    ggmlCpu: z.string().regex(/^[\w.]+$/).optional().describe("Run still and batched-bench on this ggml CPU backend variant (haswell, alderlake, …; STILL_GGML_CPU) instead of the best this CPU runs"),
     json: z.boolean().describe("Print one JSON object").default(false)
 });
 const options = parseArgv(optionsSchema, ["--model <file>", "--parallel <list>", "--threads <n>", "--runs <n>", "--prompt-tokens <n>", "--gen-tokens <n>", "--shared <n>",
     nodeLlamaCppFlag, {flags: "--no-llama-server", help: "Skip still driving a llama-server"},
-    {flags: "--no-q8-kernel", help: "Skip still with ggml's products only and with its Q8_0 kernel for every product"}, "--json"]);
+    {flags: "--no-q8-kernel", help: "Skip still with ggml's products only and with its Q8_0 kernel for every product"}, "--ggml-cpu <variant>", "--json"]);
 
 const log = (line: string) => process.stderr.write(line + "\n");
 const parallels = options.parallel.split(",").map((s) => Number.parseInt(s, 10)).filter((n) => n > 0);
@@ -68,6 +75,19 @@ const worker = path.join(path.dirname(fileURLToPath(import.meta.url)), "rolloutW
 const model = await benchModel(options.model, log);
 const {variant, hasGpu} = getBackend();
 const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
+// --ggml-cpu: still's workers load that module alone; batched-bench finds backend modules in
+// its working folder, so it runs in one that holds only that module.
+const ggmlCpu = options.ggmlCpu == null ? undefined : (() => {
+    const file = chosenCpuBackend(benchVariant, options.ggmlCpu);
+    if (file == null) return undefined;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-cpu-"));
+    fs.symlinkSync(file, path.join(dir, path.basename(file)));
+    process.on("exit", () => fs.rmSync(dir, {recursive: true, force: true}));
+    if (options.nodeLlamaCpp || options.llamaServer) log(`--ggml-cpu ${options.ggmlCpu}: node-llama-cpp and llama-server load their own CPU backend and are left out`);
+    return {name: options.ggmlCpu!, dir};
+})();
+const nodeLlamaCpp = options.nodeLlamaCpp && ggmlCpu == null;
+const llamaServer = options.llamaServer && ggmlCpu == null;
 
 // The same pseudo-random prompts for both Node engines: ordinary tokens, no special ones.
 // (batched-bench draws its own random tokens; only the counts matter to the speed.)
@@ -94,7 +114,8 @@ process.on("exit", () => fs.rmSync(promptsFile, {force: true}));
 
 async function runWorker(engine: "still" | "node-llama-cpp" | "llama-server" | "llama-server-no-logprobs", parallel: number, shared: boolean, env: Record<string, string> = {}): Promise<Figures> {
     const res = await execa(process.execPath, [worker, engine, model!, String(parallel), String(options.promptTokens),
-        String(options.genTokens), String(options.threads), shared ? "1" : "0", promptsFile], {env: {...env, STILL_VARIANT: variant.name}, reject: false});
+        String(options.genTokens), String(options.threads), shared ? "1" : "0", promptsFile],
+    {env: {...env, STILL_VARIANT: variant.name, ...(ggmlCpu == null ? {} : {STILL_GGML_CPU: ggmlCpu.name})}, reject: false});
     if (res.exitCode !== 0) throw new Error(`${engine} run failed: ${res.stderr.split("\n").slice(-3).join(" ")}`);
     return JSON.parse(res.stdout.trim().split("\n").at(-1)!) as Figures;
 }
@@ -104,7 +125,7 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const args = ["-m", model!, "-c", String(cells), "-b", "2048", "-ub", "512", "-npp", String(options.promptTokens),
         "-ntg", String(options.genTokens), "-npl", String(parallel), "-t", String(options.threads), "--output-format", "jsonl",
         ...(shared ? ["-pps"] : []), ...gpuLayersArgs(hasGpu)];
-    const {res, peakRssMb} = await runMeasured(batchedBench, args, {cwd: toolCwd(benchVariant), all: true});
+    const {res, peakRssMb} = await runMeasured(batchedBench, args, {cwd: ggmlCpu?.dir ?? toolCwd(benchVariant), all: true});
     if (res.exitCode !== 0) throw new Error(`llama-batched-bench failed: ${(res.all ?? "").split("\n").slice(-3).join(" ")}`);
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");
@@ -137,6 +158,7 @@ function median(values: Figures[]): Figures | null {
         ...(at.cpu_backend === undefined ? {} : {cpu_backend: at.cpu_backend}),
         ...(at.split == null ? {} : {split: at.split}),
         ...(at.q8_mode === undefined ? {} : {q8_mode: at.q8_mode}),
+        ...(at.q8_isa === undefined ? {} : {q8_isa: at.q8_isa}),
         ...(at.server_peak_rss_mb === undefined ? {} : {server_peak_rss_mb: Math.max(...values.map((v) => v.server_peak_rss_mb ?? 0))})
     };
 }
@@ -187,7 +209,8 @@ const rowText = (r: Row) => {
         `${r.still.prompt_tps} | ${r.llama_batched_bench.prompt_tps} | ${r.still.peak_rss_mb ?? "-"} / ${r.llama_batched_bench.peak_rss_mb ?? "-"} / ${nlc?.peak_rss_mb ?? "-"} |\n`;
 };
 if (!options.json) {
-    process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries; ${options.promptTokens} prompt + ` +
+    process.stdout.write(`${path.basename(model)}, ${options.threads} threads, llama.cpp ${variant.name} libraries` +
+        `${ggmlCpu == null ? "" : ` with ggml's ${ggmlCpu.name} CPU backend (--ggml-cpu)`}; ${options.promptTokens} prompt + ` +
         `${options.genTokens} generated tokens per sequence, temperature 1, top-k 40 (batched-bench: no sampling); medians of ${options.runs}\n\n`);
     process.stdout.write("| sequences | still gen t/s | batched-bench | node-llama-cpp | n-l-c UV=1 | still/bb | still/nlc | still/nlc UV=1 | still prompt t/s | bb prompt | peak RSS MB still / bb / nlc |\n");
     process.stdout.write("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -205,11 +228,11 @@ for (const c of cases) {
             samples.still_q8.push(await runWorker("still", c.parallel, c.shared, {STILL_Q8_GEMM: "all"}));
         }
         samples.llama_batched_bench.push(await runBatchedBench(c.parallel, c.shared));
-        if (options.llamaServer) {
+        if (llamaServer) {
             samples.llama_server.push(await runWorker("llama-server", c.parallel, c.shared));
             samples.llama_server_no_logprobs.push(await runWorker("llama-server-no-logprobs", c.parallel, c.shared));
         }
-        if (!options.nodeLlamaCpp) continue;
+        if (!nodeLlamaCpp) continue;
         samples.node_llama_cpp.push(await runWorker("node-llama-cpp", c.parallel, c.shared));
         samples.node_llama_cpp_uv1.push(await runWorker("node-llama-cpp", c.parallel, c.shared, {UV_THREADPOOL_SIZE: "1"}));
     }
@@ -253,7 +276,7 @@ if (!options.json && rows.length > 0) {
     }
     if (rows.some((r) => r.still_ggml != null || r.still_q8 != null)) {
         // (measured only where still's default put the output layer's products on the kernel)
-        process.stdout.write("\nstill's Q8_0 kernel (AVX-512 VNNI; still's default above: the output layer's product on it), " +
+        process.stdout.write(`\nstill's Q8_0 kernel (${rows.find((r) => r.still.q8_isa != null)?.still.q8_isa ?? "VNNI"}; still's default above: the output layer's product on it), ` +
             "next to still with ggml's products only (STILL_Q8_GEMM=0: logits bit for bit llama.cpp's) and with the kernel for every Q8_0 product " +
             "(STILL_Q8_GEMM=all: logits llama.cpp's to about 1e-3), in the same run:\n\n" +
             "| sequences | products | gen t/s | / still default | / batched-bench | / node-llama-cpp | / n-l-c UV=1 | prompt t/s | ggml decode ms/step | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n");
@@ -284,6 +307,7 @@ if (options.json) {
         cpu: os.cpus()[0]?.model ?? null,
         threads: options.threads,
         variant: variant.name,
+        ggml_cpu: ggmlCpu?.name ?? null,
         prompt_tokens: options.promptTokens,
         gen_tokens: options.genTokens,
         runs: options.runs,

@@ -21,7 +21,7 @@ void promptTokens;
 async function runStill() {
     const model = await loadModel(modelPath!, {trusted: true, gpuLayers: 0});
     // STILL_Q8_GEMM chooses the Q8_0 kernel's products (output layer by default); none where this CPU cannot run it.
-    const q8Mode = getBackend().binding.q8Kernel().mode;
+    const {mode: q8Mode, isa: q8Isa} = getBackend().binding.q8Kernel();
     const engine = model.rollouts({parallel, threads});
     const sampling = {temperature: 1, topK: 40, maxTokens: genTokens, stopAfter: [], stopAtEog: false};
     // Warm up (first-call allocations, page faults in the weights).
@@ -39,6 +39,7 @@ async function runStill() {
         prompt_tps: stats.promptTokens / (stats.promptMs / 1000),
         generated: stats.generatedTokens,
         q8_mode: q8Mode,
+        q8_isa: q8Isa,
         split: {
             steps: stats.decodes, decode_ms: per(stats.decodeMs), logits_ms: per(stats.logitsMs), sample_ms: per(stats.sampleMs),
             accept_ms: per(stats.acceptMs), other_ms: per(Math.max(0, stats.elapsedMs - measured))

@@ -94,6 +94,40 @@ export function rankVariants(variants: VariantInfo[], gpuKinds: Set<string>, req
     return variants.filter(usable).sort((a, b) => score(b) - score(a));
 }
 
+/** ggml's CPU backend modules in a variant's library folder: ISA variant name → file. */
+export function cpuBackendModules(variant: VariantInfo): Map<string, string> {
+    const dir = path.resolve(packageRoot, variant.libDir);
+    const out = new Map<string, string>();
+    let files: string[] = [];
+    try {
+        files = fs.readdirSync(dir);
+    } catch {
+        // a variant without a library folder of its own (a static source build)
+    }
+    for (const f of files) {
+        const m = /^(?:lib)?ggml-cpu-([\w.]+)\.(?:so|dylib|dll)$/.exec(f);
+        if (m != null) out.set(m[1]!, path.join(dir, f));
+    }
+    return out;
+}
+
+/**
+ * The CPU backend module STILL_GGML_CPU names (one of ggml's ISA variants: haswell,
+ * alderlake, zen4, …) in the cpu variant's library folder, to run that variant instead of
+ * the best one this CPU can run (to compare kernels, or to measure as another CPU would
+ * run); undefined where it is unset or "auto".
+ */
+export function chosenCpuBackend(variant: VariantInfo, name = process.env.STILL_GGML_CPU): string | undefined {
+    if (name == null || name === "" || name === "auto") return undefined;
+    if (variant.gpu != null)
+        throw new NativeError(`STILL_GGML_CPU=${name} chooses one of the cpu variant's CPU backends; the ${variant.name} variant loads its own (set STILL_VARIANT=cpu).`);
+    const modules = cpuBackendModules(variant);
+    const file = modules.get(name);
+    if (file == null)
+        throw new NativeError(`STILL_GGML_CPU=${name}: the ${variant.name} variant has no such ggml CPU backend (it has: ${[...modules.keys()].sort().join(", ") || "none as modules"}).`);
+    return file;
+}
+
 let cached: Backend | undefined;
 
 /**
@@ -120,7 +154,12 @@ export function getBackend(options: {variant?: string} = {}): Backend {
             failures.push(`${variant.name}: ${(err as Error).message.split("\n")[0]}`);
             continue;
         }
-        binding.init(path.resolve(packageRoot, variant.libDir), variant.fallbackBackendDirs.map((d) => path.resolve(packageRoot, d)));
+        const cpuBackend = chosenCpuBackend(variant);
+        try {
+            binding.init(path.resolve(packageRoot, variant.libDir), variant.fallbackBackendDirs.map((d) => path.resolve(packageRoot, d)), cpuBackend);
+        } catch (err) {
+            throw new NativeError(`llama.cpp's ${variant.name} libraries: ${(err as Error).message}`);
+        }
         const devices = z.array(deviceSchema).parse(binding.devices());
         const hasGpu = devices.some((d) => d.type === "gpu" || d.type === "igpu");
         cached = {binding, variant, manifest, release: manifest.release, devices, hasGpu};

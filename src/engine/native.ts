@@ -63,14 +63,16 @@ export interface NativeScorer {
 export interface NativeBinding {
     readonly variant: string;
     readonly llamaRelease: string;
-    init(libDir: string, fallbackDirs: string[]): void;
+    /** cpuBackend: one of ggml's CPU backend modules, loaded alone instead of the best of libDir's (STILL_GGML_CPU). */
+    init(libDir: string, fallbackDirs: string[], cpuBackend?: string): void;
     devices(): unknown;
     systemInfo(): string;
     /**
-     * still's Q8_0 kernel (native/engine/q8_gemm.cpp) on AVX-512 VNNI CPUs: by default the output
-     * layer's products only (mode "output"); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none.
+     * still's Q8_0 kernel (native/engine/q8_gemm.cpp) on CPUs with AVX-512 VNNI or AVX-VNNI (isa:
+     * the one it runs; STILL_Q8_ISA picks): by default the output layer's products only (mode
+     * "output"); STILL_Q8_GEMM=all for every Q8_0 product, =0 for none.
      */
-    q8Kernel(): {active: boolean, mode: "off" | "output" | "all", status: string, products: number};
+    q8Kernel(): {active: boolean, mode: "off" | "output" | "all", status: string, isa: "AVX-512 VNNI" | "AVX-VNNI" | "none", products: number};
     ggmlTypeInfo(type: number): {name: string, blockSize: number, typeSize: number} | null;
     setLogLevel(level: number): void;
     quantize(inPath: string, outPath: string, ftype: number, threads: number): Promise<void>;
