@@ -130,7 +130,8 @@ async function runBatchedBench(parallel: number, shared: boolean): Promise<Figur
     const line = res.stdout.split("\n").find((l) => l.startsWith("{") && l.includes("speed_tg"));
     if (line == null) throw new Error("llama-batched-bench printed no result");
     const r = JSON.parse(line) as {speed_tg: number, speed_pp: number};
-    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb, cpu_backend: cpuBackendIn(res.all ?? "")};
+    // (with --ggml-cpu its folder holds that module alone)
+    return {gen_tps: r.speed_tg, prompt_tps: r.speed_pp, peak_rss_mb: peakRssMb, cpu_backend: cpuBackendIn(res.all ?? "") ?? ggmlCpu?.name ?? null};
 }
 
 /** Memory bandwidth in bytes/s: the best of a few copies of 256 MiB (each byte read once and written once). */
