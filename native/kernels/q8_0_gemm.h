@@ -97,7 +97,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void quantize_column(const float
 
 // Block l's share (of nb) of a tile's bytes at next (null: nothing), fetched while block l is
 // transposed.
-inline void prefetch_share(const char * next, size_t tile_bytes, int64_t l, int64_t nb) {
+__attribute__((always_inline)) inline void prefetch_share(const char * next, size_t tile_bytes, int64_t l, int64_t nb) {
     if (next == nullptr) return;
     const size_t from = (tile_bytes * l / nb) & ~size_t(63), to = tile_bytes * (l + 1) / nb;
     for (size_t o = from; o < to; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
@@ -313,7 +313,7 @@ bool short_tile(const BlockQ8 ** rows, int n_rows, typename K::Reg * W, float * 
 // rows w_stride bytes apart, in tiles of K::kRows rows, the last one short where rows is not
 // a multiple). False when the thread's room for a transposed tile cannot be had.
 template <class K>
-bool gemm_tiles_of(const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
+__attribute__((always_inline)) inline bool gemm_tiles_of(const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
     constexpr int R = K::kRows;
     thread_local Scratch scratch;
     const int64_t nb = x.nb;
@@ -369,9 +369,15 @@ inline int tile_rows(Isa isa) { return isa == Isa::Avx512Vnni ? Vnni512::kRows :
 inline int64_t tiles_of(Isa isa, int64_t rows) { return (rows + tile_rows(isa) - 1) / tile_rows(isa); }
 
 // Tiles [t0, t1) of tiles_of(isa, rows) of W·X on the kernel isa (not None).
-inline bool gemm_tiles(Isa isa, const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
-    if (isa == Isa::Avx512Vnni) return gemm_tiles_of<Vnni512>(w, w_stride, rows, t0, t1, x, dst, dst_stride);
+STILL_AVX512_VNNI inline bool gemm_tiles_512(const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
+    return gemm_tiles_of<Vnni512>(w, w_stride, rows, t0, t1, x, dst, dst_stride);
+}
+STILL_AVX_VNNI inline bool gemm_tiles_256(const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
     return gemm_tiles_of<Vnni256>(w, w_stride, rows, t0, t1, x, dst, dst_stride);
+}
+inline bool gemm_tiles(Isa isa, const char * w, size_t w_stride, int64_t rows, int64_t t0, int64_t t1, const Columns & x, char * dst, size_t dst_stride) {
+    if (isa == Isa::Avx512Vnni) return gemm_tiles_512(w, w_stride, rows, t0, t1, x, dst, dst_stride);
+    return gemm_tiles_256(w, w_stride, rows, t0, t1, x, dst, dst_stride);
 }
 
 } // namespace still::q8
