@@ -2,11 +2,12 @@
 // finite differences, on the three architectures it builds.
 import fs from "node:fs";
 import path from "node:path";
+import {execa} from "execa";
 import {afterAll, beforeAll, describe, expect, it} from "vitest";
 import {getBackend} from "../src/engine/binding.js";
 import {loadModel, type Model} from "../src/engine/Model.js";
 import {TrainerError} from "../src/errors.js";
-import type {TrainerEvent} from "../src/train/runTrainer.js";
+import {type TrainerEvent, trainerBinary} from "../src/train/runTrainer.js";
 import {hasAvx512Bf16, hasAvx512Vnni, hasAvxVnni} from "./helpers/cpu.js";
 import {testModel, tmpDir} from "./helpers/models.js";
 import {gradientDump, normDiff, randomDpoData, randomSftData, relDiff, trainer} from "./helpers/trainer.js";
@@ -284,5 +285,23 @@ describe("bad input to still-train", () => {
         expect(err.message).toMatch(/--rank must be a whole number from 1/);
         const err2 = await trainer(["sft", "--model", modelPath, "--data", "x", "--out", "y", "--modules", "q,zz"]).catch((e: unknown) => e as Error);
         expect(err2.message).toMatch(/unknown module 'zz'/);
+    });
+});
+
+describe("still-train q8-bench", () => {
+    it("times still's Q8_0 kernel, each width this CPU runs, against ggml's product, with results that agree", async () => {
+        const {command, backendDir} = trainerBinary(getBackend());
+        const res = await execa(command, ["q8-bench", "--shapes", "263x64,40x96", "--columns", "8,13", "--repeats", "1", "--threads", "1", "--backend-dir", backendDir]);
+        const lines = res.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as {rows: number, columns: number, kernel: string, ms: number, max_rel_diff: number});
+        const widths = [hasAvx512Vnni ? "AVX-512 VNNI" : null, hasAvxVnni ? "AVX-VNNI" : null].filter((w) => w != null);
+        expect(lines.map((l) => l.kernel)).toEqual(Array.from({length: 4}, () => ["ggml", ...widths]).flat());
+        expect(lines.map((l) => `${l.rows}:${l.columns}`)).toEqual([263, 40].flatMap((r) => [8, 13].flatMap((c) => Array.from({length: 1 + widths.length}, () => `${r}:${c}`))));
+        for (const l of lines) {
+            expect(l.ms).toBeGreaterThan(0);
+            expect(l.max_rel_diff).toBeLessThan(1e-5);
+        }
+        const bad = await execa(command, ["q8-bench", "--shapes", "263x63"], {reject: false});
+        expect(bad.exitCode).toBe(1);
+        expect(bad.stderr).toContain("--shapes takes ROWSxK pairs (K a multiple of 32)");
     });
 });

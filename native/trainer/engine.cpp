@@ -34,7 +34,7 @@ bool Engine::abort_callback(void * data) {
     return false;
 }
 
-static bool load_backends(const std::string & dir) {
+bool load_backends(const std::string & dir) {
     // Builds with GGML_BACKEND_DL (the prebuilt packages) register nothing until their
     // backend modules are loaded; static builds come with their backends.
     if (ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == nullptr && !dir.empty()) {

@@ -25,6 +25,20 @@ namespace st {
 // call; its outputs are NaN then.
 bool take_q8_failure();
 
+// Each width of still's Q8_0 kernel this CPU runs (q8_products.cpp), whatever STILL_Q8_ISA
+// says: its name, rows per tile, and the custom op with the userdata that runs it.
+struct Q8Kernel {
+    std::string name;
+    int tile_rows;
+    ggml_custom_op_t op;
+    void * userdata;
+};
+std::vector<Q8Kernel> q8_kernels();
+
+// Loads ggml's backend modules from dir (where the build has them as modules); false, with
+// the error printed, when no CPU backend results.
+bool load_backends(const std::string & dir);
+
 struct LoraConfig {
     int64_t rank = 8;
     float alpha = 16.0f;

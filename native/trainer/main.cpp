@@ -56,6 +56,8 @@ static void usage(const char * argv0) {
         "       %s grad-check --model M --data D [options]\n"
         "       %s policy-loss [policy options] < samples.json\n"
         "       %s logits --model M --tokens 1,2,3 --out FILE\n"
+        "       %s q8-bench [--shapes 151936x896,4864x896] [--columns 1,8,32,128] [--repeats 10] [--threads N]\n"
+        "                (still's Q8_0 kernel against ggml's product; JSON lines; see q8_bench.cpp)\n"
         "\n"
         "model and adapter:\n"
         "  --model FILE          base GGUF (llama, qwen2, qwen3)\n"
@@ -114,7 +116,7 @@ static void usage(const char * argv0) {
         "  --f32-products K      still (default) or ggml: the kernel of the F32 matrix products\n"
         "  --q8-products K       still (default where the CPU has AVX-512 VNNI or AVX-VNNI) or ggml: the kernel of\n"
         "                        the forward products of Q8_0 weights\n",
-        argv0, argv0, argv0, argv0, argv0);
+        argv0, argv0, argv0, argv0, argv0, argv0);
 }
 
 static bool parse_int(const char * s, int64_t & out) {
@@ -137,6 +139,74 @@ static bool parse_float(const char * s, double & out) {
 
 static int run(int argc, char ** argv);
 
+// A list of whole numbers from lo to hi ("1,8,32"), or of pairs ("151936x896,4864x896").
+static bool parse_list(const std::string & text, int64_t lo, int64_t hi, std::vector<int64_t> & out) {
+    size_t p = 0;
+    while (p <= text.size()) {
+        const size_t q = std::min(text.find(',', p), text.size());
+        int64_t v = 0;
+        if (!parse_int(text.substr(p, q - p).c_str(), v) || v < lo || v > hi) return false;
+        out.push_back(v);
+        p = q + 1;
+    }
+    return !out.empty();
+}
+
+// still-train q8-bench [--shapes RxK,...] [--columns N,...] [--repeats N] [--threads N] [--backend-dir D]
+static int q8_bench_command(int argc, char ** argv) {
+    EngineOptions eo;
+    if (const char * env = getenv("STILL_BACKEND_DIR")) eo.backend_dir = env;
+    eo.threads = (int) std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{151936, 896}, {4864, 896}, {896, 4864}};
+    std::vector<int64_t> columns = {1, 8, 32, 128};
+    int64_t repeats = 10;
+    for (int i = 2; i < argc; i++) {
+        const std::string a = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "main: error: %s needs a value\n", a.c_str());
+            return EXIT_ERROR;
+        }
+        const std::string v = argv[++i];
+        std::vector<int64_t> list;
+        if (a == "--shapes") {
+            shapes.clear();
+            size_t p = 0;
+            while (p <= v.size()) {
+                const size_t q = std::min(v.find(',', p), v.size());
+                const std::string one = v.substr(p, q - p);
+                const size_t x = one.find('x');
+                std::vector<int64_t> r, k;
+                if (x == std::string::npos || !parse_list(one.substr(0, x), 1, 1 << 24, r) || r.size() != 1 ||
+                    !parse_list(one.substr(x + 1), 32, 1 << 20, k) || k.size() != 1 || k[0] % 32 != 0) {
+                    fprintf(stderr, "main: error: --shapes takes ROWSxK pairs (K a multiple of 32), e.g. 151936x896,4864x896; got '%s'\n", one.c_str());
+                    return EXIT_ERROR;
+                }
+                shapes.emplace_back(r[0], k[0]);
+                p = q + 1;
+            }
+        } else if (a == "--columns") {
+            if (!parse_list(v, 1, 65536, list)) {
+                fprintf(stderr, "main: error: --columns takes whole numbers from 1 to 65536, e.g. 1,8,32; got '%s'\n", v.c_str());
+                return EXIT_ERROR;
+            }
+            columns = list;
+        } else if (a == "--repeats" || a == "--threads") {
+            if (!parse_list(v, 1, a == "--threads" ? 1024 : 100000, list) || list.size() != 1) {
+                fprintf(stderr, "main: error: %s takes a whole number of at least 1; got '%s'\n", a.c_str(), v.c_str());
+                return EXIT_ERROR;
+            }
+            if (a == "--repeats") repeats = list[0];
+            else eo.threads = (int) list[0];
+        } else if (a == "--backend-dir") {
+            eo.backend_dir = v;
+        } else {
+            fprintf(stderr, "main: error: unknown option '%s' for q8-bench (--shapes, --columns, --repeats, --threads, --backend-dir)\n", a.c_str());
+            return EXIT_ERROR;
+        }
+    }
+    return run_q8_bench(eo, shapes, columns, (int) repeats);
+}
+
 int main(int argc, char ** argv) {
     try {
         return run(argc, argv);
@@ -154,10 +224,11 @@ static int run(int argc, char ** argv) {
         return argc < 2 ? EXIT_ERROR : EXIT_OK;
     }
     const std::string cmd = argv[1];
-    if (cmd != "sft" && cmd != "dpo" && cmd != "serve" && cmd != "grad-check" && cmd != "policy-loss" && cmd != "logits") {
-        fprintf(stderr, "main: error: unknown command '%s' (sft, dpo, serve, grad-check, policy-loss, logits)\n", cmd.c_str());
+    if (cmd != "sft" && cmd != "dpo" && cmd != "serve" && cmd != "grad-check" && cmd != "policy-loss" && cmd != "logits" && cmd != "q8-bench") {
+        fprintf(stderr, "main: error: unknown command '%s' (sft, dpo, serve, grad-check, policy-loss, logits, q8-bench)\n", cmd.c_str());
         return EXIT_ERROR;
     }
+    if (cmd == "q8-bench") return q8_bench_command(argc, argv);
 
     EngineOptions eo;
     TrainConfig tc;

@@ -31,7 +31,7 @@ const Isa isa = chosen_isa(); // STILL_Q8_ISA, or the widest this CPU has
 
 // dst = W·X for this thread's columns: X's columns (all of its dimensions past the first,
 // flattened) split between the threads in groups of 8.
-void product(ggml_tensor * dst, const ggml_tensor * w, const ggml_tensor * x, int ith, int nth) {
+void product(Isa use, ggml_tensor * dst, const ggml_tensor * w, const ggml_tensor * x, int ith, int nth) {
     const int64_t nb = w->ne[0] / kBlock;
     const int64_t n1 = x->ne[1], n2 = x->ne[2];
     const int64_t N = n1 * n2 * x->ne[3];
@@ -55,17 +55,33 @@ void product(ggml_tensor * dst, const ggml_tensor * w, const ggml_tensor * x, in
         const int64_t c = j - j0;
         quantize_column(col, nb, cols.q + c * nb * kBlock, cols.d + c * nb, cols.corr + c * nb);
     }
-    if (!gemm_tiles(isa, (const char *) w->data, w->nb[1], w->ne[1], 0, tiles_of(isa, w->ne[1]), cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
+    if (!gemm_tiles(use, (const char *) w->data, w->nb[1], w->ne[1], 0, tiles_of(use, w->ne[1]), cols, (char *) dst->data + j0 * dst->nb[1], dst->nb[1])) failed = true;
 }
 
-void q8_op(ggml_tensor * dst, int ith, int nth, void *) { product(dst, dst->src[0], dst->src[1], ith, nth); }
+// userdata: the Isa to run (null: the process's choice)
+void q8_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    product(userdata != nullptr ? *static_cast<const Isa *>(userdata) : isa, dst, dst->src[0], dst->src[1], ith, nth);
+}
 
 ggml_custom_op_t kernel_for_cpu() { return isa != Isa::None ? q8_op : nullptr; }
+
+const Isa kWidths[] = {Isa::Avx512Vnni, Isa::AvxVnni};
 #else
 ggml_custom_op_t kernel_for_cpu() { return nullptr; }
 #endif
 
 } // namespace
+
+std::vector<Q8Kernel> q8_kernels() {
+    std::vector<Q8Kernel> out;
+#if STILL_Q8_0_GEMM
+    for (const Isa & w : kWidths) {
+        const bool has = w == Isa::Avx512Vnni ? Vnni512::cpu_has() : Vnni256::cpu_has();
+        if (has) out.push_back({isa_name(w), tile_rows(w), q8_op, const_cast<Isa *>(&w)});
+    }
+#endif
+    return out;
+}
 
 bool take_q8_failure() { return failed.exchange(false); }
 

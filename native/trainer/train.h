@@ -128,4 +128,8 @@ int run_grad_check(const EngineOptions & eo, const GradCheckConfig & gc);
 // Writes the logits of `tokens` (rows of n_vocab F32) to `out`.
 int run_logits(const EngineOptions & eo, const std::vector<int32_t> & tokens, const std::string & out);
 
+// q8-bench (q8_bench.cpp): still's Q8_0 kernel against ggml's product, per shape (rows, k)
+// and column count; JSON lines.
+int run_q8_bench(const EngineOptions & eo, const std::vector<std::pair<int64_t, int64_t>> & shapes, const std::vector<int64_t> & columns, int repeats);
+
 } // namespace st

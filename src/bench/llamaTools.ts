@@ -1,12 +1,13 @@
 // llama.cpp's own tools for benchmarks: built from the bundled source on first use,
 // linked to the same llama.cpp libraries as the addon's variant, then cached in build/.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import {execa} from "execa";
 import lockfile from "proper-lockfile";
 import {z} from "zod";
 import {makeModel} from "../models/makeModel.js";
-import {type VariantInfo, buildDir, getBackend, packageRoot} from "../engine/binding.js";
+import {type VariantInfo, buildDir, chosenCpuBackend, cpuBackendModules, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
 
 /**
@@ -68,6 +69,20 @@ export function gpuLayersArgs(hasGpu: boolean): string[] {
 export function cpuBackendIn(text: string): string | null {
     const m = /libggml-cpu(?:-([\w.]+))?\.(?:so|dylib)/.exec(text);
     return m == null ? null : (m[1] ?? "generic");
+}
+
+/**
+ * A folder holding only the ggml CPU backend module `name` of the variant (a link to it),
+ * removed when the process exits: programs that load every module of a folder (llama.cpp's
+ * tools from their working folder, still-train from --backend-dir) run on that one there.
+ */
+export function cpuBackendFolder(variant: VariantInfo, name: string): {name: string, dir: string} {
+    const file = chosenCpuBackend(variant, name);
+    if (file == null) throw new StillError(`--ggml-cpu needs a module's name (${[...cpuBackendModules(variant).keys()].sort().join(", ")})`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-cpu-"));
+    fs.symlinkSync(file, path.join(dir, path.basename(file)));
+    process.on("exit", () => fs.rmSync(dir, {recursive: true, force: true}));
+    return {name, dir};
 }
 
 /** The working directory where a variant's programs find their backend modules. */

@@ -33,9 +33,9 @@ import {fileURLToPath} from "node:url";
 import {execa} from "execa";
 import {z} from "zod";
 import {parseArgv} from "../cli/cliOptions.js";
-import {chosenCpuBackend, getBackend} from "../engine/binding.js";
+import {getBackend} from "../engine/binding.js";
 import {loadModel} from "../engine/Model.js";
-import {benchModel, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
+import {benchModel, cpuBackendFolder, cpuBackendIn, gpuLayersArgs, llamaTool, nodeLlamaCppField, nodeLlamaCppFlag, median as mid, runMeasured, toolCwd} from "./llamaTools.js";
 
 type Split = {steps: number, decode_ms: number, logits_ms: number, sample_ms: number, accept_ms: number, other_ms: number};
 type Figures = {gen_tps: number, prompt_tps: number, peak_rss_mb: number | null, cpu_backend?: string | null, split?: Split, server_peak_rss_mb?: number | null,
@@ -77,15 +77,9 @@ const {variant, hasGpu} = getBackend();
 const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
 // --ggml-cpu: still's workers load that module alone; batched-bench finds backend modules in
 // its working folder, so it runs in one that holds only that module.
-const ggmlCpu = options.ggmlCpu == null ? undefined : (() => {
-    const file = chosenCpuBackend(benchVariant, options.ggmlCpu);
-    if (file == null) return undefined;
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-cpu-"));
-    fs.symlinkSync(file, path.join(dir, path.basename(file)));
-    process.on("exit", () => fs.rmSync(dir, {recursive: true, force: true}));
-    if (options.nodeLlamaCpp || options.llamaServer) log(`--ggml-cpu ${options.ggmlCpu}: node-llama-cpp and llama-server load their own CPU backend and are left out`);
-    return {name: options.ggmlCpu!, dir};
-})();
+const ggmlCpu = options.ggmlCpu == null || options.ggmlCpu === "auto" ? undefined : cpuBackendFolder(benchVariant, options.ggmlCpu);
+if (ggmlCpu != null && (options.nodeLlamaCpp || options.llamaServer))
+    log(`--ggml-cpu ${ggmlCpu.name}: node-llama-cpp and llama-server load their own CPU backend and are left out`);
 const nodeLlamaCpp = options.nodeLlamaCpp && ggmlCpu == null;
 const llamaServer = options.llamaServer && ggmlCpu == null;
 
