@@ -7,7 +7,7 @@ import {execa} from "execa";
 import lockfile from "proper-lockfile";
 import {z} from "zod";
 import {makeModel} from "../models/makeModel.js";
-import {type VariantInfo, buildDir, chosenCpuBackend, cpuBackendModules, getBackend, packageRoot} from "../engine/binding.js";
+import {type VariantInfo, buildDir, chosenCpuBackend, getBackend, packageRoot} from "../engine/binding.js";
 import {StillError} from "../errors.js";
 
 /**
@@ -75,10 +75,11 @@ export function cpuBackendIn(text: string): string | null {
  * A folder holding only the ggml CPU backend module `name` of the variant (a link to it),
  * removed when the process exits: programs that load every module of a folder (llama.cpp's
  * tools from their working folder, still-train from --backend-dir) run on that one there.
+ * Undefined where no module is named (unset or "auto").
  */
-export function cpuBackendFolder(variant: VariantInfo, name: string): {name: string, dir: string} {
+export function cpuBackendFolder(variant: VariantInfo, name: string | undefined): {name: string, dir: string} | undefined {
     const file = chosenCpuBackend(variant, name);
-    if (file == null) throw new StillError(`--ggml-cpu needs a module's name (${[...cpuBackendModules(variant).keys()].sort().join(", ")})`);
+    if (file == null || name == null) return undefined;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "still-bench-cpu-"));
     fs.symlinkSync(file, path.join(dir, path.basename(file)));
     process.on("exit", () => fs.rmSync(dir, {recursive: true, force: true}));

@@ -16,7 +16,7 @@ import os from "node:os";
 import {parseArgv} from "../cli/cliOptions.js";
 import {getBackend} from "../engine/binding.js";
 import {trainerBinary} from "../train/runTrainer.js";
-import {cpuBackendFolder} from "./llamaTools.js";
+import {cpuBackendFolder, cpuBackendIn} from "./llamaTools.js";
 
 const optionsSchema = z.object({
     shapes: z.string().regex(/^\d+x\d+(,\d+x\d+)*$/, "ROWSxK pairs, e.g. 151936x896,4864x896").default("151936x896,4864x896,896x4864"),
@@ -36,7 +36,7 @@ type Result = z.infer<typeof resultSchema>;
 
 const backend = getBackend();
 const {command, backendDir} = trainerBinary(backend);
-const ggmlCpu = options.ggmlCpu == null || options.ggmlCpu === "auto" ? undefined : cpuBackendFolder(backend.variant, options.ggmlCpu);
+const ggmlCpu = cpuBackendFolder(backend.variant, options.ggmlCpu);
 const run = await execa(command, ["q8-bench", "--shapes", options.shapes, "--columns", options.columns, "--threads", String(options.threads),
     "--repeats", String(options.repeats), "--backend-dir", ggmlCpu?.dir ?? backendDir], {reject: false, env: {STILL_LOG: ""}});
 if (run.exitCode !== 0) {
@@ -45,7 +45,7 @@ if (run.exitCode !== 0) {
 }
 const results: Result[] = run.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => resultSchema.parse(JSON.parse(l)));
 // the ggml CPU backend module still-train loaded, from its log
-const loaded = /libggml-cpu-([\w.]+)\.(?:so|dylib|dll)/.exec(run.stderr)?.[1] ?? ggmlCpu?.name ?? null;
+const loaded = cpuBackendIn(run.stderr) ?? ggmlCpu?.name ?? null;
 const cpu = os.cpus()[0]?.model ?? "unknown";
 
 if (options.json) {

@@ -77,7 +77,7 @@ const {variant, hasGpu} = getBackend();
 const {binary: batchedBench, variant: benchVariant} = await llamaTool("llama-batched-bench", variant, log);
 // --ggml-cpu: still's workers load that module alone; batched-bench finds backend modules in
 // its working folder, so it runs in one that holds only that module.
-const ggmlCpu = options.ggmlCpu == null || options.ggmlCpu === "auto" ? undefined : cpuBackendFolder(benchVariant, options.ggmlCpu);
+const ggmlCpu = cpuBackendFolder(benchVariant, options.ggmlCpu);
 if (ggmlCpu != null && (options.nodeLlamaCpp || options.llamaServer))
     log(`--ggml-cpu ${ggmlCpu.name}: node-llama-cpp and llama-server load their own CPU backend and are left out`);
 const nodeLlamaCpp = options.nodeLlamaCpp && ggmlCpu == null;
